@@ -1,0 +1,59 @@
+//! # SurgeMQ
+//!
+//! A thread-per-core MQTT broker and client library. This page is the map; each module's
+//! own documentation says what it owns and what it must not touch.
+//!
+//! ## The one idea
+//!
+//! Every CPU core runs one [glommio] executor, a *shard*. A shard owns its connections,
+//! the sessions that live on it and its part of the topic index. Shards share no mutable
+//! state: they exchange plain `Send` messages over bounded single-producer single-consumer
+//! channels, one per ordered pair of shards, in batches. There are no locks on the data
+//! path, and a core never waits for another core.
+//!
+//! ## Where things live
+//!
+//! - A session lives on its *home shard*, `fixed_hash(client_id) % shards` (a hash with
+//!   fixed seeds, so every shard computes the same home). Any shard may accept a TCP
+//!   connection; once CONNECT has been decoded the connection moves home, carrying the bytes
+//!   already read. Takeover of a client id, the offline queue and in-flight state are then
+//!   local to one core.
+//! - Each shard keeps a trie of its own subscribers' filters and a replica of which shards
+//!   have subscribers for each filter. SUBACK goes out only when every shard routes the new
+//!   filter, so a PUBLISH accepted after SUBACK reaches the subscriber.
+//! - A retained message lives on `fixed_hash(topic) % shards`.
+//!
+//! ## The data path of a PUBLISH
+//!
+//! 1. Shard A reads from the socket into the connection's buffer and decodes every
+//!    complete frame with [`protocol::decode`]. Topic and payload are `Bytes` slices of that
+//!    buffer: nothing is copied.
+//! 2. The session state machine on A validates the packet and acknowledges it.
+//! 3. A matches the topic once. Local subscribers get the message at once; every other
+//!    interested shard gets one item in its outbox (one per shard, not per subscriber).
+//! 4. Outboxes are flushed as one batch per destination at the end of the read turn. When a
+//!    channel is full the batch waits and A stops reading from its publishers, which is TCP
+//!    back-pressure; no other shard waits.
+//! 5. Shard B matches its local trie and encodes for each subscriber: the payload is shared,
+//!    and only a small header (packet id, QoS, DUP) is written per subscriber with
+//!    [`protocol::encode_publish_header`]. QoS 1/2 deliveries take a packet id and an
+//!    in-flight slot from the subscriber's session.
+//! 6. B writes each connection's buffer with one system call per turn.
+//!
+//! Order is kept per publisher per subscriber because each channel is FIFO.
+//!
+//! ## Layers
+//!
+//! | module | owns | never touches |
+//! |---|---|---|
+//! | [`protocol`] | packets of 3.1 / 3.1.1 / 5.0, decode, encode, topic rules | I/O, time, state |
+//!
+//! Later layers (session state machine, topic index, cross-core mesh, shard and network
+//! I/O, client, configuration) are added on top of `protocol` in that order, each testable
+//! alone; only the shard layer touches sockets, timers and task spawning.
+//!
+//! [glommio]: https://docs.rs/glommio
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod protocol;

@@ -1,0 +1,404 @@
+//! Topic names and topic filters: validation, level iteration and matching (3.1.1 §4.7,
+//! 5.0 §4.7 and §4.8.2 for shared subscriptions).
+//!
+//! Both types wrap a [`ByteString`] (a `Bytes` slice known to be UTF-8), so a topic decoded
+//! from a PUBLISH points into the read buffer without a copy. Construction validates;
+//! holding one means the rules below hold:
+//! - a topic name is non-empty (except the 5.0 alias case, see [`TopicName::empty`]),
+//!   has no `+` or `#` and no U+0000;
+//! - a topic filter is non-empty, `#` only as the whole last level, `+` only as a whole
+//!   level, no U+0000, and a `$share/` prefix has a non-empty share name without wildcards
+//!   and a filter after it.
+
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::error::DecodeError;
+
+/// Checks UTF-8 well-formedness and the absence of U+0000.
+pub(crate) fn check_string(bytes: &[u8], field: &'static str) -> Result<(), DecodeError> {
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(DecodeError::InvalidUtf8(field));
+    }
+    if bytes.contains(&0) {
+        return Err(DecodeError::NullCharacter(field));
+    }
+    Ok(())
+}
+
+/// Makes a `ByteString` from bytes already checked by [`check_string`].
+pub(crate) fn to_bytestring(bytes: Bytes, field: &'static str) -> Result<ByteString, DecodeError> {
+    ByteString::try_from(bytes).map_err(|_| DecodeError::InvalidUtf8(field))
+}
+
+/// A validated topic name.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TopicName(ByteString);
+
+impl TopicName {
+    /// Validates a topic name from UTF-8 text.
+    pub fn new(s: impl Into<ByteString>) -> Result<TopicName, DecodeError> {
+        let s = s.into();
+        Self::validate(s.as_bytes())?;
+        Ok(TopicName(s))
+    }
+
+    /// Validates a topic name from raw bytes (zero copy).
+    pub fn from_bytes(b: Bytes) -> Result<TopicName, DecodeError> {
+        Self::validate(&b)?;
+        Ok(TopicName(to_bytestring(b, "topic name")?))
+    }
+
+    /// The empty topic name, legal only in a 5.0 PUBLISH that carries a topic alias.
+    pub fn empty() -> TopicName {
+        TopicName(ByteString::new())
+    }
+
+    /// Decoder entry: validates UTF-8, U+0000 and wildcards in one pass over the bytes,
+    /// allowing the empty name (the caller checks emptiness against the topic alias).
+    pub(crate) fn from_wire(b: Bytes) -> Result<TopicName, DecodeError> {
+        if b.iter().any(|&c| c == b'+' || c == b'#' || c == 0) {
+            return Err(if b.contains(&0) {
+                DecodeError::NullCharacter("topic name")
+            } else {
+                DecodeError::WildcardInTopicName
+            });
+        }
+        Ok(TopicName(to_bytestring(b, "topic name")?))
+    }
+
+    fn validate(b: &[u8]) -> Result<(), DecodeError> {
+        if b.is_empty() {
+            return Err(DecodeError::EmptyTopicName);
+        }
+        if b.len() > u16::MAX as usize {
+            return Err(DecodeError::Truncated("topic name (over 65535 bytes)"));
+        }
+        check_string(b, "topic name")?;
+        if b.iter().any(|&c| c == b'+' || c == b'#') {
+            return Err(DecodeError::WildcardInTopicName);
+        }
+        Ok(())
+    }
+
+    /// The topic as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The underlying shared string (cheap to clone).
+    pub fn as_bytestring(&self) -> &ByteString {
+        &self.0
+    }
+
+    /// The levels between `/` separators (an empty name has one empty level).
+    pub fn levels(&self) -> std::str::Split<'_, char> {
+        self.0.split('/')
+    }
+
+    /// True for names starting with `$` (server topics such as `$SYS`), which wildcard
+    /// filters do not match at their first level [MQTT-4.7.2-1].
+    pub fn is_dollar(&self) -> bool {
+        self.0.starts_with('$')
+    }
+
+    /// A copy that owns its own allocation, so a long-lived value (a retained or queued
+    /// message) does not pin the read buffer it was decoded from.
+    pub fn detached(&self) -> TopicName {
+        TopicName(ByteString::from(self.as_str()))
+    }
+}
+
+impl Deref for TopicName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<&str> for TopicName {
+    type Error = DecodeError;
+    fn try_from(s: &str) -> Result<Self, DecodeError> {
+        TopicName::new(ByteString::from(s))
+    }
+}
+
+/// A validated topic filter.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicFilter(ByteString);
+
+impl TopicFilter {
+    /// Validates a topic filter from UTF-8 text.
+    pub fn new(s: impl Into<ByteString>) -> Result<TopicFilter, DecodeError> {
+        let s = s.into();
+        check_string(s.as_bytes(), "topic filter")?;
+        Self::validate(&s)?;
+        Ok(TopicFilter(s))
+    }
+
+    /// Validates a topic filter from raw bytes (zero copy).
+    pub fn from_bytes(b: Bytes) -> Result<TopicFilter, DecodeError> {
+        check_string(&b, "topic filter")?;
+        let s = to_bytestring(b, "topic filter")?;
+        Self::validate(&s)?;
+        Ok(TopicFilter(s))
+    }
+
+    fn validate(s: &str) -> Result<(), DecodeError> {
+        if s.is_empty() {
+            return Err(DecodeError::EmptyTopicFilter);
+        }
+        if s.len() > u16::MAX as usize {
+            return Err(DecodeError::Truncated("topic filter (over 65535 bytes)"));
+        }
+        if let Some(rest) = s.strip_prefix("$share/") {
+            // 5.0 §4.8.2: `$share/{ShareName}/{filter}`, ShareName at least one character,
+            // no `/`, `+` or `#` [MQTT-4.8.2-1], followed by `/` and a filter [MQTT-4.8.2-2].
+            let (name, filter) = rest
+                .split_once('/')
+                .ok_or(DecodeError::InvalidSharedFilter)?;
+            if name.is_empty() || name.contains(['+', '#']) || filter.is_empty() {
+                return Err(DecodeError::InvalidSharedFilter);
+            }
+            return Self::validate_levels(filter);
+        }
+        Self::validate_levels(s)
+    }
+
+    fn validate_levels(s: &str) -> Result<(), DecodeError> {
+        let mut levels = s.split('/').peekable();
+        while let Some(level) = levels.next() {
+            if level.contains('#') {
+                if level != "#" || levels.peek().is_some() {
+                    return Err(DecodeError::InvalidMultiLevelWildcard);
+                }
+            } else if level.contains('+') && level != "+" {
+                return Err(DecodeError::InvalidSingleLevelWildcard);
+            }
+        }
+        Ok(())
+    }
+
+    /// The filter as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The underlying shared string.
+    pub fn as_bytestring(&self) -> &ByteString {
+        &self.0
+    }
+
+    /// The levels of the filter (for a shared subscription, of the filter part).
+    pub fn levels(&self) -> std::str::Split<'_, char> {
+        self.shared().map_or(self.as_str(), |(_, f)| f).split('/')
+    }
+
+    /// True if the filter contains `+` or `#`.
+    pub fn has_wildcards(&self) -> bool {
+        self.0.contains(['+', '#'])
+    }
+
+    /// For `$share/{name}/{filter}`, the share name and the filter part.
+    pub fn shared(&self) -> Option<(&str, &str)> {
+        self.0.strip_prefix("$share/")?.split_once('/')
+    }
+
+    /// Whether this filter matches `topic` (see [`matches`]). A shared subscription's
+    /// filter part is matched.
+    pub fn matches(&self, topic: &str) -> bool {
+        matches(self.shared().map_or(self.as_str(), |(_, f)| f), topic)
+    }
+
+    /// A copy with its own allocation (see [`TopicName::detached`]).
+    pub fn detached(&self) -> TopicFilter {
+        TopicFilter(ByteString::from(self.as_str()))
+    }
+}
+
+impl Deref for TopicFilter {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<&str> for TopicFilter {
+    type Error = DecodeError;
+    fn try_from(s: &str) -> Result<Self, DecodeError> {
+        TopicFilter::new(ByteString::from(s))
+    }
+}
+
+/// Whether the (valid) filter `filter` matches the (valid) topic name `topic`.
+///
+/// - `+` matches exactly one level, which may be empty;
+/// - `#` matches the parent level and any number of child levels (`a/#` matches `a`);
+/// - a filter starting with `+` or `#` does not match a topic starting with `$`
+///   [MQTT-4.7.2-1];
+/// - levels compare byte for byte, case-sensitive, and empty levels are significant.
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(s: &str) -> Result<TopicFilter, DecodeError> {
+        TopicFilter::try_from(s)
+    }
+
+    #[test]
+    fn topic_name_rules() {
+        assert!(TopicName::try_from("a/b").is_ok());
+        assert!(TopicName::try_from("/").is_ok());
+        assert!(TopicName::try_from("$SYS/x").is_ok());
+        assert_eq!(TopicName::try_from(""), Err(DecodeError::EmptyTopicName));
+        assert_eq!(
+            TopicName::try_from("a/+"),
+            Err(DecodeError::WildcardInTopicName)
+        );
+        assert_eq!(
+            TopicName::try_from("a#"),
+            Err(DecodeError::WildcardInTopicName)
+        );
+        assert_eq!(
+            TopicName::try_from("a\0b"),
+            Err(DecodeError::NullCharacter("topic name"))
+        );
+        assert_eq!(
+            TopicName::from_bytes(Bytes::from_static(b"\xc3\x28")),
+            Err(DecodeError::InvalidUtf8("topic name"))
+        );
+        // An encoded surrogate (U+D800) is ill-formed UTF-8.
+        assert_eq!(
+            TopicName::from_bytes(Bytes::from_static(b"\xed\xa0\x80")),
+            Err(DecodeError::InvalidUtf8("topic name"))
+        );
+    }
+
+    #[test]
+    fn topic_filter_rules() {
+        for ok in [
+            "#",
+            "+",
+            "a/#",
+            "a/+/b",
+            "+/+",
+            "/+",
+            "a//b",
+            "sport/tennis/#",
+            "$SYS/#",
+            "$share/g/a/#",
+            "$share/g/#",
+        ] {
+            assert!(f(ok).is_ok(), "{ok} should be valid");
+        }
+        assert_eq!(f(""), Err(DecodeError::EmptyTopicFilter));
+        assert_eq!(f("a/#/b"), Err(DecodeError::InvalidMultiLevelWildcard));
+        assert_eq!(f("a#"), Err(DecodeError::InvalidMultiLevelWildcard));
+        assert_eq!(
+            f("sport/tennis#"),
+            Err(DecodeError::InvalidMultiLevelWildcard)
+        );
+        assert_eq!(f("a+/b"), Err(DecodeError::InvalidSingleLevelWildcard));
+        assert_eq!(f("sport+"), Err(DecodeError::InvalidSingleLevelWildcard));
+        assert_eq!(f("$share/g"), Err(DecodeError::InvalidSharedFilter));
+        assert_eq!(f("$share//a"), Err(DecodeError::InvalidSharedFilter));
+        assert_eq!(f("$share/g+/a"), Err(DecodeError::InvalidSharedFilter));
+        assert_eq!(f("$share/g/"), Err(DecodeError::InvalidSharedFilter));
+    }
+
+    #[test]
+    fn matching_follows_section_4_7() {
+        let yes = [
+            ("sport/tennis/player1/#", "sport/tennis/player1"),
+            ("sport/tennis/player1/#", "sport/tennis/player1/ranking"),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/score/wimbledon",
+            ),
+            ("sport/#", "sport"),
+            ("#", "a/b/c"),
+            ("#", "/"),
+            ("sport/tennis/+", "sport/tennis/player1"),
+            ("sport/+", "sport/"),
+            ("+/+", "/finance"),
+            ("/+", "/finance"),
+            ("+", "a"),
+            ("+", ""),
+            ("a//b", "a//b"),
+            ("$SYS/#", "$SYS/broker/load"),
+            ("$SYS/+", "$SYS/x"),
+            ("$+", "$+"),
+        ];
+        for (flt, top) in yes {
+            assert!(matches(flt, top), "{flt} should match {top}");
+        }
+        let no = [
+            ("sport/tennis/+", "sport/tennis/player1/ranking"),
+            ("sport/+", "sport"),
+            ("+", "/finance"),
+            ("a/b", "a/b/c"),
+            ("a/b/c", "a/b"),
+            ("A", "a"),
+            ("#", "$SYS/x"),
+            ("+/monitor/Clients", "$SYS/monitor/Clients"),
+            ("+", "$SYS"),
+            ("a//b", "a/b"),
+        ];
+        for (flt, top) in no {
+            assert!(!matches(flt, top), "{flt} should not match {top}");
+        }
+    }
+
+    #[test]
+    fn shared_filter_parts() {
+        let s = f("$share/grp/a/+").expect("valid");
+        assert_eq!(s.shared(), Some(("grp", "a/+")));
+        assert!(s.matches("a/b"));
+        assert_eq!(s.levels().collect::<Vec<_>>(), ["a", "+"]);
+        assert!(f("a/+").expect("valid").shared().is_none());
+    }
+}
