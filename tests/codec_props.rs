@@ -79,11 +79,17 @@ fn props(ctx: PropertyContext) -> BoxedStrategy<Properties> {
             option::of(any::<u32>()).prop_map(move |v| v.filter(|_| o(MESSAGE_EXPIRY_INTERVAL))),
             option::of(text()).prop_map(move |v| v.filter(|_| o(CONTENT_TYPE))),
             option::of(topic()).prop_map(move |v| {
-                v.filter(|_| o(RESPONSE_TOPIC)).map(|t| t.as_bytestring().clone())
+                v.filter(|_| o(RESPONSE_TOPIC))
+                    .map(|t| t.as_bytestring().clone())
             }),
             option::of(binary()).prop_map(move |v| v.filter(|_| o(CORRELATION_DATA))),
-            vec(1u32..=268_435_455, 0..if many_subids { 3 } else { 2 })
-                .prop_map(move |v| if o(SUBSCRIPTION_IDENTIFIER) { v } else { vec![] }),
+            vec(1u32..=268_435_455, 0..if many_subids { 3 } else { 2 }).prop_map(move |v| {
+                if o(SUBSCRIPTION_IDENTIFIER) {
+                    v
+                } else {
+                    vec![]
+                }
+            }),
             option::of(any::<u32>()).prop_map(move |v| v.filter(|_| o(SESSION_EXPIRY_INTERVAL))),
             option::of(text()).prop_map(move |v| v.filter(|_| o(ASSIGNED_CLIENT_IDENTIFIER))),
             option::of(any::<u16>()).prop_map(move |v| v.filter(|_| o(SERVER_KEEP_ALIVE))),
@@ -163,7 +169,13 @@ fn props_for(v: ProtocolVersion, ctx: PropertyContext) -> BoxedStrategy<Properti
 }
 
 fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let will = (topic(), binary(), qos(), any::<bool>(), props_for(v, PropertyContext::Will))
+    let will = (
+        topic(),
+        binary(),
+        qos(),
+        any::<bool>(),
+        props_for(v, PropertyContext::Will),
+    )
         .prop_map(|(topic, payload, qos, retain, properties)| Will {
             topic,
             payload,
@@ -180,26 +192,32 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         option::of(binary()),
         props_for(v, PropertyContext::Connect),
     )
-        .prop_map(move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
-            // 3.x: a password needs a user name [MQTT-3.1.2-22].
-            let password = if v.is_v5() || username.is_some() { password } else { None };
-            Packet::Connect(Box::new(Connect {
-                version: v,
-                clean_start,
-                keep_alive,
-                client_id,
-                will,
-                username,
-                password,
-                properties,
-            }))
-        })
+        .prop_map(
+            move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
+                // 3.x: a password needs a user name [MQTT-3.1.2-22].
+                let password = if v.is_v5() || username.is_some() {
+                    password
+                } else {
+                    None
+                };
+                Packet::Connect(Box::new(Connect {
+                    version: v,
+                    clean_start,
+                    keep_alive,
+                    client_id,
+                    will,
+                    username,
+                    password,
+                    properties,
+                }))
+            },
+        )
 }
 
 const CONNACK_V3: &[u8] = &[0x00, 0x84, 0x85, 0x88, 0x86, 0x87];
 const CONNACK_V5: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
-    0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
 ];
 const PUBACK_V5: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
 const PUBREL_V5: &[u8] = &[0x00, 0x92];
@@ -209,8 +227,8 @@ const SUBACK_V5: &[u8] = &[
 ];
 const UNSUBACK_V5: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const DISCONNECT_V5: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
-    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 const AUTH_V5: &[u8] = &[0x00, 0x18, 0x19];
 
@@ -236,7 +254,10 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         topic(),
         pid(),
         props_for(v, PropertyContext::Publish),
-        prop_oneof![binary(), vec(any::<u8>(), 100..20_000).prop_map(Bytes::from)],
+        prop_oneof![
+            binary(),
+            vec(any::<u8>(), 100..20_000).prop_map(Bytes::from)
+        ],
     )
         .prop_map(move |(qos, dup, retain, topic, id, properties, payload)| {
             let qos0 = qos == QoS::AtMostOnce;
@@ -290,7 +311,11 @@ fn packet_for(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                 properties,
             })
         });
-    let subscribe = (pid(), vec(subscription(v), 1..4), props_for(v, PropertyContext::Subscribe))
+    let subscribe = (
+        pid(),
+        vec(subscription(v), 1..4),
+        props_for(v, PropertyContext::Subscribe),
+    )
         .prop_map(|(packet_id, subscriptions, properties)| {
             Packet::Subscribe(Subscribe {
                 packet_id,
@@ -310,7 +335,11 @@ fn packet_for(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                 properties,
             })
         });
-    let unsubscribe = (pid(), vec(filter(), 1..4), props_for(v, PropertyContext::Unsubscribe))
+    let unsubscribe = (
+        pid(),
+        vec(filter(), 1..4),
+        props_for(v, PropertyContext::Unsubscribe),
+    )
         .prop_map(|(packet_id, filters, properties)| {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id,

@@ -5,7 +5,7 @@
 //! we will refuse anyway. Once the whole frame is buffered it is split off the read
 //! buffer as one `Bytes`, and topic, payload and strings become slices of it.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::DecodeError;
 use super::packet::*;
@@ -39,15 +39,16 @@ impl DecodeOptions {
 ///
 /// - `Ok(Some(p))`: a packet; its bytes were removed from `buf`.
 /// - `Ok(None)`: `buf` holds no complete frame yet; nothing was consumed.
-/// - `Err(e)`: the stream is invalid and the connection must be closed; `buf` is left as
-///   it was.
+/// - `Err(e)`: the stream is invalid and the connection must be closed. Errors in the
+///   fixed header leave `buf` as it was; errors in the body are found after the frame was
+///   split off, so those bytes are gone (nothing more can be read from the stream anyway).
 #[inline]
 pub fn decode(buf: &mut BytesMut, opts: &DecodeOptions) -> Result<Option<Packet>, DecodeError> {
     let Some(&header) = buf.first() else {
         return Ok(None);
     };
     check_header(header, opts.version)?;
-    let (remaining, len_bytes) = match parse_varint(&buf[1..])? {
+    let (remaining, len_bytes) = match parse_varint(buf.get(1..).unwrap_or_default())? {
         VarInt::Done(v, n) => (v as usize, n),
         VarInt::Incomplete => return Ok(None),
     };
@@ -68,8 +69,101 @@ pub fn decode(buf: &mut BytesMut, opts: &DecodeOptions) -> Result<Option<Packet>
             return Ok(Some(p));
         }
     }
-    let frame = buf.split_to(total).freeze();
+    // A bare ack (3.x, or 5.0 with Success and no properties) is read in place: no frame
+    // is split off, so no reference count is touched.
+    if remaining == 2 && (4..=7).contains(&(header >> 4)) {
+        if let Some(&[a, b]) = buf.get(2..4) {
+            let ack = Ack::new(
+                PacketId::new(u16::from_be_bytes([a, b]))
+                    .ok_or(DecodeError::ZeroPacketId(ack_type(header)))?,
+            );
+            buf.advance(4);
+            return Ok(Some(match header >> 4 {
+                4 => Packet::PubAck(ack),
+                5 => Packet::PubRec(ack),
+                6 => Packet::PubRel(ack),
+                _ => Packet::PubComp(ack),
+            }));
+        }
+    }
+    let mut frame = buf.split_to(total);
+    if header >> 4 == 3 {
+        frame.advance(1 + len_bytes);
+        return publish_fast(header, frame, opts.version).map(|p| Some(Packet::Publish(p)));
+    }
+    let frame = frame.freeze();
     decode_frame(header, &frame, 1 + len_bytes, opts.version).map(Some)
+}
+
+fn ack_type(header: u8) -> PacketType {
+    match header >> 4 {
+        4 => PacketType::PubAck,
+        5 => PacketType::PubRec,
+        6 => PacketType::PubRel,
+        _ => PacketType::PubComp,
+    }
+}
+
+/// PUBLISH straight from the split-off frame: the topic is split from the front and the
+/// payload is what remains, so a PUBLISH costs two reference-count increments and no copy
+/// (the general path slices a frozen frame three times).
+#[inline]
+fn publish_fast(
+    header: u8,
+    mut body: BytesMut,
+    version: ProtocolVersion,
+) -> Result<Publish, DecodeError> {
+    let qos = match (header >> 1) & 3 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce, // 3 was refused by check_header
+    };
+    let tlen = match body.get(..2) {
+        Some(&[a, b]) => u16::from_be_bytes([a, b]) as usize,
+        _ => return Err(DecodeError::Truncated("topic name")),
+    };
+    if body.len() < 2 + tlen {
+        return Err(DecodeError::Truncated("topic name"));
+    }
+    body.advance(2);
+    let topic = TopicName::from_wire(body.split_to(tlen).freeze())?;
+    let packet_id = match qos {
+        QoS::AtMostOnce => None,
+        _ => {
+            let id = match body.get(..2) {
+                Some(&[a, b]) => u16::from_be_bytes([a, b]),
+                _ => return Err(DecodeError::Truncated("packet identifier")),
+            };
+            body.advance(2);
+            Some(PacketId::new(id).ok_or(DecodeError::ZeroPacketId(PacketType::Publish))?)
+        }
+    };
+    let mut payload = body.freeze();
+    let properties = if !version.is_v5() {
+        Properties::new()
+    } else if payload.first() == Some(&0) {
+        payload.advance(1);
+        Properties::new()
+    } else {
+        let mut r = Reader::new(&payload, 0, payload.len());
+        let props = Properties::decode(&mut r, PropertyContext::Publish)?;
+        let used = payload.len() - r.remaining();
+        payload.advance(used);
+        props
+    };
+    // An empty topic is allowed only when a 5.0 topic alias stands for it (§3.3.2.3.4).
+    if topic.is_empty() && properties.topic_alias.is_none() {
+        return Err(DecodeError::EmptyTopicName);
+    }
+    Ok(Publish {
+        dup: header & 0b1000 != 0,
+        qos,
+        retain: header & 1 != 0,
+        topic,
+        packet_id,
+        properties,
+        payload,
+    })
 }
 
 /// Decodes one complete frame (fixed header included) held in `frame`. For callers that
@@ -79,7 +173,7 @@ pub fn decode_frame_bytes(frame: &Bytes, version: ProtocolVersion) -> Result<Pac
         return Err(DecodeError::Truncated("fixed header"));
     };
     check_header(header, version)?;
-    let (remaining, len_bytes) = match parse_varint(&frame[1..])? {
+    let (remaining, len_bytes) = match parse_varint(frame.get(1..).unwrap_or_default())? {
         VarInt::Done(v, n) => (v as usize, n),
         VarInt::Incomplete => return Err(DecodeError::Truncated("remaining length")),
     };
@@ -430,10 +524,10 @@ fn subscribe(r: &mut Reader<'_>, v5: bool) -> Result<Subscribe, DecodeError> {
         let filter = TopicFilter::from_bytes(r.binary("topic filter")?)?;
         let o = r.u8("subscription options")?;
         let reserved = if v5 { 0xC0 } else { 0xFC };
-        let qos = QoS::from_u8(o & 3);
-        let (Some(qos), 0) = (qos, o & reserved) else {
+        if o & reserved != 0 {
             return Err(DecodeError::InvalidSubscriptionOptions(o));
-        };
+        }
+        let qos = QoS::from_u8(o & 3).ok_or(DecodeError::InvalidSubscriptionQoS)?;
         let options = if v5 {
             let retain_handling = match (o >> 4) & 3 {
                 0 => RetainHandling::SendAtSubscribe,

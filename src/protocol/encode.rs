@@ -62,13 +62,31 @@ pub fn encode_publish_header(
         + if packet_id.is_some() { 2 } else { 0 }
         + plen_total
         + payload_len;
-    let byte = 0x30 | (u8::from(dup) << 3) | ((qos as u8) << 1) | u8::from(retain);
-    fixed_header(buf, byte, remaining)?;
-    put_prefixed(buf, topic.as_bytes());
-    if let Some(id) = packet_id {
-        buf.put_u16(id.get());
+    if remaining > VARINT_MAX as usize {
+        return Err(EncodeError::PacketTooLarge(remaining));
     }
-    if version.is_v5() {
+    buf.reserve(1 + varint_len(remaining) + remaining);
+    // Fixed header and topic length in one small copy: this runs once per subscriber per
+    // message, and each `put_*` call re-checks capacity.
+    let b0 = 0x30 | (u8::from(dup) << 3) | ((qos as u8) << 1) | u8::from(retain);
+    let [th, tl] = (topic.len() as u16).to_be_bytes();
+    let rl = remaining;
+    let c = |shift: u32| ((rl >> shift) as u8 & 0x7F) | 0x80;
+    let last = |shift: u32| (rl >> shift) as u8;
+    match varint_len(rl) {
+        1 => buf.put_slice(&[b0, rl as u8, th, tl]),
+        2 => buf.put_slice(&[b0, c(0), last(7), th, tl]),
+        3 => buf.put_slice(&[b0, c(0), c(7), last(14), th, tl]),
+        _ => buf.put_slice(&[b0, c(0), c(7), c(14), last(21), th, tl]),
+    }
+    buf.put_slice(topic.as_bytes());
+    match (packet_id, version.is_v5() && plen == 0) {
+        (Some(id), true) => buf.put_slice(&[(id.get() >> 8) as u8, id.get() as u8, 0]),
+        (Some(id), false) => buf.put_u16(id.get()),
+        (None, true) => buf.put_u8(0),
+        (None, false) => {}
+    }
+    if version.is_v5() && plen > 0 {
         properties.encode(plen, buf)?;
     }
     Ok(())
@@ -175,8 +193,9 @@ pub fn publish_len(
 }
 
 /// 5.0 acks, DISCONNECT and AUTH in their shortest legal form: no reason code and no
-/// properties when the code is 0x00 and there are none; no property length when only the
-/// code is needed.
+/// properties when the code is 0x00 and there are none. Acks and DISCONNECT may also drop
+/// the property length after a code (§3.4.2.2.1, §3.14.2.2.1); AUTH may not (§3.15.2.1
+/// allows only the empty form), so it always writes the length after a code.
 fn reason_and_props(
     buf: &mut BytesMut,
     byte: u8,
@@ -186,21 +205,21 @@ fn reason_and_props(
 ) -> Result<(), EncodeError> {
     let id_len = if packet_id.is_some() { 2 } else { 0 };
     let (plen, plen_total) = props_len(properties, true)?;
-    let remaining = if plen > 0 {
-        id_len + 1 + plen_total
-    } else if reason != ReasonCode::SUCCESS {
-        id_len + 1
-    } else {
-        id_len
+    let is_auth = byte == 0xF0;
+    let (with_code, with_props) = match (plen > 0, reason != ReasonCode::SUCCESS) {
+        (true, _) => (true, true),
+        (false, true) => (true, is_auth),
+        (false, false) => (false, false),
     };
+    let remaining = id_len + usize::from(with_code) + if with_props { plen_total } else { 0 };
     fixed_header(buf, byte, remaining)?;
     if let Some(id) = packet_id {
         buf.put_u16(id.get());
     }
-    if remaining > id_len {
+    if with_code {
         buf.put_u8(reason.0);
     }
-    if plen > 0 {
+    if with_props {
         properties.encode(plen, buf)?;
     }
     Ok(())

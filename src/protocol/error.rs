@@ -96,6 +96,10 @@ pub enum DecodeError {
     /// Reserved bits set, or QoS 3, in a SUBSCRIBE's options byte.
     #[error("invalid subscription options {0:#010b} [MQTT-3-8.3-4] / 5.0 [MQTT-3.8.3-5]")]
     InvalidSubscriptionOptions(u8),
+    /// Maximum QoS 3 in a SUBSCRIBE's options (3.1.1 [MQTT-3-8.3-4]: malformed; 5.0
+    /// §3.8.3.1: a Protocol Error).
+    #[error("subscription QoS 3 [MQTT-3-8.3-4] / 5.0 §3.8.3.1")]
+    InvalidSubscriptionQoS,
     /// Retain Handling 3 (5.0 §3.8.3.1: a Protocol Error).
     #[error("retain handling 3 is a protocol error (5.0 §3.8.3.1)")]
     InvalidRetainHandling,
@@ -140,7 +144,7 @@ pub enum DecodeError {
     /// A 5.0 property identifier that does not exist.
     #[error("unknown property identifier {0:#04x} (5.0 §2.2.2.2)")]
     UnknownProperty(u8),
-    /// A 5.0 property that may not appear in this packet.
+    /// A 5.0 property that may not appear in this packet (5.0 §2.2.2.2: a Malformed Packet).
     #[error("property {id:#04x} not allowed in {packet:?} (5.0 §2.2.2.2)")]
     PropertyNotAllowed {
         /// The property identifier.
@@ -168,14 +172,16 @@ impl DecodeError {
             UnsupportedProtocolName | UnsupportedProtocolLevel(_) => {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
             }
-            EmptyTopicName | WildcardInTopicName => ReasonCode::TOPIC_NAME_INVALID,
+            WildcardInTopicName => ReasonCode::TOPIC_NAME_INVALID,
             TopicAliasZero => ReasonCode::TOPIC_ALIAS_INVALID,
-            ZeroPacketId(_)
+            // 5.0 §3.3.2.1: a zero-length topic without a topic alias is a Protocol Error.
+            EmptyTopicName
+            | ZeroPacketId(_)
+            | InvalidSubscriptionQoS
             | NoSubscriptions
             | NoUnsubscriptions
             | InvalidRetainHandling
             | NoLocalOnSharedSubscription
-            | PropertyNotAllowed { .. }
             | DuplicateProperty(_)
             | InvalidPropertyValue(_) => ReasonCode::PROTOCOL_ERROR,
             _ => ReasonCode::MALFORMED_PACKET,
@@ -199,9 +205,10 @@ impl DecodeError {
             | InvalidSharedFilter => "bad_topic_filter",
             ZeroPacketId(_) => "zero_packet_id",
             NoSubscriptions | NoUnsubscriptions | NoSubAckCodes => "empty_payload",
-            InvalidSubscriptionOptions(_) | InvalidRetainHandling | NoLocalOnSharedSubscription => {
-                "bad_subscription_options"
-            }
+            InvalidSubscriptionOptions(_)
+            | InvalidSubscriptionQoS
+            | InvalidRetainHandling
+            | NoLocalOnSharedSubscription => "bad_subscription_options",
             InvalidReasonCode { .. } | InvalidConnAckFlags(_) | SessionPresentOnFailure => {
                 "bad_ack"
             }

@@ -76,6 +76,7 @@ pub enum PropertyContext {
     Auth,
 }
 
+#[allow(clippy::indexing_slicing)] // `i < ids.len()`; const fns cannot use iterators.
 const fn mask(ids: &[u8]) -> u64 {
     let mut m = 0u64;
     let mut i = 0;

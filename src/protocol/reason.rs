@@ -143,6 +143,8 @@ impl fmt::Display for ReasonCode {
 #[derive(Clone, Copy)]
 pub(crate) struct CodeSet([u64; 4]);
 
+// Indexing by `code / 64` is in bounds for every u8 (0..=3).
+#[allow(clippy::indexing_slicing)]
 impl CodeSet {
     const fn of(codes: &[u8]) -> CodeSet {
         let mut bits = [0u64; 4];

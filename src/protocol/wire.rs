@@ -115,37 +115,40 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next `N` bytes as an array.
     #[inline]
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        if self.remaining() < n {
+    fn take<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+        if self.remaining() < N {
             return Err(DecodeError::Truncated(field));
         }
-        let s = &self.frame[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
+        let a = self
+            .frame
+            .get(self.pos..self.pos + N)
+            .and_then(|s| <[u8; N]>::try_from(s).ok())
+            .ok_or(DecodeError::Truncated(field))?;
+        self.pos += N;
+        Ok(a)
     }
 
     #[inline]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, field)?[0])
+        Ok(u8::from_be_bytes(self.take(field)?))
     }
 
     #[inline]
     pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
-        let b = self.take(2, field)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        Ok(u16::from_be_bytes(self.take(field)?))
     }
 
     #[inline]
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        let b = self.take(4, field)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_be_bytes(self.take(field)?))
     }
 
     /// A Variable Byte Integer inside the body (property lengths, subscription ids).
     #[inline]
     pub(crate) fn varint(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        match parse_varint(&self.frame[self.pos..self.end])? {
+        match parse_varint(self.frame.get(self.pos..self.end).unwrap_or_default())? {
             VarInt::Done(v, n) => {
                 self.pos += n;
                 Ok(v)
