@@ -13,6 +13,25 @@
 //! [`Packet::encode`], and [`encode_publish_header`] for encoding one payload for many
 //! subscribers. Topic and payload of a decoded PUBLISH are `Bytes` slices of the read
 //! buffer: no copy is made until something decides to keep them long-term.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use surgemq::protocol::{decode, DecodeOptions, Packet, ProtocolVersion};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A QoS 0 PUBLISH to "a/b" with payload "hello", and half of the next frame.
+//! let mut buf = BytesMut::from(&b"\x30\x0a\x00\x03a/bhello\x30"[..]);
+//! let opts = DecodeOptions { version: ProtocolVersion::V3_1_1, max_packet_size: 1 << 20 };
+//! let Some(Packet::Publish(p)) = decode(&mut buf, &opts)? else { panic!("a PUBLISH") };
+//! assert_eq!((&*p.topic, &p.payload[..]), ("a/b", &b"hello"[..]));
+//! assert_eq!(decode(&mut buf, &opts)?, None); // need more bytes
+//!
+//! let mut out = BytesMut::new();
+//! Packet::Publish(p).encode(ProtocolVersion::V3_1_1, &mut out)?;
+//! assert_eq!(&out[..], b"\x30\x0a\x00\x03a/bhello");
+//! # Ok(())
+//! # }
+//! ```
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
