@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::error::{DecodeError, EncodeError};
-use super::topic::{check_string, to_bytestring};
+use super::topic::to_bytestring;
 
 /// Largest value a Variable Byte Integer carries (four bytes of seven bits).
 pub const VARINT_MAX: u32 = 268_435_455;
@@ -178,9 +178,7 @@ impl<'a> Reader<'a> {
     /// UTF-8 Encoded String: well-formed, no U+0000.
     #[inline]
     pub(crate) fn string(&mut self, field: &'static str) -> Result<ByteString, DecodeError> {
-        let b = self.binary(field)?;
-        check_string(&b, field)?;
-        to_bytestring(b, field)
+        to_bytestring(self.binary(field)?, field)
     }
 
     /// All bytes up to the end of the body.
