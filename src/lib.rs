@@ -56,4 +56,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod config;
+pub mod index;
 pub mod protocol;

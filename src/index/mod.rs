@@ -1,0 +1,1 @@
+//! Topic index (being written).
