@@ -59,3 +59,4 @@
 pub mod config;
 pub mod index;
 pub mod protocol;
+pub mod session;

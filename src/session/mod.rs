@@ -1,0 +1,642 @@
+//! The per-client session state machine (server side).
+//!
+//! **Owns:** everything MQTT remembers about one client between packets: its subscriptions,
+//! the outgoing QoS 1/2 flows (in-flight window, packet ids, the queue behind the window),
+//! the incoming QoS 2 packet ids awaiting PUBREL (exactly-once), and the rules that need
+//! that history (a second CONNECT, an ack for an unknown id, packets a server never
+//! receives).
+//!
+//! **Must not touch:** sockets, timers, the topic index, other sessions or other shards.
+//! Input is decoded packets and deliveries; output is bytes appended to the connection's
+//! write buffer (acks and PUBLISH frames, encoded with [`crate::protocol`]) and at most one
+//! [`Action`] per packet for the shard to carry out (route a message, change subscriptions,
+//! close). Because it does no I/O it is tested by feeding packets and reading bytes.
+//!
+//! ## Limits and what happens at them
+//! - In-flight window (`max_inflight`): outgoing QoS 1/2 messages beyond it wait in the
+//!   queue, in order.
+//! - Queue (`max_queued_messages`, `max_queued_bytes`): a QoS 1/2 delivery that does not fit
+//!   is dropped and counted ([`DeliverOutcome::Dropped`]); the shard logs it with the client
+//!   id. QoS 0 is never queued behind the window; it is written at once or, for an offline
+//!   session, dropped (MQTT allows but does not require storing QoS 0 [MQTT-3.1.2-5]).
+//! - Incoming QoS 2 ids awaiting PUBREL: at most `max_inflight_incoming`; more is a protocol
+//!   violation by the client (it ignores our window).
+
+use std::collections::VecDeque;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+
+use crate::protocol::{
+    encode_publish_header, Ack, Packet, PacketId, PacketType, Properties, ProtocolVersion, Publish,
+    QoS, ReasonCode, SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
+};
+
+/// An application message as it travels between sessions and shards. Plain `Send` data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic name.
+    pub topic: TopicName,
+    /// Payload (a slice of the publisher's read buffer until something stores it).
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// RETAIN flag as published.
+    pub retain: bool,
+    /// 5.0 properties to forward (expiry, content type, user properties, ...).
+    pub properties: Properties,
+}
+
+impl Message {
+    /// A message from a received PUBLISH.
+    pub fn from_publish(p: Publish) -> Message {
+        Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties,
+        }
+    }
+
+    /// A copy that owns its memory, for anything kept beyond the current read turn (queues,
+    /// retained store): a slice would pin the whole read buffer it came from.
+    pub fn detached(&self) -> Message {
+        Message {
+            topic: self.topic.detached(),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+        }
+    }
+
+    /// Bytes this message accounts for in a queue.
+    pub fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// Session limits (from the broker configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Outgoing QoS 1/2 messages sent and not yet completely acknowledged.
+    pub max_inflight: u16,
+    /// Incoming QoS 2 packet ids awaiting PUBREL.
+    pub max_inflight_incoming: u16,
+    /// Messages waiting behind the in-flight window (or while offline).
+    pub max_queued_messages: usize,
+    /// Bytes (topic + payload) waiting behind the window.
+    pub max_queued_bytes: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_inflight: 32,
+            max_inflight_incoming: 65_535,
+            max_queued_messages: 1000,
+            max_queued_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A protocol violation by the client, found with the help of session history. The
+/// connection is closed (5.0: DISCONNECT with [`SessionError::reason_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A second CONNECT on a connection.
+    #[error("second CONNECT on a connection [MQTT-3.1.0-2]")]
+    SecondConnect,
+    /// A packet type only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP) or AUTH
+    /// where no authentication method was negotiated.
+    #[error("{0:?} is not a packet a client sends (§2.2.1)")]
+    UnexpectedPacket(PacketType),
+    /// More incoming QoS 2 flows than the window allows.
+    #[error("client exceeded the incoming QoS 2 window (5.0 §4.9 Receive Maximum)")]
+    ReceiveMaximumExceeded,
+    /// A PUBLISH with a QoS above what the server supports.
+    #[error("PUBLISH QoS above the server maximum [MQTT-3.2.2-11]")]
+    QoSNotSupported,
+}
+
+impl SessionError {
+    /// The 5.0 reason code for the DISCONNECT.
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            SessionError::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+            SessionError::QoSNotSupported => ReasonCode::QOS_NOT_SUPPORTED,
+            _ => ReasonCode::PROTOCOL_ERROR,
+        }
+    }
+}
+
+/// What the shard must do after a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Route this message to subscribers (and the retained store if `retain`).
+    Route(Message),
+    /// Apply these subscriptions to the index, then send SUBACK with `codes` (one per
+    /// requested filter, in order) once every shard routes the new filters.
+    Subscribe {
+        /// SUBSCRIBE packet id, for the SUBACK.
+        packet_id: PacketId,
+        /// Accepted subscriptions (filter, options) to add or replace.
+        added: Vec<(TopicFilter, SubscriptionOptions)>,
+        /// One code per requested filter.
+        codes: Vec<ReasonCode>,
+    },
+    /// Remove these subscriptions from the index (UNSUBACK is already written).
+    Unsubscribe(Vec<TopicFilter>),
+    /// The client sent DISCONNECT: close without publishing the will (unless the 5.0
+    /// reason is "Disconnect with Will Message").
+    Disconnect {
+        /// Publish the will anyway (5.0 reason 0x04).
+        publish_will: bool,
+    },
+}
+
+/// Result of offering a message to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverOutcome {
+    /// Encoded into the write buffer.
+    Written,
+    /// Stored behind the in-flight window or for an offline session.
+    Queued,
+    /// Not delivered, with the reason; the caller counts and logs it.
+    Dropped(DropReason),
+}
+
+/// Why a delivery was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The session queue is at `max_queued_messages` or `max_queued_bytes`.
+    QueueFull,
+    /// QoS 0 for a session with no connection.
+    Offline,
+}
+
+/// State of one outgoing QoS 1/2 flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// QoS 1 sent, PUBACK pending.
+    AwaitPubAck,
+    /// QoS 2 sent, PUBREC pending.
+    AwaitPubRec,
+    /// PUBREL sent, PUBCOMP pending (the message itself is no longer needed).
+    AwaitPubComp,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    id: PacketId,
+    stage: Stage,
+    /// The message, kept until the flow no longer needs to resend it.
+    message: Option<Message>,
+    /// RETAIN flag as delivered (resends repeat it).
+    retain: bool,
+}
+
+/// A queued delivery: the message and the QoS and RETAIN it will be sent with.
+#[derive(Debug)]
+struct Queued {
+    message: Message,
+    qos: QoS,
+    retain: bool,
+}
+
+/// Counters a session keeps; the shard adds them to its metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Deliveries dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// QoS 0 deliveries dropped while offline.
+    pub dropped_offline: u64,
+    /// Acks for packet ids with no flow (ignored).
+    pub unknown_acks: u64,
+    /// Incoming QoS 2 duplicates not forwarded again.
+    pub qos2_duplicates: u64,
+}
+
+/// One client's session.
+#[derive(Debug)]
+pub struct Session {
+    client_id: ByteString,
+    version: ProtocolVersion,
+    /// Clean session = 0 / 5.0 session kept after disconnect.
+    persistent: bool,
+    limits: SessionLimits,
+    subscriptions: ahash::AHashMap<TopicFilter, SubscriptionOptions>,
+    inflight: VecDeque<Inflight>,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    /// Incoming QoS 2 ids that got PUBREC and wait for PUBREL.
+    incoming_qos2: Vec<u16>,
+    last_id: u16,
+    connected: bool,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// A new, connected session.
+    pub fn new(
+        client_id: ByteString,
+        version: ProtocolVersion,
+        persistent: bool,
+        limits: SessionLimits,
+    ) -> Session {
+        Session {
+            client_id,
+            version,
+            persistent,
+            limits,
+            subscriptions: ahash::AHashMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            incoming_qos2: Vec::new(),
+            last_id: 0,
+            connected: true,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &ByteString {
+        &self.client_id
+    }
+
+    /// The protocol version of the current (or last) connection.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// Whether the session outlives its connection.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Current subscriptions (restored into the index when a persistent session resumes).
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, &SubscriptionOptions)> {
+        self.subscriptions.iter()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Outgoing flows in progress.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Messages waiting behind the window.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The connection went away. A persistent session keeps its state and queues QoS 1/2
+    /// deliveries until the client returns.
+    pub fn detach(&mut self) {
+        self.connected = false;
+    }
+
+    /// A new connection takes over this persistent session: resend every unacknowledged
+    /// PUBLISH with DUP set and every pending PUBREL, in their original order
+    /// ([MQTT-4.4.0-1]), then fill the window from the queue.
+    pub fn resume(&mut self, version: ProtocolVersion, out: &mut BytesMut) {
+        self.version = version;
+        self.connected = true;
+        for f in &self.inflight {
+            match (&f.message, f.stage) {
+                (_, Stage::AwaitPubComp) => write_ack(version, 0x62, f.id, out),
+                (Some(m), stage) => {
+                    let qos = if stage == Stage::AwaitPubAck {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::ExactlyOnce
+                    };
+                    write_publish(version, m, qos, f.retain, Some(f.id), true, out);
+                }
+                (None, _) => {}
+            }
+        }
+        self.drain_queue(out);
+    }
+
+    /// Offers a message that matched one of this client's subscriptions, to be sent at
+    /// `qos` (already the minimum of published and granted QoS) with `retain`.
+    /// `out` is the connection's write buffer, `None` when the session is offline.
+    pub fn deliver(
+        &mut self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        out: Option<&mut BytesMut>,
+    ) -> DeliverOutcome {
+        let out = match out {
+            Some(out) if self.connected => out,
+            _ => {
+                if qos == QoS::AtMostOnce {
+                    self.stats.dropped_offline += 1;
+                    return DeliverOutcome::Dropped(DropReason::Offline);
+                }
+                return self.enqueue(message, qos, retain);
+            }
+        };
+        if qos == QoS::AtMostOnce {
+            write_publish(self.version, message, qos, retain, None, false, out);
+            return DeliverOutcome::Written;
+        }
+        // Order: nothing may overtake what already waits in the queue.
+        if !self.queue.is_empty() || self.inflight.len() >= usize::from(self.limits.max_inflight) {
+            return self.enqueue(message, qos, retain);
+        }
+        self.send_new(message.clone(), qos, retain, out);
+        DeliverOutcome::Written
+    }
+
+    fn enqueue(&mut self, message: &Message, qos: QoS, retain: bool) -> DeliverOutcome {
+        let cost = message.cost();
+        if self.queue.len() >= self.limits.max_queued_messages
+            || self.queued_bytes + cost > self.limits.max_queued_bytes
+        {
+            self.stats.dropped_queue_full += 1;
+            return DeliverOutcome::Dropped(DropReason::QueueFull);
+        }
+        self.queued_bytes += cost;
+        self.queue.push_back(Queued {
+            message: message.detached(),
+            qos,
+            retain,
+        });
+        DeliverOutcome::Queued
+    }
+
+    fn send_new(&mut self, message: Message, qos: QoS, retain: bool, out: &mut BytesMut) {
+        let id = self.next_id();
+        write_publish(self.version, &message, qos, retain, Some(id), false, out);
+        self.inflight.push_back(Inflight {
+            id,
+            stage: if qos == QoS::AtLeastOnce {
+                Stage::AwaitPubAck
+            } else {
+                Stage::AwaitPubRec
+            },
+            message: Some(message),
+            retain,
+        });
+    }
+
+    /// Moves queued messages into the window while it has room.
+    fn drain_queue(&mut self, out: &mut BytesMut) {
+        while self.inflight.len() < usize::from(self.limits.max_inflight) {
+            let Some(q) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= q.message.cost();
+            self.send_new(q.message, q.qos, q.retain, out);
+        }
+    }
+
+    /// The next packet id not used by an outgoing flow. Ids are handed out in sequence,
+    /// so a collision needs a flow to stay open for 65,535 newer ones; the scan over the
+    /// (small, bounded) window only guards that case [MQTT-2.3.1-2].
+    fn next_id(&mut self) -> PacketId {
+        loop {
+            self.last_id = self.last_id.wrapping_add(1);
+            let Some(id) = PacketId::new(self.last_id) else {
+                continue;
+            };
+            if !self.inflight.iter().any(|f| f.id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Handles one packet received after CONNECT. Acks and responses are appended to
+    /// `out`; the returned action, if any, is for the shard.
+    pub fn handle(
+        &mut self,
+        packet: Packet,
+        out: &mut BytesMut,
+    ) -> Result<Option<Action>, SessionError> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, out),
+            Packet::PubAck(a) => {
+                self.complete(a.packet_id, Stage::AwaitPubAck, out);
+                Ok(None)
+            }
+            Packet::PubRec(a) => {
+                self.on_pubrec(a, out);
+                Ok(None)
+            }
+            Packet::PubRel(a) => {
+                self.on_pubrel(a, out);
+                Ok(None)
+            }
+            Packet::PubComp(a) => {
+                self.complete(a.packet_id, Stage::AwaitPubComp, out);
+                Ok(None)
+            }
+            Packet::Subscribe(s) => {
+                let mut added = Vec::with_capacity(s.subscriptions.len());
+                let mut codes = Vec::with_capacity(s.subscriptions.len());
+                for sub in s.subscriptions {
+                    codes.push(ReasonCode(sub.options.qos as u8));
+                    self.subscriptions.insert(sub.filter.clone(), sub.options);
+                    added.push((sub.filter, sub.options));
+                }
+                Ok(Some(Action::Subscribe {
+                    packet_id: s.packet_id,
+                    added,
+                    codes,
+                }))
+            }
+            Packet::Unsubscribe(u) => {
+                let mut codes = Vec::with_capacity(u.filters.len());
+                for f in &u.filters {
+                    codes.push(if self.subscriptions.remove(f).is_some() {
+                        ReasonCode::SUCCESS
+                    } else {
+                        ReasonCode::NO_SUBSCRIPTION_EXISTED
+                    });
+                }
+                let ack = Packet::UnsubAck(UnsubAck {
+                    packet_id: u.packet_id,
+                    codes,
+                    properties: Properties::new(),
+                });
+                encode(&ack, self.version, out);
+                Ok(Some(Action::Unsubscribe(u.filters)))
+            }
+            Packet::PingReq => {
+                out.put_slice(&[0xD0, 0x00]);
+                Ok(None)
+            }
+            Packet::Disconnect(d) => Ok(Some(Action::Disconnect {
+                publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+            })),
+            Packet::Connect(_) => Err(SessionError::SecondConnect),
+            other => Err(SessionError::UnexpectedPacket(other.packet_type())),
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        p: Publish,
+        out: &mut BytesMut,
+    ) -> Result<Option<Action>, SessionError> {
+        match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => Ok(Some(Action::Route(Message::from_publish(p)))),
+            (QoS::AtLeastOnce, Some(id)) => {
+                write_ack(self.version, 0x40, id, out);
+                Ok(Some(Action::Route(Message::from_publish(p))))
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                // Exactly once: an id still awaiting PUBREL is a resend of a message already
+                // forwarded; acknowledge it again and do not forward it twice [MQTT-4.3.3-2].
+                if self.incoming_qos2.contains(&id.get()) {
+                    self.stats.qos2_duplicates += 1;
+                    write_ack(self.version, 0x50, id, out);
+                    return Ok(None);
+                }
+                if self.incoming_qos2.len() >= usize::from(self.limits.max_inflight_incoming) {
+                    return Err(SessionError::ReceiveMaximumExceeded);
+                }
+                self.incoming_qos2.push(id.get());
+                write_ack(self.version, 0x50, id, out);
+                Ok(Some(Action::Route(Message::from_publish(p))))
+            }
+        }
+    }
+
+    fn on_pubrel(&mut self, a: Ack, out: &mut BytesMut) {
+        let id = a.packet_id;
+        if let Some(pos) = self.incoming_qos2.iter().position(|&x| x == id.get()) {
+            self.incoming_qos2.swap_remove(pos);
+            write_ack(self.version, 0x70, id, out);
+        } else {
+            // A PUBREL for a flow we completed already (our PUBCOMP was lost): answer again
+            // so the client can finish; 5.0 says which case it was.
+            self.stats.unknown_acks += 1;
+            if self.version.is_v5() {
+                let ack = Packet::PubComp(Ack {
+                    packet_id: id,
+                    reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                    properties: Properties::new(),
+                });
+                encode(&ack, self.version, out);
+            } else {
+                write_ack(self.version, 0x70, id, out);
+            }
+        }
+    }
+
+    fn on_pubrec(&mut self, a: Ack, out: &mut BytesMut) {
+        let Some(f) = self
+            .inflight
+            .iter_mut()
+            .find(|f| f.id == a.packet_id && f.stage == Stage::AwaitPubRec)
+        else {
+            self.stats.unknown_acks += 1;
+            if self.version.is_v5() {
+                let rel = Packet::PubRel(Ack {
+                    packet_id: a.packet_id,
+                    reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                    properties: Properties::new(),
+                });
+                encode(&rel, self.version, out);
+            }
+            return;
+        };
+        if !a.reason.is_success() {
+            // 5.0 §4.3.3: a PUBREC with a failure code ends the flow and frees the id.
+            let id = a.packet_id;
+            self.inflight.retain(|f| f.id != id);
+            self.drain_queue(out);
+            return;
+        }
+        f.stage = Stage::AwaitPubComp;
+        // The message is delivered; only the id is kept until PUBCOMP.
+        f.message = None;
+        write_ack(self.version, 0x62, a.packet_id, out);
+    }
+
+    /// Ends the flow `id` if it is at `stage`, then refills the window.
+    fn complete(&mut self, id: PacketId, stage: Stage, out: &mut BytesMut) {
+        // Acks mostly arrive in order, so the front is checked first.
+        let pos = if self.inflight.front().is_some_and(|f| f.id == id) {
+            Some(0)
+        } else {
+            self.inflight.iter().position(|f| f.id == id)
+        };
+        match pos {
+            Some(pos) if self.inflight.get(pos).is_some_and(|f| f.stage == stage) => {
+                self.inflight.remove(pos);
+                self.drain_queue(out);
+            }
+            _ => self.stats.unknown_acks += 1,
+        }
+    }
+
+    /// Resets state for a clean start on an existing id (the old session is discarded).
+    pub fn clear(&mut self) {
+        self.subscriptions.clear();
+        self.inflight.clear();
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.incoming_qos2.clear();
+    }
+}
+
+fn encode(p: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
+    // Acks the session builds are always encodable; a failure would be a codec bug, and
+    // dropping an ack is safer than panicking a shard.
+    if let Err(e) = p.encode(version, out) {
+        tracing::error!(error = %e, "failed to encode a session packet");
+    }
+}
+
+/// Writes a 3.x-shaped ack (PUBACK 0x40, PUBREC 0x50, PUBREL 0x62, PUBCOMP 0x70): on 5.0 a
+/// success ack with no properties has the same four bytes.
+#[inline]
+fn write_ack(_version: ProtocolVersion, first: u8, id: PacketId, out: &mut BytesMut) {
+    let [hi, lo] = id.get().to_be_bytes();
+    out.put_slice(&[first, 0x02, hi, lo]);
+}
+
+#[inline]
+fn write_publish(
+    version: ProtocolVersion,
+    m: &Message,
+    qos: QoS,
+    retain: bool,
+    id: Option<PacketId>,
+    dup: bool,
+    out: &mut BytesMut,
+) {
+    match encode_publish_header(
+        version,
+        dup,
+        qos,
+        retain,
+        &m.topic,
+        id,
+        &m.properties,
+        m.payload.len(),
+        out,
+    ) {
+        Ok(()) => out.put_slice(&m.payload),
+        Err(e) => tracing::error!(error = %e, topic = %m.topic, "failed to encode a delivery"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

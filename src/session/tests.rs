@@ -1,0 +1,463 @@
+//! Session state machine tests: packets in, bytes and actions out, no sockets.
+
+use std::num::NonZeroU16;
+
+use bytes::{Bytes, BytesMut};
+
+use super::*;
+use crate::protocol::{
+    decode, Connect, DecodeOptions, Disconnect, Subscribe, Subscription, Unsubscribe,
+};
+
+const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
+
+fn id(n: u16) -> PacketId {
+    NonZeroU16::new(n).unwrap()
+}
+
+fn session(max_inflight: u16) -> Session {
+    Session::new(
+        ByteString::from("c1"),
+        V4,
+        true,
+        SessionLimits {
+            max_inflight,
+            max_inflight_incoming: 4,
+            max_queued_messages: 3,
+            max_queued_bytes: 1 << 20,
+        },
+    )
+}
+
+fn msg(topic: &str, payload: &'static [u8], qos: QoS) -> Message {
+    Message {
+        topic: TopicName::new(topic).unwrap(),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain: false,
+        properties: Properties::new(),
+    }
+}
+
+fn publish(qos: QoS, pid: Option<u16>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: TopicName::new("t").unwrap(),
+        packet_id: pid.map(id),
+        properties: Properties::new(),
+        payload: Bytes::from_static(b"x"),
+    })
+}
+
+/// Every packet in `out`, drained.
+fn packets(out: &mut BytesMut) -> Vec<Packet> {
+    let opts = DecodeOptions::new(V4);
+    let mut v = Vec::new();
+    while let Some(p) = decode(out, &opts).unwrap() {
+        v.push(p);
+    }
+    assert!(out.is_empty(), "trailing bytes");
+    v
+}
+
+fn published_ids(ps: &[Packet]) -> Vec<(u16, bool)> {
+    ps.iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.packet_id.map_or(0, |i| i.get()), p.dup)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn qos1_publish_is_acked_and_routed() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    let a = s
+        .handle(publish(QoS::AtLeastOnce, Some(7)), &mut out)
+        .unwrap();
+    assert!(matches!(a, Some(Action::Route(m)) if m.qos == QoS::AtLeastOnce));
+    assert_eq!(&out[..], &[0x40, 0x02, 0x00, 0x07]);
+}
+
+#[test]
+fn qos0_publish_is_routed_without_ack() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    let a = s.handle(publish(QoS::AtMostOnce, None), &mut out).unwrap();
+    assert!(matches!(a, Some(Action::Route(_))));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn qos2_inbound_is_exactly_once() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    assert!(matches!(
+        s.handle(publish(QoS::ExactlyOnce, Some(3)), &mut out)
+            .unwrap(),
+        Some(Action::Route(_))
+    ));
+    assert_eq!(&out.split()[..], &[0x50, 0x02, 0x00, 0x03]);
+    // The client resends before PUBREL (it did not get our PUBREC): ack, do not forward.
+    assert_eq!(
+        s.handle(publish(QoS::ExactlyOnce, Some(3)), &mut out)
+            .unwrap(),
+        None
+    );
+    assert_eq!(&out.split()[..], &[0x50, 0x02, 0x00, 0x03]);
+    assert_eq!(s.stats().qos2_duplicates, 1);
+    // PUBREL completes the flow with PUBCOMP.
+    assert_eq!(
+        s.handle(Packet::PubRel(Ack::new(id(3))), &mut out).unwrap(),
+        None
+    );
+    assert_eq!(&out.split()[..], &[0x70, 0x02, 0x00, 0x03]);
+    // The id is free again: a new message with it is forwarded.
+    assert!(matches!(
+        s.handle(publish(QoS::ExactlyOnce, Some(3)), &mut out)
+            .unwrap(),
+        Some(Action::Route(_))
+    ));
+}
+
+#[test]
+fn pubrel_for_unknown_id_still_gets_pubcomp() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    s.handle(Packet::PubRel(Ack::new(id(9))), &mut out).unwrap();
+    assert_eq!(&out[..], &[0x70, 0x02, 0x00, 0x09]);
+}
+
+#[test]
+fn incoming_qos2_window_is_enforced() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    for i in 1..=4 {
+        s.handle(publish(QoS::ExactlyOnce, Some(i)), &mut out)
+            .unwrap();
+    }
+    assert_eq!(
+        s.handle(publish(QoS::ExactlyOnce, Some(5)), &mut out),
+        Err(SessionError::ReceiveMaximumExceeded)
+    );
+}
+
+#[test]
+fn qos1_delivery_and_ack() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    let m = msg("a/b", b"hi", QoS::AtLeastOnce);
+    assert_eq!(
+        s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
+        DeliverOutcome::Written
+    );
+    let ps = packets(&mut out);
+    assert_eq!(published_ids(&ps), vec![(1, false)]);
+    assert_eq!(s.inflight_len(), 1);
+    s.handle(Packet::PubAck(Ack::new(id(1))), &mut out).unwrap();
+    assert_eq!(s.inflight_len(), 0);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn qos0_delivery_has_no_id_and_no_state() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    let m = msg("a", b"0", QoS::AtMostOnce);
+    assert_eq!(
+        s.deliver(&m, QoS::AtMostOnce, true, Some(&mut out)),
+        DeliverOutcome::Written
+    );
+    let ps = packets(&mut out);
+    match &ps[..] {
+        [Packet::Publish(p)] => {
+            assert_eq!(
+                (p.qos, p.packet_id, p.retain),
+                (QoS::AtMostOnce, None, true)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn window_queues_in_order_and_refills_on_ack() {
+    let mut s = session(2);
+    let mut out = BytesMut::new();
+    for p in [b"1", b"2", b"3"] {
+        s.deliver(
+            &msg("t", p, QoS::AtLeastOnce),
+            QoS::AtLeastOnce,
+            false,
+            Some(&mut out),
+        );
+    }
+    assert_eq!(
+        published_ids(&packets(&mut out)),
+        vec![(1, false), (2, false)]
+    );
+    assert_eq!(s.queued_len(), 1);
+    // Acks out of order still free the window.
+    s.handle(Packet::PubAck(Ack::new(id(2))), &mut out).unwrap();
+    let ps = packets(&mut out);
+    assert_eq!(published_ids(&ps), vec![(3, false)]);
+    match &ps[..] {
+        [Packet::Publish(p)] => assert_eq!(&p.payload[..], b"3"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn queue_limit_drops_and_counts() {
+    let mut s = session(1);
+    let mut out = BytesMut::new();
+    let m = msg("t", b"x", QoS::AtLeastOnce);
+    assert_eq!(
+        s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
+        DeliverOutcome::Written
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
+            DeliverOutcome::Queued
+        );
+    }
+    assert_eq!(
+        s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
+        DeliverOutcome::Dropped(DropReason::QueueFull)
+    );
+    assert_eq!(s.stats().dropped_queue_full, 1);
+}
+
+#[test]
+fn queue_byte_limit_drops() {
+    let mut s = Session::new(
+        ByteString::from("c"),
+        V4,
+        true,
+        SessionLimits {
+            max_inflight: 1,
+            max_inflight_incoming: 1,
+            max_queued_messages: 100,
+            max_queued_bytes: 10,
+        },
+    );
+    let mut out = BytesMut::new();
+    let m = msg("t", b"123456", QoS::AtLeastOnce);
+    s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
+    assert_eq!(
+        s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
+        DeliverOutcome::Queued
+    );
+    assert_eq!(
+        s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
+        DeliverOutcome::Dropped(DropReason::QueueFull)
+    );
+}
+
+#[test]
+fn offline_session_queues_qos1_drops_qos0_and_resends_on_resume() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    s.deliver(
+        &msg("t", b"a", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+        Some(&mut out),
+    );
+    out.clear(); // the connection died before the bytes went out
+    s.detach();
+    assert_eq!(
+        s.deliver(
+            &msg("t", b"q0", QoS::AtMostOnce),
+            QoS::AtMostOnce,
+            false,
+            None
+        ),
+        DeliverOutcome::Dropped(DropReason::Offline)
+    );
+    assert_eq!(
+        s.deliver(
+            &msg("t", b"b", QoS::AtLeastOnce),
+            QoS::AtLeastOnce,
+            false,
+            None
+        ),
+        DeliverOutcome::Queued
+    );
+    s.resume(V4, &mut out);
+    let ps = packets(&mut out);
+    // The unacknowledged one again with DUP, then the queued one as new.
+    assert_eq!(published_ids(&ps), vec![(1, true), (2, false)]);
+}
+
+#[test]
+fn qos2_outbound_flow_and_pubrel_resend_on_resume() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    s.deliver(
+        &msg("t", b"x", QoS::ExactlyOnce),
+        QoS::ExactlyOnce,
+        false,
+        Some(&mut out),
+    );
+    assert_eq!(published_ids(&packets(&mut out)), vec![(1, false)]);
+    s.handle(Packet::PubRec(Ack::new(id(1))), &mut out).unwrap();
+    assert_eq!(&out.split()[..], &[0x62, 0x02, 0x00, 0x01]);
+    // Reconnect before PUBCOMP: PUBREL is sent again, not the PUBLISH [MQTT-4.4.0-1].
+    s.detach();
+    s.resume(V4, &mut out);
+    assert_eq!(&out.split()[..], &[0x62, 0x02, 0x00, 0x01]);
+    s.handle(Packet::PubComp(Ack::new(id(1))), &mut out)
+        .unwrap();
+    assert_eq!(s.inflight_len(), 0);
+    // A PUBACK for a QoS 2 flow is not a valid completion.
+    s.deliver(
+        &msg("t", b"y", QoS::ExactlyOnce),
+        QoS::ExactlyOnce,
+        false,
+        Some(&mut out),
+    );
+    out.clear();
+    s.handle(Packet::PubAck(Ack::new(id(2))), &mut out).unwrap();
+    assert_eq!(s.inflight_len(), 1);
+    assert_eq!(s.stats().unknown_acks, 1);
+}
+
+#[test]
+fn packet_ids_skip_ids_in_flight_after_wrap() {
+    let mut s = session(2);
+    let mut out = BytesMut::new();
+    s.deliver(
+        &msg("t", b"x", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+        Some(&mut out),
+    );
+    // Id 1 stays in flight; run the counter around.
+    s.last_id = u16::MAX;
+    s.deliver(
+        &msg("t", b"y", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+        Some(&mut out),
+    );
+    assert_eq!(
+        published_ids(&packets(&mut out)),
+        vec![(1, false), (2, false)]
+    );
+}
+
+#[test]
+fn subscribe_and_unsubscribe() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    let sub = Packet::Subscribe(Subscribe {
+        packet_id: id(5),
+        subscriptions: vec![
+            Subscription {
+                filter: TopicFilter::new("a/+").unwrap(),
+                options: SubscriptionOptions::new(QoS::ExactlyOnce),
+            },
+            Subscription {
+                filter: TopicFilter::new("b/#").unwrap(),
+                options: SubscriptionOptions::new(QoS::AtMostOnce),
+            },
+        ],
+        properties: Properties::new(),
+    });
+    match s.handle(sub, &mut out).unwrap() {
+        Some(Action::Subscribe {
+            packet_id,
+            added,
+            codes,
+        }) => {
+            assert_eq!(packet_id, id(5));
+            assert_eq!(added.len(), 2);
+            assert_eq!(codes, vec![ReasonCode(2), ReasonCode(0)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        out.is_empty(),
+        "SUBACK is the shard's, after the index is updated"
+    );
+    assert_eq!(s.subscriptions().count(), 2);
+    let unsub = Packet::Unsubscribe(Unsubscribe {
+        packet_id: id(6),
+        filters: vec![TopicFilter::new("a/+").unwrap()],
+        properties: Properties::new(),
+    });
+    assert!(
+        matches!(s.handle(unsub, &mut out).unwrap(), Some(Action::Unsubscribe(f)) if f.len() == 1)
+    );
+    assert_eq!(&out[..], &[0xB0, 0x02, 0x00, 0x06]);
+    assert_eq!(s.subscriptions().count(), 1);
+}
+
+#[test]
+fn ping_disconnect_and_violations() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    s.handle(Packet::PingReq, &mut out).unwrap();
+    assert_eq!(&out.split()[..], &[0xD0, 0x00]);
+    assert_eq!(
+        s.handle(Packet::Disconnect(Disconnect::default()), &mut out)
+            .unwrap(),
+        Some(Action::Disconnect {
+            publish_will: false
+        })
+    );
+    let connect = Packet::Connect(Box::new(Connect {
+        version: V4,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: ByteString::from("x"),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::new(),
+    }));
+    assert_eq!(
+        s.handle(connect, &mut out),
+        Err(SessionError::SecondConnect)
+    );
+    assert_eq!(
+        s.handle(Packet::PingResp, &mut out),
+        Err(SessionError::UnexpectedPacket(PacketType::PingResp))
+    );
+}
+
+#[test]
+fn unknown_puback_is_counted_and_ignored() {
+    let mut s = session(8);
+    let mut out = BytesMut::new();
+    s.handle(Packet::PubAck(Ack::new(id(42))), &mut out)
+        .unwrap();
+    assert!(out.is_empty());
+    assert_eq!(s.stats().unknown_acks, 1);
+}
+
+#[test]
+fn queued_messages_do_not_pin_the_read_buffer() {
+    let mut s = session(1);
+    let mut out = BytesMut::new();
+    let big = Bytes::from(vec![7u8; 4096]);
+    let m = Message {
+        topic: TopicName::new("t").unwrap(),
+        payload: big.slice(0..4),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties::new(),
+    };
+    s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
+    s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
+    // The queued copy is 4 bytes of its own, not a view of the 4 KiB buffer.
+    let q = s.queue.front().unwrap();
+    assert_eq!(&q.message.payload[..], &[7, 7, 7, 7]);
+    assert_ne!(q.message.payload.as_ptr(), big.as_ptr());
+}
