@@ -180,11 +180,11 @@ pub enum DropReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// QoS 1 sent, PUBACK pending.
-    AwaitPubAck,
+    Qos1Sent,
     /// QoS 2 sent, PUBREC pending.
-    AwaitPubRec,
+    Qos2Sent,
     /// PUBREL sent, PUBCOMP pending (the message itself is no longer needed).
-    AwaitPubComp,
+    Released,
 }
 
 #[derive(Debug)]
@@ -315,9 +315,9 @@ impl Session {
         self.connected = true;
         for f in &self.inflight {
             match (&f.message, f.stage) {
-                (_, Stage::AwaitPubComp) => write_ack(version, 0x62, f.id, out),
+                (_, Stage::Released) => write_ack(version, 0x62, f.id, out),
                 (Some(m), stage) => {
-                    let qos = if stage == Stage::AwaitPubAck {
+                    let qos = if stage == Stage::Qos1Sent {
                         QoS::AtLeastOnce
                     } else {
                         QoS::ExactlyOnce
@@ -385,9 +385,9 @@ impl Session {
         self.inflight.push_back(Inflight {
             id,
             stage: if qos == QoS::AtLeastOnce {
-                Stage::AwaitPubAck
+                Stage::Qos1Sent
             } else {
-                Stage::AwaitPubRec
+                Stage::Qos2Sent
             },
             message: Some(message),
             retain,
@@ -430,7 +430,7 @@ impl Session {
         match packet {
             Packet::Publish(p) => self.on_publish(p, out),
             Packet::PubAck(a) => {
-                self.complete(a.packet_id, Stage::AwaitPubAck, out);
+                self.complete(a.packet_id, Stage::Qos1Sent, out);
                 Ok(None)
             }
             Packet::PubRec(a) => {
@@ -442,7 +442,7 @@ impl Session {
                 Ok(None)
             }
             Packet::PubComp(a) => {
-                self.complete(a.packet_id, Stage::AwaitPubComp, out);
+                self.complete(a.packet_id, Stage::Released, out);
                 Ok(None)
             }
             Packet::Subscribe(s) => {
@@ -543,7 +543,7 @@ impl Session {
         let Some(f) = self
             .inflight
             .iter_mut()
-            .find(|f| f.id == a.packet_id && f.stage == Stage::AwaitPubRec)
+            .find(|f| f.id == a.packet_id && f.stage == Stage::Qos2Sent)
         else {
             self.stats.unknown_acks += 1;
             if self.version.is_v5() {
@@ -563,7 +563,7 @@ impl Session {
             self.drain_queue(out);
             return;
         }
-        f.stage = Stage::AwaitPubComp;
+        f.stage = Stage::Released;
         // The message is delivered; only the id is kept until PUBCOMP.
         f.message = None;
         write_ack(self.version, 0x62, a.packet_id, out);
