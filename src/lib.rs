@@ -56,7 +56,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub(crate) mod broker;
 pub mod config;
 pub mod index;
+pub mod mesh;
+pub(crate) mod notify;
 pub mod protocol;
+pub mod server;
 pub mod session;

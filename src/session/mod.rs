@@ -586,6 +586,11 @@ impl Session {
         }
     }
 
+    /// Drops a subscription the shard refused after the session recorded it.
+    pub fn forget_subscription(&mut self, filter: &TopicFilter) {
+        self.subscriptions.remove(filter);
+    }
+
     /// Resets state for a clean start on an existing id (the old session is discarded).
     pub fn clear(&mut self) {
         self.subscriptions.clear();

@@ -1,0 +1,505 @@
+//! One task per connection: read, decode, hand packets to the session, write.
+//!
+//! A connection is accepted on any shard. Once its CONNECT is decoded it either stays
+//! (this shard is the client id's home) or moves home with the bytes already read
+//! ([`super::ShardMsg::Adopt`]). From then on one task owns the socket and alternates
+//! between writing what was queued for the client (one `write` for everything pending)
+//! and reading (every complete frame of a read is processed before the next read).
+//! Deliveries from other connections or shards append to the connection's write buffer and
+//! wake the task; they never wait for the socket.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use futures::future::{select, Either};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::shard::{write_connack, CloseReason, ConnShared, Shard};
+use super::{home_shard, net, Adopt, ShardMsg};
+use crate::protocol::{
+    decode, Connect, DecodeError, DecodeOptions, Disconnect, Packet, Properties, ProtocolVersion,
+    ReasonCode,
+};
+use crate::session::Action;
+
+/// Largest read chunk; reads start at `read_buffer_size` and double while they fill it.
+const MAX_CHUNK: usize = 64 * 1024;
+
+enum ReadEv {
+    Data(usize),
+    Eof,
+    Woken,
+}
+
+/// Reads once into the spare end of `buf`, or returns early when the connection is woken
+/// (output to write, or a close request).
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    chunk: usize,
+    conn: &ConnShared,
+) -> ReadEv {
+    let len = buf.len();
+    // glommio reads into initialised memory only.
+    buf.resize(len + chunk, 0);
+    let ev = {
+        let read = stream.read(&mut buf[len..]);
+        let wake = conn.wake.notified();
+        futures::pin_mut!(read, wake);
+        match select(read, wake).await {
+            Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => ReadEv::Eof,
+            Either::Left((Ok(n), _)) => ReadEv::Data(n),
+            Either::Right(_) => ReadEv::Woken,
+        }
+    };
+    match ev {
+        ReadEv::Data(n) => buf.truncate(len + n),
+        _ => buf.truncate(len),
+    }
+    ev
+}
+
+/// Writes `data` completely, unless the connection is asked to close meanwhile.
+async fn write_out(
+    stream: &mut TcpStream,
+    data: &[u8],
+    conn: &ConnShared,
+) -> Result<(), CloseReason> {
+    let mut pos = 0;
+    while pos < data.len() {
+        if let Some(r) = conn.close.get() {
+            return Err(r);
+        }
+        let ev = {
+            let write = stream.write(&data[pos..]);
+            let wake = conn.wake.notified();
+            futures::pin_mut!(write, wake);
+            match select(write, wake).await {
+                Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => {
+                    Err(CloseReason::SocketClosed)
+                }
+                Either::Left((Ok(n), _)) => Ok(Some(n)),
+                // Woken for more output (kept for the next round) or a close request.
+                Either::Right(_) => {
+                    conn.wake.notify();
+                    Ok(None)
+                }
+            }
+        };
+        match ev? {
+            Some(n) => {
+                pos += n;
+                // A client we are still writing to is alive even if we have not read from
+                // it meanwhile.
+                conn.last_read.set(Instant::now());
+            }
+            None => {
+                if let Some(r) = conn.close.get() {
+                    return Err(r);
+                }
+                // Only the wake flag was set; give the write a chance to progress.
+                glommio::yield_if_needed().await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn flush(stream: &mut TcpStream, conn: &ConnShared) -> Result<(), CloseReason> {
+    loop {
+        let mut data = {
+            let mut out = conn.out.borrow_mut();
+            if out.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *out)
+        };
+        write_out(stream, &data, conn).await?;
+        data.clear();
+        // Keep a modest buffer for the next round; give a big one back.
+        let mut out = conn.out.borrow_mut();
+        if out.is_empty() && data.capacity() <= 16 * 1024 {
+            *out = data;
+        }
+    }
+}
+
+/// A connection accepted on this shard.
+pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let timeout = u16::try_from(shard.cfg.limits.connect_timeout).unwrap_or(u16::MAX);
+    let Some((key, conn)) = shard.register_conn(stream.as_raw_fd(), timeout) else {
+        tracing::warn!(
+            shard = shard.id,
+            "connection limit reached: connection closed"
+        );
+        return;
+    };
+    shard
+        .metrics
+        .connections_accepted
+        .set(shard.metrics.connections_accepted.get() + 1);
+    let mut stream = stream;
+    let mut buf = BytesMut::new();
+    let opts = DecodeOptions {
+        version: ProtocolVersion::V3_1_1,
+        max_packet_size: shard.cfg.limits.max_packet_size,
+    };
+    let mut chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
+    // The first packet must be CONNECT [MQTT-3.1.0-1].
+    let first = loop {
+        match decode(&mut buf, &opts) {
+            Ok(Some(p)) => break Ok(p),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        match read_some(&mut stream, &mut buf, chunk, &conn).await {
+            ReadEv::Data(n) => {
+                if n == chunk {
+                    chunk = (chunk * 2).min(MAX_CHUNK);
+                }
+            }
+            ReadEv::Eof => {
+                shard.connection_closed(key, &conn, CloseReason::SocketClosed);
+                return;
+            }
+            ReadEv::Woken => {
+                if let Some(r) = conn.close.get() {
+                    shard.connection_closed(key, &conn, r);
+                    return;
+                }
+            }
+        }
+    };
+    let connect = match first {
+        Ok(Packet::Connect(c)) => c,
+        Ok(other) => {
+            shard
+                .metrics
+                .protocol_errors
+                .set(shard.metrics.protocol_errors.get() + 1);
+            tracing::info!(packet = ?other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1]: closed");
+            shard.connection_closed(key, &conn, CloseReason::ProtocolError);
+            return;
+        }
+        Err(e) => {
+            shard
+                .metrics
+                .malformed_packets
+                .set(shard.metrics.malformed_packets.get() + 1);
+            tracing::info!(error = %e, kind = e.kind(), "bad CONNECT: closed");
+            // [MQTT-3.1.2-2]: an unsupported protocol level is answered with CONNACK 0x01
+            // (5.0: 0x84) before closing; other CONNECT errors just close, except that a
+            // 5.0 client is told the reason code.
+            let mut out = BytesMut::new();
+            match (e, connect_level(&buf)) {
+                (DecodeError::UnsupportedProtocolLevel(_), Some(5)) | (_, Some(5)) => {
+                    write_connack(&mut out, ProtocolVersion::V5, false, e.reason_code())
+                }
+                (DecodeError::UnsupportedProtocolLevel(_), _) => write_connack(
+                    &mut out,
+                    ProtocolVersion::V3_1_1,
+                    false,
+                    ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                ),
+                _ => {}
+            }
+            if !out.is_empty() {
+                let _ = stream.write_all(&out).await;
+            }
+            shard.connection_closed(key, &conn, CloseReason::ProtocolError);
+            return;
+        }
+    };
+    let mut connect = connect;
+    // Identify the client; refusals get CONNACK with the code and a close.
+    match check_connect(&shard, &mut connect) {
+        Ok(()) => {}
+        Err(code) => {
+            let mut out = BytesMut::new();
+            write_connack(&mut out, connect.version, false, code);
+            let _ = stream.write_all(&out).await;
+            tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
+            shard.connection_closed(key, &conn, CloseReason::Refused);
+            return;
+        }
+    }
+    let home = home_shard(&connect.client_id, shard.shards);
+    if home != shard.id {
+        // Move to the home shard with whatever the client sent after CONNECT.
+        match net::dup(&stream) {
+            Ok(fd) => {
+                shard.connection_closed(key, &conn, CloseReason::Migrated);
+                drop(stream);
+                shard
+                    .metrics
+                    .connections_migrated
+                    .set(shard.metrics.connections_migrated.get() + 1);
+                shard.mesh.push(
+                    home,
+                    ShardMsg::Adopt(Box::new(Adopt {
+                        fd,
+                        connect,
+                        rest: buf,
+                    })),
+                );
+                shard.mesh.flush();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move a connection to its home shard: closed");
+                shard.connection_closed(key, &conn, CloseReason::ServerShutdown);
+            }
+        }
+        return;
+    }
+    serve(shard, stream, key, conn, connect, buf).await;
+}
+
+/// A connection moved here from the shard that accepted it.
+pub(crate) async fn adopted(shard: Rc<Shard>, a: Adopt) {
+    let stream = net::adopt(a.fd);
+    let _ = stream.set_nodelay(true);
+    let Some((key, conn)) = shard.register_conn(stream.as_raw_fd(), 0) else {
+        return;
+    };
+    serve(shard, stream, key, conn, a.connect, a.rest).await;
+}
+
+/// The protocol level byte of a CONNECT whose body failed to decode, if it got that far.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    // Fixed header (1 byte + 1..4 length bytes), then a 2-byte name length and the name.
+    let mut i = 1;
+    while buf.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    i += 1;
+    let name_len = u16::from_be_bytes([*buf.get(i)?, *buf.get(i + 1)?]) as usize;
+    buf.get(i + 2 + name_len).copied()
+}
+
+/// CONNECT rules that need configuration: client identifier, anonymous access,
+/// authentication. Assigns an identifier where the protocol allows an empty one.
+fn check_connect(shard: &Shard, c: &mut Connect) -> Result<(), ReasonCode> {
+    if c.client_id.is_empty() {
+        // 3.1.1 [MQTT-3.1.3-6]/[MQTT-3.1.3-8]: an empty id is allowed with clean session
+        // only; 3.1 requires 1..23 characters; 5.0 always assigns.
+        let allowed = match c.version {
+            ProtocolVersion::V3_1 => false,
+            ProtocolVersion::V3_1_1 => c.clean_start,
+            ProtocolVersion::V5 => true,
+        };
+        if !allowed {
+            return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        c.client_id = assign_client_id(shard);
+    } else if c.version == ProtocolVersion::V3_1 && c.client_id.len() > 23 {
+        // MQTT 3.1 §3.1: "Client Identifier ... between 1 and 23 characters" (mosquitto
+        // refuses longer ones the same way).
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
+    if c.username.is_none() && !shard.cfg.allow_anonymous {
+        return Err(ReasonCode::NOT_AUTHORIZED);
+    }
+    shard
+        .auth
+        .authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())
+}
+
+/// An identifier that hashes to this shard, so the session is local.
+fn assign_client_id(shard: &Shard) -> ByteString {
+    let rs = ahash::RandomState::new();
+    let mut n: u64 = rs.hash_one(Instant::now());
+    loop {
+        let id = format!("surgemq-{n:016x}");
+        if home_shard(&id, shard.shards) == shard.id {
+            return ByteString::from(id);
+        }
+        n = rs.hash_one(n);
+    }
+}
+
+/// Serves an accepted CONNECT on the session's home shard until the connection ends.
+async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    key: usize,
+    conn: Rc<ConnShared>,
+    connect: Box<Connect>,
+    mut buf: BytesMut,
+) {
+    let version = connect.version;
+    conn.keep_alive.set(connect.keep_alive);
+    conn.last_read.set(Instant::now());
+    *conn.will.borrow_mut() = connect.will.clone();
+    let (slot, _present) = shard.attach(
+        &conn,
+        connect.client_id.clone(),
+        version,
+        connect.clean_start,
+    );
+    let opts = DecodeOptions {
+        version,
+        max_packet_size: shard.cfg.limits.max_packet_size,
+    };
+    let mut chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
+    // Packets the client sent right behind CONNECT.
+    let mut result = process(&shard, &conn, slot, &mut buf, &opts);
+    shard.mesh.flush();
+    let reason = loop {
+        if let Err(r) = result {
+            break r;
+        }
+        if let Some(r) = conn.close.get() {
+            break r;
+        }
+        if let Err(r) = flush(&mut stream, &conn).await {
+            break r;
+        }
+        if shard.mesh.congested() {
+            // Back-pressure: this publisher waits until the other shards drain.
+            let drained = shard.mesh.wait_uncongested();
+            let wake = conn.wake.notified();
+            futures::pin_mut!(drained, wake);
+            let _ = select(drained, wake).await;
+            continue;
+        }
+        match read_some(&mut stream, &mut buf, chunk, &conn).await {
+            ReadEv::Data(n) => {
+                conn.last_read.set(Instant::now());
+                if n == chunk {
+                    chunk = (chunk * 2).min(MAX_CHUNK);
+                } else if buf.is_empty() {
+                    chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
+                }
+                result = process(&shard, &conn, slot, &mut buf, &opts);
+                shard.mesh.flush();
+                // A quiet connection gives its read buffer back.
+                if buf.is_empty() && n < chunk {
+                    buf = BytesMut::new();
+                }
+            }
+            ReadEv::Eof => break CloseReason::SocketClosed,
+            ReadEv::Woken => {}
+        }
+    };
+    if version.is_v5() {
+        let code = match reason {
+            CloseReason::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            CloseReason::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            CloseReason::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            _ => None,
+        };
+        if let Some(code) = code {
+            let mut out = conn.out.borrow_mut();
+            let _ = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: Properties::new(),
+            })
+            .encode(version, &mut out);
+        }
+    }
+    if matches!(
+        reason,
+        CloseReason::ProtocolError
+            | CloseReason::ServerShutdown
+            | CloseReason::ClientDisconnect { .. }
+    ) {
+        // Best effort: what was queued before the end (acks, a 5.0 DISCONNECT).
+        let data = std::mem::take(&mut *conn.out.borrow_mut());
+        if !data.is_empty() && reason != CloseReason::ProtocolError {
+            let _ = futures::future::select(
+                Box::pin(stream.write_all(&data)),
+                Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(100))),
+            )
+            .await;
+        }
+    }
+    shard.connection_closed(key, &conn, reason);
+}
+
+/// Decodes and handles every complete packet in `buf`.
+fn process(
+    shard: &Rc<Shard>,
+    conn: &Rc<ConnShared>,
+    slot: usize,
+    buf: &mut BytesMut,
+    opts: &DecodeOptions,
+) -> Result<(), CloseReason> {
+    loop {
+        let packet = match decode(buf, opts) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                shard
+                    .metrics
+                    .malformed_packets
+                    .set(shard.metrics.malformed_packets.get() + 1);
+                tracing::info!(error = %e, kind = e.kind(), "malformed packet: connection closed");
+                disconnect_v5(conn, opts.version, e.reason_code());
+                return Err(CloseReason::ProtocolError);
+            }
+        };
+        if let Packet::Publish(p) = &packet {
+            shard
+                .metrics
+                .publishes_received
+                .set(shard.metrics.publishes_received.get() + 1);
+            if p.topic.levels().count() > shard.cfg.limits.max_topic_levels {
+                tracing::info!(topic = %p.topic, "topic deeper than max_topic_levels: connection closed");
+                disconnect_v5(conn, opts.version, ReasonCode::TOPIC_NAME_INVALID);
+                return Err(CloseReason::ProtocolError);
+            }
+        }
+        let action = {
+            let mut st = shard.state.borrow_mut();
+            let Some(entry) = st.sessions.get_mut(slot) else {
+                return Err(CloseReason::ProtocolError);
+            };
+            let mut out = conn.out.borrow_mut();
+            entry.session.handle(packet, &mut out)
+        };
+        match action {
+            Ok(None) => {}
+            Ok(Some(Action::Route(m))) => shard.route(m),
+            Ok(Some(Action::Subscribe {
+                packet_id,
+                added,
+                codes,
+            })) => shard.subscribe(conn, slot, packet_id, added, codes),
+            Ok(Some(Action::Unsubscribe(filters))) => shard.unsubscribe(slot, &filters),
+            Ok(Some(Action::Disconnect { publish_will })) => {
+                return Err(CloseReason::ClientDisconnect { publish_will });
+            }
+            Err(e) => {
+                shard
+                    .metrics
+                    .protocol_errors
+                    .set(shard.metrics.protocol_errors.get() + 1);
+                tracing::info!(error = %e, "protocol violation: connection closed");
+                disconnect_v5(conn, opts.version, e.reason_code());
+                return Err(CloseReason::ProtocolError);
+            }
+        }
+        // Acks and deliveries written so far go out with this read turn.
+        if !conn.out.borrow().is_empty() {
+            conn.wake.notify();
+        }
+    }
+}
+
+/// 5.0: tells the client why the server closes (3.x simply closes).
+fn disconnect_v5(conn: &ConnShared, version: ProtocolVersion, reason: ReasonCode) {
+    if version.is_v5() {
+        let mut out = conn.out.borrow_mut();
+        out.clear();
+        let _ = Packet::Disconnect(Disconnect {
+            reason,
+            properties: Properties::new(),
+        })
+        .encode(version, &mut out);
+    }
+}

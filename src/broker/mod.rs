@@ -1,0 +1,103 @@
+//! The broker runtime: shards, connections, routing. The only layer that touches sockets,
+//! timers and task spawning.
+//!
+//! **Owns:** per shard, the connections, the sessions whose home it is, its part of the
+//! topic index (local subscribers, and the replica of which shards are interested in which
+//! filters), its share of the retained messages, and the tasks that move bytes between
+//! sockets and state machines.
+//!
+//! **Must not touch:** another shard's state. Shards exchange [`ShardMsg`] values (plain
+//! data) over the [`crate::mesh`] grid and nothing else.
+//!
+//! Files: [`shard`] (state, routing, subscriptions, retained, cross-shard protocol),
+//! [`conn`] (one task per connection: read, decode, session, write), [`net`] (listeners,
+//! socket options and moving a socket to another shard).
+
+pub(crate) mod conn;
+pub(crate) mod net;
+pub(crate) mod shard;
+
+use std::os::fd::OwnedFd;
+
+use bytes::BytesMut;
+
+use crate::protocol::{Connect, TopicFilter};
+use crate::session::Message;
+
+/// The session home of a client id: `fixed_hash(client_id) % shards`. Every shard and every
+/// process of the same build computes the same value (fixed hash seeds), so a client's
+/// connections always end up on one shard, where its session lives.
+pub fn home_shard(client_id: &str, shards: usize) -> usize {
+    const SEEDS: (u64, u64, u64, u64) = (
+        0x5375_7267_654d_5131,
+        0x9e37_79b9_7f4a_7c15,
+        0xc2b2_ae3d_27d4_eb4f,
+        0x1656_67b1_9e37_79f9,
+    );
+    let state = ahash::RandomState::with_seeds(SEEDS.0, SEEDS.1, SEEDS.2, SEEDS.3);
+    (state.hash_one(client_id) % shards.max(1) as u64) as usize
+}
+
+/// Messages between shards. All plain `Send` data.
+#[derive(Debug)]
+pub(crate) enum ShardMsg {
+    /// Deliver to this shard's subscribers of the topic.
+    Publish(Message),
+    /// Store (or, with an empty payload, clear) a retained message: this shard owns the
+    /// topic.
+    Retain(Message),
+    /// A connection whose session lives here, with its CONNECT already decoded.
+    Adopt(Box<Adopt>),
+    /// Shard `from` has subscribers for these filters now. Answer with `InterestAck`
+    /// carrying this shard's retained messages matching them.
+    InterestAdd {
+        from: usize,
+        token: u64,
+        filters: Vec<TopicFilter>,
+    },
+    /// Reply to `InterestAdd`: the filters are routed here from now on.
+    InterestAck { token: u64, retained: Vec<Message> },
+    /// Shard `from` has no subscriber for this filter any more.
+    InterestRemove { from: usize, filter: TopicFilter },
+    /// A connection accepted by shard 0 in round-robin mode, handed to this shard.
+    Accepted(AcceptedConn),
+    /// Close an existing connection of this client id (a newer one is coming) — used when
+    /// a connection is adopted while an older one of the same id is still open elsewhere.
+    /// Not needed today: a client id's connections always run on its home shard.
+    #[allow(dead_code)]
+    Evict { client_id: bytestring::ByteString },
+}
+
+/// An accepted socket not yet bound to an executor.
+pub(crate) struct AcceptedConn(pub glommio::net::AcceptedTcpStream);
+
+impl std::fmt::Debug for AcceptedConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcceptedConn")
+    }
+}
+
+/// A connection moving to its home shard.
+#[derive(Debug)]
+pub(crate) struct Adopt {
+    pub fd: OwnedFd,
+    pub connect: Box<Connect>,
+    /// Bytes read after the CONNECT (the client may pipeline).
+    pub rest: BytesMut,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_shard_is_stable_and_spread() {
+        assert_eq!(home_shard("a", 1), 0);
+        assert_eq!(home_shard("client-7", 4), home_shard("client-7", 4));
+        let mut seen = [0usize; 4];
+        for i in 0..400 {
+            seen[home_shard(&format!("c{i}"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
+}

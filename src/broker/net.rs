@@ -1,0 +1,107 @@
+//! Sockets: listeners built with socket2 (backlog, `SO_REUSEPORT`, non-blocking) and the
+//! handful of file-descriptor operations glommio 0.9 has no safe API for.
+//!
+//! This file is the broker's unsafe island, and each block says why it holds:
+//! - glommio's `TcpListener::bind` fixes the backlog and unwraps address errors, so
+//!   listeners are built with socket2 and handed over with `from_raw_fd`;
+//! - a connection moves to its session's home shard after CONNECT; glommio 0.9 cannot
+//!   move a bound `TcpStream`, so the socket is duplicated (`dup`), the original closed on
+//!   the accepting shard, and the duplicate adopted on the home shard;
+//! - a takeover shuts down the old connection's socket while its task still owns it.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use glommio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Listen backlog: connection bursts (benchmarks open thousands at once) must not be
+/// refused by the kernel.
+const BACKLOG: i32 = 4096;
+
+/// A listening socket, non-blocking, optionally with `SO_REUSEPORT` so that every shard
+/// can bind the same address.
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Hands a listener to the calling shard's executor.
+pub(crate) fn listener(l: std::net::TcpListener) -> TcpListener {
+    // SAFETY: `into_raw_fd` gives up ownership of a valid listening socket; glommio's
+    // listener takes it over and closes it on drop. Nothing else refers to the fd.
+    unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }
+}
+
+/// A duplicate of the connection's socket, to move it to another shard. The caller drops
+/// the original afterwards, which releases the accepting shard's reactor registrations.
+pub(crate) fn dup(stream: &TcpStream) -> io::Result<OwnedFd> {
+    // SAFETY: the fd belongs to `stream`, which is alive for the whole borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    fd.try_clone_to_owned()
+}
+
+/// Adopts a moved socket on the calling shard's executor.
+pub(crate) fn adopt(fd: OwnedFd) -> TcpStream {
+    // SAFETY: `fd` is an owned, connected TCP socket (from `dup`); ownership passes to the
+    // stream, which closes it on drop.
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// Shuts a connection's socket down in both directions (takeover). The fd is owned by a
+/// live connection task; callers check `ConnShared::open` first so the number cannot name
+/// another file by now.
+pub(crate) fn shutdown(fd: RawFd) {
+    // SAFETY: `shutdown(2)` on an fd only affects the socket; an invalid fd gives EBADF,
+    // which is ignored. Callers guarantee the fd is still the connection's socket.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Raises `RLIMIT_MEMLOCK` to at least `need` bytes if the hard limit allows (glommio
+/// needs 512 KiB per executor for its io_uring rings). Returns the soft limit in force.
+pub(crate) fn raise_memlock(need: u64) -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < need {
+            let new = libc::rlimit {
+                rlim_cur: if lim.rlim_max == libc::RLIM_INFINITY {
+                    need
+                } else {
+                    need.min(lim.rlim_max)
+                },
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &new) == 0 {
+                lim.rlim_cur = new.rlim_cur;
+            }
+        }
+    }
+    Ok(lim.rlim_cur)
+}

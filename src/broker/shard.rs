@@ -1,0 +1,845 @@
+//! One shard's state and the operations on it: sessions, routing, subscriptions,
+//! retained messages, and the shard's side of the cross-shard protocol.
+//!
+//! Every operation here is synchronous: it borrows the state, changes it, appends bytes to
+//! write buffers, queues mesh messages, and returns. No borrow is ever held across an
+//! `.await`, because nothing here awaits; connection tasks and mesh receivers call in and
+//! do their I/O afterwards.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::{BufMut, BytesMut};
+use bytestring::ByteString;
+
+use super::{home_shard, ShardMsg};
+use crate::config::Config;
+use crate::index::{InterestTrie, SubscriptionTrie};
+use crate::mesh::MeshTx;
+use crate::notify::Notify;
+use crate::protocol::{
+    Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode, SubAck, SubscriptionOptions,
+    TopicFilter, Will,
+};
+use crate::server::Authenticator;
+use crate::session::{DeliverOutcome, DropReason, Message, Session, SessionLimits};
+
+/// Why a connection ends; decides whether its will is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client sent DISCONNECT (5.0: with or without "publish my will").
+    ClientDisconnect { publish_will: bool },
+    /// The peer closed the socket or it failed.
+    SocketClosed,
+    /// Nothing received for 1.5 times the keep alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// No CONNECT within the connect timeout.
+    ConnectTimeout,
+    /// A newer connection with the same client id [MQTT-3.1.4-2].
+    TakenOver,
+    /// Malformed or forbidden input.
+    ProtocolError,
+    /// CONNECT refused.
+    Refused,
+    /// The connection moved to its home shard (not an end for the client).
+    Migrated,
+    /// The broker is stopping.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// A will is published when the connection ends without a DISCONNECT
+    /// [MQTT-3.1.2-8], and when a 5.0 DISCONNECT asks for it.
+    fn publishes_will(self) -> bool {
+        match self {
+            CloseReason::ClientDisconnect { publish_will } => publish_will,
+            CloseReason::Migrated | CloseReason::Refused => false,
+            _ => true,
+        }
+    }
+}
+
+/// What a shard knows about one of its connections; shared between the connection's task
+/// (which owns the socket) and the code that delivers to it.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    /// Encoded packets waiting to be written. Bounded by `max_write_buffer` for QoS 0;
+    /// QoS 1/2 are bounded by the session's in-flight window.
+    pub out: RefCell<BytesMut>,
+    /// Set when `out` has data or the connection must close.
+    pub wake: Notify,
+    /// Set to close the connection; the task exits at its next wake-up.
+    pub close: Cell<Option<CloseReason>>,
+    /// Last time a packet arrived (coarse; for keep alive).
+    pub last_read: Cell<Instant>,
+    /// Keep alive in seconds (before CONNECT: the connect timeout); 0: none.
+    pub keep_alive: Cell<u16>,
+    /// Session slot once CONNECT was accepted.
+    pub session: Cell<Option<usize>>,
+    /// The will, published if the connection ends without DISCONNECT.
+    pub will: RefCell<Option<Will>>,
+    /// Protocol version from CONNECT.
+    pub version: Cell<ProtocolVersion>,
+    /// The socket, for shutting it down on takeover while the task still owns it.
+    pub fd: RawFd,
+    /// False once the task has let go of the socket (so `fd` may name another file).
+    pub open: Cell<bool>,
+}
+
+impl ConnShared {
+    /// Asks the connection to close (first reason wins).
+    pub fn request_close(&self, reason: CloseReason) {
+        if self.close.get().is_none() {
+            self.close.set(Some(reason));
+        }
+        self.wake.notify();
+    }
+}
+
+/// Counters of one shard, summed over shards at shutdown.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub connections_accepted: Cell<u64>,
+    pub connections_refused_limit: Cell<u64>,
+    pub connections_migrated: Cell<u64>,
+    pub malformed_packets: Cell<u64>,
+    pub protocol_errors: Cell<u64>,
+    pub keepalive_timeouts: Cell<u64>,
+    pub takeovers: Cell<u64>,
+    pub publishes_received: Cell<u64>,
+    pub messages_delivered: Cell<u64>,
+    pub dropped_qos0_write_buffer: Cell<u64>,
+    pub dropped_queue_full: Cell<u64>,
+    pub dropped_offline_qos0: Cell<u64>,
+    pub retained_dropped: Cell<u64>,
+}
+
+fn inc(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// A summary of one shard's counters, sent to the main thread when it stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSummary {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused by `max_connections`.
+    pub connections_refused_limit: u64,
+    /// Connections moved to their home shard.
+    pub connections_migrated: u64,
+    /// Connections closed for malformed packets.
+    pub malformed_packets: u64,
+    /// Connections closed for other protocol violations.
+    pub protocol_errors: u64,
+    /// Connections closed by keep alive.
+    pub keepalive_timeouts: u64,
+    /// Sessions taken over by a new connection.
+    pub takeovers: u64,
+    /// PUBLISH packets received from clients.
+    pub publishes_received: u64,
+    /// Messages written or queued for subscribers.
+    pub messages_delivered: u64,
+    /// QoS 0 deliveries dropped because a write buffer was full.
+    pub dropped_qos0_write_buffer: u64,
+    /// QoS 1/2 deliveries dropped because a session queue was full.
+    pub dropped_queue_full: u64,
+    /// QoS 0 deliveries dropped for offline sessions.
+    pub dropped_offline_qos0: u64,
+    /// Retained messages not stored (limits).
+    pub retained_dropped: u64,
+}
+
+impl ShardSummary {
+    /// Adds another shard's counters.
+    pub fn add(&mut self, o: &ShardSummary) {
+        self.connections_accepted += o.connections_accepted;
+        self.connections_refused_limit += o.connections_refused_limit;
+        self.connections_migrated += o.connections_migrated;
+        self.malformed_packets += o.malformed_packets;
+        self.protocol_errors += o.protocol_errors;
+        self.keepalive_timeouts += o.keepalive_timeouts;
+        self.takeovers += o.takeovers;
+        self.publishes_received += o.publishes_received;
+        self.messages_delivered += o.messages_delivered;
+        self.dropped_qos0_write_buffer += o.dropped_qos0_write_buffer;
+        self.dropped_queue_full += o.dropped_queue_full;
+        self.dropped_offline_qos0 += o.dropped_offline_qos0;
+        self.retained_dropped += o.retained_dropped;
+    }
+}
+
+/// A session and the connection currently serving it, if any.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub session: Session,
+    pub conn: Option<Rc<ConnShared>>,
+}
+
+/// A SUBSCRIBE waiting for every other shard to route its filters.
+#[derive(Debug)]
+struct PendingSub {
+    conn: Rc<ConnShared>,
+    session: usize,
+    packet_id: PacketId,
+    codes: Vec<ReasonCode>,
+    filters: Vec<(TopicFilter, SubscriptionOptions)>,
+    waiting: usize,
+    retained: Vec<Message>,
+}
+
+/// Everything mutable a shard owns.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub sessions: slab::Slab<Entry>,
+    pub by_client: AHashMap<ByteString, usize>,
+    subs: SubscriptionTrie<usize, SubscriptionOptions>,
+    /// Local subscriptions per filter; the shard's interest bit is set while above 0.
+    local_filters: AHashMap<TopicFilter, u32>,
+    interest: InterestTrie,
+    retained: AHashMap<ByteString, Message>,
+    pending: AHashMap<u64, PendingSub>,
+    next_token: u64,
+    pub conns: slab::Slab<Rc<ConnShared>>,
+    /// Scratch for collecting matches (reused to avoid an allocation per message).
+    matches: Vec<(usize, QoS, bool)>,
+}
+
+/// One shard.
+pub(crate) struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub cfg: Arc<Config>,
+    pub mesh: Rc<MeshTx<ShardMsg>>,
+    pub state: RefCell<State>,
+    pub metrics: Metrics,
+    pub auth: Arc<dyn Authenticator>,
+    pub stopping: Cell<bool>,
+    /// This shard's share of `max_connections`.
+    pub max_connections: usize,
+    /// This shard's share of `retained_max_messages`.
+    max_retained: usize,
+    limits: SessionLimits,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("id", &self.id).finish()
+    }
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        cfg: Arc<Config>,
+        mesh: Rc<MeshTx<ShardMsg>>,
+        auth: Arc<dyn Authenticator>,
+    ) -> Shard {
+        let shards = mesh.shards();
+        let l = &cfg.limits;
+        Shard {
+            id,
+            shards,
+            max_connections: l.max_connections.div_ceil(shards),
+            max_retained: l.retained_max_messages.div_ceil(shards),
+            limits: SessionLimits {
+                max_inflight: l.max_inflight,
+                max_inflight_incoming: u16::MAX,
+                max_queued_messages: l.max_queued_messages,
+                max_queued_bytes: l.max_queued_bytes,
+            },
+            cfg,
+            mesh,
+            state: RefCell::new(State {
+                sessions: slab::Slab::new(),
+                by_client: AHashMap::new(),
+                subs: SubscriptionTrie::new(),
+                local_filters: AHashMap::new(),
+                interest: InterestTrie::new(),
+                retained: AHashMap::new(),
+                pending: AHashMap::new(),
+                next_token: 0,
+                conns: slab::Slab::new(),
+                matches: Vec::new(),
+            }),
+            metrics: Metrics::default(),
+            auth,
+            stopping: Cell::new(false),
+        }
+    }
+
+    pub fn summary(&self) -> ShardSummary {
+        let m = &self.metrics;
+        ShardSummary {
+            connections_accepted: m.connections_accepted.get(),
+            connections_refused_limit: m.connections_refused_limit.get(),
+            connections_migrated: m.connections_migrated.get(),
+            malformed_packets: m.malformed_packets.get(),
+            protocol_errors: m.protocol_errors.get(),
+            keepalive_timeouts: m.keepalive_timeouts.get(),
+            takeovers: m.takeovers.get(),
+            publishes_received: m.publishes_received.get(),
+            messages_delivered: m.messages_delivered.get(),
+            dropped_qos0_write_buffer: m.dropped_qos0_write_buffer.get(),
+            dropped_queue_full: m.dropped_queue_full.get(),
+            dropped_offline_qos0: m.dropped_offline_qos0.get(),
+            retained_dropped: m.retained_dropped.get(),
+        }
+    }
+
+    /// Registers a new connection; None when the shard is at its connection limit.
+    pub fn register_conn(
+        &self,
+        fd: RawFd,
+        connect_timeout: u16,
+    ) -> Option<(usize, Rc<ConnShared>)> {
+        let mut st = self.state.borrow_mut();
+        if st.conns.len() >= self.max_connections || self.stopping.get() {
+            inc(&self.metrics.connections_refused_limit);
+            return None;
+        }
+        let conn = Rc::new(ConnShared {
+            out: RefCell::new(BytesMut::new()),
+            wake: Notify::default(),
+            close: Cell::new(None),
+            last_read: Cell::new(Instant::now()),
+            keep_alive: Cell::new(connect_timeout),
+            session: Cell::new(None),
+            will: RefCell::new(None),
+            version: Cell::new(ProtocolVersion::V3_1_1),
+            fd,
+            open: Cell::new(true),
+        });
+        let key = st.conns.insert(conn.clone());
+        Some((key, conn))
+    }
+
+    /// Attaches a connection that sent an accepted CONNECT to its session (taking over an
+    /// older connection of the same client id), writes CONNACK and, for a resumed session,
+    /// the resent in-flight messages. Returns the session slot and session-present.
+    pub fn attach(
+        &self,
+        conn: &Rc<ConnShared>,
+        client_id: ByteString,
+        version: ProtocolVersion,
+        clean_start: bool,
+    ) -> (usize, bool) {
+        let mut removed: Vec<TopicFilter> = Vec::new();
+        let (slot, present) = {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            let existing = st.by_client.get(&client_id).copied();
+            let mut reuse = None;
+            if let Some(slot) = existing {
+                if let Some(entry) = st.sessions.get_mut(slot) {
+                    if let Some(old) = entry.conn.take() {
+                        // [MQTT-3.1.4-2]: the existing connection is closed first. The old
+                        // task still owns its socket; shutting it down now makes the close
+                        // visible to that client before the new one gets CONNACK.
+                        inc(&self.metrics.takeovers);
+                        old.request_close(CloseReason::TakenOver);
+                        if old.open.get() {
+                            super::net::shutdown(old.fd);
+                        }
+                    }
+                    if clean_start || !entry.session.is_persistent() {
+                        removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
+                    } else {
+                        reuse = Some(slot);
+                    }
+                }
+                if reuse.is_none() {
+                    st.sessions.try_remove(slot);
+                    st.by_client.remove(&client_id);
+                    for f in &removed {
+                        Self::unsubscribe_one(self, st, f, slot);
+                    }
+                }
+            }
+            match reuse {
+                Some(slot) => (slot, true),
+                None => {
+                    let session =
+                        Session::new(client_id.clone(), version, !clean_start, self.limits);
+                    let slot = st.sessions.insert(Entry {
+                        session,
+                        conn: None,
+                    });
+                    st.by_client.insert(client_id, slot);
+                    (slot, false)
+                }
+            }
+        };
+        conn.session.set(Some(slot));
+        conn.version.set(version);
+        // CONNACK goes first, then whatever the resumed session must resend.
+        {
+            let mut out = conn.out.borrow_mut();
+            write_connack(&mut out, version, present, ReasonCode::SUCCESS);
+        }
+        let mut st = self.state.borrow_mut();
+        if let Some(entry) = st.sessions.get_mut(slot) {
+            entry.conn = Some(conn.clone());
+            if present {
+                entry.session.resume(version, &mut conn.out.borrow_mut());
+            }
+        }
+        drop(st);
+        conn.wake.notify();
+        (slot, present)
+    }
+
+    /// The connection task is ending. Publishes the will if the reason calls for it and
+    /// detaches or removes the session.
+    pub fn connection_closed(&self, key: usize, conn: &Rc<ConnShared>, reason: CloseReason) {
+        conn.open.set(false);
+        let will = conn.will.borrow_mut().take();
+        if let (Some(w), true) = (will, reason.publishes_will()) {
+            self.route(Message {
+                topic: w.topic,
+                payload: w.payload,
+                qos: w.qos,
+                retain: w.retain,
+                properties: Properties::new(),
+            });
+        }
+        let mut removed: Vec<TopicFilter> = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            st.conns.try_remove(key);
+            if let Some(slot) = conn.session.get() {
+                let mut remove = false;
+                if let Some(entry) = st.sessions.get_mut(slot) {
+                    // Only the connection that currently serves the session may end it: a
+                    // taken-over connection closes after its successor attached.
+                    if entry.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)) {
+                        entry.conn = None;
+                        if entry.session.is_persistent() {
+                            entry.session.detach();
+                        } else {
+                            remove = true;
+                            removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
+                        }
+                    }
+                }
+                if remove {
+                    if let Some(entry) = st.sessions.try_remove(slot) {
+                        st.by_client.remove(entry.session.client_id());
+                    }
+                    for f in &removed {
+                        Self::unsubscribe_one(self, st, f, slot);
+                    }
+                }
+            }
+        }
+        self.mesh.flush();
+    }
+
+    /// Routes a message published on this shard: retained store, local subscribers, and
+    /// one mesh item per other interested shard.
+    pub fn route(&self, msg: Message) {
+        if msg.retain && self.cfg.retain_available {
+            let owner = home_shard(&msg.topic, self.shards);
+            if owner == self.id {
+                self.store_retained(msg.detached());
+            } else {
+                self.mesh.push(owner, ShardMsg::Retain(msg.detached()));
+            }
+        }
+        let mask = self.state.borrow().interest.match_mask(&msg.topic);
+        for shard in mask.iter() {
+            if shard == self.id {
+                self.deliver_local(&msg);
+            } else {
+                self.mesh.push(shard, ShardMsg::Publish(msg.clone()));
+            }
+        }
+    }
+
+    /// Delivers to this shard's subscribers, once per session at the highest granted QoS
+    /// of its matching subscriptions.
+    pub fn deliver_local(&self, msg: &Message) {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let mut matches = std::mem::take(&mut st.matches);
+        matches.clear();
+        st.subs.for_each_match(&msg.topic, |_, slot, opts| {
+            matches.push((slot, opts.qos, opts.retain_as_published));
+        });
+        if matches.len() > 1 {
+            // Overlapping subscriptions of one client: one delivery at the highest QoS.
+            matches.sort_unstable_by_key(|m| m.0);
+            matches.dedup_by(|b, a| {
+                if a.0 == b.0 {
+                    a.1 = a.1.max(b.1);
+                    a.2 |= b.2;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        let max_write = self.cfg.limits.max_write_buffer;
+        for &(slot, granted, rap) in &matches {
+            let Some(entry) = st.sessions.get_mut(slot) else {
+                continue;
+            };
+            let qos = msg.qos.min(granted);
+            let retain = rap && msg.retain;
+            let outcome = match &entry.conn {
+                Some(conn) => {
+                    let mut out = conn.out.borrow_mut();
+                    if qos == QoS::AtMostOnce && out.len() >= max_write {
+                        inc(&self.metrics.dropped_qos0_write_buffer);
+                        continue;
+                    }
+                    let o = entry.session.deliver(msg, qos, retain, Some(&mut out));
+                    drop(out);
+                    conn.wake.notify();
+                    o
+                }
+                None => entry.session.deliver(msg, qos, retain, None),
+            };
+            match outcome {
+                DeliverOutcome::Written | DeliverOutcome::Queued => {
+                    inc(&self.metrics.messages_delivered)
+                }
+                DeliverOutcome::Dropped(DropReason::QueueFull) => {
+                    inc(&self.metrics.dropped_queue_full);
+                    tracing::warn!(client_id = %entry.session.client_id(), topic = %msg.topic, "session queue full: message dropped");
+                }
+                DeliverOutcome::Dropped(DropReason::Offline) => {
+                    inc(&self.metrics.dropped_offline_qos0)
+                }
+            }
+        }
+        st.matches = matches;
+    }
+
+    fn store_retained(&self, msg: Message) {
+        let mut st = self.state.borrow_mut();
+        let key = msg.topic.as_bytestring().clone();
+        if msg.payload.is_empty() {
+            st.retained.remove(&key);
+            return;
+        }
+        if msg.payload.len() > self.cfg.limits.retained_max_payload {
+            st.retained.remove(&key);
+            inc(&self.metrics.retained_dropped);
+            tracing::warn!(topic = %msg.topic, size = msg.payload.len(), "retained payload over retained_max_payload: not stored");
+            return;
+        }
+        if !st.retained.contains_key(&key) && st.retained.len() >= self.max_retained {
+            inc(&self.metrics.retained_dropped);
+            tracing::warn!(topic = %msg.topic, "retained store full: message not stored");
+            return;
+        }
+        let mut msg = msg;
+        msg.retain = true;
+        st.retained.insert(key, msg);
+    }
+
+    fn retained_matching(st: &State, filters: &[TopicFilter]) -> Vec<Message> {
+        st.retained
+            .values()
+            .filter(|m| filters.iter().any(|f| f.matches(&m.topic)))
+            .cloned()
+            .collect()
+    }
+
+    /// Applies a SUBSCRIBE the session accepted: index, interest broadcast, and SUBACK
+    /// plus retained messages once every shard routes the filters.
+    pub fn subscribe(
+        &self,
+        conn: &Rc<ConnShared>,
+        slot: usize,
+        packet_id: PacketId,
+        added: Vec<(TopicFilter, SubscriptionOptions)>,
+        mut codes: Vec<ReasonCode>,
+    ) {
+        let version = conn.version.get();
+        let l = &self.cfg.limits;
+        let mut accepted: Vec<(TopicFilter, SubscriptionOptions)> = Vec::with_capacity(added.len());
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        for (i, (filter, opts)) in added.into_iter().enumerate() {
+            let refuse = if i >= l.max_filters_per_subscribe {
+                Some(ReasonCode::QUOTA_EXCEEDED)
+            } else if filter.levels().count() > l.max_topic_levels {
+                Some(ReasonCode::TOPIC_FILTER_INVALID)
+            } else if st.subs.get(&filter, slot).is_none()
+                && st.sessions.get(slot).is_some_and(|e| {
+                    e.session.subscriptions().count() > l.max_subscriptions_per_client
+                })
+            {
+                Some(ReasonCode::QUOTA_EXCEEDED)
+            } else {
+                None
+            };
+            if let Some(code) = refuse {
+                if let Some(c) = codes.get_mut(i) {
+                    *c = if version.is_v5() {
+                        code
+                    } else {
+                        ReasonCode::UNSPECIFIED_ERROR
+                    };
+                }
+                if let Some(e) = st.sessions.get_mut(slot) {
+                    e.session.forget_subscription(&filter);
+                }
+                continue;
+            }
+            if st.subs.insert(&filter, slot, opts).is_none() {
+                let n = st.local_filters.entry(filter.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    st.interest.add(&filter, self.id);
+                }
+            }
+            accepted.push((filter, opts));
+        }
+        let filters: Vec<TopicFilter> = accepted.iter().map(|(f, _)| f.clone()).collect();
+        let retained = if self.cfg.retain_available {
+            Self::retained_matching(st, &filters)
+        } else {
+            Vec::new()
+        };
+        let token = st.next_token;
+        st.next_token += 1;
+        let pending = PendingSub {
+            conn: conn.clone(),
+            session: slot,
+            packet_id,
+            codes,
+            filters: accepted,
+            waiting: self.shards - 1,
+            retained,
+        };
+        if pending.waiting == 0 || filters.is_empty() {
+            drop(filters);
+            self.complete_subscribe(st, pending);
+            return;
+        }
+        st.pending.insert(token, pending);
+        for shard in (0..self.shards).filter(|&s| s != self.id) {
+            self.mesh.push(
+                shard,
+                ShardMsg::InterestAdd {
+                    from: self.id,
+                    token,
+                    filters: filters.clone(),
+                },
+            );
+        }
+        // Sent now, not at the end of the read turn: SUBACK waits for the answers.
+        self.mesh.flush();
+    }
+
+    fn complete_subscribe(&self, st: &mut State, p: PendingSub) {
+        let conn = p.conn;
+        // A connection that closed meanwhile gets nothing; the subscriptions stay with
+        // its (persistent) session.
+        if conn.close.get().is_some() {
+            return;
+        }
+        let version = conn.version.get();
+        let mut out = conn.out.borrow_mut();
+        let ack = Packet::SubAck(SubAck {
+            packet_id: p.packet_id,
+            codes: p.codes,
+            properties: Properties::new(),
+        });
+        if let Err(e) = ack.encode(version, &mut out) {
+            tracing::error!(error = %e, "SUBACK encode failed");
+        }
+        // [MQTT-3.8.4-3]: retained messages matching the filters follow the SUBACK, with
+        // RETAIN set [MQTT-3.3.1-8], at the lower of their QoS and the granted QoS.
+        if let Some(entry) = st.sessions.get_mut(p.session) {
+            for m in &p.retained {
+                let granted = p
+                    .filters
+                    .iter()
+                    .filter(|(f, o)| {
+                        f.matches(&m.topic)
+                            && o.retain_handling != crate::protocol::RetainHandling::DoNotSend
+                    })
+                    .map(|(_, o)| o.qos)
+                    .max();
+                if let Some(g) = granted {
+                    entry.session.deliver(m, m.qos.min(g), true, Some(&mut out));
+                }
+            }
+        }
+        drop(out);
+        conn.wake.notify();
+    }
+
+    /// Removes the session's subscriptions to these filters from the index.
+    pub fn unsubscribe(&self, slot: usize, filters: &[TopicFilter]) {
+        let mut st = self.state.borrow_mut();
+        for f in filters {
+            Self::unsubscribe_one(self, &mut st, f, slot);
+        }
+    }
+
+    fn unsubscribe_one(&self, st: &mut State, filter: &TopicFilter, slot: usize) {
+        if st.subs.remove(filter, slot).is_none() {
+            return;
+        }
+        let last = match st.local_filters.get_mut(filter) {
+            Some(n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        };
+        if last {
+            st.local_filters.remove(filter);
+            st.interest.remove(filter, self.id);
+            for shard in (0..self.shards).filter(|&s| s != self.id) {
+                self.mesh.push(
+                    shard,
+                    ShardMsg::InterestRemove {
+                        from: self.id,
+                        filter: filter.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Handles one message from another shard. Never awaits.
+    pub fn on_mesh(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish(m) => self.deliver_local(&m),
+            ShardMsg::Retain(m) => self.store_retained(m),
+            ShardMsg::Accepted(a) => {
+                let shard = self.clone();
+                let stream = a.0.bind_to_executor();
+                glommio::spawn_local(async move { super::conn::accepted(shard, stream).await })
+                    .detach();
+            }
+            ShardMsg::Adopt(a) => {
+                let shard = self.clone();
+                glommio::spawn_local(async move { super::conn::adopted(shard, *a).await }).detach();
+            }
+            ShardMsg::InterestAdd {
+                from,
+                token,
+                filters,
+            } => {
+                let retained = {
+                    let mut st = self.state.borrow_mut();
+                    for f in &filters {
+                        st.interest.add(f, from);
+                    }
+                    if self.cfg.retain_available {
+                        Self::retained_matching(&st, &filters)
+                    } else {
+                        Vec::new()
+                    }
+                };
+                self.mesh
+                    .push(from, ShardMsg::InterestAck { token, retained });
+            }
+            ShardMsg::InterestAck { token, retained } => {
+                let mut st = self.state.borrow_mut();
+                let done = match st.pending.get_mut(&token) {
+                    Some(p) => {
+                        p.retained.extend(retained);
+                        p.waiting -= 1;
+                        p.waiting == 0
+                    }
+                    None => false,
+                };
+                if done {
+                    if let Some(p) = st.pending.remove(&token) {
+                        self.complete_subscribe(&mut st, p);
+                    }
+                }
+            }
+            ShardMsg::InterestRemove { from, filter } => {
+                self.state.borrow_mut().interest.remove(&filter, from);
+            }
+            ShardMsg::Evict { client_id } => {
+                let st = self.state.borrow();
+                if let Some(e) = st
+                    .by_client
+                    .get(&client_id)
+                    .and_then(|&s| st.sessions.get(s))
+                {
+                    if let Some(c) = &e.conn {
+                        c.request_close(CloseReason::TakenOver);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes connections silent for 1.5 times their keep alive [MQTT-3.1.2-24] (and those
+    /// that did not send CONNECT within the connect timeout). Runs about once a second
+    /// for the whole shard rather than one timer per connection.
+    pub fn sweep(&self, now: Instant) {
+        let st = self.state.borrow();
+        for (_, conn) in st.conns.iter() {
+            let ka = conn.keep_alive.get();
+            if ka == 0 || conn.close.get().is_some() {
+                continue;
+            }
+            let limit = if conn.session.get().is_some() {
+                Duration::from_millis(u64::from(ka) * 1500)
+            } else {
+                Duration::from_secs(u64::from(ka))
+            };
+            if now.duration_since(conn.last_read.get()) > limit {
+                if conn.session.get().is_some() {
+                    inc(&self.metrics.keepalive_timeouts);
+                    conn.request_close(CloseReason::KeepAliveTimeout);
+                } else {
+                    conn.request_close(CloseReason::ConnectTimeout);
+                }
+            }
+        }
+    }
+
+    /// Asks every connection to close (shutdown).
+    pub fn close_all(&self) {
+        let st = self.state.borrow();
+        for (_, c) in st.conns.iter() {
+            c.request_close(CloseReason::ServerShutdown);
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.state.borrow().conns.len()
+    }
+}
+
+/// Writes CONNACK for `version`.
+pub(crate) fn write_connack(
+    out: &mut BytesMut,
+    version: ProtocolVersion,
+    session_present: bool,
+    reason: ReasonCode,
+) {
+    match version {
+        ProtocolVersion::V5 => {
+            let p = Packet::ConnAck(crate::protocol::ConnAck {
+                session_present,
+                reason,
+                properties: Properties::new(),
+            });
+            if let Err(e) = p.encode(version, out) {
+                tracing::error!(error = %e, "CONNACK encode failed");
+            }
+        }
+        _ => {
+            let sp = version == ProtocolVersion::V3_1_1 && session_present && reason.is_success();
+            out.put_slice(&[0x20, 0x02, u8::from(sp), reason.to_connack_v3()]);
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The cross-core grid: one bounded single-producer single-consumer channel for every
+//! ordered pair of shards, carrying batches.
+//!
+//! **Owns:** the channels, the per-destination outboxes that batch items, the overflow
+//! queues used when a channel is full, and the flusher tasks that drain them.
+//!
+//! **Must not touch:** MQTT, sessions, sockets. Items are any `Send` type; what they mean
+//! is the shard's business.
+//!
+//! Batching: `push` appends to the outbox of the destination; the outbox goes out as one
+//! channel item when it reaches `batch_size` or when the shard calls `flush` (at the end
+//! of every read turn). A channel push costs an atomic and maybe an eventfd write, so one
+//! per batch instead of one per message is most of the cross-core cost.
+//!
+//! Full channels: a batch that does not fit waits in the destination's overflow queue,
+//! in order, and a flusher task sends it when there is room. While any overflow queue
+//! holds more than `max_overflow_batches`, [`MeshTx::congested`] is true and the shard
+//! stops reading from its publishers (TCP back-pressure); no other shard ever waits.
+//! The overflow is therefore bounded by what one read turn can add beyond the limit.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+
+use crate::notify::{Notify, WaitList};
+
+/// The `Send` ends of the grid belonging to one shard, handed to its thread.
+pub struct MeshEnds<T: Send + 'static> {
+    shard: usize,
+    senders: Vec<Option<SharedSender<Vec<T>>>>,
+    receivers: Vec<Option<SharedReceiver<Vec<T>>>>,
+}
+
+impl<T: Send + 'static> std::fmt::Debug for MeshEnds<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshEnds")
+            .field("shard", &self.shard)
+            .finish()
+    }
+}
+
+/// Builds the N x N grid (no channel from a shard to itself): one [`MeshEnds`] per shard.
+pub fn grid<T: Send + 'static>(shards: usize, capacity: usize) -> Vec<MeshEnds<T>> {
+    let mut ends: Vec<MeshEnds<T>> = (0..shards)
+        .map(|shard| MeshEnds {
+            shard,
+            senders: (0..shards).map(|_| None).collect(),
+            receivers: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from == to {
+                continue;
+            }
+            let (tx, rx) = shared_channel::new_bounded(capacity);
+            if let Some(slot) = ends.get_mut(from).and_then(|e| e.senders.get_mut(to)) {
+                *slot = Some(tx);
+            }
+            if let Some(slot) = ends.get_mut(to).and_then(|e| e.receivers.get_mut(from)) {
+                *slot = Some(rx);
+            }
+        }
+    }
+    ends
+}
+
+/// Receiving ends of one shard, one per source shard.
+pub type Receivers<T> = Vec<(usize, ConnectedReceiver<Vec<T>>)>;
+
+impl<T: Send + 'static> MeshEnds<T> {
+    /// Connects every end on the calling shard's executor. All shards must call this
+    /// concurrently: a connect completes when its peer connects too.
+    pub async fn connect(
+        self,
+        batch_size: usize,
+        max_overflow_batches: usize,
+    ) -> (Rc<MeshTx<T>>, Receivers<T>) {
+        let mut tx = Vec::with_capacity(self.senders.len());
+        let send_futs: Vec<_> = self
+            .senders
+            .into_iter()
+            .map(|s| async move {
+                match s {
+                    Some(s) => Some(Rc::new(s.connect().await)),
+                    None => None,
+                }
+            })
+            .collect();
+        let recv_futs: Vec<_> = self
+            .receivers
+            .into_iter()
+            .enumerate()
+            .map(|(from, r)| async move {
+                match r {
+                    Some(r) => Some((from, r.connect().await)),
+                    None => None,
+                }
+            })
+            .collect();
+        let (sends, recvs) = futures::future::join(
+            futures::future::join_all(send_futs),
+            futures::future::join_all(recv_futs),
+        )
+        .await;
+        tx.extend(sends);
+        let n = tx.len();
+        let mesh = Rc::new(MeshTx {
+            me: self.shard,
+            senders: tx,
+            outboxes: RefCell::new((0..n).map(|_| Vec::new()).collect()),
+            overflow: RefCell::new((0..n).map(|_| VecDeque::new()).collect()),
+            overflow_batches: Cell::new(0),
+            batch_size: batch_size.max(1),
+            max_overflow_batches,
+            flusher_wake: (0..n).map(|_| Notify::default()).collect(),
+            drained: WaitList::default(),
+        });
+        for dest in 0..n {
+            if dest != mesh.me {
+                let m = mesh.clone();
+                glommio::spawn_local(async move { m.flusher(dest).await }).detach();
+            }
+        }
+        (mesh, recvs.into_iter().flatten().collect())
+    }
+}
+
+/// The sending side of one shard's grid.
+pub struct MeshTx<T: Send + 'static> {
+    me: usize,
+    senders: Vec<Option<Rc<ConnectedSender<Vec<T>>>>>,
+    outboxes: RefCell<Vec<Vec<T>>>,
+    overflow: RefCell<Vec<VecDeque<Vec<T>>>>,
+    overflow_batches: Cell<usize>,
+    batch_size: usize,
+    max_overflow_batches: usize,
+    flusher_wake: Vec<Notify>,
+    drained: WaitList,
+}
+
+impl<T: Send + 'static> std::fmt::Debug for MeshTx<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshTx")
+            .field("me", &self.me)
+            .field("overflow_batches", &self.overflow_batches.get())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> MeshTx<T> {
+    /// This shard's index.
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
+    /// Number of shards in the grid.
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Queues `item` for `dest` (never this shard). Sends the batch when it is full.
+    pub fn push(&self, dest: usize, item: T) {
+        let full = {
+            let mut outboxes = self.outboxes.borrow_mut();
+            let Some(outbox) = outboxes.get_mut(dest) else {
+                return;
+            };
+            outbox.push(item);
+            outbox.len() >= self.batch_size
+        };
+        if full {
+            self.flush_one(dest);
+        }
+    }
+
+    /// Sends every non-empty outbox (end of a read turn).
+    pub fn flush(&self) {
+        for dest in 0..self.senders.len() {
+            if self
+                .outboxes
+                .borrow()
+                .get(dest)
+                .is_some_and(|o| !o.is_empty())
+            {
+                self.flush_one(dest);
+            }
+        }
+    }
+
+    fn flush_one(&self, dest: usize) {
+        let batch = match self.outboxes.borrow_mut().get_mut(dest) {
+            Some(o) if !o.is_empty() => std::mem::take(o),
+            _ => return,
+        };
+        let Some(Some(sender)) = self.senders.get(dest) else {
+            return;
+        };
+        let mut overflow = self.overflow.borrow_mut();
+        let Some(q) = overflow.get_mut(dest) else {
+            return;
+        };
+        // Order per destination: once something waits, everything after it waits too.
+        let batch = if q.is_empty() {
+            match sender.try_send(batch) {
+                Ok(()) => return,
+                Err(e) => match e {
+                    glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(b))
+                    | glommio::GlommioError::Closed(glommio::ResourceType::Channel(b)) => b,
+                    _ => return,
+                },
+            }
+        } else {
+            batch
+        };
+        q.push_back(batch);
+        self.overflow_batches.set(self.overflow_batches.get() + 1);
+        if let Some(n) = self.flusher_wake.get(dest) {
+            n.notify();
+        }
+    }
+
+    /// True while the overflow queues are over their bound: stop reading publishers.
+    pub fn congested(&self) -> bool {
+        self.overflow_batches.get() > self.max_overflow_batches
+    }
+
+    /// Waits until the grid is no longer congested.
+    pub async fn wait_uncongested(&self) {
+        while self.congested() {
+            self.drained.wait().await;
+        }
+    }
+
+    async fn flusher(self: Rc<Self>, dest: usize) {
+        let (Some(Some(sender)), Some(wake)) =
+            (self.senders.get(dest), self.flusher_wake.get(dest))
+        else {
+            return;
+        };
+        let sender = sender.clone();
+        loop {
+            let next = self
+                .overflow
+                .borrow_mut()
+                .get_mut(dest)
+                .and_then(|q| q.pop_front());
+            match next {
+                Some(batch) => {
+                    if sender.send(batch).await.is_err() {
+                        // The peer is gone (shutdown): nothing more can be delivered there.
+                        return;
+                    }
+                    self.overflow_batches
+                        .set(self.overflow_batches.get().saturating_sub(1));
+                    if !self.congested() {
+                        self.drained.wake_all();
+                    }
+                }
+                None => wake.notified().await,
+            }
+        }
+    }
+}

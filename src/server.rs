@@ -1,0 +1,373 @@
+//! Embedding and starting the broker: [`Server`], [`ServerHandle`], [`Authenticator`].
+//!
+//! **Owns:** start-up (configuration check, resource preflight, binding listeners, building
+//! the cross-shard grid, starting one executor thread per shard) and shutdown.
+//!
+//! **Must not touch:** connection or session state; that belongs to the shards.
+//!
+//! ```no_run
+//! use surgemq::config::Config;
+//! use surgemq::server::Server;
+//!
+//! let mut config = Config::default();
+//! config.listeners = vec!["127.0.0.1:0".parse().unwrap()];
+//! config.shards = 2;
+//! let handle = Server::new(config).start().expect("broker starts");
+//! println!("listening on {:?}", handle.local_addrs());
+//! let summary = handle.shutdown();
+//! println!("{summary:?}");
+//! ```
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::broker::shard::{Shard, ShardSummary};
+use crate::broker::{conn, net, ShardMsg};
+use crate::config::{AcceptMode, Config, ConfigError};
+use crate::mesh;
+use crate::protocol::ReasonCode;
+
+pub use crate::broker::home_shard;
+
+/// Decides whether a client may connect. Called on the client's home shard for every
+/// accepted CONNECT; it must be quick (it runs on the shard's thread) and is shared by
+/// all shards.
+pub trait Authenticator: Send + Sync + 'static {
+    /// `Ok(())` admits the client; `Err(code)` refuses it with that 5.0 reason code (mapped
+    /// to the nearest 3.x CONNACK code for 3.x clients).
+    fn authenticate(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<(), ReasonCode>;
+}
+
+/// Admits every client (the default).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllowAll;
+
+impl Authenticator for AllowAll {
+    fn authenticate(&self, _: &str, _: Option<&str>, _: Option<&[u8]>) -> Result<(), ReasonCode> {
+        Ok(())
+    }
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A shard's executor could not be created (io_uring or locked-memory limits).
+    #[error(
+        "cannot start shard {shard}: {message}. SurgeMQ needs io_uring (Linux 5.8+, not blocked by \
+         seccomp: with Docker use --security-opt seccomp=unconfined; check sysctl kernel.io_uring_disabled=0) \
+         and RLIMIT_MEMLOCK of at least 512 KiB per shard (ulimit -l, or LimitMEMLOCK= in systemd)"
+    )]
+    Runtime {
+        /// The shard.
+        shard: usize,
+        /// glommio's error.
+        message: String,
+    },
+}
+
+/// A broker to start.
+pub struct Server {
+    config: Config,
+    auth: Arc<dyn Authenticator>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Server {
+    /// A broker with this configuration and the allow-all authenticator.
+    pub fn new(config: Config) -> Server {
+        Server {
+            config,
+            auth: Arc::new(AllowAll),
+        }
+    }
+
+    /// Uses `auth` to admit clients.
+    pub fn with_authenticator(mut self, auth: impl Authenticator) -> Server {
+        self.auth = Arc::new(auth);
+        self
+    }
+
+    /// Validates the configuration, binds the listeners and starts every shard. Returns
+    /// once all shards run (or the first error).
+    pub fn start(self) -> Result<ServerHandle, StartError> {
+        let cfg = self.config;
+        cfg.validate()?;
+        let shards = cfg.shard_count();
+        // glommio needs 512 KiB of locked memory per executor for its rings; raise the soft
+        // limit if the hard one allows (it does for root), so the common case just works.
+        let _ = net::raise_memlock(512 * 1024 * (shards as u64 + 2));
+
+        // Listeners: bound here, on the calling thread, so that errors are reported before
+        // anything starts and port 0 resolves once for every shard.
+        let reuse = cfg.accept_mode == AcceptMode::ReusePort;
+        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for &addr in &cfg.listeners {
+            let first =
+                net::bind(addr, reuse).map_err(|source| StartError::Bind { addr, source })?;
+            let actual = first
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            addrs.push(actual);
+            if let Some(v) = per_shard.get_mut(0) {
+                v.push(first);
+            }
+            if reuse {
+                for v in per_shard.iter_mut().skip(1) {
+                    v.push(net::bind(actual, true).map_err(|source| StartError::Bind {
+                        addr: actual,
+                        source,
+                    })?);
+                }
+            }
+        }
+
+        let cfg = Arc::new(cfg);
+        let grid = mesh::grid::<ShardMsg>(shards, cfg.mesh.channel_capacity);
+        let (ready_tx, ready_rx) = bounded::<Result<(), StartError>>(shards);
+        let mut stops = Vec::with_capacity(shards);
+        let mut threads = Vec::with_capacity(shards);
+        for ((id, ends), listeners) in grid.into_iter().enumerate().zip(per_shard) {
+            let (stop_tx, stop_rx) = bounded::<()>(1);
+            stops.push(stop_tx);
+            let placement = match cfg.cpus.as_ref().and_then(|c| c.get(id)) {
+                Some(&cpu) => Placement::Fixed(cpu),
+                None => Placement::Unbound,
+            };
+            let cfg = cfg.clone();
+            let auth = self.auth.clone();
+            let ready = ready_tx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("surgemq-shard-{id}"))
+                .spawn(move || -> ShardSummary {
+                    let ex = match LocalExecutorBuilder::new(placement)
+                        .name(&format!("shard-{id}"))
+                        .io_memory(256 << 10)
+                        .make()
+                    {
+                        Ok(ex) => ex,
+                        Err(e) => {
+                            let _ = ready.send(Err(StartError::Runtime {
+                                shard: id,
+                                message: e.to_string(),
+                            }));
+                            return ShardSummary::default();
+                        }
+                    };
+                    ex.run(shard_main(id, cfg, auth, ends, listeners, ready, stop_rx))
+                })
+                .map_err(|e| StartError::Runtime {
+                    shard: id,
+                    message: e.to_string(),
+                })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let handle = ServerHandle {
+            addrs,
+            stops,
+            threads,
+        };
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    handle.shutdown();
+                    return Err(e);
+                }
+                Err(_) => {
+                    handle.shutdown();
+                    return Err(StartError::Runtime {
+                        shard: 0,
+                        message: "a shard thread exited during start-up".into(),
+                    });
+                }
+            }
+        }
+        tracing::info!(shards, listeners = ?handle.addrs, "surgemq started");
+        Ok(handle)
+    }
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addrs: Vec<SocketAddr>,
+    stops: Vec<Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<ShardSummary>>,
+}
+
+impl ServerHandle {
+    /// The addresses the listeners are bound to (with the real port when 0 was asked).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, closes every connection and stops the shards. Returns the counters
+    /// summed over shards.
+    pub fn shutdown(self) -> ShardSummary {
+        for s in &self.stops {
+            let _ = s.try_send(());
+        }
+        let mut total = ShardSummary::default();
+        for t in self.threads {
+            if let Ok(s) = t.join() {
+                total.add(&s);
+            }
+        }
+        tracing::info!(summary = ?total, "surgemq stopped");
+        total
+    }
+}
+
+/// How long shutdown waits for connections to close before abandoning them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+async fn shard_main(
+    id: usize,
+    cfg: Arc<Config>,
+    auth: Arc<dyn Authenticator>,
+    ends: mesh::MeshEnds<ShardMsg>,
+    listeners: Vec<std::net::TcpListener>,
+    ready: Sender<Result<(), StartError>>,
+    stop: Receiver<()>,
+) -> ShardSummary {
+    // One overflow batch per destination beyond the channel is allowed before publishers
+    // are paused: with a full channel, a shard's senders are the ones to slow down.
+    let (mesh, receivers) = ends
+        .connect(
+            cfg.mesh.batch_size,
+            4 * (cfg.mesh.channel_capacity / 16).max(1),
+        )
+        .await;
+    let shard = Rc::new(Shard::new(id, cfg.clone(), mesh, auth));
+    for (_from, rx) in receivers {
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            let mut since_yield = 0usize;
+            while let Some(batch) = rx.recv().await {
+                since_yield += batch.len();
+                for m in batch {
+                    s.on_mesh(m);
+                }
+                s.mesh.flush();
+                if since_yield >= 1024 {
+                    since_yield = 0;
+                    glommio::yield_if_needed().await;
+                }
+            }
+        })
+        .detach();
+    }
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        let listener = net::listener(l);
+        let s = shard.clone();
+        let round_robin = cfg.accept_mode == AcceptMode::RoundRobin;
+        accept_tasks.push(glommio::spawn_local(async move {
+            let mut next = 0usize;
+            loop {
+                if round_robin {
+                    match listener.shared_accept().await {
+                        Ok(a) => {
+                            // In turn over the shards; after CONNECT each connection still
+                            // moves to its session's home shard.
+                            let target = next % s.shards;
+                            next += 1;
+                            if target == s.id {
+                                let stream = a.bind_to_executor();
+                                let s2 = s.clone();
+                                glommio::spawn_local(
+                                    async move { conn::accepted(s2, stream).await },
+                                )
+                                .detach();
+                            } else {
+                                s.mesh.push(
+                                    target,
+                                    ShardMsg::Accepted(crate::broker::AcceptedConn(a)),
+                                );
+                                s.mesh.flush();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                } else {
+                    match listener.accept().await {
+                        Ok(stream) => {
+                            let s2 = s.clone();
+                            glommio::spawn_local(async move { conn::accepted(s2, stream).await })
+                                .detach();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Keep-alive sweep: one pass over the shard's connections a second.
+    {
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+                if s.stopping.get() {
+                    break;
+                }
+                s.sweep(Instant::now());
+            }
+        })
+        .detach();
+    }
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    // The stop signal comes from a non-glommio thread: poll it (never block a shard).
+    while let Err(TryRecvError::Empty) = stop.try_recv() {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    shard.stopping.set(true);
+    drop(accept_tasks);
+    shard.close_all();
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while shard.connection_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let summary = shard.summary();
+    tracing::info!(shard = id, summary = ?summary, "shard stopped");
+    summary
+}
