@@ -115,9 +115,8 @@ config_section! {
     /// ([`Cli::into_config`] does).
     pub struct Config {
         /// Addresses to accept MQTT connections on (plain TCP), each "IP:PORT"; IPv6 as
-        /// `"[::]:1883"`. Must not be empty or list an address twice. Port 0 (any free port)
-        /// needs accept_mode = "round_robin" or shards = 1: with reuse_port every shard
-        /// binds the address itself and each would get a different port.
+        /// `"[::]:1883"`. Must not be empty or list an address twice. Port 0 picks a free
+        /// port once, at start-up; with reuse_port every shard then binds that same port.
         /// Default: `["0.0.0.0:1883"]`.
         listeners: Vec<SocketAddr> = vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
 
@@ -463,15 +462,6 @@ impl Config {
                 return Err(ConfigError::invalid(
                     "listeners",
                     format!("{addr} is listed twice"),
-                ));
-            }
-            if addr.port() == 0 && self.accept_mode == AcceptMode::ReusePort && self.shards != 1 {
-                return Err(ConfigError::invalid(
-                    "listeners",
-                    format!(
-                        "{addr}: port 0 needs accept_mode = \"round_robin\" or shards = 1 \
-                         (with reuse_port each shard would bind a different port)"
-                    ),
                 ));
             }
         }
@@ -919,7 +909,6 @@ mod tests {
             ("listeners", |c| {
                 c.listeners = vec![addr("127.0.0.1:1883"), addr("127.0.0.1:1883")]
             }),
-            ("listeners", |c| c.listeners = vec![addr("127.0.0.1:0")]),
             ("shards", |c| c.shards = 65),
             ("cpus", |c| c.cpus = Some(vec![])),
             ("cpus", |c| c.cpus = Some(vec![1, 2, 1])),
@@ -993,7 +982,8 @@ mod tests {
                 c.shards = 2;
                 c.cpus = Some(vec![5, 1]);
             },
-            // Port 0 is fine when one socket binds it.
+            // Port 0: one free port is picked at start-up and shared by every shard.
+            |c| c.listeners = vec![addr("127.0.0.1:0")],
             |c| {
                 c.listeners = vec![addr("127.0.0.1:0")];
                 c.accept_mode = AcceptMode::RoundRobin;

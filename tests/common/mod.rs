@@ -1,0 +1,324 @@
+//! Shared harness for the broker integration tests: an in-process broker on an ephemeral
+//! port with at least two shards, client ids chosen to land on a given shard, and a
+//! raw-bytes MQTT client over blocking `std::net::TcpStream` with timeouts.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use surgemq::config::Config;
+use surgemq::protocol::*;
+use surgemq::server::{home_shard, Server, ServerHandle};
+
+/// How long a test waits for an expected packet.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure nothing arrives.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A broker running in this process.
+pub struct Broker {
+    pub handle: Option<ServerHandle>,
+    pub addr: SocketAddr,
+    pub shards: usize,
+}
+
+impl Broker {
+    /// A broker with `shards` shards and default limits.
+    pub fn start(shards: usize) -> Broker {
+        Self::with(shards, |_| {})
+    }
+
+    /// A broker with `shards` shards after `tweak` adjusts the configuration.
+    pub fn with(shards: usize, tweak: impl FnOnce(&mut Config)) -> Broker {
+        let mut cfg = Config::default();
+        cfg.listeners = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.shards = shards;
+        cfg.log_level = "warn".into();
+        tweak(&mut cfg);
+        let handle = Server::new(cfg).start().expect("broker starts");
+        let addr = handle.local_addrs()[0];
+        Broker {
+            handle: Some(handle),
+            addr,
+            shards,
+        }
+    }
+
+    /// A client id with `prefix` whose session lives on `shard`.
+    pub fn id_on(&self, shard: usize, prefix: &str) -> String {
+        id_on(shard, self.shards, prefix)
+    }
+
+    /// A raw client connected (TCP only, no CONNECT yet).
+    pub fn raw(&self, version: ProtocolVersion) -> Raw {
+        Raw::open(self.addr, version)
+    }
+
+    /// A raw client that sent CONNECT and got CONNACK; asserts it was accepted.
+    pub fn client(&self, version: ProtocolVersion, client_id: &str, clean: bool) -> Raw {
+        let mut c = self.raw(version);
+        let ack = c.connect(client_id, clean, 0, None);
+        assert_eq!(
+            ack.reason,
+            ReasonCode::SUCCESS,
+            "CONNECT of {client_id} refused"
+        );
+        c
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+/// A client id starting with `prefix` that hashes to `shard` of `shards`.
+pub fn id_on(shard: usize, shards: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|id| home_shard(id, shards) == shard)
+        .unwrap()
+}
+
+pub fn pid(n: u16) -> PacketId {
+    NonZeroU16::new(n).unwrap()
+}
+
+/// A minimal MQTT client speaking raw packets.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub version: ProtocolVersion,
+    /// Answer PUBREL with PUBCOMP inside `recv` instead of returning it (default on), so
+    /// that QoS 2 deliveries interleaved with other packets are easy to consume.
+    pub auto_pubcomp: bool,
+}
+
+impl Raw {
+    pub fn open(addr: SocketAddr, version: ProtocolVersion) -> Raw {
+        let stream = TcpStream::connect(addr).expect("tcp connect");
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+            version,
+            auto_pubcomp: true,
+        }
+    }
+
+    pub fn send_bytes(&mut self, b: &[u8]) {
+        self.stream.write_all(b).expect("write");
+    }
+
+    /// Sends bytes, tolerating a connection the broker already closed.
+    pub fn try_send_bytes(&mut self, b: &[u8]) -> bool {
+        self.stream.write_all(b).is_ok()
+    }
+
+    pub fn send(&mut self, p: &Packet) {
+        let mut b = BytesMut::new();
+        p.encode(self.version, &mut b).expect("encode");
+        self.send_bytes(&b);
+    }
+
+    /// Sends CONNECT and returns the CONNACK.
+    pub fn connect(
+        &mut self,
+        client_id: &str,
+        clean: bool,
+        keep_alive: u16,
+        will: Option<Will>,
+    ) -> ConnAck {
+        self.connect_with(Connect {
+            version: self.version,
+            clean_start: clean,
+            keep_alive,
+            client_id: ByteString::from(client_id),
+            will,
+            username: None,
+            password: None,
+            properties: Properties::new(),
+        })
+    }
+
+    pub fn connect_with(&mut self, c: Connect) -> ConnAck {
+        self.send(&Packet::Connect(Box::new(c)));
+        match self.recv() {
+            Packet::ConnAck(a) => a,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// The next packet, or None if none arrives within `wait` (panics on a closed
+    /// connection or a decode error).
+    pub fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+        let opts = DecodeOptions::new(self.version);
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(p) = decode(&mut self.buf, &opts).expect("broker sent a valid packet") {
+                if let (true, Packet::PubRel(a)) = (self.auto_pubcomp, &p) {
+                    let comp = Packet::PubComp(Ack::new(a.packet_id));
+                    self.send(&comp);
+                    continue;
+                }
+                return Some(p);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("connection closed while waiting for a packet"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("read error: {e}"),
+            }
+        }
+    }
+
+    /// The next packet (panics after [`WAIT`]).
+    pub fn recv(&mut self) -> Packet {
+        self.recv_within(WAIT)
+            .expect("no packet within the wait time")
+    }
+
+    /// Asserts nothing arrives for [`QUIET`].
+    pub fn expect_nothing(&mut self) {
+        if let Some(p) = self.recv_within(QUIET) {
+            panic!("expected nothing, got {p:?}");
+        }
+    }
+
+    /// Waits until the broker closes the connection (EOF or reset). Returns the packets
+    /// received before the close.
+    pub fn expect_closed(&mut self) -> Vec<Packet> {
+        let deadline = Instant::now() + WAIT;
+        let opts = DecodeOptions::new(self.version);
+        let mut got = Vec::new();
+        loop {
+            while let Ok(Some(p)) = decode(&mut self.buf, &opts) {
+                got.push(p);
+            }
+            let now = Instant::now();
+            assert!(now < deadline, "connection still open; got {got:?}");
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return got,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return got,
+            }
+        }
+    }
+
+    /// SUBSCRIBE and wait for SUBACK; returns the codes.
+    pub fn subscribe(&mut self, id: u16, filters: &[(&str, QoS)]) -> Vec<ReasonCode> {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            subscriptions: filters
+                .iter()
+                .map(|(f, q)| Subscription {
+                    filter: TopicFilter::new(*f).unwrap(),
+                    options: SubscriptionOptions::new(*q),
+                })
+                .collect(),
+            properties: Properties::new(),
+        }));
+        match self.recv() {
+            Packet::SubAck(a) => {
+                assert_eq!(a.packet_id, pid(id));
+                a.codes
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// PUBLISH (QoS 0 needs `id` None).
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        id: Option<u16>,
+    ) {
+        self.send(&Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: TopicName::new(topic).unwrap(),
+            packet_id: id.map(pid),
+            properties: Properties::new(),
+            payload: Bytes::copy_from_slice(payload),
+        }));
+    }
+
+    /// Publishes and completes the QoS flow (PUBACK, or PUBREC/PUBREL/PUBCOMP).
+    pub fn publish_acked(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool, id: u16) {
+        match qos {
+            QoS::AtMostOnce => self.publish(topic, payload, qos, retain, None),
+            QoS::AtLeastOnce => {
+                self.publish(topic, payload, qos, retain, Some(id));
+                assert_eq!(self.recv(), Packet::PubAck(Ack::new(pid(id))));
+            }
+            QoS::ExactlyOnce => {
+                self.publish(topic, payload, qos, retain, Some(id));
+                assert_eq!(self.recv(), Packet::PubRec(Ack::new(pid(id))));
+                // PUBREL is ours to send here; the broker's PUBCOMP answers it.
+                self.send(&Packet::PubRel(Ack::new(pid(id))));
+                assert_eq!(self.recv(), Packet::PubComp(Ack::new(pid(id))));
+            }
+        }
+    }
+
+    /// Receives one PUBLISH and acknowledges it as its QoS requires.
+    pub fn recv_publish(&mut self) -> Publish {
+        match self.recv() {
+            Packet::Publish(p) => {
+                match (p.qos, p.packet_id) {
+                    (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(Ack::new(id))),
+                    // PUBREL comes later and is answered by `recv` (auto_pubcomp).
+                    (QoS::ExactlyOnce, Some(id)) => self.send(&Packet::PubRec(Ack::new(id))),
+                    _ => {}
+                }
+                p
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    pub fn disconnect(mut self) {
+        self.send(&Packet::Disconnect(Disconnect::default()));
+    }
+
+    pub fn ping(&mut self) {
+        self.send(&Packet::PingReq);
+        assert_eq!(self.recv(), Packet::PingResp);
+    }
+}
+
+pub const V31: ProtocolVersion = ProtocolVersion::V3_1;
+pub const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
+/// The 3.x versions every 3.x behaviour is tested in.
+pub const V3: [ProtocolVersion; 2] = [V31, V311];
