@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, a short smoke run of the codec benchmark (which
 # checks both codecs accept the benchmark streams), then unit / integration / property /
-# interop / doc tests. Installs the Rust components it needs.
+# interop / doc tests. Installs what it needs (scripts/install-test-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-if command -v rustup >/dev/null; then
-  rustup component add rustfmt clippy >/dev/null 2>&1 || true
-fi
+bash scripts/install-test-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
