@@ -56,6 +56,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod bench;
 pub(crate) mod broker;
 pub mod config;
 pub mod index;

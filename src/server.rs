@@ -275,7 +275,15 @@ async fn shard_main(
         let s = shard.clone();
         glommio::spawn_local(async move {
             let mut since_yield = 0usize;
-            while let Some(batch) = rx.recv().await {
+            loop {
+                // Flow control: while a local subscriber is behind, leave batches in the
+                // channel; the sending shard then holds back its own publishers.
+                while s.output_congested() {
+                    s.output_drained.wait().await;
+                }
+                let Some(batch) = rx.recv().await else {
+                    break;
+                };
                 since_yield += batch.len();
                 for m in batch {
                     s.on_mesh(m);

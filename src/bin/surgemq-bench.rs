@@ -1,9 +1,123 @@
-//! The `surgemq-bench` benchmark runner binary.
+//! `surgemq-bench`: drives any MQTT 3.1.1 broker and reports throughput, latency and
+//! delivery correctness. See `surgemq::bench` for what each shape does.
 
-fn main() {
-    eprintln!(
-        "surgemq-bench {}: the benchmark runner is not built yet (see README.md)",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::net::ToSocketAddrs;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use surgemq::bench::{run, RunSpec, Shape};
+use surgemq::protocol::QoS;
+
+/// Benchmark an MQTT broker: one-to-one, fan-in, fan-out, mesh, custom, connections.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Load shape.
+    #[arg(value_enum)]
+    shape: Shape,
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Publishers (fan-in, mesh, custom; default 20 for fan-in and mesh).
+    #[arg(long)]
+    pubs: Option<usize>,
+    /// Subscribers (fan-out, custom; default 20 for fan-out).
+    #[arg(long)]
+    subs: Option<usize>,
+    /// Topics (custom).
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// QoS 0, 1 or 2.
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+    /// Payload bytes (at least 24: the stamp).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Messages per publisher (default 100000 unless --duration is given).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Run for this many seconds instead of a count.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Open loop: messages per second per publisher (default: as fast as allowed).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// QoS 1/2 messages in flight per publisher (closed loop).
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+    /// Runner threads (one executor each).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// CPUs to pin runner threads to, e.g. "1" or "2,3".
+    #[arg(long, value_delimiter = ',')]
+    cpus: Option<Vec<usize>>,
+    /// Idle connections (connections shape).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Broker pid: report its CPU time and peak RSS during the run.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Progress line every second.
+    #[arg(long)]
+    progress: bool,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let Some(addr) = (a.host.as_str(), a.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut i| i.next())
+    else {
+        eprintln!("surgemq-bench: cannot resolve {}:{}", a.host, a.port);
+        return ExitCode::from(2);
+    };
+    let Some(qos) = QoS::from_u8(a.qos) else {
+        eprintln!("surgemq-bench: --qos must be 0, 1 or 2");
+        return ExitCode::from(2);
+    };
+    let mut spec = RunSpec::new(addr, a.shape);
+    if let Some(p) = a.pubs {
+        spec.pubs = p;
+    }
+    if let Some(s) = a.subs {
+        spec.subs = s;
+    }
+    spec.topics = a.topics;
+    spec.qos = qos;
+    spec.size = a.size.max(24);
+    match (a.count, a.duration) {
+        (_, Some(d)) => {
+            spec.count = a.count;
+            spec.duration = Duration::from_secs_f64(d);
+        }
+        (Some(c), None) => spec.count = Some(c),
+        (None, None) => {}
+    }
+    spec.rate = a.rate;
+    spec.inflight = a.inflight;
+    spec.threads = a.threads;
+    spec.cpus = a.cpus;
+    spec.connections = a.connections;
+    spec.broker_pid = a.pid;
+    spec.progress = a.progress;
+    match run(&spec) {
+        Ok(r) => {
+            print!("{}", r.table());
+            println!("{}", r.json());
+            if qos != QoS::AtMostOnce && r.lost > 0 {
+                eprintln!("surgemq-bench: {} QoS {} messages lost", r.lost, a.qos);
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("surgemq-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -65,6 +65,7 @@ async fn read_some(
 
 /// Writes `data` completely, unless the connection is asked to close meanwhile.
 async fn write_out(
+    shard: &Shard,
     stream: &mut TcpStream,
     data: &[u8],
     conn: &ConnShared,
@@ -93,6 +94,8 @@ async fn write_out(
         match ev? {
             Some(n) => {
                 pos += n;
+                conn.writing.set(data.len() - pos);
+                shard.note_drained(conn);
                 // A client we are still writing to is alive even if we have not read from
                 // it meanwhile.
                 conn.last_read.set(Instant::now());
@@ -109,16 +112,25 @@ async fn write_out(
     Ok(())
 }
 
-async fn flush(stream: &mut TcpStream, conn: &ConnShared) -> Result<(), CloseReason> {
+async fn flush(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    conn: &ConnShared,
+) -> Result<(), CloseReason> {
     loop {
         let mut data = {
             let mut out = conn.out.borrow_mut();
             if out.is_empty() {
+                shard.note_drained(conn);
                 return Ok(());
             }
             std::mem::take(&mut *out)
         };
-        write_out(stream, &data, conn).await?;
+        conn.writing.set(data.len());
+        let r = write_out(shard, stream, &data, conn).await;
+        conn.writing.set(0);
+        r?;
+        shard.note_drained(conn);
         data.clear();
         // Keep a modest buffer for the next round; give a big one back.
         let mut out = conn.out.borrow_mut();
@@ -350,14 +362,24 @@ async fn serve(
     let mut result = process(&shard, &conn, slot, &mut buf, &opts);
     shard.mesh.flush();
     let reason = loop {
-        if let Err(r) = result {
-            break r;
-        }
+        let paused = match result {
+            Err(r) => break r,
+            Ok(paused) => paused,
+        };
         if let Some(r) = conn.close.get() {
             break r;
         }
-        if let Err(r) = flush(&mut stream, &conn).await {
+        if let Err(r) = flush(&shard, &mut stream, &conn).await {
             break r;
+        }
+        if shard.output_congested() && !conn.congested.get() {
+            // Flow control: a subscriber on this shard is behind; stop reading publishers
+            // until it catches up (its own task keeps writing meanwhile).
+            let drained = shard.output_drained.wait();
+            let wake = conn.wake.notified();
+            futures::pin_mut!(drained, wake);
+            let _ = select(drained, wake).await;
+            continue;
         }
         if shard.mesh.congested() {
             // Back-pressure: this publisher waits until the other shards drain.
@@ -365,6 +387,12 @@ async fn serve(
             let wake = conn.wake.notified();
             futures::pin_mut!(drained, wake);
             let _ = select(drained, wake).await;
+            continue;
+        }
+        if paused {
+            // Packets left over from before a flow-control pause.
+            result = process(&shard, &conn, slot, &mut buf, &opts);
+            shard.mesh.flush();
             continue;
         }
         match read_some(&mut stream, &mut buf, chunk, &conn).await {
@@ -383,7 +411,7 @@ async fn serve(
                 }
             }
             ReadEv::Eof => break CloseReason::SocketClosed,
-            ReadEv::Woken => {}
+            ReadEv::Woken => result = Ok(false),
         }
     };
     if version.is_v5() {
@@ -428,11 +456,17 @@ fn process(
     slot: usize,
     buf: &mut BytesMut,
     opts: &DecodeOptions,
-) -> Result<(), CloseReason> {
+) -> Result<bool, CloseReason> {
     loop {
+        // Flow control: stop between packets while a subscriber on this shard is behind,
+        // so one read turn cannot push it far past its soft watermark. Returns true with
+        // the rest left in `buf`.
+        if shard.output_congested() && !conn.congested.get() && !buf.is_empty() {
+            return Ok(true);
+        }
         let packet = match decode(buf, opts) {
             Ok(Some(p)) => p,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(false),
             Err(e) => {
                 shard
                     .metrics

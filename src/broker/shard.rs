@@ -20,7 +20,7 @@ use super::{home_shard, ShardMsg};
 use crate::config::Config;
 use crate::index::{InterestTrie, SubscriptionTrie};
 use crate::mesh::MeshTx;
-use crate::notify::Notify;
+use crate::notify::{Notify, WaitList};
 use crate::protocol::{
     Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode, SubAck, SubscriptionOptions,
     TopicFilter, Will,
@@ -88,6 +88,23 @@ pub(crate) struct ConnShared {
     pub fd: RawFd,
     /// False once the task has let go of the socket (so `fd` may name another file).
     pub open: Cell<bool>,
+    /// Bytes taken from `out` and not yet written to the socket.
+    pub writing: Cell<usize>,
+    /// Output above the soft watermark: the shard holds back its publishers until this
+    /// connection drains (see `Shard::note_output`).
+    pub congested: Cell<bool>,
+    /// When `congested` was set.
+    pub congested_since: Cell<Instant>,
+    /// Did not drain for a whole second while publishers were held back: no longer holds
+    /// them back; QoS 0 beyond `max_write_buffer` is dropped for it.
+    pub slow: Cell<bool>,
+}
+
+impl ConnShared {
+    /// Bytes waiting to reach the socket.
+    pub fn pending_output(&self) -> usize {
+        self.out.borrow().len() + self.writing.get()
+    }
 }
 
 impl ConnShared {
@@ -218,6 +235,11 @@ pub(crate) struct Shard {
     pub metrics: Metrics,
     pub auth: Arc<dyn Authenticator>,
     pub stopping: Cell<bool>,
+    /// Connections above the output soft watermark (not counting slow ones). While above 0
+    /// the shard stops reading from publishers and from other shards.
+    output_congested: Cell<usize>,
+    /// Woken when `output_congested` drops to 0.
+    pub output_drained: WaitList,
     /// This shard's share of `max_connections`.
     pub max_connections: usize,
     /// This shard's share of `retained_max_messages`.
@@ -268,6 +290,8 @@ impl Shard {
             metrics: Metrics::default(),
             auth,
             stopping: Cell::new(false),
+            output_congested: Cell::new(0),
+            output_drained: WaitList::default(),
         }
     }
 
@@ -312,6 +336,10 @@ impl Shard {
             version: Cell::new(ProtocolVersion::V3_1_1),
             fd,
             open: Cell::new(true),
+            writing: Cell::new(0),
+            congested: Cell::new(false),
+            congested_since: Cell::new(Instant::now()),
+            slow: Cell::new(false),
         });
         let key = st.conns.insert(conn.clone());
         Some((key, conn))
@@ -396,6 +424,7 @@ impl Shard {
     /// detaches or removes the session.
     pub fn connection_closed(&self, key: usize, conn: &Rc<ConnShared>, reason: CloseReason) {
         conn.open.set(false);
+        self.clear_congested(conn);
         let will = conn.will.borrow_mut().take();
         if let (Some(w), true) = (will, reason.publishes_will()) {
             self.route(Message {
@@ -492,13 +521,15 @@ impl Shard {
             let retain = rap && msg.retain;
             let outcome = match &entry.conn {
                 Some(conn) => {
-                    let mut out = conn.out.borrow_mut();
-                    if qos == QoS::AtMostOnce && out.len() >= max_write {
+                    if qos == QoS::AtMostOnce && conn.pending_output() >= max_write {
                         inc(&self.metrics.dropped_qos0_write_buffer);
                         continue;
                     }
-                    let o = entry.session.deliver(msg, qos, retain, Some(&mut out));
-                    drop(out);
+                    let o =
+                        entry
+                            .session
+                            .deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
+                    self.note_output(conn);
                     conn.wake.notify();
                     o
                 }
@@ -518,6 +549,48 @@ impl Shard {
             }
         }
         st.matches = matches;
+    }
+
+    /// Flow control for QoS 0, whose deliveries have no window: when a connection's
+    /// pending output passes half of `max_write_buffer`, the shard stops reading from its
+    /// publishers and from other shards (which in turn stop reading theirs), so a fast
+    /// flood slows down to what subscribers drain instead of being dropped. A connection
+    /// that does not drain below a quarter within a second is marked slow and stops holding
+    /// anyone back; past `max_write_buffer` its QoS 0 messages are dropped and counted.
+    pub fn note_output(&self, conn: &ConnShared) {
+        if !conn.congested.get()
+            && !conn.slow.get()
+            && conn.pending_output() >= self.cfg.limits.max_write_buffer / 2
+        {
+            conn.congested.set(true);
+            conn.congested_since.set(Instant::now());
+            self.output_congested.set(self.output_congested.get() + 1);
+        }
+    }
+
+    /// Called as a connection's output drains.
+    pub fn note_drained(&self, conn: &ConnShared) {
+        if (conn.congested.get() || conn.slow.get())
+            && conn.pending_output() < self.cfg.limits.max_write_buffer / 4
+        {
+            conn.slow.set(false);
+            self.clear_congested(conn);
+        }
+    }
+
+    fn clear_congested(&self, conn: &ConnShared) {
+        if conn.congested.replace(false) {
+            let n = self.output_congested.get().saturating_sub(1);
+            self.output_congested.set(n);
+            if n == 0 {
+                self.output_drained.wake_all();
+            }
+        }
+    }
+
+    /// True while some connection's output is above its soft watermark.
+    pub fn output_congested(&self) -> bool {
+        self.output_congested.get() > 0
     }
 
     fn store_retained(&self, msg: Message) {
@@ -675,6 +748,7 @@ impl Shard {
             }
         }
         drop(out);
+        self.note_output(&conn);
         conn.wake.notify();
     }
 
@@ -786,6 +860,13 @@ impl Shard {
     pub fn sweep(&self, now: Instant) {
         let st = self.state.borrow();
         for (_, conn) in st.conns.iter() {
+            if conn.congested.get()
+                && now.duration_since(conn.congested_since.get()) > Duration::from_secs(1)
+            {
+                tracing::warn!(pending = conn.pending_output(), "slow consumer: no longer holding back publishers; QoS 0 beyond max_write_buffer is dropped for it");
+                conn.slow.set(true);
+                self.clear_congested(conn);
+            }
             let ka = conn.keep_alive.get();
             if ka == 0 || conn.close.get().is_some() {
                 continue;
