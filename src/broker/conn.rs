@@ -118,14 +118,12 @@ async fn flush(
     conn: &ConnShared,
 ) -> Result<(), CloseReason> {
     loop {
-        let mut data = {
-            let mut out = conn.out.borrow_mut();
-            if out.is_empty() {
-                shard.note_drained(conn);
-                return Ok(());
-            }
-            std::mem::take(&mut *out)
-        };
+        let data = std::mem::take(&mut *conn.out.borrow_mut());
+        if data.is_empty() {
+            shard.note_drained(conn);
+            return Ok(());
+        }
+        let mut data = data;
         conn.writing.set(data.len());
         let r = write_out(shard, stream, &data, conn).await;
         conn.writing.set(0);
@@ -494,8 +492,12 @@ fn process(
                 return Err(CloseReason::ProtocolError);
             };
             let mut out = conn.out.borrow_mut();
-            entry.session.handle(packet, &mut out)
+            let a = entry.session.handle(packet, &mut out);
+            conn.queued.set(entry.session.queued_len());
+            a
         };
+        // Acks move queued messages into the window.
+        shard.note_drained(conn);
         match action {
             Ok(None) => {}
             Ok(Some(Action::Route(m))) => shard.route(m),

@@ -90,6 +90,9 @@ pub(crate) struct ConnShared {
     pub open: Cell<bool>,
     /// Bytes taken from `out` and not yet written to the socket.
     pub writing: Cell<usize>,
+    /// Messages waiting in the session queue behind the in-flight window (mirrored here
+    /// for flow control).
+    pub queued: Cell<usize>,
     /// Output above the soft watermark: the shard holds back its publishers until this
     /// connection drains (see `Shard::note_output`).
     pub congested: Cell<bool>,
@@ -337,6 +340,7 @@ impl Shard {
             fd,
             open: Cell::new(true),
             writing: Cell::new(0),
+            queued: Cell::new(0),
             congested: Cell::new(false),
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
@@ -529,6 +533,7 @@ impl Shard {
                         entry
                             .session
                             .deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
+                    conn.queued.set(entry.session.queued_len());
                     self.note_output(conn);
                     conn.wake.notify();
                     o
@@ -551,17 +556,19 @@ impl Shard {
         st.matches = matches;
     }
 
-    /// Flow control for QoS 0, whose deliveries have no window: when a connection's
-    /// pending output passes half of `max_write_buffer`, the shard stops reading from its
-    /// publishers and from other shards (which in turn stop reading theirs), so a fast
-    /// flood slows down to what subscribers drain instead of being dropped. A connection
-    /// that does not drain below a quarter within a second is marked slow and stops holding
-    /// anyone back; past `max_write_buffer` its QoS 0 messages are dropped and counted.
+    /// Flow control: when a connection's pending output passes half of
+    /// `max_write_buffer`, or its session queue half of `max_queued_messages`, the shard
+    /// stops reading from its publishers and from other shards (which in turn stop reading
+    /// theirs), so a flood slows down to what subscribers drain instead of filling queues
+    /// until messages are dropped. A connection that does not drain below a quarter of both
+    /// within a second is marked slow and stops holding anyone back; then its limits apply:
+    /// QoS 0 past `max_write_buffer` and QoS 1/2 past the queue limits are dropped and
+    /// counted.
     pub fn note_output(&self, conn: &ConnShared) {
-        if !conn.congested.get()
-            && !conn.slow.get()
-            && conn.pending_output() >= self.cfg.limits.max_write_buffer / 2
-        {
+        let l = &self.cfg.limits;
+        let over = conn.pending_output() >= l.max_write_buffer / 2
+            || conn.queued.get() >= l.max_queued_messages.div_ceil(2);
+        if over && !conn.congested.get() && !conn.slow.get() {
             conn.congested.set(true);
             conn.congested_since.set(Instant::now());
             self.output_congested.set(self.output_congested.get() + 1);
@@ -570,9 +577,10 @@ impl Shard {
 
     /// Called as a connection's output drains.
     pub fn note_drained(&self, conn: &ConnShared) {
-        if (conn.congested.get() || conn.slow.get())
-            && conn.pending_output() < self.cfg.limits.max_write_buffer / 4
-        {
+        let l = &self.cfg.limits;
+        let under = conn.pending_output() < l.max_write_buffer / 4
+            && conn.queued.get() <= l.max_queued_messages / 4;
+        if (conn.congested.get() || conn.slow.get()) && under {
             conn.slow.set(false);
             self.clear_congested(conn);
         }
