@@ -214,8 +214,11 @@ config_section! {
         /// Most QoS 1 and 2 messages sent to one client and not yet acknowledged (the
         /// outgoing in-flight window); a 5.0 client's Receive Maximum lowers it for that
         /// client. When the window is full, further messages wait in the session queue
-        /// (max_queued_messages, max_queued_bytes). 1 ..= 65535. Default: `32`.
-        max_inflight: u16 = 32,
+        /// (max_queued_messages, max_queued_bytes). The window divided by the round trip
+        /// time caps one subscriber's QoS 1/2 rate (128 messages per 0.2 ms is 640k/s);
+        /// in-flight messages of a session that goes offline are copied out of the read
+        /// buffers they came from. 1 ..= 65535. Default: `128`.
+        max_inflight: u16 = 128,
 
         /// Most QoS 1 and 2 messages queued for one session beyond its in-flight window,
         /// while the client is connected or while its persistent session is offline. A new
@@ -739,7 +742,7 @@ mod tests {
         assert_eq!(l.max_connections, 100_000);
         assert_eq!(l.connect_timeout, 10);
         assert_eq!(l.max_packet_size, 1 << 20);
-        assert_eq!(l.max_inflight, 32);
+        assert_eq!(l.max_inflight, 128);
         assert_eq!(l.max_queued_messages, 1000);
         assert_eq!(l.max_queued_bytes, 16 << 20);
         assert_eq!(l.max_write_buffer, 1 << 20);

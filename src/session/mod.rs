@@ -93,7 +93,7 @@ pub struct SessionLimits {
 impl Default for SessionLimits {
     fn default() -> Self {
         SessionLimits {
-            max_inflight: 32,
+            max_inflight: 128,
             max_inflight_incoming: 65_535,
             max_queued_messages: 1000,
             max_queued_bytes: 16 << 20,
@@ -305,6 +305,13 @@ impl Session {
     /// deliveries until the client returns.
     pub fn detach(&mut self) {
         self.connected = false;
+        // Kept until the client returns, which may be long: own the bytes instead of
+        // pinning the read buffers they were sliced from.
+        for f in &mut self.inflight {
+            if let Some(m) = &mut f.message {
+                *m = m.detached();
+            }
+        }
     }
 
     /// A new connection takes over this persistent session: resend every unacknowledged
