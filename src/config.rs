@@ -172,9 +172,11 @@ config_section! {
     /// The `[limits]` section: every bound on what clients can make the broker hold, and
     /// what happens when it is reached.
     pub struct Limits {
-        /// Most client connections open at once, over all listeners and shards. A TCP
-        /// connection accepted beyond it is closed at once, before any byte is read, and
-        /// counted. At least 1. Default: `100000`.
+        /// Most client connections open at once, over all listeners. Shards share nothing,
+        /// so each enforces its share (this divided by the number of shards, rounded up),
+        /// both for connections it accepts and for those that move to it after CONNECT. A
+        /// TCP connection beyond it is closed at once, without CONNACK, and counted.
+        /// At least 1. Default: `100000`.
         max_connections: usize = 100_000,
 
         /// Seconds a new connection has to deliver its complete CONNECT packet after
@@ -228,9 +230,10 @@ config_section! {
         /// dropped. At least 1. Default: `1000`.
         max_queued_messages: usize = 1000,
 
-        /// Most payload bytes queued for one session, counted like max_queued_messages: a
-        /// new QoS 1 or 2 message arriving when the queue already holds this many bytes or
-        /// more is dropped for that session, counted and logged. At least 1.
+        /// Most bytes (topic plus payload) queued for one session, counted like
+        /// max_queued_messages: a new QoS 1 or 2 message arriving when the queue already
+        /// holds this many bytes or more is dropped for that session, counted and logged.
+        /// At least 1.
         /// Default: `16777216` (16 MiB).
         max_queued_bytes: usize = 16 << 20,
 

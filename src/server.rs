@@ -357,7 +357,9 @@ async fn shard_main(
                 if s.stopping.get() {
                     break;
                 }
-                s.sweep(Instant::now());
+                let now = Instant::now();
+                s.sweep(now);
+                s.expire_sessions(now);
             }
         })
         .detach();

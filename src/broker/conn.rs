@@ -22,7 +22,7 @@ use super::shard::{write_connack, CloseReason, ConnShared, Shard};
 use super::{home_shard, net, Adopt, ShardMsg};
 use crate::protocol::{
     decode, Connect, DecodeError, DecodeOptions, Disconnect, Packet, Properties, ProtocolVersion,
-    ReasonCode,
+    QoS, ReasonCode,
 };
 use crate::session::Action;
 
@@ -96,9 +96,6 @@ async fn write_out(
                 pos += n;
                 conn.writing.set(data.len() - pos);
                 shard.note_drained(conn);
-                // A client we are still writing to is alive even if we have not read from
-                // it meanwhile.
-                conn.last_read.set(Instant::now());
             }
             None => {
                 if let Some(r) = conn.close.get() {
@@ -486,18 +483,37 @@ fn process(
                 return Err(CloseReason::ProtocolError);
             }
         }
+        // The ack of a retained PUBLISH whose topic another shard stores waits for that
+        // shard; responses after it wait too, to keep their order.
+        let defer_ack = matches!(&packet, Packet::Publish(p)
+            if p.retain && p.qos != QoS::AtMostOnce && shard.retained_elsewhere(&p.topic));
+        let capture = defer_ack || !conn.deferred.borrow().is_empty();
+        let mut scratch = BytesMut::new();
         let action = {
             let mut st = shard.state.borrow_mut();
             let Some(entry) = st.sessions.get_mut(slot) else {
                 return Err(CloseReason::ProtocolError);
             };
-            let mut out = conn.out.borrow_mut();
-            let a = entry.session.handle(packet, &mut out);
+            let a = if capture {
+                entry.session.handle(packet, &mut scratch)
+            } else {
+                entry.session.handle(packet, &mut conn.out.borrow_mut())
+            };
             conn.queued.set(entry.session.queued_len());
             a
         };
         // Acks move queued messages into the window.
         shard.note_drained(conn);
+        let action = match action {
+            Ok(Some(Action::Route(m))) if defer_ack => {
+                shard.route_deferring_ack(m, conn, scratch);
+                Ok(None)
+            }
+            other => {
+                shard.respond(conn, scratch);
+                other
+            }
+        };
         match action {
             Ok(None) => {}
             Ok(Some(Action::Route(m))) => shard.route(m),

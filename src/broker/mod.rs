@@ -44,8 +44,14 @@ pub(crate) enum ShardMsg {
     /// Deliver to this shard's subscribers of the topic.
     Publish(Message),
     /// Store (or, with an empty payload, clear) a retained message: this shard owns the
-    /// topic.
-    Retain(Message),
+    /// topic. With `ack`, answer `RetainStored` to that shard once stored.
+    Retain {
+        msg: Message,
+        ack: Option<(usize, u64)>,
+    },
+    /// The retained message sent with this token is stored: the publisher's PUBACK /
+    /// PUBREC may go out.
+    RetainStored { token: u64 },
     /// A connection whose session lives here, with its CONNECT already decoded.
     Adopt(Box<Adopt>),
     /// Shard `from` has subscribers for these filters now. Answer with `InterestAck`

@@ -88,6 +88,10 @@ pub(crate) struct ConnShared {
     pub fd: RawFd,
     /// False once the task has let go of the socket (so `fd` may name another file).
     pub open: Cell<bool>,
+    /// Responses held back so that acks keep their order [MQTT-4.6.0-2] while the ack of a
+    /// retained PUBLISH waits for the topic's owner shard to store it: `(Some(token), bytes)`
+    /// waits for that token, `(None, bytes)` is ready but queued behind it.
+    pub deferred: RefCell<std::collections::VecDeque<(Option<u64>, BytesMut)>>,
     /// Bytes taken from `out` and not yet written to the socket.
     pub writing: Cell<usize>,
     /// Messages waiting in the session queue behind the in-flight window (mirrored here
@@ -199,6 +203,9 @@ pub(crate) struct Entry {
     pub conn: Option<Rc<ConnShared>>,
 }
 
+/// Persistent sessions without a connection, and since when (for `session_expiry_max`).
+type Offline = AHashMap<usize, Instant>;
+
 /// A SUBSCRIBE waiting for every other shard to route its filters.
 #[derive(Debug)]
 struct PendingSub {
@@ -222,8 +229,11 @@ pub(crate) struct State {
     interest: InterestTrie,
     retained: AHashMap<ByteString, Message>,
     pending: AHashMap<u64, PendingSub>,
+    /// Connections waiting for a retained message to be stored before acking it.
+    retain_acks: AHashMap<u64, std::rc::Weak<ConnShared>>,
     next_token: u64,
     pub conns: slab::Slab<Rc<ConnShared>>,
+    offline: Offline,
     /// Scratch for collecting matches (reused to avoid an allocation per message).
     matches: Vec<(usize, QoS, bool)>,
 }
@@ -286,8 +296,10 @@ impl Shard {
                 interest: InterestTrie::new(),
                 retained: AHashMap::new(),
                 pending: AHashMap::new(),
+                retain_acks: AHashMap::new(),
                 next_token: 0,
                 conns: slab::Slab::new(),
+                offline: Offline::new(),
                 matches: Vec::new(),
             }),
             metrics: Metrics::default(),
@@ -339,6 +351,7 @@ impl Shard {
             version: Cell::new(ProtocolVersion::V3_1_1),
             fd,
             open: Cell::new(true),
+            deferred: RefCell::new(std::collections::VecDeque::new()),
             writing: Cell::new(0),
             queued: Cell::new(0),
             congested: Cell::new(false),
@@ -384,6 +397,7 @@ impl Shard {
                     }
                 }
                 if reuse.is_none() {
+                    st.offline.remove(&slot);
                     st.sessions.try_remove(slot);
                     st.by_client.remove(&client_id);
                     for f in &removed {
@@ -392,7 +406,10 @@ impl Shard {
                 }
             }
             match reuse {
-                Some(slot) => (slot, true),
+                Some(slot) => {
+                    st.offline.remove(&slot);
+                    (slot, true)
+                }
                 None => {
                     let session =
                         Session::new(client_id.clone(), version, !clean_start, self.limits);
@@ -451,8 +468,11 @@ impl Shard {
                     // taken-over connection closes after its successor attached.
                     if entry.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)) {
                         entry.conn = None;
-                        if entry.session.is_persistent() {
+                        let keep = entry.session.is_persistent()
+                            && self.cfg.limits.session_expiry_max != Some(0);
+                        if keep {
                             entry.session.detach();
+                            st.offline.insert(slot, Instant::now());
                         } else {
                             remove = true;
                             removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
@@ -475,12 +495,77 @@ impl Shard {
     /// Routes a message published on this shard: retained store, local subscribers, and
     /// one mesh item per other interested shard.
     pub fn route(&self, msg: Message) {
+        self.route_with_ack(msg, None);
+    }
+
+    /// Whether a retained message to `topic` is stored on another shard (so its ack must
+    /// wait for that shard: see [`ConnShared::deferred`]).
+    pub fn retained_elsewhere(&self, topic: &str) -> bool {
+        self.cfg.retain_available && home_shard(topic, self.shards) != self.id
+    }
+
+    /// Routes a retained message published by `conn` whose ack (already encoded in `ack`)
+    /// must not go out before the owner shard stored the message: a SUBSCRIBE that follows
+    /// the ack, on any shard, then finds it, and updates from different shards cannot be
+    /// applied out of order [MQTT-3.3.1-5].
+    pub fn route_deferring_ack(&self, msg: Message, conn: &Rc<ConnShared>, ack: BytesMut) {
+        let token = {
+            let mut st = self.state.borrow_mut();
+            let token = st.next_token;
+            st.next_token += 1;
+            st.retain_acks.insert(token, Rc::downgrade(conn));
+            token
+        };
+        conn.deferred.borrow_mut().push_back((Some(token), ack));
+        self.route_with_ack(msg, Some(token));
+    }
+
+    /// Queues `bytes` behind held-back acks, or writes them if nothing is held back.
+    pub fn respond(&self, conn: &ConnShared, bytes: BytesMut) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut d = conn.deferred.borrow_mut();
+        if d.is_empty() {
+            drop(d);
+            conn.out.borrow_mut().unsplit(bytes);
+        } else {
+            d.push_back((None, bytes));
+        }
+    }
+
+    /// Writes the held-back responses that are no longer waiting.
+    fn release_deferred(&self, conn: &ConnShared, token: u64) {
+        let mut d = conn.deferred.borrow_mut();
+        for entry in d.iter_mut() {
+            if entry.0 == Some(token) {
+                entry.0 = None;
+            }
+        }
+        let mut out = conn.out.borrow_mut();
+        while d.front().is_some_and(|e| e.0.is_none()) {
+            if let Some((_, bytes)) = d.pop_front() {
+                out.unsplit(bytes);
+            }
+        }
+        drop(out);
+        drop(d);
+        conn.wake.notify();
+    }
+
+    fn route_with_ack(&self, msg: Message, ack: Option<u64>) {
         if msg.retain && self.cfg.retain_available {
             let owner = home_shard(&msg.topic, self.shards);
             if owner == self.id {
                 self.store_retained(msg.detached());
             } else {
-                self.mesh.push(owner, ShardMsg::Retain(msg.detached()));
+                self.mesh.push(
+                    owner,
+                    ShardMsg::Retain {
+                        msg: msg.detached(),
+                        ack: ack.map(|t| (self.id, t)),
+                    },
+                );
             }
         }
         let mask = self.state.borrow().interest.match_mask(&msg.topic);
@@ -648,15 +733,19 @@ impl Shard {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         for (i, (filter, opts)) in added.into_iter().enumerate() {
+            let (exists, count) = st.sessions.get(slot).map_or((false, 0), |e| {
+                (
+                    e.session.has_subscription(&filter),
+                    e.session.subscription_count(),
+                )
+            });
+            // A refused filter changes nothing: an existing subscription to it stays as it
+            // was.
             let refuse = if i >= l.max_filters_per_subscribe {
                 Some(ReasonCode::QUOTA_EXCEEDED)
             } else if filter.levels().count() > l.max_topic_levels {
                 Some(ReasonCode::TOPIC_FILTER_INVALID)
-            } else if st.subs.get(&filter, slot).is_none()
-                && st.sessions.get(slot).is_some_and(|e| {
-                    e.session.subscriptions().count() > l.max_subscriptions_per_client
-                })
-            {
+            } else if !exists && count >= l.max_subscriptions_per_client {
                 Some(ReasonCode::QUOTA_EXCEEDED)
             } else {
                 None
@@ -669,10 +758,10 @@ impl Shard {
                         ReasonCode::UNSPECIFIED_ERROR
                     };
                 }
-                if let Some(e) = st.sessions.get_mut(slot) {
-                    e.session.forget_subscription(&filter);
-                }
                 continue;
+            }
+            if let Some(e) = st.sessions.get_mut(slot) {
+                e.session.add_subscription(filter.clone(), opts);
             }
             if st.subs.insert(&filter, slot, opts).is_none() {
                 let n = st.local_filters.entry(filter.clone()).or_insert(0);
@@ -798,7 +887,18 @@ impl Shard {
     pub fn on_mesh(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Publish(m) => self.deliver_local(&m),
-            ShardMsg::Retain(m) => self.store_retained(m),
+            ShardMsg::Retain { msg, ack } => {
+                self.store_retained(msg);
+                if let Some((from, token)) = ack {
+                    self.mesh.push(from, ShardMsg::RetainStored { token });
+                }
+            }
+            ShardMsg::RetainStored { token } => {
+                let conn = self.state.borrow_mut().retain_acks.remove(&token);
+                if let Some(conn) = conn.and_then(|w| w.upgrade()) {
+                    self.release_deferred(&conn, token);
+                }
+            }
             ShardMsg::Accepted(a) => {
                 let shard = self.clone();
                 let stream = a.0.bind_to_executor();
@@ -892,6 +992,39 @@ impl Shard {
                     conn.request_close(CloseReason::ConnectTimeout);
                 }
             }
+        }
+    }
+
+    /// Removes persistent sessions offline for longer than `session_expiry_max`, with
+    /// their subscriptions and queued messages.
+    pub fn expire_sessions(&self, now: Instant) {
+        let Some(max) = self.cfg.limits.session_expiry_max else {
+            return;
+        };
+        let max = Duration::from_secs(max);
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let expired: Vec<usize> = st
+            .offline
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= max)
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in expired {
+            st.offline.remove(&slot);
+            let Some(entry) = st.sessions.try_remove(slot) else {
+                continue;
+            };
+            st.by_client.remove(entry.session.client_id());
+            let filters: Vec<TopicFilter> = entry
+                .session
+                .subscriptions()
+                .map(|(f, _)| f.clone())
+                .collect();
+            for f in &filters {
+                Self::unsubscribe_one(self, st, f, slot);
+            }
+            tracing::debug!(client_id = %entry.session.client_id(), "persistent session expired");
         }
     }
 

@@ -371,8 +371,10 @@ impl Session {
 
     fn enqueue(&mut self, message: &Message, qos: QoS, retain: bool) -> DeliverOutcome {
         let cost = message.cost();
+        // A message is refused when the queue already holds the limit (so one message
+        // larger than the byte limit still fits an empty queue).
         if self.queue.len() >= self.limits.max_queued_messages
-            || self.queued_bytes + cost > self.limits.max_queued_bytes
+            || self.queued_bytes >= self.limits.max_queued_bytes
         {
             self.stats.dropped_queue_full += 1;
             return DeliverOutcome::Dropped(DropReason::QueueFull);
@@ -455,9 +457,10 @@ impl Session {
             Packet::Subscribe(s) => {
                 let mut added = Vec::with_capacity(s.subscriptions.len());
                 let mut codes = Vec::with_capacity(s.subscriptions.len());
+                // The shard applies limits first and records what it accepts with
+                // `add_subscription`; nothing changes here until then.
                 for sub in s.subscriptions {
                     codes.push(ReasonCode(sub.options.qos as u8));
-                    self.subscriptions.insert(sub.filter.clone(), sub.options);
                     added.push((sub.filter, sub.options));
                 }
                 Ok(Some(Action::Subscribe {
@@ -593,9 +596,20 @@ impl Session {
         }
     }
 
-    /// Drops a subscription the shard refused after the session recorded it.
-    pub fn forget_subscription(&mut self, filter: &TopicFilter) {
-        self.subscriptions.remove(filter);
+    /// Records an accepted subscription (replacing one to the same filter). Returns true
+    /// if it is new.
+    pub fn add_subscription(&mut self, filter: TopicFilter, options: SubscriptionOptions) -> bool {
+        self.subscriptions.insert(filter, options).is_none()
+    }
+
+    /// Whether the session holds a subscription to exactly this filter.
+    pub fn has_subscription(&self, filter: &TopicFilter) -> bool {
+        self.subscriptions.contains_key(filter)
+    }
+
+    /// Number of subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
     }
 
     /// Resets state for a clean start on an existing id (the old session is discarded).

@@ -249,10 +249,14 @@ fn queue_byte_limit_drops() {
     let mut out = BytesMut::new();
     let m = msg("t", b"123456", QoS::AtLeastOnce);
     s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
-    assert_eq!(
-        s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
-        DeliverOutcome::Queued
-    );
+    // 7 bytes queued (topic + payload), below the 10-byte limit: one more fits.
+    for _ in 0..2 {
+        assert_eq!(
+            s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
+            DeliverOutcome::Queued
+        );
+    }
+    // 14 bytes queued, at or over the limit: refused.
     assert_eq!(
         s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
         DeliverOutcome::Dropped(DropReason::QueueFull)
@@ -379,6 +383,11 @@ fn subscribe_and_unsubscribe() {
             assert_eq!(packet_id, id(5));
             assert_eq!(added.len(), 2);
             assert_eq!(codes, vec![ReasonCode(2), ReasonCode(0)]);
+            // Nothing is recorded until the shard accepts it.
+            assert_eq!(s.subscription_count(), 0);
+            for (f, o) in added {
+                assert!(s.add_subscription(f, o));
+            }
         }
         other => panic!("{other:?}"),
     }
@@ -387,6 +396,10 @@ fn subscribe_and_unsubscribe() {
         "SUBACK is the shard's, after the index is updated"
     );
     assert_eq!(s.subscriptions().count(), 2);
+    assert!(!s.add_subscription(
+        TopicFilter::new("b/#").unwrap(),
+        SubscriptionOptions::new(QoS::AtLeastOnce)
+    ));
     let unsub = Packet::Unsubscribe(Unsubscribe {
         packet_id: id(6),
         filters: vec![TopicFilter::new("a/+").unwrap()],

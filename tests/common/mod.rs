@@ -34,10 +34,12 @@ impl Broker {
 
     /// A broker with `shards` shards after `tweak` adjusts the configuration.
     pub fn with(shards: usize, tweak: impl FnOnce(&mut Config)) -> Broker {
-        let mut cfg = Config::default();
-        cfg.listeners = vec!["127.0.0.1:0".parse().unwrap()];
-        cfg.shards = shards;
-        cfg.log_level = "warn".into();
+        let mut cfg = Config {
+            listeners: vec!["127.0.0.1:0".parse().unwrap()],
+            shards,
+            log_level: "warn".into(),
+            ..Config::default()
+        };
         tweak(&mut cfg);
         let handle = Server::new(cfg).start().expect("broker starts");
         let addr = handle.local_addrs()[0];
@@ -322,3 +324,190 @@ pub const V31: ProtocolVersion = ProtocolVersion::V3_1;
 pub const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
 /// The 3.x versions every 3.x behaviour is tested in.
 pub const V3: [ProtocolVersion; 2] = [V31, V311];
+
+// ---------------------------------------------------------------------------------------
+// Helpers for the session, will, keepalive, takeover, malformed-input and limits tests.
+
+/// A will message for CONNECT.
+pub fn will_msg(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Will {
+    Will {
+        topic: TopicName::new(topic).unwrap(),
+        payload: Bytes::copy_from_slice(payload),
+        qos,
+        retain,
+        properties: Properties::new(),
+    }
+}
+
+/// A CONNECT packet with the usual fields.
+pub fn connect_packet(
+    version: ProtocolVersion,
+    client_id: &str,
+    clean: bool,
+    keep_alive: u16,
+    will: Option<Will>,
+) -> Connect {
+    Connect {
+        version,
+        clean_start: clean,
+        keep_alive,
+        client_id: ByteString::from(client_id),
+        will,
+        username: None,
+        password: None,
+        properties: Properties::new(),
+    }
+}
+
+/// One frame: `header`, the remaining length as a variable byte integer, `body`.
+pub fn raw_frame(header: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![header];
+    let mut n = body.len();
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A two-byte length followed by `s` (MQTT string / binary data).
+pub fn raw_str(s: &[u8]) -> Vec<u8> {
+    let mut out = (s.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(s);
+    out
+}
+
+impl Broker {
+    /// A raw client that sent this CONNECT and got CONNACK; asserts it was accepted.
+    pub fn client_with(
+        &self,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean: bool,
+        keep_alive: u16,
+        will: Option<Will>,
+    ) -> Raw {
+        let mut c = self.raw(version);
+        let ack = c.connect(client_id, clean, keep_alive, will);
+        assert_eq!(
+            ack.reason,
+            ReasonCode::SUCCESS,
+            "CONNECT of {client_id} refused"
+        );
+        c
+    }
+}
+
+impl Raw {
+    /// Sends `c` and returns the raw CONNACK bytes (always 4 bytes in 3.x), so that the
+    /// session-present byte can be checked exactly, also on 3.1 where the decoder ignores
+    /// it. Bytes after the CONNACK stay buffered for `recv`.
+    pub fn connect_raw_ack(&mut self, c: Connect) -> [u8; 4] {
+        self.send(&Packet::Connect(Box::new(c)));
+        let deadline = Instant::now() + WAIT;
+        while self.buf.len() < 4 {
+            let now = Instant::now();
+            assert!(now < deadline, "no CONNACK within the wait time");
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("connection closed while waiting for CONNACK"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("read error: {e}"),
+            }
+        }
+        let ack = self.buf.split_to(4);
+        [ack[0], ack[1], ack[2], ack[3]]
+    }
+
+    /// Waits up to `wait` for the broker to close the connection (EOF or reset). Returns
+    /// the packets received before the close, or None if the connection is still open at
+    /// the deadline (received bytes then stay buffered).
+    pub fn closed_within(&mut self, wait: Duration) -> Option<Vec<Packet>> {
+        let deadline = Instant::now() + wait.max(Duration::from_millis(1));
+        let closed = loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            self.stream
+                .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
+                .unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break true,
+            }
+        };
+        if !closed {
+            return None;
+        }
+        let opts = DecodeOptions::new(self.version);
+        let mut got = Vec::new();
+        while let Ok(Some(p)) = decode(&mut self.buf, &opts) {
+            got.push(p);
+        }
+        Some(got)
+    }
+
+    /// True if the connection is still open (nothing is read beyond what arrives in 1 ms).
+    pub fn is_open(&mut self) -> bool {
+        self.closed_within(Duration::from_millis(1)).is_none()
+    }
+
+    /// Receives one PUBLISH without acknowledging it.
+    pub fn recv_publish_noack(&mut self) -> Publish {
+        match self.recv() {
+            Packet::Publish(p) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Sends DISCONNECT and waits until the broker closed the connection (so the session
+    /// is detached, or gone, by the time this returns). Returns the packets that were
+    /// still unread.
+    pub fn disconnect_and_wait(mut self) -> Vec<Packet> {
+        self.send(&Packet::Disconnect(Disconnect::default()));
+        self.expect_closed()
+    }
+
+    /// Sends a PUBLISH with every header flag chosen by the caller.
+    pub fn publish_flags(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        dup: bool,
+        id: Option<u16>,
+    ) {
+        self.send(&Packet::Publish(Publish {
+            dup,
+            qos,
+            retain,
+            topic: TopicName::new(topic).unwrap(),
+            packet_id: id.map(pid),
+            properties: Properties::new(),
+            payload: Bytes::copy_from_slice(payload),
+        }));
+    }
+}
