@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +22,7 @@ use super::shard::{write_connack, CloseReason, ConnShared, Shard};
 use super::{home_shard, net, Adopt, ShardMsg};
 use crate::protocol::{
     decode, Connect, DecodeError, DecodeOptions, Disconnect, Packet, Properties, ProtocolVersion,
-    QoS, ReasonCode,
+    QoS, ReasonCode, Will,
 };
 use crate::session::Action;
 
@@ -341,13 +341,25 @@ async fn serve(
     let version = connect.version;
     conn.keep_alive.set(connect.keep_alive);
     conn.last_read.set(Instant::now());
-    *conn.will.borrow_mut() = connect.will.clone();
+    // The client id and the will live as long as the session and the connection: copy
+    // them out of the read buffer they were decoded from, which would otherwise stay
+    // pinned (a whole read chunk per connection).
+    *conn.will.borrow_mut() = connect.will.as_ref().map(|w| Will {
+        topic: w.topic.detached(),
+        payload: Bytes::copy_from_slice(&w.payload),
+        qos: w.qos,
+        retain: w.retain,
+        properties: w.properties.clone(),
+    });
     let (slot, _present) = shard.attach(
         &conn,
-        connect.client_id.clone(),
+        ByteString::from(&*connect.client_id),
         version,
         connect.clean_start,
     );
+    // Nothing of the CONNECT is needed any more; it must not stay in this task's state
+    // for the life of the connection (its fields are slices of the first read buffer).
+    drop(connect);
     let opts = DecodeOptions {
         version,
         max_packet_size: shard.cfg.limits.max_packet_size,
@@ -356,6 +368,9 @@ async fn serve(
     // Packets the client sent right behind CONNECT.
     let mut result = process(&shard, &conn, slot, &mut buf, &opts);
     shard.mesh.flush();
+    if buf.is_empty() {
+        buf = BytesMut::new();
+    }
     let reason = loop {
         let paused = match result {
             Err(r) => break r,
@@ -389,6 +404,35 @@ async fn serve(
             result = process(&shard, &conn, slot, &mut buf, &opts);
             shard.mesh.flush();
             continue;
+        }
+        if buf.capacity() == 0 {
+            // Idle: wait for data holding no read buffer. The first byte is read into the
+            // task's own one-byte array (glommio waits for readiness without a buffer);
+            // only then is a buffer allocated, so an idle connection costs no buffer
+            // memory. (glommio's `peek` would allocate a page-aligned buffer per call.)
+            let mut one = [0u8; 1];
+            let ev = {
+                let read = stream.read(&mut one);
+                let wake = conn.wake.notified();
+                futures::pin_mut!(read, wake);
+                match select(read, wake).await {
+                    Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => ReadEv::Eof,
+                    Either::Left((Ok(n), _)) => ReadEv::Data(n),
+                    Either::Right(_) => ReadEv::Woken,
+                }
+            };
+            match ev {
+                ReadEv::Eof => break CloseReason::SocketClosed,
+                ReadEv::Woken => {
+                    result = Ok(false);
+                    continue;
+                }
+                ReadEv::Data(_) => {
+                    buf.reserve(chunk);
+                    buf.extend_from_slice(&one);
+                    conn.last_read.set(Instant::now());
+                }
+            }
         }
         match read_some(&mut stream, &mut buf, chunk, &conn).await {
             ReadEv::Data(n) => {
