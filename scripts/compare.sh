@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: SurgeMQ against mosquitto (and rumqttd when installed), one
+# broker at a time on the same CPU, the same load from surgemq-bench on another CPU.
+#
+#   scripts/compare.sh [--quick] [--broker-cpu N] [--bench-cpu M]
+#
+# Shapes: one-to-one, fan-in (20:1), fan-out (1:20), mesh (20 clients), each at QoS 0 and
+# QoS 1 with 1 KiB payloads, plus 10,000 idle connections for memory. Prints one table
+# (msgs/s received, p99 latency, broker peak RSS, ratio SurgeMQ / peer) and writes every
+# run's JSON line to target/compare/results.jsonl.
+#
+# Peers get configurations that lift their queue limits (mosquitto: unlimited in-flight and
+# queued messages), as their users would for a throughput test; SurgeMQ runs with its
+# defaults. Quote ratios, not absolute numbers: the machine is shared and noisy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+broker_cpu=0
+bench_cpu=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --broker-cpu) broker_cpu=$2; shift ;;
+    --bench-cpu) bench_cpu=$2; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if ! command -v mosquitto >/dev/null; then
+  echo "installing mosquitto" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null
+fi
+cargo build --release --bin surgemq --bin surgemq-bench >&2
+bench=target/release/surgemq-bench
+out=target/compare
+mkdir -p "$out"
+: > "$out/results.jsonl"
+
+if [ "$quick" = 1 ]; then n1=20000; nmany=2000; nmesh=500; conns=2000; else n1=200000; nmany=20000; nmesh=5000; conns=10000; fi
+
+port=$((20000 + RANDOM % 20000))
+pid=""
+stop_broker() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi
+}
+trap stop_broker EXIT
+
+start_broker() {
+  local name=$1
+  port=$((port + 1))
+  case "$name" in
+    surgemq)
+      taskset -c "$broker_cpu" target/release/surgemq --listen "127.0.0.1:$port" --shards 1 --log-level warn &
+      pid=$! ;;
+    mosquitto)
+      cat > "$out/mosquitto.conf" <<EOF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 0
+max_queued_bytes 0
+max_inflight_messages 0
+log_type error
+EOF
+      taskset -c "$broker_cpu" mosquitto -c "$out/mosquitto.conf" &
+      pid=$! ;;
+    rumqttd)
+      cat > "$out/rumqttd.toml" <<EOF
+id = 0
+[router]
+id = 0
+max_connections = 20010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$port"
+next_connection_delay_ms = 0
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 20480
+max_inflight_count = 500
+dynamic_filters = true
+EOF
+      taskset -c "$broker_cpu" rumqttd --config "$out/rumqttd.toml" -q &
+      pid=$! ;;
+  esac
+  for _ in $(seq 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$name did not start" >&2
+  return 1
+}
+
+run() {
+  local broker=$1; shift
+  local line
+  if line=$(taskset -c "$bench_cpu" "$bench" "$@" --port "$port" --pid "$pid" --inflight 256 | grep '^{'); then
+    echo "{\"broker\":\"$broker\",${line#\{}" >> "$out/results.jsonl"
+  else
+    echo "{\"broker\":\"$broker\",\"shape\":\"$1\",\"failed\":true}" >> "$out/results.jsonl"
+  fi
+}
+
+brokers="surgemq mosquitto"
+command -v rumqttd >/dev/null && brokers="$brokers rumqttd"
+for broker in $brokers; do
+  for qos in 0 1; do
+    start_broker "$broker"
+    run "$broker" one-to-one --qos $qos --count $n1
+    run "$broker" fan-in --qos $qos --count $nmany
+    run "$broker" fan-out --qos $qos --count $nmany
+    run "$broker" mesh --qos $qos --count $nmesh
+    stop_broker
+  done
+  start_broker "$broker"
+  run "$broker" connections --connections $conns --duration 2
+  stop_broker
+done
+
+python3 - "$out/results.jsonl" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def key(r): return (r.get("shape"), r.get("qos", 0))
+by = {}
+for r in rows:
+    by.setdefault(key(r), {})[r["broker"]] = r
+peers = [b for b in ("mosquitto", "rumqttd") if any(b in v for v in by.values())]
+hdr = f"{'shape':<12}{'qos':>4}{'surgemq msg/s':>15}{'p99 us':>9}{'rss MiB':>9}"
+for p in peers:
+    hdr += f"{p + ' msg/s':>18}{'p99 us':>9}{'rss MiB':>9}{'ratio':>7}"
+print(hdr)
+for k, v in by.items():
+    s = v.get("surgemq", {})
+    conn = k[0] == "connections"
+    def cell(r):
+        if not r or r.get("failed"):
+            return "failed", "-", "-"
+        rate = r["connects_per_s"] if conn else r["msgs_per_s"]
+        lost = "" if conn or r.get("lost", 0) == 0 else f" (lost {r['lost']})"
+        rss = r.get("broker_rss_peak_kb") or 0
+        return f"{rate:.0f}{lost}", ("-" if conn else str(r["p99_us"])), f"{rss / 1024:.1f}"
+    a, b, c = cell(s)
+    line = f"{k[0]:<12}{('-' if conn else k[1]):>4}{a:>15}{b:>9}{c:>9}"
+    for p in peers:
+        r = v.get(p, {})
+        x, y, z = cell(r)
+        try:
+            if conn:
+                ratio = (r["broker_rss_peak_kb"] / max(s["broker_rss_peak_kb"], 1))
+                ratio = f"{1/ratio:.2f}m" if ratio else "-"
+            else:
+                ratio = f"{s['msgs_per_s'] / r['msgs_per_s']:.2f}"
+        except (KeyError, ZeroDivisionError, TypeError):
+            ratio = "-"
+        line += f"{x:>18}{y:>9}{z:>9}{ratio:>7}"
+    print(line)
+print("ratio: SurgeMQ msgs/s / peer msgs/s; for connections, SurgeMQ RSS / peer RSS (m = memory)")
+EOF
