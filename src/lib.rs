@@ -47,10 +47,25 @@
 //! | module | owns | never touches |
 //! |---|---|---|
 //! | [`protocol`] | packets of 3.1 / 3.1.1 / 5.0, decode, encode, topic rules | I/O, time, state |
+//! | [`session`] | one client's QoS flows, window, queue, packet ids | sockets, other sessions |
+//! | [`index`] | topic tries: local subscribers, shard interest | sessions, runtime |
+//! | [`mesh`] | the grid of channels between shards, batching, overflow | MQTT |
+//! | `broker` | shards, connection tasks, routing, retained, wills, keep alive | another shard's state |
+//! | [`server`], [`config`] | start-up, shutdown, embedding; documented configuration | connection state |
+//! | [`bench`](mod@bench) | the load runner behind `surgemq-bench` | broker internals (speaks MQTT only) |
 //!
-//! Later layers (session state machine, topic index, cross-core mesh, shard and network
-//! I/O, client, configuration) are added on top of `protocol` in that order, each testable
-//! alone; only the shard layer touches sockets, timers and task spawning.
+//! Only `broker` (and the runner) touch sockets, timers and task spawning; what crosses
+//! between shards is plain data ([`session::Message`] and a few control messages).
+//!
+//! ## Flow control
+//!
+//! Every buffer is bounded, and the bound is enforced by slowing producers down before
+//! anything is dropped: when a connection's pending output or its session queue passes
+//! half its limit, its shard stops reading from publishers and from other shards, whose
+//! channels then fill so that they stop reading theirs; TCP carries the pressure back to
+//! the publishing clients. A subscriber that does not drain for a second is marked slow and
+//! stops holding others back; from then on its own limits apply and what exceeds them is
+//! dropped and counted.
 //!
 //! [glommio]: https://docs.rs/glommio
 #![deny(unsafe_code)]

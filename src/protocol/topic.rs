@@ -9,6 +9,9 @@
 //! - a topic filter is non-empty, `#` only as the whole last level, `+` only as a whole
 //!   level, no U+0000, and a `$share/` prefix has a non-empty share name without wildcards
 //!   and a filter after it.
+//!
+//! This file holds the protocol layer's only `unsafe` block ([`utf8_checked`]): wrapping
+//! bytes already validated as UTF-8 without validating them a second time on every PUBLISH.
 
 use std::fmt;
 use std::ops::Deref;
@@ -283,7 +286,7 @@ impl TopicFilter {
         self.0.strip_prefix("$share/")?.split_once('/')
     }
 
-    /// Whether this filter matches `topic` (see [`matches`]). A shared subscription's
+    /// Whether this filter matches `topic` (see [`matches()`]). A shared subscription's
     /// filter part is matched.
     pub fn matches(&self, topic: &str) -> bool {
         matches(self.shared().map_or(self.as_str(), |(_, f)| f), topic)
