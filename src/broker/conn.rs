@@ -28,6 +28,8 @@ use crate::session::Action;
 
 /// Largest read chunk; reads start at `read_buffer_size` and double while they fill it.
 const MAX_CHUNK: usize = 64 * 1024;
+/// First read chunk of a new connection, before CONNECT.
+const CONNECT_CHUNK: usize = 256;
 
 enum ReadEv {
     Data(usize),
@@ -156,7 +158,9 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
         version: ProtocolVersion::V3_1_1,
         max_packet_size: shard.cfg.limits.max_packet_size,
     };
-    let mut chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
+    // CONNECT packets are small (typically under 100 bytes) and a burst of new
+    // connections holds one of these buffers each: start small, double while reads fill it.
+    let mut chunk = CONNECT_CHUNK.min(shard.cfg.limits.read_buffer_size);
     // The first packet must be CONNECT [MQTT-3.1.0-1].
     let first = loop {
         match decode(&mut buf, &opts) {
@@ -263,7 +267,9 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
         }
         return;
     }
-    serve(shard, stream, key, conn, connect, buf).await;
+    // The serving task is spawned on its own: this task's state (sized for the CONNECT
+    // phase) is freed instead of being carried for the life of the connection.
+    glommio::spawn_local(serve(shard, stream, key, conn, connect, buf)).detach();
 }
 
 /// A connection moved here from the shard that accepted it.
@@ -344,12 +350,14 @@ async fn serve(
     // The client id and the will live as long as the session and the connection: copy
     // them out of the read buffer they were decoded from, which would otherwise stay
     // pinned (a whole read chunk per connection).
-    *conn.will.borrow_mut() = connect.will.as_ref().map(|w| Will {
-        topic: w.topic.detached(),
-        payload: Bytes::copy_from_slice(&w.payload),
-        qos: w.qos,
-        retain: w.retain,
-        properties: w.properties.clone(),
+    *conn.will.borrow_mut() = connect.will.as_ref().map(|w| {
+        Box::new(Will {
+            topic: w.topic.detached(),
+            payload: Bytes::copy_from_slice(&w.payload),
+            qos: w.qos,
+            retain: w.retain,
+            properties: w.properties.clone(),
+        })
     });
     let (slot, _present) = shard.attach(
         &conn,
@@ -379,8 +387,14 @@ async fn serve(
         if let Some(r) = conn.close.get() {
             break r;
         }
-        if let Err(r) = flush(&shard, &mut stream, &conn).await {
-            break r;
+        // Boxed: the write path's state exists only while writing, so an idle
+        // connection's task stays small.
+        if !conn.out.borrow().is_empty() || conn.writing.get() > 0 {
+            if let Err(r) = Box::pin(flush(&shard, &mut stream, &conn)).await {
+                break r;
+            }
+        } else {
+            shard.note_drained(&conn);
         }
         if shard.output_congested() && !conn.congested.get() {
             // Flow control: a subscriber on this shard is behind; stop reading publishers
@@ -434,7 +448,7 @@ async fn serve(
                 }
             }
         }
-        match read_some(&mut stream, &mut buf, chunk, &conn).await {
+        match Box::pin(read_some(&mut stream, &mut buf, chunk, &conn)).await {
             ReadEv::Data(n) => {
                 conn.last_read.set(Instant::now());
                 if n == chunk {

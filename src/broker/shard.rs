@@ -81,7 +81,8 @@ pub(crate) struct ConnShared {
     /// Session slot once CONNECT was accepted.
     pub session: Cell<Option<usize>>,
     /// The will, published if the connection ends without DISCONNECT.
-    pub will: RefCell<Option<Will>>,
+    /// Boxed: most clients have none, and this struct exists per connection.
+    pub will: RefCell<Option<Box<Will>>>,
     /// Protocol version from CONNECT.
     pub version: Cell<ProtocolVersion>,
     /// The socket, for shutting it down on takeover while the task still owns it.
@@ -199,7 +200,9 @@ impl ShardSummary {
 /// A session and the connection currently serving it, if any.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub session: Session,
+    /// Boxed so that the slab holding entries (which grows by doubling) wastes 16 bytes
+    /// per spare slot rather than a whole session.
+    pub session: Box<Session>,
     pub conn: Option<Rc<ConnShared>>,
 }
 
@@ -411,8 +414,12 @@ impl Shard {
                     (slot, true)
                 }
                 None => {
-                    let session =
-                        Session::new(client_id.clone(), version, !clean_start, self.limits);
+                    let session = Box::new(Session::new(
+                        client_id.clone(),
+                        version,
+                        !clean_start,
+                        self.limits,
+                    ));
                     let slot = st.sessions.insert(Entry {
                         session,
                         conn: None,
@@ -448,6 +455,7 @@ impl Shard {
         self.clear_congested(conn);
         let will = conn.will.borrow_mut().take();
         if let (Some(w), true) = (will, reason.publishes_will()) {
+            let w = *w;
             self.route(Message {
                 topic: w.topic,
                 payload: w.payload,
