@@ -15,6 +15,10 @@
 //! ## Limits and what happens at them
 //! - In-flight window (`max_inflight`): outgoing QoS 1/2 messages beyond it wait in the
 //!   queue, in order.
+//! - Memory: messages in flight or queued for a connected client are slices of the read
+//!   buffers they were published in (no copy; the shard's flow control keeps the queue
+//!   short); when the client goes offline they are copied, so a long-lived queue does not
+//!   pin read buffers.
 //! - Queue (`max_queued_messages`, `max_queued_bytes`): a QoS 1/2 delivery that does not fit
 //!   is dropped and counted ([`DeliverOutcome::Dropped`]); the shard logs it with the client
 //!   id. QoS 0 is never queued behind the window; it is written at once or, for an offline
@@ -312,6 +316,9 @@ impl Session {
                 *m = m.detached();
             }
         }
+        for q in &mut self.queue {
+            q.message = q.message.detached();
+        }
     }
 
     /// A new connection takes over this persistent session: resend every unacknowledged
@@ -380,8 +387,16 @@ impl Session {
             return DeliverOutcome::Dropped(DropReason::QueueFull);
         }
         self.queued_bytes += cost;
+        // While the client is connected the queue drains as acks arrive, and flow control
+        // keeps it short, so the message stays a zero-copy slice of the publisher's read
+        // buffer; for an offline session it may wait for hours and gets its own bytes.
+        let message = if self.connected {
+            message.clone()
+        } else {
+            message.detached()
+        };
         self.queue.push_back(Queued {
-            message: message.detached(),
+            message,
             qos,
             retain,
         });

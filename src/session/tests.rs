@@ -456,7 +456,7 @@ fn unknown_puback_is_counted_and_ignored() {
 }
 
 #[test]
-fn queued_messages_do_not_pin_the_read_buffer() {
+fn offline_queues_do_not_pin_the_read_buffer() {
     let mut s = session(1);
     let mut out = BytesMut::new();
     let big = Bytes::from(vec![7u8; 4096]);
@@ -469,8 +469,22 @@ fn queued_messages_do_not_pin_the_read_buffer() {
     };
     s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
     s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
-    // The queued copy is 4 bytes of its own, not a view of the 4 KiB buffer.
+    // Online: the queued message is the publisher's slice (zero copy).
+    assert_eq!(
+        s.queue.front().unwrap().message.payload.as_ptr(),
+        big.as_ptr()
+    );
+    // Offline: queued and in-flight messages own 4 bytes each, not a view of 4 KiB.
+    s.detach();
     let q = s.queue.front().unwrap();
     assert_eq!(&q.message.payload[..], &[7, 7, 7, 7]);
     assert_ne!(q.message.payload.as_ptr(), big.as_ptr());
+    let f = s.inflight.front().unwrap().message.as_ref().unwrap();
+    assert_ne!(f.payload.as_ptr(), big.as_ptr());
+    // And what is queued while offline is copied too.
+    s.deliver(&m, QoS::AtLeastOnce, false, None);
+    assert_ne!(
+        s.queue.back().unwrap().message.payload.as_ptr(),
+        big.as_ptr()
+    );
 }
