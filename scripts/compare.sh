@@ -5,7 +5,8 @@
 #   scripts/compare.sh [--quick] [--broker-cpu N] [--bench-cpu M]
 #
 # Shapes: one-to-one, fan-in (20:1), fan-out (1:20), mesh (20 clients), each at QoS 0 and
-# QoS 1 with 1 KiB payloads, plus 10,000 idle connections for memory. Prints one table
+# QoS 1 with 1 KiB payloads, plus 10,000 idle connections (twice: cold and warm broker)
+# for connection setup rate and memory. Prints one table
 # (msgs/s received, p99 latency, broker peak RSS, ratio SurgeMQ / peer) and writes every
 # run's JSON line to target/compare/results.jsonl.
 #
@@ -97,12 +98,12 @@ EOF
 }
 
 run() {
-  local broker=$1; shift
+  local broker=$1 label=$2; shift 2
   local line
   if line=$(taskset -c "$bench_cpu" "$bench" "$@" --port "$port" --pid "$pid" --inflight 256 | grep '^{'); then
-    echo "{\"broker\":\"$broker\",${line#\{}" >> "$out/results.jsonl"
+    echo "{\"broker\":\"$broker\",\"label\":\"$label\",${line#\{}" >> "$out/results.jsonl"
   else
-    echo "{\"broker\":\"$broker\",\"shape\":\"$1\",\"failed\":true}" >> "$out/results.jsonl"
+    echo "{\"broker\":\"$broker\",\"label\":\"$label\",\"shape\":\"$1\",\"failed\":true}" >> "$out/results.jsonl"
   fi
 }
 
@@ -111,21 +112,24 @@ command -v rumqttd >/dev/null && brokers="$brokers rumqttd"
 for broker in $brokers; do
   for qos in 0 1; do
     start_broker "$broker"
-    run "$broker" one-to-one --qos $qos --count $n1
-    run "$broker" fan-in --qos $qos --count $nmany
-    run "$broker" fan-out --qos $qos --count $nmany
-    run "$broker" mesh --qos $qos --count $nmesh
+    run "$broker" one-to-one one-to-one --qos $qos --count $n1
+    run "$broker" fan-in fan-in --qos $qos --count $nmany
+    run "$broker" fan-out fan-out --qos $qos --count $nmany
+    run "$broker" mesh mesh --qos $qos --count $nmesh
     stop_broker
   done
+  # Two rounds on one broker process: the first also measures a cold start (memory and
+  # tables growing), the second a warm broker. Connection setup varies a lot run to run.
   start_broker "$broker"
-  run "$broker" connections --connections $conns --duration 2
+  run "$broker" connect-cold connections --connections $conns --duration 2
+  run "$broker" connect-warm connections --connections $conns --duration 2
   stop_broker
 done
 
 python3 - "$out/results.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def key(r): return (r.get("shape"), r.get("qos", 0))
+def key(r): return (r.get("label", r.get("shape")), r.get("qos", 0))
 by = {}
 for r in rows:
     by.setdefault(key(r), {})[r["broker"]] = r
@@ -136,7 +140,7 @@ for p in peers:
 print(hdr)
 for k, v in by.items():
     s = v.get("surgemq", {})
-    conn = k[0] == "connections"
+    conn = k[0].startswith("connect")
     def cell(r):
         if not r or r.get("failed"):
             return "failed", "-", "-"
