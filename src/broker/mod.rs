@@ -10,12 +10,14 @@
 //! data) over the [`crate::mesh`] grid and nothing else.
 //!
 //! Files: [`shard`] (state, routing, subscriptions, retained, cross-shard protocol),
+//! [`store`] (the sessions of a shard, behind the type a persistent store replaces),
 //! [`conn`] (one task per connection: read, decode, session, write), [`net`] (listeners,
 //! socket options and moving a socket to another shard).
 
 pub(crate) mod conn;
 pub(crate) mod net;
 pub(crate) mod shard;
+pub(crate) mod store;
 
 use std::os::fd::OwnedFd;
 

@@ -16,6 +16,7 @@ use ahash::AHashMap;
 use bytes::{BufMut, BytesMut};
 use bytestring::ByteString;
 
+use super::store::SessionStore;
 use super::{home_shard, ShardMsg};
 use crate::config::Config;
 use crate::index::{InterestTrie, SubscriptionTrie};
@@ -206,9 +207,6 @@ pub(crate) struct Entry {
     pub conn: Option<Rc<ConnShared>>,
 }
 
-/// Persistent sessions without a connection, and since when (for `session_expiry_max`).
-type Offline = AHashMap<usize, Instant>;
-
 /// A SUBSCRIBE waiting for every other shard to route its filters.
 #[derive(Debug)]
 struct PendingSub {
@@ -224,8 +222,7 @@ struct PendingSub {
 /// Everything mutable a shard owns.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub sessions: slab::Slab<Entry>,
-    pub by_client: AHashMap<ByteString, usize>,
+    pub sessions: SessionStore,
     subs: SubscriptionTrie<usize, SubscriptionOptions>,
     /// Local subscriptions per filter; the shard's interest bit is set while above 0.
     local_filters: AHashMap<TopicFilter, u32>,
@@ -236,7 +233,6 @@ pub(crate) struct State {
     retain_acks: AHashMap<u64, std::rc::Weak<ConnShared>>,
     next_token: u64,
     pub conns: slab::Slab<Rc<ConnShared>>,
-    offline: Offline,
     /// Scratch for collecting matches (reused to avoid an allocation per message).
     matches: Vec<(usize, QoS, bool)>,
 }
@@ -292,8 +288,7 @@ impl Shard {
             cfg,
             mesh,
             state: RefCell::new(State {
-                sessions: slab::Slab::new(),
-                by_client: AHashMap::new(),
+                sessions: SessionStore::default(),
                 subs: SubscriptionTrie::new(),
                 local_filters: AHashMap::new(),
                 interest: InterestTrie::new(),
@@ -302,7 +297,6 @@ impl Shard {
                 retain_acks: AHashMap::new(),
                 next_token: 0,
                 conns: slab::Slab::new(),
-                offline: Offline::new(),
                 matches: Vec::new(),
             }),
             metrics: Metrics::default(),
@@ -379,7 +373,7 @@ impl Shard {
         let (slot, present) = {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
-            let existing = st.by_client.get(&client_id).copied();
+            let existing = st.sessions.find(&client_id);
             let mut reuse = None;
             if let Some(slot) = existing {
                 if let Some(entry) = st.sessions.get_mut(slot) {
@@ -400,9 +394,7 @@ impl Shard {
                     }
                 }
                 if reuse.is_none() {
-                    st.offline.remove(&slot);
-                    st.sessions.try_remove(slot);
-                    st.by_client.remove(&client_id);
+                    st.sessions.remove(slot);
                     for f in &removed {
                         Self::unsubscribe_one(self, st, f, slot);
                     }
@@ -410,7 +402,7 @@ impl Shard {
             }
             match reuse {
                 Some(slot) => {
-                    st.offline.remove(&slot);
+                    st.sessions.mark_online(slot);
                     (slot, true)
                 }
                 None => {
@@ -424,7 +416,6 @@ impl Shard {
                         session,
                         conn: None,
                     });
-                    st.by_client.insert(client_id, slot);
                     (slot, false)
                 }
             }
@@ -480,7 +471,7 @@ impl Shard {
                             && self.cfg.limits.session_expiry_max != Some(0);
                         if keep {
                             entry.session.detach();
-                            st.offline.insert(slot, Instant::now());
+                            st.sessions.mark_offline(slot, Instant::now());
                         } else {
                             remove = true;
                             removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
@@ -488,9 +479,7 @@ impl Shard {
                     }
                 }
                 if remove {
-                    if let Some(entry) = st.sessions.try_remove(slot) {
-                        st.by_client.remove(entry.session.client_id());
-                    }
+                    st.sessions.remove(slot);
                     for f in &removed {
                         Self::unsubscribe_one(self, st, f, slot);
                     }
@@ -958,9 +947,9 @@ impl Shard {
             ShardMsg::Evict { client_id } => {
                 let st = self.state.borrow();
                 if let Some(e) = st
-                    .by_client
-                    .get(&client_id)
-                    .and_then(|&s| st.sessions.get(s))
+                    .sessions
+                    .find(&client_id)
+                    .and_then(|s| st.sessions.get(s))
                 {
                     if let Some(c) = &e.conn {
                         c.request_close(CloseReason::TakenOver);
@@ -1012,18 +1001,10 @@ impl Shard {
         let max = Duration::from_secs(max);
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        let expired: Vec<usize> = st
-            .offline
-            .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= max)
-            .map(|(slot, _)| *slot)
-            .collect();
-        for slot in expired {
-            st.offline.remove(&slot);
-            let Some(entry) = st.sessions.try_remove(slot) else {
+        for slot in st.sessions.offline_longer_than(now, max) {
+            let Some(entry) = st.sessions.remove(slot) else {
                 continue;
             };
-            st.by_client.remove(entry.session.client_id());
             let filters: Vec<TopicFilter> = entry
                 .session
                 .subscriptions()
