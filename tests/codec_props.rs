@@ -427,6 +427,8 @@ proptest! {
         let mut buf = encode(v, &p);
         let len = buf.len();
         prop_assert_eq!(p.encoded_len(v).unwrap(), len);
+        // The already-framed entry point agrees with the streaming one.
+        prop_assert_eq!(decode_frame_bytes(&buf.clone().freeze(), v), Ok(p.clone()));
         let decoded = decode(&mut buf, &DecodeOptions::new(v));
         prop_assert_eq!(decoded, Ok(Some(p)));
         prop_assert!(buf.is_empty());

@@ -37,6 +37,20 @@ enum ReadEv {
     Woken,
 }
 
+/// One read into `into`, or an early return when the connection is woken (output to
+/// write, or a close request). Dropping the read is safe: glommio reads without a
+/// submitted buffer (readiness, then a non-blocking `recv`).
+async fn read_or_wake(stream: &mut TcpStream, into: &mut [u8], conn: &ConnShared) -> ReadEv {
+    let read = stream.read(into);
+    let wake = conn.wake.notified();
+    futures::pin_mut!(read, wake);
+    match select(read, wake).await {
+        Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => ReadEv::Eof,
+        Either::Left((Ok(n), _)) => ReadEv::Data(n),
+        Either::Right(_) => ReadEv::Woken,
+    }
+}
+
 /// Reads once into the spare end of `buf`, or returns early when the connection is woken
 /// (output to write, or a close request).
 async fn read_some(
@@ -48,16 +62,7 @@ async fn read_some(
     let len = buf.len();
     // glommio reads into initialised memory only.
     buf.resize(len + chunk, 0);
-    let ev = {
-        let read = stream.read(&mut buf[len..]);
-        let wake = conn.wake.notified();
-        futures::pin_mut!(read, wake);
-        match select(read, wake).await {
-            Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => ReadEv::Eof,
-            Either::Left((Ok(n), _)) => ReadEv::Data(n),
-            Either::Right(_) => ReadEv::Woken,
-        }
-    };
+    let ev = read_or_wake(stream, &mut buf[len..], conn).await;
     match ev {
         ReadEv::Data(n) => buf.truncate(len + n),
         _ => buf.truncate(len),
@@ -425,17 +430,7 @@ async fn serve(
             // only then is a buffer allocated, so an idle connection costs no buffer
             // memory. (glommio's `peek` would allocate a page-aligned buffer per call.)
             let mut one = [0u8; 1];
-            let ev = {
-                let read = stream.read(&mut one);
-                let wake = conn.wake.notified();
-                futures::pin_mut!(read, wake);
-                match select(read, wake).await {
-                    Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => ReadEv::Eof,
-                    Either::Left((Ok(n), _)) => ReadEv::Data(n),
-                    Either::Right(_) => ReadEv::Woken,
-                }
-            };
-            match ev {
+            match read_or_wake(&mut stream, &mut one, &conn).await {
                 ReadEv::Eof => break CloseReason::SocketClosed,
                 ReadEv::Woken => {
                     result = Ok(false);

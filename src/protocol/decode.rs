@@ -256,10 +256,15 @@ fn decode_frame(
     start: usize,
     version: ProtocolVersion,
 ) -> Result<Packet, DecodeError> {
+    if header >> 4 == 3 {
+        // One PUBLISH decoder: the copy into a `BytesMut` happens only on this path
+        // (already-framed input), never on the `decode` hot path.
+        let body = BytesMut::from(frame.get(start..).unwrap_or_default());
+        return publish_fast(header, body, version).map(Packet::Publish);
+    }
     let mut r = Reader::new(frame, start, frame.len());
     let v5 = version.is_v5();
     let packet = match header >> 4 {
-        3 => Packet::Publish(publish(header, &mut r, version)?),
         4 => Packet::PubAck(ack(&mut r, v5, &reason::PUBACK_CODES, PacketType::PubAck)?),
         5 => Packet::PubRec(ack(&mut r, v5, &reason::PUBACK_CODES, PacketType::PubRec)?),
         6 => Packet::PubRel(ack(&mut r, v5, &reason::PUBREL_CODES, PacketType::PubRel)?),
@@ -301,43 +306,6 @@ fn decode_frame(
 #[inline]
 fn packet_id(r: &mut Reader<'_>, packet: PacketType) -> Result<PacketId, DecodeError> {
     PacketId::new(r.u16("packet identifier")?).ok_or(DecodeError::ZeroPacketId(packet))
-}
-
-#[inline]
-fn publish(
-    header: u8,
-    r: &mut Reader<'_>,
-    version: ProtocolVersion,
-) -> Result<Publish, DecodeError> {
-    let qos = match (header >> 1) & 3 {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce, // 3 was refused by check_header
-    };
-    let topic = r.binary("topic name")?;
-    let topic = TopicName::from_wire(topic)?;
-    let packet_id = match qos {
-        QoS::AtMostOnce => None,
-        _ => Some(packet_id(r, PacketType::Publish)?),
-    };
-    let properties = if version.is_v5() {
-        Properties::decode(r, PropertyContext::Publish)?
-    } else {
-        Properties::new()
-    };
-    // An empty topic is allowed only when a 5.0 topic alias stands for it (§3.3.2.3.4).
-    if topic.is_empty() && properties.topic_alias.is_none() {
-        return Err(DecodeError::EmptyTopicName);
-    }
-    Ok(Publish {
-        dup: header & 0b1000 != 0,
-        qos,
-        retain: header & 1 != 0,
-        topic,
-        packet_id,
-        properties,
-        payload: r.rest(),
-    })
 }
 
 #[inline]

@@ -181,14 +181,6 @@ impl<'a> Reader<'a> {
         to_bytestring(self.binary(field)?, field)
     }
 
-    /// All bytes up to the end of the body.
-    #[inline]
-    pub(crate) fn rest(&mut self) -> Bytes {
-        let b = self.frame.slice(self.pos..self.end);
-        self.pos = self.end;
-        b
-    }
-
     /// A sub-reader over the next `n` bytes (a property block), advancing past them.
     #[inline]
     pub(crate) fn sub(&mut self, n: usize, field: &'static str) -> Result<Reader<'a>, DecodeError> {
