@@ -19,24 +19,6 @@ use surgemq::protocol::*;
 /// (subscriber shard, publisher shard, tag): different shards, then the same shard.
 const PLACES: [(usize, usize, &str); 2] = [(0, 1, "x"), (1, 1, "s")];
 
-/// The exact CONNACK bytes of an accepted 3.x CONNECT: session present only exists in
-/// 3.1.1; in 3.1 the byte is reserved and 0.
-fn connack(v: ProtocolVersion, present: bool) -> [u8; 4] {
-    [0x20, 0x02, u8::from(present && v == V311), 0x00]
-}
-
-/// Connects `id` with `clean` and asserts the exact CONNACK (session present `present`).
-fn connect_expect(b: &Broker, v: ProtocolVersion, id: &str, clean: bool, present: bool) -> Raw {
-    let mut c = b.raw(v);
-    let ack = c.connect_raw_ack(connect_packet(v, id, clean, 0, None));
-    assert_eq!(
-        ack,
-        connack(v, present),
-        "CONNACK of {id} ({v:?}, clean {clean})"
-    );
-    c
-}
-
 /// A clean-session-0 connection whose will (`gone/<id>`) announces that the broker noticed
 /// the connection end (see [`drop_conn`]).
 fn persistent(b: &Broker, v: ProtocolVersion, id: &str, present: bool) -> Raw {

@@ -8,21 +8,6 @@ mod common;
 use common::*;
 use surgemq::protocol::*;
 
-fn connack(v: ProtocolVersion, present: bool) -> [u8; 4] {
-    [0x20, 0x02, u8::from(present && v == V311), 0x00]
-}
-
-fn connect_expect(b: &Broker, v: ProtocolVersion, id: &str, clean: bool, present: bool) -> Raw {
-    let mut c = b.raw(v);
-    let ack = c.connect_raw_ack(connect_packet(v, id, clean, 0, None));
-    assert_eq!(
-        ack,
-        connack(v, present),
-        "CONNACK of {id} ({v:?}, clean {clean})"
-    );
-    c
-}
-
 fn msg(p: &Publish) -> (&str, &[u8], QoS, bool, bool) {
     (p.topic.as_str(), &p.payload[..], p.qos, p.dup, p.retain)
 }

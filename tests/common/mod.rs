@@ -511,3 +511,21 @@ impl Raw {
         }));
     }
 }
+
+/// The exact CONNACK bytes of an accepted 3.x CONNECT: session present only exists in
+/// 3.1.1; in 3.1 the byte is reserved and 0.
+pub fn connack(v: ProtocolVersion, present: bool) -> [u8; 4] {
+    [0x20, 0x02, u8::from(present && v == V311), 0x00]
+}
+
+/// Connects `id` with `clean` and asserts the exact CONNACK (session present `present`).
+pub fn connect_expect(b: &Broker, v: ProtocolVersion, id: &str, clean: bool, present: bool) -> Raw {
+    let mut c = b.raw(v);
+    let ack = c.connect_raw_ack(connect_packet(v, id, clean, 0, None));
+    assert_eq!(
+        ack,
+        connack(v, present),
+        "CONNACK of {id} ({v:?}, clean {clean})"
+    );
+    c
+}
