@@ -1,0 +1,69 @@
+//! The benchmark runner against SurgeMQ in-process: a tiny fan-in and fan-out at every
+//! QoS must deliver everything, with the runner's own loss / duplicate / order checks.
+
+mod common;
+
+use common::*;
+use surgemq::bench::{run, RunSpec, Shape};
+use surgemq::protocol::QoS;
+
+fn tiny(shape: Shape, qos: QoS) {
+    let b = Broker::start(2);
+    let mut spec = RunSpec::new(b.addr, shape);
+    spec.pubs = 4;
+    spec.subs = 4;
+    spec.count = Some(300);
+    spec.size = 64;
+    spec.qos = qos;
+    spec.threads = 2;
+    spec.prefix = format!("t{}{:?}", std::process::id(), shape);
+    let r = run(&spec).expect("run completes");
+    // Fan-in: 4 publishers x 300 to one subscriber; fan-out: 300 to each of 4.
+    let n = 4 * 300;
+    let sent = if shape == Shape::FanIn { n } else { 300 };
+    assert_eq!(r.sent, sent, "{shape:?} {qos:?}: sent");
+    assert_eq!(r.expected, n, "{shape:?} {qos:?}: expected");
+    assert_eq!(
+        (r.received, r.lost, r.reordered),
+        (n, 0, 0),
+        "{shape:?} {qos:?}"
+    );
+    if qos == QoS::ExactlyOnce {
+        assert_eq!(r.dups, 0);
+    }
+    assert!(
+        r.msgs_per_s > 0.0 && r.max_us > 0,
+        "{shape:?} {qos:?}: timing recorded"
+    );
+    let json = r.json();
+    assert!(
+        json.starts_with('{') && json.contains("\"lost\":0"),
+        "{json}"
+    );
+}
+
+#[test]
+fn fan_in_delivers_everything_at_every_qos() {
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        tiny(Shape::FanIn, qos);
+    }
+}
+
+#[test]
+fn fan_out_delivers_everything_at_every_qos() {
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        tiny(Shape::FanOut, qos);
+    }
+}
+
+#[test]
+fn connections_mode_counts_idle_clients() {
+    let b = Broker::start(2);
+    let mut spec = RunSpec::new(b.addr, Shape::Connections);
+    spec.connections = 200;
+    spec.duration = std::time::Duration::from_millis(200);
+    spec.prefix = format!("c{}", std::process::id());
+    let r = run(&spec).expect("run completes");
+    assert_eq!(r.received, 200);
+    assert!(r.connects_per_s > 0.0);
+}
