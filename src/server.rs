@@ -321,10 +321,7 @@ async fn shard_main(
                             if target == s.id {
                                 let stream = a.bind_to_executor();
                                 let s2 = s.clone();
-                                glommio::spawn_local(
-                                    async move { conn::accepted(s2, stream).await },
-                                )
-                                .detach();
+                                crate::broker::spawn_connection(conn::accepted(s2, stream));
                             } else {
                                 s.mesh.push(
                                     target,
@@ -342,8 +339,7 @@ async fn shard_main(
                     match listener.accept().await {
                         Ok(stream) => {
                             let s2 = s.clone();
-                            glommio::spawn_local(async move { conn::accepted(s2, stream).await })
-                                .detach();
+                            crate::broker::spawn_connection(conn::accepted(s2, stream));
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "accept failed");

@@ -274,7 +274,7 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
     }
     // The serving task is spawned on its own: this task's state (sized for the CONNECT
     // phase) is freed instead of being carried for the life of the connection.
-    glommio::spawn_local(serve(shard, stream, key, conn, connect, buf)).detach();
+    super::spawn_connection(serve(shard, stream, key, conn, connect, buf));
 }
 
 /// A connection moved here from the shard that accepted it.

@@ -26,6 +26,24 @@ use bytes::BytesMut;
 use crate::protocol::{Connect, TopicFilter};
 use crate::session::Message;
 
+/// Spawns a connection task on the current shard. A panic in it (a bug: bad input is
+/// handled without panicking) is caught, logged and ends only that connection, instead
+/// of unwinding through the executor and taking the shard's other connections with it.
+pub(crate) fn spawn_connection(fut: impl std::future::Future<Output = ()> + 'static) {
+    use futures::FutureExt;
+    glommio::spawn_local(async move {
+        if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "connection task panicked; connection dropped");
+        }
+    })
+    .detach();
+}
+
 /// The session home of a client id: `fixed_hash(client_id) % shards`. Every shard and every
 /// process of the same build computes the same value (fixed hash seeds), so a client's
 /// connections always end up on one shard, where its session lives.

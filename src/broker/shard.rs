@@ -899,12 +899,11 @@ impl Shard {
             ShardMsg::Accepted(a) => {
                 let shard = self.clone();
                 let stream = a.0.bind_to_executor();
-                glommio::spawn_local(async move { super::conn::accepted(shard, stream).await })
-                    .detach();
+                super::spawn_connection(super::conn::accepted(shard, stream));
             }
             ShardMsg::Adopt(a) => {
                 let shard = self.clone();
-                glommio::spawn_local(async move { super::conn::adopted(shard, *a).await }).detach();
+                super::spawn_connection(super::conn::adopted(shard, *a));
             }
             ShardMsg::InterestAdd {
                 from,
