@@ -128,7 +128,8 @@ config_section! {
 
         /// CPU ids to run the shards on, one shard per entry in order, e.g. `[0, 2, 4, 6]`.
         /// No duplicates, at most 64 entries, and exactly `shards` entries when shards is
-        /// not 0. Unset: glommio chooses the CPUs and pins one shard to each.
+        /// not 0. Unset: shards are not pinned and the OS places them (confine the whole
+        /// process with `taskset` if needed).
         /// Default: unset.
         cpus: Option<Vec<usize>> = None,
 
