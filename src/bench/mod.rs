@@ -88,6 +88,8 @@ pub struct RunSpec {
     pub cpus: Option<Vec<usize>>,
     /// Idle connections (connections shape).
     pub connections: usize,
+    /// Connection attempts in flight at once per runner thread (connections shape).
+    pub connect_concurrency: usize,
     /// Broker pid, to report its CPU time and peak RSS.
     pub broker_pid: Option<u32>,
     /// Print a progress line every second.
@@ -123,6 +125,7 @@ impl RunSpec {
             threads: 1,
             cpus: None,
             connections: 10_000,
+            connect_concurrency: 1000,
             broker_pid: None,
             progress: false,
             prefix: format!("sb{}", std::process::id()),
@@ -552,7 +555,10 @@ async fn run_thread(
     let pubs_out: Rc<RefCell<Vec<PubResult>>> = Rc::default();
     let subs_out: Rc<RefCell<Vec<SubResult>>> = Rc::default();
     let mut tasks = Vec::new();
+    // Connection attempts in progress on this thread (connections shape).
+    let connecting: Rc<Cell<usize>> = Rc::default();
     for (id, role) in clients {
+        let connecting = connecting.clone();
         let spec = spec.clone();
         let shared = shared.clone();
         let pubs_out = pubs_out.clone();
@@ -572,7 +578,7 @@ async fn run_thread(
                     Err(e) => shared.fail(&id, e),
                 },
                 Role::Idle => {
-                    if let Err(e) = idle(&spec, &id, &shared).await {
+                    if let Err(e) = idle(&spec, &id, &shared, &connecting).await {
                         shared.fail(&id, e);
                     }
                 }
@@ -653,8 +659,23 @@ async fn read_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Packe
     }
 }
 
-async fn idle(spec: &RunSpec, id: &str, shared: &Shared) -> Result<(), String> {
-    let (mut stream, _buf) = open(spec, id, 600).await?;
+async fn idle(
+    spec: &RunSpec,
+    id: &str,
+    shared: &Shared,
+    connecting: &Cell<usize>,
+) -> Result<(), String> {
+    // At most `connect_concurrency` attempts at once per runner thread: a burst of
+    // thousands of SYNs overflows any listener's accept queue (somaxconn) and the dropped
+    // ones retry only after a second, which would measure the kernel's retry timer rather
+    // than the broker.
+    while connecting.get() >= spec.connect_concurrency.max(1) {
+        glommio::timer::sleep(Duration::from_micros(200)).await;
+    }
+    connecting.set(connecting.get() + 1);
+    let opened = open(spec, id, 600).await;
+    connecting.set(connecting.get() - 1);
+    let (mut stream, _buf) = opened?;
     shared.connected.fetch_add(1, Ordering::Relaxed);
     while !shared.stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(100)).await;

@@ -58,6 +58,9 @@ struct Args {
     /// Idle connections (connections shape).
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// Connection attempts in flight at once per runner thread (connections shape).
+    #[arg(long, default_value_t = 1000)]
+    connect_concurrency: usize,
     /// Broker pid: report its CPU time and peak RSS during the run.
     #[arg(long)]
     pid: Option<u32>,
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
     spec.threads = a.threads;
     spec.cpus = a.cpus;
     spec.connections = a.connections;
+    spec.connect_concurrency = a.connect_concurrency;
     spec.broker_pid = a.pid;
     spec.progress = a.progress;
     match run(&spec) {
