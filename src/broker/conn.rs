@@ -91,11 +91,12 @@ async fn write_out(
                     Err(CloseReason::SocketClosed)
                 }
                 Either::Left((Ok(n), _)) => Ok(Some(n)),
-                // Woken for more output (kept for the next round) or a close request.
-                Either::Right(_) => {
-                    conn.wake.notify();
-                    Ok(None)
-                }
+                // Woken for more output or a close request. The flag is not set again:
+                // new output is picked up by `flush`, which loops while `out` has data,
+                // and setting it here would make the next select return at once, a busy
+                // loop for as long as the socket stays full (a stuck subscriber would take
+                // its whole shard down with it).
+                Either::Right(_) => Ok(None),
             }
         };
         match ev? {
@@ -108,8 +109,6 @@ async fn write_out(
                 if let Some(r) = conn.close.get() {
                     return Err(r);
                 }
-                // Only the wake flag was set; give the write a chance to progress.
-                glommio::yield_if_needed().await;
             }
         }
     }
