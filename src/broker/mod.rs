@@ -87,11 +87,6 @@ pub(crate) enum ShardMsg {
     InterestRemove { from: usize, filter: TopicFilter },
     /// A connection accepted by shard 0 in round-robin mode, handed to this shard.
     Accepted(AcceptedConn),
-    /// Close an existing connection of this client id (a newer one is coming) — used when
-    /// a connection is adopted while an older one of the same id is still open elsewhere.
-    /// Not needed today: a client id's connections always run on its home shard.
-    #[allow(dead_code)]
-    Evict { client_id: bytestring::ByteString },
 }
 
 /// An accepted socket not yet bound to an executor.

@@ -943,18 +943,6 @@ impl Shard {
             ShardMsg::InterestRemove { from, filter } => {
                 self.state.borrow_mut().interest.remove(&filter, from);
             }
-            ShardMsg::Evict { client_id } => {
-                let st = self.state.borrow();
-                if let Some(e) = st
-                    .sessions
-                    .find(&client_id)
-                    .and_then(|s| st.sessions.get(s))
-                {
-                    if let Some(c) = &e.conn {
-                        c.request_close(CloseReason::TakenOver);
-                    }
-                }
-            }
         }
     }
 
