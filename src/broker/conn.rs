@@ -152,10 +152,7 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
         );
         return;
     };
-    shard
-        .metrics
-        .connections_accepted
-        .set(shard.metrics.connections_accepted.get() + 1);
+    shard.count(|m| m.connections_accepted += 1);
     let mut stream = stream;
     let mut buf = BytesMut::new();
     let opts = DecodeOptions {
@@ -193,19 +190,13 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
     let connect = match first {
         Ok(Packet::Connect(c)) => c,
         Ok(other) => {
-            shard
-                .metrics
-                .protocol_errors
-                .set(shard.metrics.protocol_errors.get() + 1);
+            shard.count(|m| m.protocol_errors += 1);
             tracing::info!(packet = ?other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1]: closed");
             shard.connection_closed(key, &conn, CloseReason::ProtocolError);
             return;
         }
         Err(e) => {
-            shard
-                .metrics
-                .malformed_packets
-                .set(shard.metrics.malformed_packets.get() + 1);
+            shard.count(|m| m.malformed_packets += 1);
             tracing::info!(error = %e, kind = e.kind(), "bad CONNECT: closed");
             // [MQTT-3.1.2-2]: an unsupported protocol level is answered with CONNACK 0x01
             // (5.0: 0x84) before closing; other CONNECT errors just close, except that a
@@ -250,10 +241,7 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
             Ok(fd) => {
                 shard.connection_closed(key, &conn, CloseReason::Migrated);
                 drop(stream);
-                shard
-                    .metrics
-                    .connections_migrated
-                    .set(shard.metrics.connections_migrated.get() + 1);
+                shard.count(|m| m.connections_migrated += 1);
                 shard.mesh.push(
                     home,
                     ShardMsg::Adopt(Box::new(Adopt {
@@ -515,20 +503,14 @@ fn process(
             Ok(Some(p)) => p,
             Ok(None) => return Ok(false),
             Err(e) => {
-                shard
-                    .metrics
-                    .malformed_packets
-                    .set(shard.metrics.malformed_packets.get() + 1);
+                shard.count(|m| m.malformed_packets += 1);
                 tracing::info!(error = %e, kind = e.kind(), "malformed packet: connection closed");
                 disconnect_v5(conn, opts.version, e.reason_code());
                 return Err(CloseReason::ProtocolError);
             }
         };
         if let Packet::Publish(p) = &packet {
-            shard
-                .metrics
-                .publishes_received
-                .set(shard.metrics.publishes_received.get() + 1);
+            shard.count(|m| m.publishes_received += 1);
             if p.topic.levels().count() > shard.cfg.limits.max_topic_levels {
                 tracing::info!(topic = %p.topic, "topic deeper than max_topic_levels: connection closed");
                 disconnect_v5(conn, opts.version, ReasonCode::TOPIC_NAME_INVALID);
@@ -579,10 +561,7 @@ fn process(
                 return Err(CloseReason::ClientDisconnect { publish_will });
             }
             Err(e) => {
-                shard
-                    .metrics
-                    .protocol_errors
-                    .set(shard.metrics.protocol_errors.get() + 1);
+                shard.count(|m| m.protocol_errors += 1);
                 tracing::info!(error = %e, "protocol violation: connection closed");
                 disconnect_v5(conn, opts.version, e.reason_code());
                 return Err(CloseReason::ProtocolError);

@@ -126,29 +126,8 @@ impl ConnShared {
     }
 }
 
-/// Counters of one shard, summed over shards at shutdown.
-#[derive(Debug, Default)]
-pub(crate) struct Metrics {
-    pub connections_accepted: Cell<u64>,
-    pub connections_refused_limit: Cell<u64>,
-    pub connections_migrated: Cell<u64>,
-    pub malformed_packets: Cell<u64>,
-    pub protocol_errors: Cell<u64>,
-    pub keepalive_timeouts: Cell<u64>,
-    pub takeovers: Cell<u64>,
-    pub publishes_received: Cell<u64>,
-    pub messages_delivered: Cell<u64>,
-    pub dropped_qos0_write_buffer: Cell<u64>,
-    pub dropped_queue_full: Cell<u64>,
-    pub dropped_offline_qos0: Cell<u64>,
-    pub retained_dropped: Cell<u64>,
-}
-
-fn inc(c: &Cell<u64>) {
-    c.set(c.get() + 1);
-}
-
-/// A summary of one shard's counters, sent to the main thread when it stops.
+/// One shard's counters (kept in a `Cell` on the shard; returned when it stops and
+/// summed over shards).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ShardSummary {
     /// Connections accepted.
@@ -244,7 +223,7 @@ pub(crate) struct Shard {
     pub cfg: Arc<Config>,
     pub mesh: Rc<MeshTx<ShardMsg>>,
     pub state: RefCell<State>,
-    pub metrics: Metrics,
+    metrics: Cell<ShardSummary>,
     pub auth: Arc<dyn Authenticator>,
     pub stopping: Cell<bool>,
     /// Connections above the output soft watermark (not counting slow ones). While above 0
@@ -299,7 +278,7 @@ impl Shard {
                 conns: slab::Slab::new(),
                 matches: Vec::new(),
             }),
-            metrics: Metrics::default(),
+            metrics: Cell::new(ShardSummary::default()),
             auth,
             stopping: Cell::new(false),
             output_congested: Cell::new(0),
@@ -308,22 +287,15 @@ impl Shard {
     }
 
     pub fn summary(&self) -> ShardSummary {
-        let m = &self.metrics;
-        ShardSummary {
-            connections_accepted: m.connections_accepted.get(),
-            connections_refused_limit: m.connections_refused_limit.get(),
-            connections_migrated: m.connections_migrated.get(),
-            malformed_packets: m.malformed_packets.get(),
-            protocol_errors: m.protocol_errors.get(),
-            keepalive_timeouts: m.keepalive_timeouts.get(),
-            takeovers: m.takeovers.get(),
-            publishes_received: m.publishes_received.get(),
-            messages_delivered: m.messages_delivered.get(),
-            dropped_qos0_write_buffer: m.dropped_qos0_write_buffer.get(),
-            dropped_queue_full: m.dropped_queue_full.get(),
-            dropped_offline_qos0: m.dropped_offline_qos0.get(),
-            retained_dropped: m.retained_dropped.get(),
-        }
+        self.metrics.get()
+    }
+
+    /// Bumps a counter (the shard's counters are its `ShardSummary`, kept in a `Cell`).
+    #[inline]
+    pub fn count(&self, f: impl FnOnce(&mut ShardSummary)) {
+        let mut m = self.metrics.get();
+        f(&mut m);
+        self.metrics.set(m);
     }
 
     /// Registers a new connection; None when the shard is at its connection limit.
@@ -334,7 +306,7 @@ impl Shard {
     ) -> Option<(usize, Rc<ConnShared>)> {
         let mut st = self.state.borrow_mut();
         if st.conns.len() >= self.max_connections || self.stopping.get() {
-            inc(&self.metrics.connections_refused_limit);
+            self.count(|m| m.connections_refused_limit += 1);
             return None;
         }
         let conn = Rc::new(ConnShared {
@@ -381,7 +353,7 @@ impl Shard {
                         // [MQTT-3.1.4-2]: the existing connection is closed first. The old
                         // task still owns its socket; shutting it down now makes the close
                         // visible to that client before the new one gets CONNACK.
-                        inc(&self.metrics.takeovers);
+                        self.count(|m| m.takeovers += 1);
                         old.request_close(CloseReason::TakenOver);
                         if old.open.get() {
                             super::net::shutdown(old.fd);
@@ -608,7 +580,7 @@ impl Shard {
             let outcome = match &entry.conn {
                 Some(conn) => {
                     if qos == QoS::AtMostOnce && conn.pending_output() >= max_write {
-                        inc(&self.metrics.dropped_qos0_write_buffer);
+                        self.count(|m| m.dropped_qos0_write_buffer += 1);
                         continue;
                     }
                     let o =
@@ -624,14 +596,14 @@ impl Shard {
             };
             match outcome {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
-                    inc(&self.metrics.messages_delivered)
+                    self.count(|m| m.messages_delivered += 1)
                 }
                 DeliverOutcome::Dropped(DropReason::QueueFull) => {
-                    inc(&self.metrics.dropped_queue_full);
+                    self.count(|m| m.dropped_queue_full += 1);
                     tracing::warn!(client_id = %entry.session.client_id(), topic = %msg.topic, "session queue full: message dropped");
                 }
                 DeliverOutcome::Dropped(DropReason::Offline) => {
-                    inc(&self.metrics.dropped_offline_qos0)
+                    self.count(|m| m.dropped_offline_qos0 += 1)
                 }
             }
         }
@@ -692,12 +664,12 @@ impl Shard {
         }
         if msg.payload.len() > self.cfg.limits.retained_max_payload {
             st.retained.remove(&key);
-            inc(&self.metrics.retained_dropped);
+            self.count(|m| m.retained_dropped += 1);
             tracing::warn!(topic = %msg.topic, size = msg.payload.len(), "retained payload over retained_max_payload: not stored");
             return;
         }
         if !st.retained.contains_key(&key) && st.retained.len() >= self.max_retained {
-            inc(&self.metrics.retained_dropped);
+            self.count(|m| m.retained_dropped += 1);
             tracing::warn!(topic = %msg.topic, "retained store full: message not stored");
             return;
         }
@@ -970,7 +942,7 @@ impl Shard {
             };
             if now.duration_since(conn.last_read.get()) > limit {
                 if conn.session.get().is_some() {
-                    inc(&self.metrics.keepalive_timeouts);
+                    self.count(|m| m.keepalive_timeouts += 1);
                     conn.request_close(CloseReason::KeepAliveTimeout);
                 } else {
                     conn.request_close(CloseReason::ConnectTimeout);

@@ -210,27 +210,9 @@ impl Raw {
     /// Waits until the broker closes the connection (EOF or reset). Returns the packets
     /// received before the close.
     pub fn expect_closed(&mut self) -> Vec<Packet> {
-        let deadline = Instant::now() + WAIT;
-        let opts = DecodeOptions::new(self.version);
-        let mut got = Vec::new();
-        loop {
-            while let Ok(Some(p)) = decode(&mut self.buf, &opts) {
-                got.push(p);
-            }
-            let now = Instant::now();
-            assert!(now < deadline, "connection still open; got {got:?}");
-            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return got,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return got,
-            }
+        match self.closed_within(WAIT) {
+            Some(got) => got,
+            None => panic!("connection still open; buffered {:?}", &self.buf[..]),
         }
     }
 
