@@ -73,6 +73,7 @@
 
 pub mod bench;
 pub(crate) mod broker;
+pub mod client;
 pub mod config;
 pub mod index;
 pub mod mesh;

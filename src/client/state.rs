@@ -1,0 +1,725 @@
+//! The sans-I/O client state machine.
+//!
+//! **Owns:** everything a client must remember about its session: packet identifiers in
+//! use, outgoing QoS 1/2 flows and where each one stands (PUBACK, PUBREC, PUBCOMP),
+//! SUBSCRIBE and UNSUBSCRIBE awaiting their acks, incoming QoS 2 identifiers awaiting
+//! PUBREL (what makes receiving exactly-once), keep-alive timing, and what to resend when a
+//! connection is re-established.
+//!
+//! **Must not touch:** sockets, timers, wakers or tasks. Input is decoded packets, requests
+//! from the application and the current time as an argument; output is bytes appended to
+//! [`ClientState::output`] and [`Event`]s. The async layer ([`super::Client`]) is one
+//! driver of it; a test is another.
+//!
+//! ## Invariants
+//! - A packet identifier is in use by at most one outgoing PUBLISH/PUBREL flow or pending
+//!   SUBSCRIBE/UNSUBSCRIBE at a time [MQTT-2.3.1-2]; it is free again only after the flow's
+//!   final ack.
+//! - An outgoing QoS 1/2 message stays in the state until its flow completes, across
+//!   connection losses: nothing is dropped because a connection broke. On every successful
+//!   CONNACK the state resends, in their original order, every unacknowledged PUBLISH (with
+//!   DUP set if it had been sent before [MQTT-3.3.1-1]) and every PUBREL [MQTT-4.4.0-1],
+//!   then every unacknowledged SUBSCRIBE and UNSUBSCRIBE (both are idempotent).
+//! - An incoming QoS 2 message is delivered to the application once: the first PUBLISH
+//!   with a given identifier is delivered and its identifier remembered; a redelivery with
+//!   that identifier before the PUBREL is acknowledged but not delivered again.
+//!
+//! ## Limits
+//! - Outgoing window: at most `max_inflight` QoS 1/2 flows. [`ClientState::publish`] hands
+//!   the message back ([`PublishError::WindowFull`]) beyond it; the caller waits.
+//! - Pending SUBSCRIBE/UNSUBSCRIBE: at most `max_pending_requests`, likewise handed back.
+//! - Incoming QoS 2 identifiers: bounded by the identifier space (65,535).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use bytes::BytesMut;
+
+use crate::protocol::{
+    Ack, ConnAck, Connect, Disconnect, EncodeError, Packet, PacketId, Properties, ProtocolVersion,
+    Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription, TopicFilter, UnsubAck, Unsubscribe,
+};
+
+/// Identifies one application request (a QoS 1/2 publish, a subscribe or an unsubscribe)
+/// for its whole life, unlike a packet identifier, which is reused once free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub u64);
+
+/// Settings of the state machine.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// Protocol version spoken on every connection of this session.
+    pub version: ProtocolVersion,
+    /// Keep alive announced in CONNECT; zero disables pings.
+    pub keep_alive: Duration,
+    /// How long a PINGREQ may go unanswered before the connection is declared dead.
+    pub ping_timeout: Duration,
+    /// Outgoing QoS 1/2 flows at once.
+    pub max_inflight: u16,
+    /// SUBSCRIBE and UNSUBSCRIBE requests awaiting their ack at once.
+    pub max_pending_requests: u16,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        StateOptions {
+            version: ProtocolVersion::V3_1_1,
+            keep_alive: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(30),
+            max_inflight: 128,
+            max_pending_requests: 1024,
+        }
+    }
+}
+
+/// Where the current connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No connection (before the first, between reconnects, after a disconnect).
+    Disconnected,
+    /// CONNECT written; waiting for CONNACK.
+    AwaitConnAck,
+    /// CONNACK accepted the connection.
+    Connected,
+}
+
+/// Something the application (or the async layer) must hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A CONNACK accepted the connection. Resends have already been written.
+    Connected(ConnAck),
+    /// An application message from the server.
+    Message(Publish),
+    /// A QoS 1/2 publish completed: PUBACK or PUBCOMP arrived (`Ok`), or the server refused
+    /// it with a 5.0 reason code in PUBACK or PUBREC (`Err`).
+    PublishDone {
+        /// The request.
+        token: Token,
+        /// Outcome.
+        result: Result<(), ReasonCode>,
+    },
+    /// SUBACK: one code per requested filter (granted QoS 0/1/2 or a failure code).
+    SubAck {
+        /// The request.
+        token: Token,
+        /// Codes in request order.
+        codes: Vec<ReasonCode>,
+    },
+    /// UNSUBACK (codes are empty on 3.x).
+    UnsubAck {
+        /// The request.
+        token: Token,
+        /// 5.0 reason codes.
+        codes: Vec<ReasonCode>,
+    },
+}
+
+/// A request the state cannot take now; the message or filters are handed back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// The outgoing window is full; retry after a [`Event::PublishDone`].
+    WindowFull(Publish),
+    /// QoS 0 while no connection is up: it would be lost, so it is not taken.
+    NotConnected(Publish),
+    /// The message cannot be encoded (e.g. larger than the protocol allows).
+    Encode(EncodeError, Publish),
+}
+
+/// A request refused because too many SUBSCRIBE/UNSUBSCRIBE are pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestsFull;
+
+/// The server broke the protocol; the connection must be closed ([MQTT-4.8.0-1]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolViolation {
+    /// A packet a server never sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ), or a
+    /// packet other than CONNACK before CONNACK [MQTT-3.2.0-1].
+    #[error("unexpected {0} from the server (3.1.1 §3.2, [MQTT-3.2.0-1])")]
+    Unexpected(&'static str),
+    /// Session Present set although the client asked for a clean session [MQTT-3.2.2-1].
+    #[error("CONNACK with Session Present set in reply to a clean session [MQTT-3.2.2-1]")]
+    SessionPresentOnClean,
+    /// A SUBACK whose code count differs from the SUBSCRIBE's filter count [MQTT-3.9.3-1].
+    #[error("SUBACK has {got} codes for {want} filters [MQTT-3.9.3-1]")]
+    SubAckCount {
+        /// Filters requested.
+        want: usize,
+        /// Codes received.
+        got: usize,
+    },
+}
+
+/// The CONNACK refused the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connection refused: {} ({:#04x})", .0.name(), .0.0)]
+pub struct Refused(pub ReasonCode);
+
+/// What [`ClientState::handle`] can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// The server broke the protocol.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolViolation),
+    /// The connection was refused.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+}
+
+/// The keep-alive deadline passed with a PINGREQ unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no PINGRESP within {0:?}: the server or the path to it is dead")]
+pub struct PingTimeout(pub Duration);
+
+/// The ack an outgoing flow waits for.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    PubAck,
+    PubRec,
+    PubComp,
+}
+
+#[derive(Debug)]
+struct OutFlight {
+    token: Token,
+    publish: Publish,
+    stage: Stage,
+    /// Written on some connection already: a resend carries DUP.
+    sent: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    token: Token,
+    packet: Packet,
+    /// For SUBSCRIBE: the number of filters, to check the SUBACK.
+    filters: usize,
+}
+
+/// The client side of one MQTT session. See the module documentation.
+#[derive(Debug)]
+pub struct ClientState {
+    opts: StateOptions,
+    phase: Phase,
+    /// Clean-session flag of the CONNECT in progress.
+    clean: bool,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    next_pid: u16,
+    next_token: u64,
+    outgoing: HashMap<u16, OutFlight>,
+    pending: HashMap<u16, Pending>,
+    incoming_qos2: HashSet<u16>,
+    last_write: Option<Instant>,
+    last_read: Option<Instant>,
+    ping_sent: Option<Instant>,
+}
+
+impl ClientState {
+    /// A session with nothing in flight.
+    pub fn new(opts: StateOptions) -> ClientState {
+        ClientState {
+            opts,
+            phase: Phase::Disconnected,
+            clean: true,
+            out: BytesMut::with_capacity(4096),
+            events: VecDeque::new(),
+            next_pid: 0,
+            next_token: 0,
+            outgoing: HashMap::new(),
+            pending: HashMap::new(),
+            incoming_qos2: HashSet::new(),
+            last_write: None,
+            last_read: None,
+            ping_sent: None,
+        }
+    }
+
+    /// The settings in force.
+    pub fn options(&self) -> &StateOptions {
+        &self.opts
+    }
+
+    /// Where the current connection stands.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Bytes to write, in order. The driver takes them (e.g. with `split()`).
+    pub fn output(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Outgoing QoS 1/2 flows not yet complete.
+    pub fn inflight(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// Whether a QoS 1/2 publish would be taken now.
+    pub fn window_open(&self) -> bool {
+        self.outgoing.len() < usize::from(self.opts.max_inflight)
+    }
+
+    /// Whether a SUBSCRIBE/UNSUBSCRIBE would be taken now.
+    pub fn requests_open(&self) -> bool {
+        self.pending.len() < usize::from(self.opts.max_pending_requests)
+            && self.pending.len() + self.outgoing.len() < 65_000
+    }
+
+    /// SUBSCRIBE and UNSUBSCRIBE requests awaiting their acks.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Incoming QoS 2 identifiers awaiting PUBREL.
+    pub fn incoming_qos2(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
+    /// Packet identifiers in use now (for tests and assertions).
+    pub fn packet_ids_in_use(&self) -> impl Iterator<Item = u16> + '_ {
+        self.outgoing.keys().chain(self.pending.keys()).copied()
+    }
+
+    /// Starts a connection: discards output of the previous one and writes `connect`.
+    /// With a clean session the incoming QoS 2 identifiers are forgotten (the server
+    /// forgets them too); outgoing messages are kept and sent again after CONNACK, so a
+    /// clean reconnect does not silently lose what the application handed over.
+    pub fn start_connect(&mut self, connect: &Connect) -> Result<(), EncodeError> {
+        self.out.clear();
+        self.clean = connect.clean_start;
+        if connect.clean_start {
+            self.incoming_qos2.clear();
+        }
+        self.ping_sent = None;
+        self.last_write = None;
+        self.last_read = None;
+        self.phase = Phase::AwaitConnAck;
+        Packet::Connect(Box::new(connect.clone())).encode(self.opts.version, &mut self.out)
+    }
+
+    /// The connection is gone (I/O error, timeout, protocol violation, or after our
+    /// DISCONNECT). Unwritten output is discarded; flows stay for the next connection.
+    pub fn connection_lost(&mut self) {
+        self.phase = Phase::Disconnected;
+        self.out.clear();
+        self.ping_sent = None;
+    }
+
+    /// Writes DISCONNECT; the driver flushes it and closes the connection.
+    pub fn disconnect(&mut self) {
+        if self.phase == Phase::Connected {
+            // A DISCONNECT without properties always encodes.
+            let _ =
+                Packet::Disconnect(Disconnect::default()).encode(self.opts.version, &mut self.out);
+        }
+        self.phase = Phase::Disconnected;
+    }
+
+    /// Removes every outstanding request and returns their tokens, for failing them when
+    /// the session ends for good.
+    pub fn drain_requests(&mut self) -> Vec<Token> {
+        let mut tokens: Vec<Token> = self
+            .outgoing
+            .drain()
+            .map(|(_, f)| f.token)
+            .chain(self.pending.drain().map(|(_, p)| p.token))
+            .collect();
+        tokens.sort();
+        tokens
+    }
+
+    fn next_token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    /// The next free packet identifier. Callers bound `outgoing + pending` below 65,535,
+    /// so the search ends.
+    fn alloc_pid(&mut self) -> PacketId {
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            let Some(pid) = PacketId::new(self.next_pid) else {
+                continue;
+            };
+            if !self.outgoing.contains_key(&pid.get()) && !self.pending.contains_key(&pid.get()) {
+                return pid;
+            }
+        }
+    }
+
+    /// Takes a message to publish. QoS 0 is written at once (only while connected); QoS 1/2
+    /// gets a packet identifier and a place in the window, is written at once if connected
+    /// and otherwise after the next CONNACK, and completes with [`Event::PublishDone`].
+    /// `publish.packet_id` and `publish.dup` are set here.
+    pub fn publish(&mut self, mut publish: Publish) -> Result<Option<Token>, PublishError> {
+        publish.dup = false;
+        if publish.qos == QoS::AtMostOnce {
+            if self.phase != Phase::Connected {
+                return Err(PublishError::NotConnected(publish));
+            }
+            publish.packet_id = None;
+            let mark = self.out.len();
+            if let Err(e) = encode_publish(&publish, self.opts.version, &mut self.out) {
+                self.out.truncate(mark);
+                return Err(PublishError::Encode(e, publish));
+            }
+            return Ok(None);
+        }
+        if !self.window_open() {
+            return Err(PublishError::WindowFull(publish));
+        }
+        let pid = self.alloc_pid();
+        publish.packet_id = Some(pid);
+        let connected = self.phase == Phase::Connected;
+        if connected {
+            let mark = self.out.len();
+            if let Err(e) = encode_publish(&publish, self.opts.version, &mut self.out) {
+                self.out.truncate(mark);
+                publish.packet_id = None;
+                return Err(PublishError::Encode(e, publish));
+            }
+        } else if let Err(e) = encode_publish(&publish, self.opts.version, &mut BytesMut::new()) {
+            // Check now, not at resend time, so the caller hears of it.
+            publish.packet_id = None;
+            return Err(PublishError::Encode(e, publish));
+        }
+        let token = self.next_token();
+        let stage = if publish.qos == QoS::AtLeastOnce {
+            Stage::PubAck
+        } else {
+            Stage::PubRec
+        };
+        self.outgoing.insert(
+            pid.get(),
+            OutFlight {
+                token,
+                publish,
+                stage,
+                sent: connected,
+            },
+        );
+        Ok(Some(token))
+    }
+
+    /// Takes a SUBSCRIBE; completes with [`Event::SubAck`].
+    pub fn subscribe(&mut self, subscriptions: Vec<Subscription>) -> Result<Token, RequestsFull> {
+        self.request(|pid| {
+            let n = subscriptions.len();
+            (
+                Packet::Subscribe(Subscribe {
+                    packet_id: pid,
+                    subscriptions,
+                    properties: Properties::new(),
+                }),
+                n,
+            )
+        })
+    }
+
+    /// Takes an UNSUBSCRIBE; completes with [`Event::UnsubAck`].
+    pub fn unsubscribe(&mut self, filters: Vec<TopicFilter>) -> Result<Token, RequestsFull> {
+        self.request(|pid| {
+            (
+                Packet::Unsubscribe(Unsubscribe {
+                    packet_id: pid,
+                    filters,
+                    properties: Properties::new(),
+                }),
+                0,
+            )
+        })
+    }
+
+    fn request(
+        &mut self,
+        build: impl FnOnce(PacketId) -> (Packet, usize),
+    ) -> Result<Token, RequestsFull> {
+        if !self.requests_open() {
+            return Err(RequestsFull);
+        }
+        let pid = self.alloc_pid();
+        let (packet, filters) = build(pid);
+        if self.phase == Phase::Connected {
+            // SUBSCRIBE/UNSUBSCRIBE built from valid filters always encode.
+            let _ = packet.encode(self.opts.version, &mut self.out);
+        }
+        let token = self.next_token();
+        self.pending.insert(
+            pid.get(),
+            Pending {
+                token,
+                packet,
+                filters,
+            },
+        );
+        Ok(token)
+    }
+
+    /// Feeds one packet from the server.
+    pub fn handle(&mut self, packet: Packet, now: Instant) -> Result<(), HandleError> {
+        self.last_read = Some(now);
+        if self.phase == Phase::AwaitConnAck {
+            let Packet::ConnAck(ack) = packet else {
+                return Err(ProtocolViolation::Unexpected("packet before CONNACK").into());
+            };
+            return self.connack(ack);
+        }
+        match packet {
+            Packet::Publish(p) => self.incoming_publish(p),
+            Packet::PubAck(a) => {
+                if let Some(f) = self.outgoing.get(&a.packet_id.get()) {
+                    if f.stage == Stage::PubAck {
+                        let token = f.token;
+                        self.outgoing.remove(&a.packet_id.get());
+                        let result = if a.reason.is_success() {
+                            Ok(())
+                        } else {
+                            Err(a.reason)
+                        };
+                        self.events.push_back(Event::PublishDone { token, result });
+                    }
+                }
+                // An ack for an identifier not in flight is ignored (as mosquitto's
+                // library does): it cannot complete anything.
+            }
+            Packet::PubRec(a) => {
+                let pid = a.packet_id;
+                match self.outgoing.get_mut(&pid.get()) {
+                    Some(f) if f.stage == Stage::PubRec || f.stage == Stage::PubComp => {
+                        if f.stage == Stage::PubRec && !a.reason.is_success() {
+                            // 5.0: the server refused the message; the flow ends here.
+                            let token = f.token;
+                            self.outgoing.remove(&pid.get());
+                            self.events.push_back(Event::PublishDone {
+                                token,
+                                result: Err(a.reason),
+                            });
+                        } else {
+                            f.stage = Stage::PubComp;
+                            // Payload no longer needed: free it early.
+                            f.publish.payload = bytes::Bytes::new();
+                            self.write_ack(Packet::PubRel(Ack::new(pid)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Packet::PubRel(a) => {
+                self.incoming_qos2.remove(&a.packet_id.get());
+                // Answer even for an unknown identifier: the server may resend PUBREL after a
+                // reconnect whose PUBCOMP we already wrote.
+                self.write_ack(Packet::PubComp(Ack::new(a.packet_id)));
+            }
+            Packet::PubComp(a) => {
+                if let Some(f) = self.outgoing.get(&a.packet_id.get()) {
+                    if f.stage == Stage::PubComp {
+                        let token = f.token;
+                        self.outgoing.remove(&a.packet_id.get());
+                        self.events.push_back(Event::PublishDone {
+                            token,
+                            result: Ok(()),
+                        });
+                    }
+                }
+            }
+            Packet::SubAck(s) => self.suback(s)?,
+            Packet::UnsubAck(u) => self.unsuback(u),
+            Packet::PingResp => self.ping_sent = None,
+            Packet::ConnAck(_) => {
+                return Err(ProtocolViolation::Unexpected("second CONNACK").into())
+            }
+            Packet::Disconnect(_) => {
+                // 5.0 server-initiated DISCONNECT; the driver sees the close next.
+            }
+            Packet::Connect(_) => return Err(ProtocolViolation::Unexpected("CONNECT").into()),
+            Packet::Subscribe(_) => return Err(ProtocolViolation::Unexpected("SUBSCRIBE").into()),
+            Packet::Unsubscribe(_) => {
+                return Err(ProtocolViolation::Unexpected("UNSUBSCRIBE").into())
+            }
+            Packet::PingReq => return Err(ProtocolViolation::Unexpected("PINGREQ").into()),
+            Packet::Auth(_) => return Err(ProtocolViolation::Unexpected("AUTH").into()),
+        }
+        Ok(())
+    }
+
+    fn connack(&mut self, ack: ConnAck) -> Result<(), HandleError> {
+        if !ack.reason.is_success() {
+            self.phase = Phase::Disconnected;
+            return Err(Refused(ack.reason).into());
+        }
+        if self.clean && ack.session_present {
+            self.phase = Phase::Disconnected;
+            return Err(ProtocolViolation::SessionPresentOnClean.into());
+        }
+        if !ack.session_present {
+            // The server has no record of PUBLISHes it received at QoS 2: it will not
+            // resend a PUBREL, and a new message may reuse an identifier.
+            self.incoming_qos2.clear();
+        }
+        self.phase = Phase::Connected;
+        self.resend();
+        self.events.push_back(Event::Connected(ack));
+        Ok(())
+    }
+
+    /// Writes every unfinished flow and request again, oldest first (tokens grow with
+    /// submission order).
+    fn resend(&mut self) {
+        let mut order: Vec<(Token, u16, bool)> = self
+            .outgoing
+            .iter()
+            .map(|(pid, f)| (f.token, *pid, true))
+            .chain(self.pending.iter().map(|(pid, p)| (p.token, *pid, false)))
+            .collect();
+        order.sort_unstable();
+        let version = self.opts.version;
+        for (_, pid, is_flow) in order {
+            if is_flow {
+                let Some(f) = self.outgoing.get_mut(&pid) else {
+                    continue;
+                };
+                match f.stage {
+                    Stage::PubAck | Stage::PubRec => {
+                        f.publish.dup = f.sent;
+                        // Encoded once already (checked in `publish`).
+                        let _ = encode_publish(&f.publish, version, &mut self.out);
+                        f.sent = true;
+                    }
+                    Stage::PubComp => {
+                        if let Some(id) = PacketId::new(pid) {
+                            let _ = Packet::PubRel(Ack::new(id)).encode(version, &mut self.out);
+                        }
+                    }
+                }
+            } else if let Some(p) = self.pending.get(&pid) {
+                let _ = p.packet.encode(version, &mut self.out);
+            }
+        }
+    }
+
+    fn incoming_publish(&mut self, p: Publish) {
+        match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => self.events.push_back(Event::Message(p)),
+            (QoS::AtLeastOnce, Some(pid)) => {
+                self.events.push_back(Event::Message(p));
+                self.write_ack(Packet::PubAck(Ack::new(pid)));
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                if self.incoming_qos2.insert(pid.get()) {
+                    self.events.push_back(Event::Message(p));
+                }
+                self.write_ack(Packet::PubRec(Ack::new(pid)));
+            }
+        }
+    }
+
+    fn suback(&mut self, s: SubAck) -> Result<(), ProtocolViolation> {
+        let Some(p) = self.pending.get(&s.packet_id.get()) else {
+            return Ok(());
+        };
+        if !matches!(p.packet, Packet::Subscribe(_)) {
+            return Ok(());
+        }
+        if p.filters != s.codes.len() {
+            return Err(ProtocolViolation::SubAckCount {
+                want: p.filters,
+                got: s.codes.len(),
+            });
+        }
+        let token = p.token;
+        self.pending.remove(&s.packet_id.get());
+        self.events.push_back(Event::SubAck {
+            token,
+            codes: s.codes,
+        });
+        Ok(())
+    }
+
+    fn unsuback(&mut self, u: UnsubAck) {
+        if let Some(p) = self.pending.get(&u.packet_id.get()) {
+            if matches!(p.packet, Packet::Unsubscribe(_)) {
+                let token = p.token;
+                self.pending.remove(&u.packet_id.get());
+                self.events.push_back(Event::UnsubAck {
+                    token,
+                    codes: u.codes,
+                });
+            }
+        }
+    }
+
+    fn write_ack(&mut self, p: Packet) {
+        // Acks without properties always encode.
+        let _ = p.encode(self.opts.version, &mut self.out);
+    }
+
+    /// The driver wrote bytes at `now` (keep alive counts from the last packet sent).
+    pub fn note_write(&mut self, now: Instant) {
+        self.last_write = Some(now);
+    }
+
+    /// When [`ClientState::handle_timeout`] must next be called, if ever.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        if self.phase != Phase::Connected || self.opts.keep_alive.is_zero() {
+            return None;
+        }
+        if let Some(sent) = self.ping_sent {
+            return Some(sent + self.opts.ping_timeout);
+        }
+        // Ping when nothing went out, or nothing came in, for a keep-alive period (as
+        // mosquitto's library does): a publisher that only writes still notices a dead
+        // server.
+        let last = match (self.last_write, self.last_read) {
+            (Some(w), Some(r)) => w.min(r),
+            (a, b) => a.or(b)?,
+        };
+        Some(last + self.opts.keep_alive)
+    }
+
+    /// Sends PINGREQ when keep alive requires it; fails when a PINGREQ went unanswered for
+    /// `ping_timeout`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), PingTimeout> {
+        if self.phase != Phase::Connected || self.opts.keep_alive.is_zero() {
+            return Ok(());
+        }
+        if let Some(sent) = self.ping_sent {
+            if now >= sent + self.opts.ping_timeout {
+                return Err(PingTimeout(self.opts.ping_timeout));
+            }
+            return Ok(());
+        }
+        if self.next_timeout().is_some_and(|t| now >= t) {
+            self.write_ack(Packet::PingReq);
+            self.ping_sent = Some(now);
+        }
+        Ok(())
+    }
+}
+
+fn encode_publish(
+    p: &Publish,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    // A borrowed PUBLISH is encoded without cloning the packet: header, then payload.
+    crate::protocol::encode_publish_header(
+        version,
+        p.dup,
+        p.qos,
+        p.retain,
+        &p.topic,
+        p.packet_id,
+        &p.properties,
+        p.payload.len(),
+        out,
+    )?;
+    out.extend_from_slice(&p.payload);
+    Ok(())
+}
