@@ -451,7 +451,12 @@ impl<C: Connector, T: Timer> Driver<C, T> {
         loop {
             let result = match self.io.take() {
                 Some(mut io) => {
-                    let r = future::poll_fn(|cx| self.poll_serve(cx, &mut io)).await;
+                    // Packets that arrived with the CONNACK (queued messages of a resumed
+                    // session) are already in the read buffer.
+                    let r = match self.process_input(Instant::now()) {
+                        Ok(()) => future::poll_fn(|cx| self.poll_serve(cx, &mut io)).await,
+                        Err(e) => Err(e),
+                    };
                     if r.is_ok() {
                         let _ = io.close().await;
                     }
