@@ -824,6 +824,53 @@ impl Drop for CompletionFuture<'_> {
     }
 }
 
+/// The acknowledgement of a message handed over with [`Client::submit`]: resolves when
+/// its flow completes (immediately for QoS 0).
+pub struct Delivery {
+    shared: Arc<Shared>,
+    token: Option<Token>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl Future for Delivery {
+    type Output = Result<(), ClientError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(token) = this.token else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut f = CompletionFuture {
+            shared: &this.shared,
+            token,
+        };
+        let r = Pin::new(&mut f).poll(cx);
+        // The entry must outlive this poll unless it completed: don't run Drop's removal.
+        std::mem::forget(f);
+        match r {
+            Poll::Ready(r) => {
+                this.token = None;
+                Poll::Ready(r.map(|_| ()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(t) = self.token {
+            self.shared.lock().completions.remove(&t);
+        }
+    }
+}
+
 impl Client {
     /// Publishes. Completes at QoS 0 when the message is buffered for writing, at QoS 1 on
     /// PUBACK, at QoS 2 on PUBCOMP. Waits while the in-flight window or the output buffer
@@ -856,6 +903,35 @@ impl Client {
             .await
             .map(|_| ()),
         }
+    }
+
+    /// Hands a message over without waiting for its acknowledgement: returns once the
+    /// message has a place in the window (waiting while it is full, exactly like
+    /// [`Client::publish`]) with a [`Delivery`] that resolves on PUBACK / PUBCOMP. This is
+    /// how one task keeps a whole window of QoS 1/2 messages in flight. Dropping the
+    /// `Delivery` does not recall the message; it is still delivered and resent as needed.
+    pub async fn submit(
+        &self,
+        topic: impl IntoTopicName,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<Delivery, ClientError> {
+        let topic = topic.into_topic_name().map_err(ClientError::InvalidTopic)?;
+        let mut msg = Some(Publish {
+            dup: false,
+            qos,
+            retain,
+            topic,
+            packet_id: None,
+            properties: Properties::new(),
+            payload: payload.into(),
+        });
+        let token = future::poll_fn(|cx| self.try_publish(&mut msg, cx)).await?;
+        Ok(Delivery {
+            shared: self.shared.clone(),
+            token,
+        })
     }
 
     fn try_publish(

@@ -73,8 +73,8 @@ use crate::protocol::{
 
 pub use crate::session::Message;
 pub use driver::{
-    connect, glommio_connect, Client, Connected, Connector, Driver, FuturesTimer, GlommioTimer,
-    Messages, Timer,
+    connect, glommio_connect, Client, Connected, Connector, Delivery, Driver, FuturesTimer,
+    GlommioTimer, Messages, Timer,
 };
 
 /// A will message, published by the broker if the connection ends without DISCONNECT.
