@@ -84,7 +84,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     timeout_ms,
                     port,
                     tcp,
-                } => ping(&broker, hosts, interval, rounds, Duration::from_millis(timeout_ms), port, tcp).await,
+                } => {
+                    ping(
+                        &broker,
+                        hosts,
+                        interval,
+                        rounds,
+                        Duration::from_millis(timeout_ms),
+                        port,
+                        tcp,
+                    )
+                    .await
+                }
                 Mode::Watch {
                     broker,
                     failures,
@@ -99,18 +110,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 type Res = Result<(), String>;
 
 #[allow(clippy::too_many_arguments)]
-async fn ping(broker: &str, hosts: Vec<String>, interval: f64, rounds: u64, timeout: Duration, port: u16, tcp: bool) -> Res {
-    let options = ConnectOptions::new(format!("pingmq-pinger-{}", std::process::id())).reconnect(Backoff::default());
-    let (client, _messages, _) = glommio_connect(broker, options).await.map_err(|e| e.to_string())?;
+async fn ping(
+    broker: &str,
+    hosts: Vec<String>,
+    interval: f64,
+    rounds: u64,
+    timeout: Duration,
+    port: u16,
+    tcp: bool,
+) -> Res {
+    let options = ConnectOptions::new(format!("pingmq-pinger-{}", std::process::id()))
+        .reconnect(Backoff::default());
+    let (client, _messages, _) = glommio_connect(broker, options)
+        .await
+        .map_err(|e| e.to_string())?;
     let icmp = !tcp && icmp_allowed();
-    eprintln!("pingmq: probing {} hosts with {}", hosts.len(), if icmp { "ICMP echo" } else { "TCP connect" });
+    eprintln!(
+        "pingmq: probing {} hosts with {}",
+        hosts.len(),
+        if icmp { "ICMP echo" } else { "TCP connect" }
+    );
     let mut round = 0u64;
     loop {
         let started = Instant::now();
         round += 1;
         for host in &hosts {
             let (h, p, use_icmp) = match host.rsplit_once(':') {
-                Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(port), false),
+                Some((h, p)) if p.parse::<u16>().is_ok() => {
+                    (h.to_string(), p.parse().unwrap_or(port), false)
+                }
                 _ => (host.clone(), port, icmp),
             };
             let seq = round as u16;
@@ -140,15 +168,22 @@ async fn ping(broker: &str, hosts: Vec<String>, interval: f64, rounds: u64, time
 }
 
 async fn watch(broker: &str, failures: u32, reports: u64) -> Res {
-    let options = ConnectOptions::new(format!("pingmq-watcher-{}", std::process::id())).reconnect(Backoff::default());
-    let (client, mut messages, _) = glommio_connect(broker, options).await.map_err(|e| e.to_string())?;
-    client.subscribe("pingmq/+/+", QoS::AtLeastOnce).await.map_err(|e| e.to_string())?;
+    let options = ConnectOptions::new(format!("pingmq-watcher-{}", std::process::id()))
+        .reconnect(Backoff::default());
+    let (client, mut messages, _) = glommio_connect(broker, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .subscribe("pingmq/+/+", QoS::AtLeastOnce)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("watching pingmq/+/+ (down after {failures} failures in a row)");
     let mut streak: HashMap<String, u32> = HashMap::new();
     let mut reported = 0u64;
     while let Some(m) = messages.next().await {
         let mut levels = m.topic.split('/');
-        let (Some(_), Some(host), Some(status)) = (levels.next(), levels.next(), levels.next()) else {
+        let (Some(_), Some(host), Some(status)) = (levels.next(), levels.next(), levels.next())
+        else {
             continue;
         };
         let n = streak.entry(host.to_string()).or_default();
@@ -156,7 +191,10 @@ async fn watch(broker: &str, failures: u32, reports: u64) -> Res {
             "down" => {
                 *n += 1;
                 (*n == failures).then(|| {
-                    format!("DOWN {host}: failed {failures} times in a row ({})", String::from_utf8_lossy(&m.payload))
+                    format!(
+                        "DOWN {host}: failed {failures} times in a row ({})",
+                        String::from_utf8_lossy(&m.payload)
+                    )
                 })
             }
             "up" => {
@@ -190,7 +228,13 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| "no IPv4 address".to_string())
 }
 
-fn probe(host: &str, port: u16, icmp: bool, timeout: Duration, seq: u16) -> Result<Duration, String> {
+fn probe(
+    host: &str,
+    port: u16,
+    icmp: bool,
+    timeout: Duration,
+    seq: u16,
+) -> Result<Duration, String> {
     let addr = resolve(host, port)?;
     let start = Instant::now();
     if icmp {
@@ -202,7 +246,11 @@ fn probe(host: &str, port: u16, icmp: bool, timeout: Duration, seq: u16) -> Resu
 }
 
 fn icmp_socket() -> std::io::Result<socket2::Socket> {
-    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::ICMPV4))
+    socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::ICMPV4),
+    )
 }
 
 fn icmp_allowed() -> bool {
@@ -219,7 +267,8 @@ fn icmp_echo(ip: IpAddr, timeout: Duration, seq: u16) -> Result<(), String> {
     pkt.extend_from_slice(b"surgemq-pingmq");
     let sum = checksum(&pkt);
     pkt[2..4].copy_from_slice(&sum.to_be_bytes());
-    sock.send_to(&pkt, &SocketAddr::new(ip, 0).into()).map_err(|e| format!("icmp send: {e}"))?;
+    sock.send_to(&pkt, &SocketAddr::new(ip, 0).into())
+        .map_err(|e| format!("icmp send: {e}"))?;
     let deadline = Instant::now() + timeout;
     let mut sock = sock;
     let mut buf = [0u8; 1500];
@@ -228,10 +277,16 @@ fn icmp_echo(ip: IpAddr, timeout: Duration, seq: u16) -> Result<(), String> {
         if left.is_zero() {
             return Err("icmp: timeout".into());
         }
-        sock.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
         let n = match sock.read(&mut buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err("icmp: timeout".into())
             }
             Err(e) => return Err(format!("icmp recv: {e}")),
@@ -239,8 +294,12 @@ fn icmp_echo(ip: IpAddr, timeout: Duration, seq: u16) -> Result<(), String> {
         // A raw IPv4 socket delivers the IP header first; its length is IHL * 4.
         let Some(&vihl) = buf.first() else { continue };
         let ihl = usize::from(vihl & 0x0f) * 4;
-        let Some(icmp) = buf.get(ihl..n) else { continue };
-        let src = buf.get(12..16).map(|b| IpAddr::from([b[0], b[1], b[2], b[3]]));
+        let Some(icmp) = buf.get(ihl..n) else {
+            continue;
+        };
+        let src = buf
+            .get(12..16)
+            .map(|b| IpAddr::from([b[0], b[1], b[2], b[3]]));
         if icmp.len() >= 8
             && icmp[0] == 0
             && icmp[4..6] == id.to_be_bytes()

@@ -27,7 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.limits.max_inflight = 64;
 
     let handle = Server::new(config).start()?;
-    println!("surgemq listening on {:?} with {shards} shards", handle.local_addrs());
+    println!(
+        "surgemq listening on {:?} with {shards} shards",
+        handle.local_addrs()
+    );
 
     match seconds {
         Some(s) => std::thread::sleep(Duration::from_secs(s)),

@@ -3,9 +3,9 @@
 //! `futures-timer` timer, against an in-process two-shard SurgeMQ broker and mosquitto.
 //! The client handle is used from several tokio worker threads at once.
 
-mod common;
 #[path = "common/client_env.rs"]
 mod client_env;
+mod common;
 
 use std::time::Duration;
 
@@ -15,7 +15,11 @@ use surgemq::client::{connect, Backoff, ClientError, ConnectOptions, FuturesTime
 use surgemq::protocol::QoS;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-fn connector(addr: std::net::SocketAddr) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Compat<tokio::net::TcpStream>>> + Send>> {
+fn connector(
+    addr: std::net::SocketAddr,
+) -> impl FnMut() -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<Compat<tokio::net::TcpStream>>> + Send>,
+> {
     move || {
         Box::pin(async move {
             let s = tokio::net::TcpStream::connect(addr).await?;
@@ -40,14 +44,23 @@ fn tokio_runtime_qos_0_1_2_and_reconnect() {
                 initial: Duration::from_millis(50),
                 max: Duration::from_millis(200),
             });
-            let sub = connect(connector(proxy.addr), FuturesTimer, sub_opts).await.unwrap();
-            let driver = tokio::spawn(sub.driver.run());
-            let (client, mut msgs) = (sub.client, sub.messages);
-            assert_eq!(client.subscribe("t/#", QoS::ExactlyOnce).await.unwrap(), QoS::ExactlyOnce);
-
-            let publ = connect(connector(t.addr()), FuturesTimer, ConnectOptions::new(t.id_on(1, "tpub")))
+            let sub = connect(connector(proxy.addr), FuturesTimer, sub_opts)
                 .await
                 .unwrap();
+            let driver = tokio::spawn(sub.driver.run());
+            let (client, mut msgs) = (sub.client, sub.messages);
+            assert_eq!(
+                client.subscribe("t/#", QoS::ExactlyOnce).await.unwrap(),
+                QoS::ExactlyOnce
+            );
+
+            let publ = connect(
+                connector(t.addr()),
+                FuturesTimer,
+                ConnectOptions::new(t.id_on(1, "tpub")),
+            )
+            .await
+            .unwrap();
             tokio::spawn(publ.driver.run());
             let p = publ.client;
             // Publish from several worker threads concurrently.
@@ -57,7 +70,9 @@ fn tokio_runtime_qos_0_1_2_and_reconnect() {
                 tasks.push(tokio::spawn(async move {
                     for i in 0..50u8 {
                         let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][w as usize];
-                        p.publish(format!("t/{w}"), vec![w, i], qos, false).await.unwrap();
+                        p.publish(format!("t/{w}"), vec![w, i], qos, false)
+                            .await
+                            .unwrap();
                     }
                 }));
             }
@@ -66,7 +81,10 @@ fn tokio_runtime_qos_0_1_2_and_reconnect() {
             }
             let mut next = [0u8; 3];
             for _ in 0..150 {
-                let m = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await.unwrap().unwrap();
+                let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 let (w, i) = (m.payload[0] as usize, m.payload[1]);
                 assert_eq!(i, next[w], "{kind:?}: per-publisher order");
                 next[w] += 1;
@@ -82,13 +100,21 @@ fn tokio_runtime_qos_0_1_2_and_reconnect() {
             }
             assert!(client.is_connected(), "{kind:?}: reconnected");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            p.publish("t/after", "x", QoS::AtLeastOnce, false).await.unwrap();
-            let m = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await.unwrap().unwrap();
+            p.publish("t/after", "x", QoS::AtLeastOnce, false)
+                .await
+                .unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(10), msgs.next())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(&*m.topic, "t/after", "{kind:?}");
 
             client.disconnect().await.unwrap();
             assert!(driver.await.unwrap().is_ok());
-            assert!(matches!(client.publish("t/x", "y", QoS::AtMostOnce, false).await, Err(ClientError::Closed)));
+            assert!(matches!(
+                client.publish("t/x", "y", QoS::AtMostOnce, false).await,
+                Err(ClientError::Closed)
+            ));
             p.disconnect().await.unwrap();
         });
     }
