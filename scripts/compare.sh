@@ -2,13 +2,17 @@
 # Side-by-side benchmark: SurgeMQ against mosquitto (and rumqttd when installed), one
 # broker at a time on the same CPU, the same load from surgemq-bench on another CPU.
 #
-#   scripts/compare.sh [--quick] [--broker-cpu N] [--bench-cpu M]
+#   scripts/compare.sh [--quick] [--no-rumqttd] [--broker-cpu N] [--bench-cpu M]
 #
 # Shapes: one-to-one, fan-in (20:1), fan-out (1:20), mesh (20 clients), each at QoS 0 and
 # QoS 1 with 1 KiB payloads, plus 10,000 idle connections (twice: cold and warm broker)
 # for connection setup rate and memory. Prints one table
 # (msgs/s received, p99 latency, broker peak RSS, ratio SurgeMQ / peer) and writes every
-# run's JSON line to target/compare/results.jsonl.
+# run's JSON line to target/compare/results.jsonl, and a bar chart of msgs/s per shape per
+# broker to target/compare/throughput.svg.
+#
+# Installs what it compares: mosquitto from apt, rumqttd with `cargo install rumqttd
+# --locked` (a few minutes the first time; --no-rumqttd skips it).
 #
 # Peers get configurations that lift their queue limits (mosquitto: unlimited in-flight and
 # queued messages), as their users would for a throughput test; SurgeMQ runs with its
@@ -17,11 +21,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
+with_rumqttd=1
 broker_cpu=0
 bench_cpu=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
+    --no-rumqttd) with_rumqttd=0 ;;
     --broker-cpu) broker_cpu=$2; shift ;;
     --bench-cpu) bench_cpu=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -33,6 +39,11 @@ if ! command -v mosquitto >/dev/null; then
   echo "installing mosquitto" >&2
   DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null
 fi
+if [ "$with_rumqttd" = 1 ] && ! command -v rumqttd >/dev/null; then
+  echo "installing rumqttd (cargo install rumqttd --locked)" >&2
+  cargo install rumqttd --locked >&2 || echo "rumqttd did not install; comparing without it" >&2
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --bin surgemq --bin surgemq-bench >&2
 bench=target/release/surgemq-bench
 out=target/compare
@@ -108,7 +119,7 @@ run() {
 }
 
 brokers="surgemq mosquitto"
-command -v rumqttd >/dev/null && brokers="$brokers rumqttd"
+[ "$with_rumqttd" = 1 ] && command -v rumqttd >/dev/null && brokers="$brokers rumqttd"
 for broker in $brokers; do
   for qos in 0 1; do
     start_broker "$broker"
@@ -165,3 +176,7 @@ for k, v in by.items():
     print(line)
 print("ratio: SurgeMQ msgs/s / peer msgs/s; for connections, SurgeMQ RSS / peer RSS (m = memory)")
 EOF
+
+if "$bench" chart "$out/results.jsonl" "$out/throughput.svg"; then
+  echo "chart: $out/throughput.svg"
+fi

@@ -52,9 +52,10 @@
 //! | [`mesh`] | the grid of channels between shards, batching, overflow | MQTT |
 //! | `broker` | shards, connection tasks, routing, retained, wills, keep alive | another shard's state |
 //! | [`server`], [`config`] | start-up, shutdown, embedding; documented configuration | connection state |
+//! | [`client`] | the client library: sans-I/O [`client::state`] plus an async driver over any transport | the broker (speaks MQTT only) |
 //! | [`bench`](mod@bench) | the load runner behind `surgemq-bench` | broker internals (speaks MQTT only) |
 //!
-//! Only `broker` (and the runner) touch sockets, timers and task spawning; what crosses
+//! Only `broker`, the client's driver and the runner touch sockets, timers and task spawning; what crosses
 //! between shards is plain data ([`session::Message`] and a few control messages).
 //!
 //! ## Flow control

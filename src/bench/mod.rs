@@ -14,6 +14,7 @@
 //! latency instead of silently lowering the offered load (coordinated omission).
 
 pub mod accounting;
+pub mod svg;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -190,6 +191,9 @@ pub struct Report {
     pub broker_cpu_s: Option<f64>,
     /// Broker peak RSS in KiB during the run (with a pid).
     pub broker_rss_peak_kb: Option<u64>,
+    /// The latency distribution: (quantile, µs) from 0 to 99.999% and the maximum, for
+    /// [`svg::latency_svg`]. Empty when nothing was received.
+    pub latency_curve: Vec<(f64, u64)>,
 }
 
 impl Report {
@@ -544,6 +548,16 @@ pub fn run(spec: &RunSpec) -> Result<Report, BenchError> {
         connects_per_s,
         broker_cpu_s,
         broker_rss_peak_kb,
+        latency_curve: if merged.is_empty() {
+            Vec::new()
+        } else {
+            // Quantiles evenly spaced in "nines" (0, 90%, 99%, ...): where tails live.
+            (0..=100)
+                .map(|i| 1.0 - 10f64.powf(-(i as f64) * 0.05))
+                .chain(std::iter::once(1.0))
+                .map(|q| (q, merged.value_at_quantile(q)))
+                .collect()
+        },
     })
 }
 

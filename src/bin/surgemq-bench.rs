@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use surgemq::bench::{run, RunSpec, Shape};
+use surgemq::bench::{run, svg, RunSpec, Shape};
 use surgemq::protocol::QoS;
 
 /// Benchmark an MQTT broker: one-to-one, fan-in, fan-out, mesh, custom, connections.
@@ -67,9 +67,39 @@ struct Args {
     /// Progress line every second.
     #[arg(long)]
     progress: bool,
+    /// Write the latency distribution of the run as an SVG chart to this file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<std::path::PathBuf>,
+}
+
+/// `surgemq-bench chart RESULTS.jsonl OUT.svg`: a bar chart of msgs/s per shape per broker
+/// from `scripts/compare.sh`'s results.
+fn chart(args: &[String]) -> ExitCode {
+    let [input, output] = args else {
+        eprintln!("usage: surgemq-bench chart RESULTS.jsonl OUT.svg");
+        return ExitCode::from(2);
+    };
+    let r = svg::bars_from_results(std::path::Path::new(input)).and_then(|bars| {
+        svg::throughput_chart(
+            std::path::Path::new(output),
+            "messages/s received, per shape and QoS (1 KiB payloads)",
+            &bars,
+        )
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("surgemq-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("chart") {
+        return chart(argv.get(2..).unwrap_or_default());
+    }
     let a = Args::parse();
     let Some(addr) = (a.host.as_str(), a.port)
         .to_socket_addrs()
@@ -113,6 +143,16 @@ fn main() -> ExitCode {
         Ok(r) => {
             print!("{}", r.table());
             println!("{}", r.json());
+            if let Some(path) = &a.svg {
+                let title = format!(
+                    "{} QoS {} {} B: latency (p50 {} µs, p99 {} µs, max {} µs)",
+                    r.shape, r.qos, r.size, r.p50_us, r.p99_us, r.max_us
+                );
+                match svg::latency_svg(path, &title, &r.latency_curve) {
+                    Ok(()) => eprintln!("surgemq-bench: wrote {}", path.display()),
+                    Err(e) => eprintln!("surgemq-bench: {e}"),
+                }
+            }
             if qos != QoS::AtMostOnce && r.lost > 0 {
                 eprintln!("surgemq-bench: {} QoS {} messages lost", r.lost, a.qos);
                 return ExitCode::from(1);
