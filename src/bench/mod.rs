@@ -191,6 +191,9 @@ pub struct Report {
     pub broker_cpu_s: Option<f64>,
     /// Broker peak RSS in KiB during the run (with a pid).
     pub broker_rss_peak_kb: Option<u64>,
+    /// The runner's own CPU seconds (all its threads, connection setup included): with
+    /// `sent + received` it says how close the runner itself was to its limit.
+    pub runner_cpu_s: Option<f64>,
     /// The latency distribution: (quantile, µs) from 0 to 99.999% and the maximum, for
     /// [`svg::latency_svg`]. Empty when nothing was received.
     pub latency_curve: Vec<(f64, u64)>,
@@ -202,7 +205,7 @@ impl Report {
         let opt_f = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
         let opt_u = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
         format!(
-            "{{\"shape\":\"{}\",\"qos\":{},\"size\":{},\"pubs\":{},\"subs\":{},\"sent\":{},\"received\":{},\"expected\":{},\"lost\":{},\"dups\":{},\"reordered\":{},\"elapsed_s\":{:.3},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"connects_per_s\":{:.0},\"broker_cpu_s\":{},\"broker_rss_peak_kb\":{}}}",
+            "{{\"shape\":\"{}\",\"qos\":{},\"size\":{},\"pubs\":{},\"subs\":{},\"sent\":{},\"received\":{},\"expected\":{},\"lost\":{},\"dups\":{},\"reordered\":{},\"elapsed_s\":{:.3},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"connects_per_s\":{:.0},\"broker_cpu_s\":{},\"broker_rss_peak_kb\":{},\"runner_cpu_s\":{}}}",
             self.shape,
             self.qos,
             self.size,
@@ -224,6 +227,7 @@ impl Report {
             self.connects_per_s,
             opt_f(self.broker_cpu_s),
             opt_u(self.broker_rss_peak_kb),
+            opt_f(self.runner_cpu_s),
         )
     }
 
@@ -277,6 +281,17 @@ impl Report {
         }
         if let Some(r) = self.broker_rss_peak_kb {
             row(&mut s, "broker peak rss", format!("{} KiB", r));
+        }
+        if let Some(c) = self.runner_cpu_s {
+            let per_s = if c > 0.0 {
+                format!(
+                    " ({:.0} msgs sent+received per runner CPU-second)",
+                    (self.sent + self.received) as f64 / c
+                )
+            } else {
+                String::new()
+            };
+            row(&mut s, "runner cpu", format!("{c:.2} s{per_s}"));
         }
         s
     }
@@ -395,6 +410,7 @@ pub fn run(spec: &RunSpec) -> Result<Report, BenchError> {
         }
     }
     let monitor = BrokerMonitor::start(spec.broker_pid);
+    let runner_cpu_start = proc_cpu_s(std::process::id());
     let mut handles = Vec::new();
     for (t, clients) in per_thread.into_iter().enumerate() {
         let spec = spec.clone();
@@ -476,6 +492,10 @@ pub fn run(spec: &RunSpec) -> Result<Report, BenchError> {
         return Err(e);
     }
     let (broker_cpu_s, broker_rss_peak_kb) = monitor.finish();
+    let runner_cpu_s = match (proc_cpu_s(std::process::id()), runner_cpu_start) {
+        (Some(b), Some(a)) if b >= a => Some(b - a),
+        _ => None,
+    };
 
     // Expected deliveries: each subscriber gets every message of the publishers on its
     // topic.
@@ -548,6 +568,7 @@ pub fn run(spec: &RunSpec) -> Result<Report, BenchError> {
         connects_per_s,
         broker_cpu_s,
         broker_rss_peak_kb,
+        runner_cpu_s,
         latency_curve: if merged.is_empty() {
             Vec::new()
         } else {
