@@ -41,6 +41,9 @@ use crate::protocol::{
     Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription, TopicFilter, UnsubAck, Unsubscribe,
 };
 
+/// Packet identifiers held at once, below the 65,535 that exist, so one is always free.
+const MAX_IDS_IN_USE: usize = 65_000;
+
 /// Identifies one application request (a QoS 1/2 publish, a subscribe or an unsubscribe)
 /// for its whole life, unlike a packet identifier, which is reused once free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -263,13 +266,16 @@ impl ClientState {
 
     /// Whether a QoS 1/2 publish would be taken now.
     pub fn window_open(&self) -> bool {
+        // The second bound keeps a packet identifier free whatever `max_inflight` is, so
+        // `alloc_pid` always finds one.
         self.outgoing.len() < usize::from(self.opts.max_inflight)
+            && self.outgoing.len() + self.pending.len() < MAX_IDS_IN_USE
     }
 
     /// Whether a SUBSCRIBE/UNSUBSCRIBE would be taken now.
     pub fn requests_open(&self) -> bool {
         self.pending.len() < usize::from(self.opts.max_pending_requests)
-            && self.pending.len() + self.outgoing.len() < 65_000
+            && self.pending.len() + self.outgoing.len() < MAX_IDS_IN_USE
     }
 
     /// SUBSCRIBE and UNSUBSCRIBE requests awaiting their acks.
@@ -558,7 +564,10 @@ impl ClientState {
             self.phase = Phase::Disconnected;
             return Err(ProtocolViolation::SessionPresentOnClean.into());
         }
-        if !ack.session_present {
+        // 3.1 has no Session Present flag: its absence says nothing there, and forgetting
+        // the identifiers would deliver a resent QoS 2 message twice.
+        let flag_known = self.opts.version != ProtocolVersion::V3_1;
+        if !ack.session_present && (flag_known || self.clean) {
             // The server has no record of PUBLISHes it received at QoS 2: it will not
             // resend a PUBREL, and a new message may reuse an identifier.
             self.incoming_qos2.clear();
