@@ -32,7 +32,7 @@ use hdrhistogram::Histogram;
 
 use crate::notify::Notify;
 use crate::protocol::{
-    decode, encode_publish_header, Ack, Connect, DecodeOptions, Packet, PacketId, Properties,
+    decode, encode_publish_header, Connect, DecodeOptions, Packet, PacketId, Properties,
     ProtocolVersion, QoS, Subscribe, Subscription, SubscriptionOptions, TopicFilter,
 };
 use accounting::{histogram, SeqTracker, Stamp, STAMP_LEN};
@@ -361,8 +361,18 @@ struct SubResult {
 /// One client's role.
 #[derive(Debug, Clone)]
 enum Role {
-    Pub { index: usize, topic: usize },
-    Sub { topic: usize },
+    Pub {
+        index: usize,
+        topic: usize,
+    },
+    Sub {
+        topic: usize,
+    },
+    /// Mesh: one connection that subscribes to `topic` and publishes to it.
+    Peer {
+        index: usize,
+        topic: usize,
+    },
     Idle,
 }
 
@@ -370,20 +380,31 @@ enum Role {
 pub fn run(spec: &RunSpec) -> Result<Report, BenchError> {
     let (pubs, subs, topics) = spec.layout();
     let mut roles: Vec<(String, Role)> = Vec::new();
-    for j in 0..subs {
-        roles.push((
-            format!("{}-s{j}", spec.prefix),
-            Role::Sub { topic: j % topics },
-        ));
-    }
-    for i in 0..pubs {
-        roles.push((
-            format!("{}-p{i}", spec.prefix),
-            Role::Pub {
-                index: i,
-                topic: i % topics,
-            },
-        ));
+    if spec.shape == Shape::Mesh {
+        // N clients, each one connection that publishes to all and receives from all
+        // (its own messages included), as the original SurgeMQ's mesh test.
+        for i in 0..pubs {
+            roles.push((
+                format!("{}-m{i}", spec.prefix),
+                Role::Peer { index: i, topic: 0 },
+            ));
+        }
+    } else {
+        for j in 0..subs {
+            roles.push((
+                format!("{}-s{j}", spec.prefix),
+                Role::Sub { topic: j % topics },
+            ));
+        }
+        for i in 0..pubs {
+            roles.push((
+                format!("{}-p{i}", spec.prefix),
+                Role::Pub {
+                    index: i,
+                    topic: i % topics,
+                },
+            ));
+        }
     }
     if spec.shape == Shape::Connections {
         for k in 0..spec.connections {
@@ -601,10 +622,23 @@ async fn run_thread(
         tasks.push(glommio::spawn_local(async move {
             match role {
                 Role::Pub { index, topic } => {
-                    let r = publisher(&spec, &id, index, topic, &shared).await;
+                    let r = publisher(&spec, &id, index, topic, false, &shared).await;
                     shared.pubs_done.fetch_add(1, Ordering::Relaxed);
                     match r {
-                        Ok(r) => pubs_out.borrow_mut().push(r),
+                        Ok((r, _)) => pubs_out.borrow_mut().push(r),
+                        Err(e) => shared.fail(&id, e),
+                    }
+                }
+                Role::Peer { index, topic } => {
+                    // Counts itself in `pubs_done` when its publishing part ends; its
+                    // receiving part goes on until the whole mesh is done.
+                    match publisher(&spec, &id, index, topic, true, &shared).await {
+                        Ok((p, s)) => {
+                            pubs_out.borrow_mut().push(p);
+                            if let Some(s) = s {
+                                subs_out.borrow_mut().push(s);
+                            }
+                        }
                         Err(e) => shared.fail(&id, e),
                     }
                 }
@@ -719,24 +753,246 @@ async fn idle(
     Ok(())
 }
 
+/// Counts a publisher in `Shared::pubs_done` exactly once: when its publishing ends, or
+/// when it is dropped on an error path.
+struct PubsDone<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl PubsDone<'_> {
+    fn mark(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.shared.pubs_done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for PubsDone<'_> {
+    fn drop(&mut self) {
+        self.mark();
+    }
+}
+
+/// The receiving half of a subscriber or mesh peer: sequence tracking, latency, acks for
+/// what it receives, and the end-of-run rule.
+struct Receiver {
+    tracker: SeqTracker,
+    hist: Histogram<u64>,
+    last_ns: u64,
+    topic: usize,
+    quiet_since: Option<Instant>,
+}
+
+/// Acks for our own publishes, seen by a peer's reader.
+#[derive(Debug, Default)]
+struct OwnAcks {
+    /// PUBACK / PUBCOMP count.
+    done: u64,
+}
+
+impl Receiver {
+    fn new(shared: &Shared, topic: usize) -> Receiver {
+        Receiver {
+            tracker: SeqTracker::new(shared.pubs_total),
+            hist: histogram(),
+            last_ns: 0,
+            topic,
+            quiet_since: None,
+        }
+    }
+
+    /// Decodes every complete packet in `buf`: PUBLISHes are recorded and acknowledged into
+    /// `out`; acks of our own publishes are counted in `own` (PUBREC answered with PUBREL).
+    fn consume(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut BytesMut,
+        own: &mut OwnAcks,
+        shared: &Shared,
+    ) -> Result<u64, String> {
+        let opts = DecodeOptions::new(ProtocolVersion::V3_1_1);
+        let mut got = 0u64;
+        loop {
+            match decode(buf, &opts) {
+                Ok(Some(Packet::Publish(p))) => {
+                    got += 1;
+                    let now = shared.now_ns();
+                    let stamp = Stamp::read(&p.payload);
+                    if let Some(s) = stamp {
+                        let _ = self
+                            .hist
+                            .record((now.saturating_sub(s.sent_ns) / 1000).max(1));
+                    }
+                    self.tracker.record(stamp);
+                    self.last_ns = now;
+                    match (p.qos, p.packet_id) {
+                        (QoS::AtLeastOnce, Some(id)) => {
+                            let [hi, lo] = id.get().to_be_bytes();
+                            out.put_slice(&[0x40, 0x02, hi, lo]);
+                        }
+                        (QoS::ExactlyOnce, Some(id)) => {
+                            let [hi, lo] = id.get().to_be_bytes();
+                            out.put_slice(&[0x50, 0x02, hi, lo]);
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Some(Packet::PubRel(a))) => {
+                    let [hi, lo] = a.packet_id.get().to_be_bytes();
+                    out.put_slice(&[0x70, 0x02, hi, lo]);
+                }
+                Ok(Some(Packet::PubAck(_))) | Ok(Some(Packet::PubComp(_))) => own.done += 1,
+                Ok(Some(Packet::PubRec(a))) => {
+                    let [hi, lo] = a.packet_id.get().to_be_bytes();
+                    out.put_slice(&[0x62, 0x02, hi, lo]);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return Err(format!("bad packet from broker: {e}")),
+            }
+        }
+        if got > 0 {
+            shared.received.fetch_add(got, Ordering::Relaxed);
+            self.quiet_since = None;
+        }
+        Ok(got)
+    }
+
+    /// The run is over for this receiver: stopped, or every publisher finished and either
+    /// everything expected arrived or nothing arrived for two seconds.
+    fn finished(&mut self, spec: &RunSpec, shared: &Shared) -> bool {
+        if shared.stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        if shared.pubs_done.load(Ordering::Relaxed) < shared.pubs_total {
+            return false;
+        }
+        if let Some(count) = spec.count {
+            let on_topic = (0..shared.pubs_total)
+                .filter(|i| i % spec.layout().2 == self.topic)
+                .count() as u64;
+            if self.tracker.distinct >= on_topic * count {
+                return true;
+            }
+        }
+        match self.quiet_since {
+            Some(t) => t.elapsed() >= Duration::from_secs(2),
+            None => {
+                self.quiet_since = Some(Instant::now());
+                false
+            }
+        }
+    }
+
+    fn result(self) -> SubResult {
+        SubResult {
+            tracker: self.tracker,
+            hist: self.hist,
+            last_ns: self.last_ns,
+            expected_topic: self.topic,
+        }
+    }
+}
+
+/// Sends SUBSCRIBE for `topic` and waits for a successful SUBACK.
+async fn subscribe_to(
+    spec: &RunSpec,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    topic: usize,
+) -> Result<(), String> {
+    let mut out = BytesMut::new();
+    Packet::Subscribe(Subscribe {
+        packet_id: PacketId::MIN,
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::new(topic_name(spec, topic)).map_err(|e| e.to_string())?,
+            options: SubscriptionOptions::new(spec.qos),
+        }],
+        properties: Properties::new(),
+    })
+    .encode(ProtocolVersion::V3_1_1, &mut out)
+    .map_err(|e| e.to_string())?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    match read_packet(stream, buf).await? {
+        Packet::SubAck(a) if a.codes.first().is_some_and(|c| c.is_success()) => Ok(()),
+        other => Err(format!("SUBSCRIBE refused: {other:?}")),
+    }
+}
+
+/// Reads into `buf` for at most 100 ms (so the end of a run is noticed); `Ok(false)` on a
+/// quiet tick.
+async fn read_tick<R: futures::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> Result<bool, String> {
+    let len = buf.len();
+    buf.resize(len + 64 * 1024, 0);
+    let r = {
+        let read = rd.read(&mut buf[len..]);
+        let tick = glommio::timer::sleep(Duration::from_millis(100));
+        futures::pin_mut!(read, tick);
+        match futures::future::select(read, tick).await {
+            futures::future::Either::Left((r, _)) => Some(r),
+            futures::future::Either::Right(_) => None,
+        }
+    };
+    match r {
+        Some(Ok(0)) => {
+            buf.truncate(len);
+            Err("broker closed the connection".into())
+        }
+        Some(Ok(n)) => {
+            buf.truncate(len + n);
+            Ok(true)
+        }
+        Some(Err(e)) => {
+            buf.truncate(len);
+            Err(format!("read: {e}"))
+        }
+        None => {
+            buf.truncate(len);
+            Ok(false)
+        }
+    }
+}
+
+/// A publisher; with `peer` also a subscriber to its own topic on the same connection
+/// (the mesh shape), returning what it received.
 async fn publisher(
     spec: &RunSpec,
     id: &str,
     index: usize,
     topic: usize,
-    shared: &Shared,
-) -> Result<PubResult, String> {
-    let (stream, _buf) = open(spec, id, 0).await?;
+    peer: bool,
+    shared: &Arc<Shared>,
+) -> Result<(PubResult, Option<SubResult>), String> {
+    let mut pubs_done = peer.then_some(PubsDone {
+        shared,
+        done: false,
+    });
+    let (mut stream, mut buf) = open(spec, id, 0).await?;
+    if peer {
+        subscribe_to(spec, &mut stream, &mut buf, topic).await?;
+        shared.subs_ready.fetch_add(1, Ordering::Relaxed);
+    }
     while !shared.start.load(Ordering::Relaxed) {
         if shared.stop.load(Ordering::Relaxed) {
-            return Ok(PubResult {
-                index,
-                ..PubResult::default()
-            });
+            return Ok((
+                PubResult {
+                    index,
+                    ..PubResult::default()
+                },
+                None,
+            ));
         }
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
-    let topic = topic_name(spec, topic);
+    let topic_str = topic_name(spec, topic);
     let size = spec.size.max(STAMP_LEN);
     let mut payload = vec![0xA5u8; size];
     let deadline = Instant::now() + spec.duration;
@@ -752,52 +1008,49 @@ async fn publisher(
     // Acknowledged (QoS 1) or completed (QoS 2) count, maintained by the reader task.
     let done = Rc::new(Cell::new(0u64));
     let acked = Rc::new(Notify::default());
-    let pubrels: Rc<RefCell<BytesMut>> = Rc::default();
+    // What the reader wants written: PUBREL, and a peer's PUBACK / PUBREC / PUBCOMP.
+    let control: Rc<RefCell<BytesMut>> = Rc::default();
     let failed: Rc<RefCell<Option<String>>> = Rc::default();
-    let reader = if spec.qos != QoS::AtMostOnce {
+    let reader_done = Rc::new(Cell::new(false));
+    let reader = if spec.qos != QoS::AtMostOnce || peer {
         let done = done.clone();
         let acked = acked.clone();
-        let pubrels = pubrels.clone();
+        let control = control.clone();
         let failed = failed.clone();
+        let reader_done = reader_done.clone();
+        let spec = spec.clone();
+        let shared = shared.clone();
+        let mut recv = Receiver::new(&shared, topic);
         Some(glommio::spawn_local(async move {
-            let mut buf = BytesMut::new();
-            let opts = DecodeOptions::new(ProtocolVersion::V3_1_1);
-            loop {
+            let mut own = OwnAcks::default();
+            let r: Result<(), String> = async {
                 loop {
-                    match decode(&mut buf, &opts) {
-                        Ok(Some(Packet::PubAck(_))) | Ok(Some(Packet::PubComp(_))) => {
-                            done.set(done.get() + 1)
-                        }
-                        Ok(Some(Packet::PubRec(a))) => {
-                            let [hi, lo] = a.packet_id.get().to_be_bytes();
-                            pubrels.borrow_mut().put_slice(&[0x62, 0x02, hi, lo]);
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(e) => {
-                            *failed.borrow_mut() = Some(format!("bad packet: {e}"));
-                            acked.notify();
-                            return;
-                        }
+                    {
+                        let mut out = control.borrow_mut();
+                        recv.consume(&mut buf, &mut out, &mut own, &shared)?;
                     }
-                }
-                acked.notify();
-                let len = buf.len();
-                buf.resize(len + 16 * 1024, 0);
-                match rd.read(&mut buf[len..]).await {
-                    Ok(0) | Err(_) => {
-                        buf.truncate(len);
-                        *failed.borrow_mut() = Some("broker closed the connection".into());
-                        acked.notify();
-                        return;
+                    done.set(own.done);
+                    acked.notify();
+                    // A plain publisher's reader lives until it is dropped; a peer's ends
+                    // with the run.
+                    if peer && recv.finished(&spec, &shared) {
+                        return Ok(());
                     }
-                    Ok(n) => buf.truncate(len + n),
+                    read_tick(&mut rd, &mut buf).await?;
                 }
             }
+            .await;
+            if let Err(e) = r {
+                *failed.borrow_mut() = Some(e);
+            }
+            reader_done.set(true);
+            acked.notify();
+            recv
         }))
     } else {
         None
     };
+    let take_control = || std::mem::take(&mut *control.borrow_mut());
     let mut sent = 0u64;
     let mut next_id: u16 = 0;
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -811,7 +1064,7 @@ async fn publisher(
         // Room in the window?
         let in_flight = (sent - done.get()) as usize;
         if in_flight >= window {
-            let rel = std::mem::take(&mut *pubrels.borrow_mut());
+            let rel = take_control();
             if !rel.is_empty() {
                 wr.write_all(&rel)
                     .await
@@ -855,7 +1108,7 @@ async fn publisher(
                 false,
                 spec.qos,
                 false,
-                &topic,
+                &topic_str,
                 id,
                 &Properties::new(),
                 size,
@@ -870,7 +1123,7 @@ async fn publisher(
             stamp_ns = shared.now_ns();
         }
         {
-            let rel = std::mem::take(&mut *pubrels.borrow_mut());
+            let rel = take_control();
             if !rel.is_empty() {
                 out.put_slice(&rel);
             }
@@ -888,7 +1141,7 @@ async fn publisher(
             if let Some(e) = failed.borrow_mut().take() {
                 return Err(e);
             }
-            let rel = std::mem::take(&mut *pubrels.borrow_mut());
+            let rel = take_control();
             if !rel.is_empty() {
                 wr.write_all(&rel)
                     .await
@@ -902,13 +1155,44 @@ async fn publisher(
         sent = done.get();
     }
     shared.sent.fetch_add(sent, Ordering::Relaxed);
+    if let Some(p) = pubs_done.as_mut() {
+        p.mark();
+    }
+    // A peer keeps acknowledging what it receives until its reader has seen the end.
+    let received = match reader {
+        Some(reader) if peer => {
+            while !reader_done.get() {
+                let rel = take_control();
+                if !rel.is_empty() {
+                    wr.write_all(&rel)
+                        .await
+                        .map_err(|e| format!("write: {e}"))?;
+                }
+                let n = acked.notified();
+                let t = glommio::timer::sleep(Duration::from_millis(50));
+                futures::pin_mut!(n, t);
+                futures::future::select(n, t).await;
+            }
+            let recv = reader.await;
+            if let Some(e) = failed.borrow_mut().take() {
+                return Err(e);
+            }
+            Some(recv.result())
+        }
+        other => {
+            drop(other);
+            None
+        }
+    };
     let _ = wr.write_all(&[0xE0, 0x00]).await;
-    drop(reader);
-    Ok(PubResult {
-        index,
-        sent,
-        first_ns,
-    })
+    Ok((
+        PubResult {
+            index,
+            sent,
+            first_ns,
+        },
+        received,
+    ))
 }
 
 async fn subscriber(
@@ -918,72 +1202,13 @@ async fn subscriber(
     shared: &Shared,
 ) -> Result<SubResult, String> {
     let (mut stream, mut buf) = open(spec, id, 0).await?;
-    let mut out = BytesMut::new();
-    Packet::Subscribe(Subscribe {
-        packet_id: PacketId::MIN,
-        subscriptions: vec![Subscription {
-            filter: TopicFilter::new(topic_name(spec, topic)).map_err(|e| e.to_string())?,
-            options: SubscriptionOptions::new(spec.qos),
-        }],
-        properties: Properties::new(),
-    })
-    .encode(ProtocolVersion::V3_1_1, &mut out)
-    .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&out)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    out.clear();
-    match read_packet(&mut stream, &mut buf).await? {
-        Packet::SubAck(a) if a.codes.first().is_some_and(|c| c.is_success()) => {}
-        other => return Err(format!("SUBSCRIBE refused: {other:?}")),
-    }
+    subscribe_to(spec, &mut stream, &mut buf, topic).await?;
     shared.subs_ready.fetch_add(1, Ordering::Relaxed);
-    let mut tracker = SeqTracker::new(shared.pubs_total);
-    let mut hist = histogram();
-    let mut last_ns = 0;
-    let opts = DecodeOptions::new(ProtocolVersion::V3_1_1);
-    let mut quiet_since: Option<Instant> = None;
-    // The run is over when every publisher finished and nothing arrived for a while.
-    let quiet = Duration::from_secs(2);
+    let mut recv = Receiver::new(shared, topic);
+    let mut own = OwnAcks::default();
+    let mut out = BytesMut::new();
     loop {
-        let mut got = 0u64;
-        loop {
-            match decode(&mut buf, &opts) {
-                Ok(Some(Packet::Publish(p))) => {
-                    got += 1;
-                    let now = shared.now_ns();
-                    let stamp = Stamp::read(&p.payload);
-                    if let Some(s) = stamp {
-                        let _ = hist.record((now.saturating_sub(s.sent_ns) / 1000).max(1));
-                    }
-                    tracker.record(stamp);
-                    last_ns = now;
-                    match (p.qos, p.packet_id) {
-                        (QoS::AtLeastOnce, Some(id)) => {
-                            let [hi, lo] = id.get().to_be_bytes();
-                            out.put_slice(&[0x40, 0x02, hi, lo]);
-                        }
-                        (QoS::ExactlyOnce, Some(id)) => {
-                            let [hi, lo] = id.get().to_be_bytes();
-                            out.put_slice(&[0x50, 0x02, hi, lo]);
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(Some(Packet::PubRel(a))) => {
-                    let _ = Packet::PubComp(Ack::new(a.packet_id))
-                        .encode(ProtocolVersion::V3_1_1, &mut out);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => return Err(format!("bad packet from broker: {e}")),
-            }
-        }
-        if got > 0 {
-            shared.received.fetch_add(got, Ordering::Relaxed);
-            quiet_since = None;
-        }
+        recv.consume(&mut buf, &mut out, &mut own, shared)?;
         if !out.is_empty() {
             stream
                 .write_all(&out)
@@ -991,57 +1216,13 @@ async fn subscriber(
                 .map_err(|e| format!("write: {e}"))?;
             out.clear();
         }
-        let pubs_finished = shared.pubs_done.load(Ordering::Relaxed) >= shared.pubs_total;
-        if shared.stop.load(Ordering::Relaxed) {
+        if recv.finished(spec, shared) {
             break;
         }
-        if pubs_finished {
-            if let Some(count) = spec.count {
-                let on_topic = (0..shared.pubs_total)
-                    .filter(|i| i % spec.layout().2 == topic)
-                    .count() as u64;
-                if tracker.distinct >= on_topic * count {
-                    break;
-                }
-            }
-            match quiet_since {
-                Some(t) if t.elapsed() >= quiet => break,
-                None => quiet_since = Some(Instant::now()),
-                _ => {}
-            }
-        }
-        // Read with a timeout so that the end of the run is noticed.
-        let len = buf.len();
-        buf.resize(len + 64 * 1024, 0);
-        let r = {
-            let read = stream.read(&mut buf[len..]);
-            let tick = glommio::timer::sleep(Duration::from_millis(100));
-            futures::pin_mut!(read, tick);
-            match futures::future::select(read, tick).await {
-                futures::future::Either::Left((r, _)) => Some(r),
-                futures::future::Either::Right(_) => None,
-            }
-        };
-        match r {
-            Some(Ok(0)) => {
-                buf.truncate(len);
-                return Err("broker closed the connection".into());
-            }
-            Some(Ok(n)) => buf.truncate(len + n),
-            Some(Err(e)) => {
-                buf.truncate(len);
-                return Err(format!("read: {e}"));
-            }
-            None => buf.truncate(len),
-        }
+        read_tick(&mut stream, &mut buf).await?;
     }
     let _ = stream.write_all(&[0xE0, 0x00]).await;
-    Ok(SubResult {
-        tracker,
-        hist,
-        last_ns,
-        expected_topic: topic,
-    })
+    Ok(recv.result())
 }
 
 /// Samples the broker's CPU time and RSS from /proc while a run lasts.
