@@ -41,10 +41,20 @@ enum ReadEv {
 /// write, or a close request). Dropping the read is safe: glommio reads without a
 /// submitted buffer (readiness, then a non-blocking `recv`).
 async fn read_or_wake(stream: &mut TcpStream, into: &mut [u8], conn: &ConnShared) -> ReadEv {
+    read_or_wake_or(stream, into, conn, futures::future::pending::<()>()).await
+}
+
+/// Like [`read_or_wake`], and also returns `Woken` when `also` completes.
+async fn read_or_wake_or(
+    stream: &mut TcpStream,
+    into: &mut [u8],
+    conn: &ConnShared,
+    also: impl std::future::Future,
+) -> ReadEv {
     let read = stream.read(into);
     let wake = conn.wake.notified();
-    futures::pin_mut!(read, wake);
-    match select(read, wake).await {
+    futures::pin_mut!(read, wake, also);
+    match select(read, select(wake, also)).await {
         Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => ReadEv::Eof,
         Either::Left((Ok(n), _)) => ReadEv::Data(n),
         Either::Right(_) => ReadEv::Woken,
@@ -52,17 +62,18 @@ async fn read_or_wake(stream: &mut TcpStream, into: &mut [u8], conn: &ConnShared
 }
 
 /// Reads once into the spare end of `buf`, or returns early when the connection is woken
-/// (output to write, or a close request).
+/// (output to write, or a close request) or `also` completes.
 async fn read_some(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     chunk: usize,
     conn: &ConnShared,
+    also: impl std::future::Future,
 ) -> ReadEv {
     let len = buf.len();
     // glommio reads into initialised memory only.
     buf.resize(len + chunk, 0);
-    let ev = read_or_wake(stream, &mut buf[len..], conn).await;
+    let ev = read_or_wake_or(stream, &mut buf[len..], conn, also).await;
     match ev {
         ReadEv::Data(n) => buf.truncate(len + n),
         _ => buf.truncate(len),
@@ -169,7 +180,15 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
             Ok(None) => {}
             Err(e) => break Err(e),
         }
-        match read_some(&mut stream, &mut buf, chunk, &conn).await {
+        match read_some(
+            &mut stream,
+            &mut buf,
+            chunk,
+            &conn,
+            futures::future::pending::<()>(),
+        )
+        .await
+        {
             ReadEv::Data(n) => {
                 if n == chunk {
                     chunk = (chunk * 2).min(MAX_CHUNK);
@@ -371,7 +390,7 @@ async fn serve(
     if buf.is_empty() {
         buf = BytesMut::new();
     }
-    let reason = loop {
+    let mut reason = loop {
         let paused = match result {
             Err(r) => break r,
             Ok(paused) => paused,
@@ -388,7 +407,11 @@ async fn serve(
         } else {
             shard.note_drained(&conn);
         }
-        if shard.output_congested() && !conn.congested.get() {
+        // A connection that is behind keeps being read while publishers are held back:
+        // its acks free its window, which is what drains it. Its own PUBLISHes are held
+        // (see `process`) until its held budget is full.
+        let reads_while_held = is_behind(&conn) && !held_full(&shard, &conn);
+        if shard.output_congested() && !reads_while_held {
             // Flow control: a subscriber on this shard is behind; stop reading publishers
             // until it catches up (its own task keeps writing meanwhile).
             let drained = shard.output_drained.wait();
@@ -397,7 +420,7 @@ async fn serve(
             let _ = select(drained, wake).await;
             continue;
         }
-        if shard.mesh.congested() {
+        if shard.mesh.congested() && !reads_while_held {
             // Back-pressure: this publisher waits until the other shards drain.
             let drained = shard.mesh.wait_uncongested();
             let wake = conn.wake.notified();
@@ -405,8 +428,9 @@ async fn serve(
             let _ = select(drained, wake).await;
             continue;
         }
-        if paused {
-            // Packets left over from before a flow-control pause.
+        let holding = !conn.held.borrow().is_empty();
+        if paused || (holding && !shard.holding_back()) {
+            // Packets left over from before a flow-control pause, or held while it lasted.
             result = process(&shard, &conn, slot, &mut buf, &opts);
             shard.mesh.flush();
             continue;
@@ -430,7 +454,28 @@ async fn serve(
                 }
             }
         }
-        match Box::pin(read_some(&mut stream, &mut buf, chunk, &conn)).await {
+        let ev = if holding {
+            // Also wake when the hold ends, to process what is held: the client may be
+            // waiting for those acks before it sends anything more.
+            Box::pin(read_some(
+                &mut stream,
+                &mut buf,
+                chunk,
+                &conn,
+                shard.until_released(),
+            ))
+            .await
+        } else {
+            Box::pin(read_some(
+                &mut stream,
+                &mut buf,
+                chunk,
+                &conn,
+                futures::future::pending::<()>(),
+            ))
+            .await
+        };
+        match ev {
             ReadEv::Data(n) => {
                 conn.last_read.set(Instant::now());
                 if n == chunk {
@@ -449,6 +494,18 @@ async fn serve(
             ReadEv::Woken => result = Ok(false),
         }
     };
+    if reason == CloseReason::SocketClosed && !conn.held.borrow().is_empty() {
+        // The client is gone; what it sent before leaving is still handled (its QoS 0
+        // publishes, its DISCONNECT), as it would have been without the hold.
+        let mut rest = BytesMut::new();
+        if let Err(r) = process_with(&shard, &conn, slot, &mut rest, &opts, true) {
+            // A held DISCONNECT (no will) or a protocol error decides how it ends.
+            reason = r;
+        }
+        shard.mesh.flush();
+    }
+    conn.held.borrow_mut().clear();
+    conn.held_bytes.set(0);
     if version.is_v5() {
         let code = match reason {
             CloseReason::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
@@ -485,6 +542,41 @@ async fn serve(
 }
 
 /// Decodes and handles every complete packet in `buf`.
+/// The connection's output or queue is above its watermark (or it was marked slow): it
+/// needs its acks read to drain.
+fn is_behind(conn: &ConnShared) -> bool {
+    conn.congested.get() || conn.slow.get()
+}
+
+/// The connection holds as many packets as it may while publishers are held back.
+fn held_full(shard: &Shard, conn: &ConnShared) -> bool {
+    conn.held_bytes.get() >= shard.cfg.limits.max_write_buffer
+}
+
+/// Packets that never wait behind a held PUBLISH: acks of server-to-client flows and
+/// PINGREQ. None of them can refer to a held packet (a PUBREL follows our PUBREC, which a
+/// held PUBLISH has not had), and processing them is what drains a connection.
+fn bypasses_hold(p: &Packet) -> bool {
+    matches!(
+        p,
+        Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubComp(_)
+            | Packet::PubRel(_)
+            | Packet::PingReq
+    )
+}
+
+fn held_cost(p: &Packet) -> usize {
+    match p {
+        Packet::Publish(p) => p.topic.len() + p.payload.len(),
+        _ => 64,
+    }
+}
+
+/// Decodes and handles every complete packet in `buf`, after the packets held while
+/// publishers were held back. Returns `Ok(true)` when it stopped for flow control with
+/// work left (in `buf` or held).
 fn process(
     shard: &Rc<Shard>,
     conn: &Rc<ConnShared>,
@@ -492,31 +584,78 @@ fn process(
     buf: &mut BytesMut,
     opts: &DecodeOptions,
 ) -> Result<bool, CloseReason> {
+    process_with(shard, conn, slot, buf, opts, false)
+}
+
+/// [`process`]; with `release` (the connection is ending) nothing is held or paused: what
+/// was read is handled, as it would have been without flow control.
+fn process_with(
+    shard: &Rc<Shard>,
+    conn: &Rc<ConnShared>,
+    slot: usize,
+    buf: &mut BytesMut,
+    opts: &DecodeOptions,
+    release: bool,
+) -> Result<bool, CloseReason> {
     loop {
+        let holding_back = !release && shard.holding_back();
         // Flow control: stop between packets while a subscriber on this shard is behind,
         // so one read turn cannot push it far past its soft watermark. Returns true with
-        // the rest left in `buf`.
-        if shard.output_congested() && !conn.congested.get() && !buf.is_empty() {
+        // the rest left in `buf`. A connection that is itself behind goes on reading (for
+        // its acks) and holds what it must not process now.
+        if !release
+            && shard.output_congested()
+            && (!is_behind(conn) || held_full(shard, conn))
+            && (!buf.is_empty() || !conn.held.borrow().is_empty())
+        {
             return Ok(true);
         }
-        let packet = match decode(buf, opts) {
-            Ok(Some(p)) => p,
-            Ok(None) => return Ok(false),
-            Err(e) => {
-                shard.count(|m| m.malformed_packets += 1);
-                tracing::info!(error = %e, kind = e.kind(), "malformed packet: connection closed");
-                disconnect_v5(conn, opts.version, e.reason_code());
-                return Err(CloseReason::ProtocolError);
+        let held_next = if holding_back {
+            None
+        } else {
+            conn.held.borrow_mut().pop_front()
+        };
+        let packet = match held_next {
+            Some(p) => {
+                conn.held_bytes
+                    .set(conn.held_bytes.get().saturating_sub(held_cost(&p)));
+                p
+            }
+            None => {
+                if holding_back && held_full(shard, conn) {
+                    return Ok(!buf.is_empty());
+                }
+                let packet = match decode(buf, opts) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return Ok(false),
+                    Err(e) => {
+                        shard.count(|m| m.malformed_packets += 1);
+                        tracing::info!(error = %e, kind = e.kind(), "malformed packet: connection closed");
+                        disconnect_v5(conn, opts.version, e.reason_code());
+                        return Err(CloseReason::ProtocolError);
+                    }
+                };
+                if let Packet::Publish(p) = &packet {
+                    shard.count(|m| m.publishes_received += 1);
+                    if p.topic.levels().count() > shard.cfg.limits.max_topic_levels {
+                        tracing::info!(topic = %p.topic, "topic deeper than max_topic_levels: connection closed");
+                        disconnect_v5(conn, opts.version, ReasonCode::TOPIC_NAME_INVALID);
+                        return Err(CloseReason::ProtocolError);
+                    }
+                }
+                let must_wait =
+                    !conn.held.borrow().is_empty() || matches!(packet, Packet::Publish(_));
+                if holding_back && must_wait && !bypasses_hold(&packet) {
+                    // Unacknowledged while held: a QoS 1/2 publisher's window fills and it
+                    // stops sending, which is MQTT's own back-pressure.
+                    conn.held_bytes
+                        .set(conn.held_bytes.get() + held_cost(&packet));
+                    conn.held.borrow_mut().push_back(packet);
+                    continue;
+                }
+                packet
             }
         };
-        if let Packet::Publish(p) = &packet {
-            shard.count(|m| m.publishes_received += 1);
-            if p.topic.levels().count() > shard.cfg.limits.max_topic_levels {
-                tracing::info!(topic = %p.topic, "topic deeper than max_topic_levels: connection closed");
-                disconnect_v5(conn, opts.version, ReasonCode::TOPIC_NAME_INVALID);
-                return Err(CloseReason::ProtocolError);
-            }
-        }
         // The ack of a retained PUBLISH whose topic another shard stores waits for that
         // shard; responses after it wait too, to keep their order.
         let defer_ack = matches!(&packet, Packet::Publish(p)

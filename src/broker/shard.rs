@@ -107,6 +107,14 @@ pub(crate) struct ConnShared {
     /// Did not drain for a whole second while publishers were held back: no longer holds
     /// them back; QoS 0 beyond `max_write_buffer` is dropped for it.
     pub slow: Cell<bool>,
+    /// Packets of a connection that is behind (congested or slow), read while the shard
+    /// holds publishers back so that its acks can drain its own window, but held, in
+    /// order and unacknowledged, because they are PUBLISHes or must stay behind one. At
+    /// most `max_write_buffer` bytes of payload and topic (`held_bytes`); beyond that the
+    /// connection is not read until the shard drains.
+    pub held: RefCell<std::collections::VecDeque<Packet>>,
+    /// Payload and topic bytes in `held`.
+    pub held_bytes: Cell<usize>,
 }
 
 impl ConnShared {
@@ -231,6 +239,8 @@ pub(crate) struct Shard {
     output_congested: Cell<usize>,
     /// Woken when `output_congested` drops to 0.
     pub output_drained: WaitList,
+    /// When a queue-full drop was last logged (drops are logged at most once a second).
+    drop_logged: Cell<Instant>,
     /// This shard's share of `max_connections`.
     pub max_connections: usize,
     /// This shard's share of `retained_max_messages`.
@@ -283,6 +293,11 @@ impl Shard {
             stopping: Cell::new(false),
             output_congested: Cell::new(0),
             output_drained: WaitList::default(),
+            drop_logged: Cell::new(
+                Instant::now()
+                    .checked_sub(Duration::from_secs(2))
+                    .unwrap_or_else(Instant::now),
+            ),
         }
     }
 
@@ -324,6 +339,8 @@ impl Shard {
             writing: Cell::new(0),
             queued: Cell::new(0),
             congested: Cell::new(false),
+            held: RefCell::new(std::collections::VecDeque::new()),
+            held_bytes: Cell::new(0),
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
         });
@@ -600,7 +617,14 @@ impl Shard {
                 }
                 DeliverOutcome::Dropped(DropReason::QueueFull) => {
                     self.count(|m| m.dropped_queue_full += 1);
-                    tracing::warn!(client_id = %entry.session.client_id(), topic = %msg.topic, "session queue full: message dropped");
+                    // One line per client and second at most: a flood of drops must not
+                    // become a flood of log lines (the counter has the total).
+                    let now = Instant::now();
+                    if now.duration_since(self.drop_logged.get()) >= Duration::from_secs(1) {
+                        self.drop_logged.set(now);
+                        let total = self.summary().dropped_queue_full;
+                        tracing::warn!(client_id = %entry.session.client_id(), topic = %msg.topic, dropped_total = total, "session queue full: message dropped (logged at most once a second per shard)");
+                    }
                 }
                 DeliverOutcome::Dropped(DropReason::Offline) => {
                     self.count(|m| m.dropped_offline_qos0 += 1)
@@ -653,6 +677,26 @@ impl Shard {
     /// True while some connection's output is above its soft watermark.
     pub fn output_congested(&self) -> bool {
         self.output_congested.get() > 0
+    }
+
+    /// True while publishers are held back: a subscriber here is behind, or the channels
+    /// to other shards are full.
+    pub fn holding_back(&self) -> bool {
+        self.output_congested() || self.mesh.congested()
+    }
+
+    /// Completes when publishers are no longer held back.
+    pub async fn until_released(&self) {
+        while self.holding_back() {
+            if self.mesh.congested() {
+                let a = self.output_drained.wait();
+                let b = self.mesh.wait_uncongested();
+                futures::pin_mut!(a, b);
+                futures::future::select(a, b).await;
+            } else {
+                self.output_drained.wait().await;
+            }
+        }
     }
 
     fn store_retained(&self, msg: Message) {
