@@ -128,10 +128,15 @@ config_section! {
 
         /// CPU ids to run the shards on, one shard per entry in order, e.g. `[0, 2, 4, 6]`.
         /// No duplicates, at most 64 entries, and exactly `shards` entries when shards is
-        /// not 0. Unset: shards are not pinned and the OS places them (confine the whole
-        /// process with `taskset` if needed).
+        /// not 0. Unset: see pin_shards.
         /// Default: unset.
         cpus: Option<Vec<usize>> = None,
+
+        /// With cpus unset: pin shard i to the i-th CPU this process may run on (so
+        /// `taskset -c 2,3 surgemq` puts shard 0 on CPU 2 and shard 1 on CPU 3), when there
+        /// are at least as many such CPUs as shards; otherwise, or when false, shards are not
+        /// pinned and the OS places (and moves) them. Default: `true`.
+        pin_shards: bool = true,
 
         /// How new TCP connections are spread over shards before each moves to its
         /// session's home shard. "reuse_port": every shard binds every listener with
