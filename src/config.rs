@@ -683,6 +683,7 @@ mod tests {
             listeners: vec![addr("127.0.0.1:1884"), addr("[::1]:8883")],
             shards: 4,
             cpus: Some(vec![0, 2, 4, 6]),
+            pin_shards: false,
             accept_mode: AcceptMode::RoundRobin,
             allow_anonymous: false,
             retain_available: false,

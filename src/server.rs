@@ -172,7 +172,9 @@ impl Server {
                 None => match allowed.get(id) {
                     // Thread-per-core means a shard stays on its core: its caches, its
                     // io_uring and its memory stay warm and nothing migrates between them.
-                    Some(&cpu) if cfg.pin_shards && allowed.len() >= shards => Placement::Fixed(cpu),
+                    Some(&cpu) if cfg.pin_shards && allowed.len() >= shards => {
+                        Placement::Fixed(cpu)
+                    }
                     _ => Placement::Unbound,
                 },
             };
