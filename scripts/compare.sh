@@ -11,8 +11,9 @@
 # run's JSON line to target/compare/results.jsonl, and a bar chart of msgs/s per shape per
 # broker to target/compare/throughput.svg.
 #
-# Installs what it compares: mosquitto from apt, rumqttd with `cargo install rumqttd
-# --locked` (a few minutes the first time; --no-rumqttd skips it).
+# Installs what it compares: mosquitto from apt, rumqttd with `cargo install rumqttd` (a few
+# minutes the first time; --no-rumqttd skips it). Not `--locked`: rumqttd 0.20.0's lock file
+# pins metrics 0.22.1, which no longer compiles with current Rust.
 #
 # Peers get configurations that lift their queue limits (mosquitto: unlimited in-flight and
 # queued messages), as their users would for a throughput test; SurgeMQ runs with its
@@ -40,8 +41,8 @@ if ! command -v mosquitto >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null
 fi
 if [ "$with_rumqttd" = 1 ] && ! command -v rumqttd >/dev/null; then
-  echo "installing rumqttd (cargo install rumqttd --locked)" >&2
-  cargo install rumqttd --locked >&2 || echo "rumqttd did not install; comparing without it" >&2
+  echo "installing rumqttd (cargo install rumqttd)" >&2
+  cargo install rumqttd >&2 || echo "rumqttd did not install; comparing without it" >&2
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --bin surgemq --bin surgemq-bench >&2

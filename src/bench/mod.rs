@@ -666,6 +666,11 @@ fn topic_name(spec: &RunSpec, topic: usize) -> String {
     format!("{}/t{topic}", spec.prefix)
 }
 
+/// Keep alive of publishing and subscribing clients, in seconds. Not 0 (no keep alive),
+/// which MQTT allows but rumqttd refuses; long enough that a quiet QoS 0 subscriber, which
+/// sends nothing, is not timed out during any realistic run (the broker allows 1.5x).
+const RUN_KEEP_ALIVE: u16 = 600;
+
 /// Connects and completes CONNECT / CONNACK.
 async fn open(spec: &RunSpec, id: &str, keep_alive: u16) -> Result<(TcpStream, BytesMut), String> {
     let stream = TcpStream::connect(spec.addr)
@@ -975,7 +980,7 @@ async fn publisher(
         shared,
         done: false,
     });
-    let (mut stream, mut buf) = open(spec, id, 0).await?;
+    let (mut stream, mut buf) = open(spec, id, RUN_KEEP_ALIVE).await?;
     if peer {
         subscribe_to(spec, &mut stream, &mut buf, topic).await?;
         shared.subs_ready.fetch_add(1, Ordering::Relaxed);
@@ -1201,7 +1206,7 @@ async fn subscriber(
     topic: usize,
     shared: &Shared,
 ) -> Result<SubResult, String> {
-    let (mut stream, mut buf) = open(spec, id, 0).await?;
+    let (mut stream, mut buf) = open(spec, id, RUN_KEEP_ALIVE).await?;
     subscribe_to(spec, &mut stream, &mut buf, topic).await?;
     shared.subs_ready.fetch_add(1, Ordering::Relaxed);
     let mut recv = Receiver::new(shared, topic);
