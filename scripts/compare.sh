@@ -53,6 +53,10 @@ mkdir -p "$out"
 
 if [ "$quick" = 1 ]; then n1=20000; nmany=2000; nmesh=500; conns=2000; else n1=200000; nmany=20000; nmesh=5000; conns=10000; fi
 
+# 10,000 idle connections need more descriptors than the usual soft limit of 1024; every
+# broker gets the same limit (SurgeMQ raises its own; rumqttd does not).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 port=$((20000 + RANDOM % 20000))
 pid=""
 stop_broker() {

@@ -65,6 +65,7 @@ pub fn latency_svg(path: &Path, title: &str, points: &[(f64, u64)]) -> Result<()
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency (µs)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_labels(max_x as usize + 1)
         .x_label_formatter(&|x| {
             let n = x.round() as i32;
