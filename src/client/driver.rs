@@ -698,7 +698,10 @@ impl<C: Connector, T: Timer> Driver<C, T> {
 
             match next_timeout {
                 Some(t) => {
-                    if self.sleep.as_ref().map_or(true, |(d, _)| *d != t) {
+                    // The deadline moves later with every packet; a timer is only re-armed
+                    // when it must fire earlier. One that fires early just leads to a
+                    // re-check and a new timer for the later deadline.
+                    if self.sleep.as_ref().map_or(true, |(d, _)| t < *d) {
                         self.sleep = Some((t, Box::pin(self.timer.sleep_until(t))));
                     }
                     if let Some((_, s)) = self.sleep.as_mut() {

@@ -43,9 +43,10 @@
 //! - Bounded everywhere, with back-pressure instead of growth: at most
 //!   [`ConnectOptions::max_inflight`] QoS 1/2 publishes are in flight and at most
 //!   [`ConnectOptions::max_buffered_bytes`] wait to be written; a `publish` beyond either
-//!   waits. At most [`ConnectOptions::incoming_capacity`] received messages wait for the
-//!   application; beyond that the driver stops reading the socket (one read's worth may
-//!   overshoot), which pushes back on the broker through TCP.
+//!   waits. Received messages wait for the application in two batches of at most
+//!   [`ConnectOptions::incoming_capacity`] each (the one [`Messages`] is handing out and the
+//!   one the driver fills); when the driver's is full it stops reading the socket (one
+//!   read's worth may overshoot), which pushes back on the broker through TCP.
 //! - With [`ConnectOptions::reconnect`], a lost connection is re-established with
 //!   exponential back-off; in-flight QoS 1/2 messages are resent with DUP (and PUBRELs
 //!   resent), pending requests stay pending, and if the broker lost the session the
