@@ -79,7 +79,12 @@ fn start(kind: &str) -> (Broker, SocketAddr) {
                 format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type error\n"),
             )
             .unwrap();
-            let child = Command::new("mosquitto")
+            let bin = if std::path::Path::new("/usr/sbin/mosquitto").is_file() {
+                "/usr/sbin/mosquitto"
+            } else {
+                "mosquitto"
+            };
+            let child = Command::new(bin)
                 .arg("-c")
                 .arg(&conf)
                 .stdout(Stdio::null())

@@ -83,7 +83,7 @@ impl Mosquitto {
                 ),
             )
             .unwrap();
-            let child = match Command::new("mosquitto")
+            let child = match Command::new(mosquitto_bin())
                 .arg("-c")
                 .arg(&conf)
                 .stdout(Stdio::null())
@@ -119,6 +119,18 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `mosquitto` from PATH, else where Debian installs it (/usr/sbin is not on every PATH).
+fn mosquitto_bin() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("mosquitto").is_file()))
+        .unwrap_or(false);
+    if on_path {
+        "mosquitto".into()
+    } else {
+        "/usr/sbin/mosquitto".into()
     }
 }
 
