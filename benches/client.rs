@@ -8,8 +8,9 @@
 //! - QoS 0: the trial ends when a QoS 1 publish sent after the last message is acked,
 //!   so both clients are timed until the broker has read everything.
 //!
-//! Trials alternate between the clients and the best of `--trials` is kept for each, so a
-//! noisy neighbour penalises both alike. Prints a table and one JSON line.
+//! The broker runs on CPU 0 and the client under test on CPU 1. Trials alternate between
+//! the clients and the best of `--trials` is kept for each, so a noisy neighbour penalises
+//! both alike. Prints a table and one JSON line.
 //!
 //! ```text
 //! cargo bench --bench client -- [--count N] [--size B] [--trials T] [--broker mosquitto|surgemq|both]
@@ -84,7 +85,8 @@ fn start(kind: &str) -> (Broker, SocketAddr) {
             } else {
                 "mosquitto"
             };
-            let child = Command::new(bin)
+            let child = Command::new("taskset")
+                .args(["-c", &BROKER_CPU.to_string(), bin])
                 .arg("-c")
                 .arg(&conf)
                 .stdout(Stdio::null())
@@ -103,6 +105,8 @@ fn start(kind: &str) -> (Broker, SocketAddr) {
             let cfg = Config {
                 listeners: vec!["127.0.0.1:0".parse().unwrap()],
                 shards: 1,
+                // The broker on CPU 0, the clients on CPU 1 (as scripts/compare.sh).
+                cpus: Some(vec![BROKER_CPU]),
                 log_level: "warn".into(),
                 ..Config::default()
             };
@@ -129,8 +133,14 @@ impl Drop for Broker {
     }
 }
 
+/// Where the broker runs; the client under test runs on `CLIENT_CPU`. Fixed placement
+/// keeps trials comparable on a shared machine (an unpinned client may land on the
+/// broker's CPU in one trial and not in the next).
+const BROKER_CPU: usize = 0;
+const CLIENT_CPU: usize = 1;
+
 fn surgemq_trial(addr: SocketAddr, qos: QoS, count: u64, size: usize, n: usize) -> Duration {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(CLIENT_CPU))
         .spawn(move || async move {
             let o = ConnectOptions::new(format!("bench-surgemq-{n}")).max_inflight(128);
             let (c, _m, _) = glommio_connect(&addr.to_string(), o).await.unwrap();
