@@ -306,7 +306,7 @@ async fn shard_main(
                 };
                 since_yield += batch.len();
                 for m in batch {
-                    s.on_mesh(m);
+                    crate::broker::guarded("mesh message", || s.on_mesh(m));
                 }
                 s.mesh.flush();
                 if since_yield >= 1024 {
@@ -374,8 +374,8 @@ async fn shard_main(
                     break;
                 }
                 let now = Instant::now();
-                s.sweep(now);
-                s.expire_sessions(now);
+                crate::broker::guarded("keep-alive sweep", || s.sweep(now));
+                crate::broker::guarded("session expiry", || s.expire_sessions(now));
             }
         })
         .detach();

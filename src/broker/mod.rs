@@ -33,15 +33,30 @@ pub(crate) fn spawn_connection(fut: impl std::future::Future<Output = ()> + 'sta
     use futures::FutureExt;
     glommio::spawn_local(async move {
         if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let what = panic_message(&*panic);
             tracing::error!(panic = %what, "connection task panicked; connection dropped");
         }
     })
     .detach();
+}
+
+/// Runs one step of a shard's long-lived loop (a mesh batch item, a keep-alive sweep). A
+/// panic in it (a bug) is caught and logged, and the loop goes on with the next item,
+/// instead of unwinding through the executor and stopping the whole shard.
+pub(crate) fn guarded(what: &'static str, f: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let why = panic_message(&*panic);
+        tracing::error!(panic = %why, step = what, "shard step panicked; skipped");
+    }
+}
+
+/// The text a panic was raised with, if it was a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// The session home of a client id: `fixed_hash(client_id) % shards`. Every shard and every
