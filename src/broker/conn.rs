@@ -428,7 +428,7 @@ async fn serve(
             let _ = select(drained, wake).await;
             continue;
         }
-        let holding = !conn.held.borrow().is_empty();
+        let holding = conn.holding();
         if paused || (holding && !shard.holding_back()) {
             // Packets left over from before a flow-control pause, or held while it lasted.
             result = process(&shard, &conn, slot, &mut buf, &opts);
@@ -494,7 +494,7 @@ async fn serve(
             ReadEv::Woken => result = Ok(false),
         }
     };
-    if reason == CloseReason::SocketClosed && !conn.held.borrow().is_empty() {
+    if reason == CloseReason::SocketClosed && conn.holding() {
         // The client is gone; what it sent before leaving is still handled (its QoS 0
         // publishes, its DISCONNECT), as it would have been without the hold.
         let mut rest = BytesMut::new();
@@ -504,8 +504,7 @@ async fn serve(
         }
         shard.mesh.flush();
     }
-    conn.held.borrow_mut().clear();
-    conn.held_bytes.set(0);
+    conn.clear_held();
     if version.is_v5() {
         let code = match reason {
             CloseReason::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
@@ -550,7 +549,7 @@ fn is_behind(conn: &ConnShared) -> bool {
 
 /// The connection holds as many packets as it may while publishers are held back.
 fn held_full(shard: &Shard, conn: &ConnShared) -> bool {
-    conn.held_bytes.get() >= shard.cfg.limits.max_write_buffer
+    conn.held_bytes() >= shard.cfg.limits.max_write_buffer
 }
 
 /// Packets that never wait behind a held PUBLISH: acks of server-to-client flows and
@@ -606,21 +605,17 @@ fn process_with(
         if !release
             && shard.output_congested()
             && (!is_behind(conn) || held_full(shard, conn))
-            && (!buf.is_empty() || !conn.held.borrow().is_empty())
+            && (!buf.is_empty() || conn.holding())
         {
             return Ok(true);
         }
         let held_next = if holding_back {
             None
         } else {
-            conn.held.borrow_mut().pop_front()
+            conn.unhold(held_cost)
         };
         let packet = match held_next {
-            Some(p) => {
-                conn.held_bytes
-                    .set(conn.held_bytes.get().saturating_sub(held_cost(&p)));
-                p
-            }
+            Some(p) => p,
             None => {
                 if holding_back && held_full(shard, conn) {
                     return Ok(!buf.is_empty());
@@ -643,14 +638,12 @@ fn process_with(
                         return Err(CloseReason::ProtocolError);
                     }
                 }
-                let must_wait =
-                    !conn.held.borrow().is_empty() || matches!(packet, Packet::Publish(_));
+                let must_wait = conn.holding() || matches!(packet, Packet::Publish(_));
                 if holding_back && must_wait && !bypasses_hold(&packet) {
                     // Unacknowledged while held: a QoS 1/2 publisher's window fills and it
                     // stops sending, which is MQTT's own back-pressure.
-                    conn.held_bytes
-                        .set(conn.held_bytes.get() + held_cost(&packet));
-                    conn.held.borrow_mut().push_back(packet);
+                    let cost = held_cost(&packet);
+                    conn.hold(packet, cost);
                     continue;
                 }
                 packet

@@ -110,11 +110,57 @@ pub(crate) struct ConnShared {
     /// Packets of a connection that is behind (congested or slow), read while the shard
     /// holds publishers back so that its acks can drain its own window, but held, in
     /// order and unacknowledged, because they are PUBLISHes or must stay behind one. At
-    /// most `max_write_buffer` bytes of payload and topic (`held_bytes`); beyond that the
-    /// connection is not read until the shard drains.
-    pub held: RefCell<std::collections::VecDeque<Packet>>,
-    /// Payload and topic bytes in `held`.
-    pub held_bytes: Cell<usize>,
+    /// most `max_write_buffer` bytes of payload and topic; beyond that the connection is
+    /// not read until the shard drains. Boxed and absent while empty: almost every
+    /// connection never holds anything, and this struct exists per connection.
+    held: RefCell<Option<Box<Held>>>,
+}
+
+/// What a connection holds back (see `ConnShared::held`).
+#[derive(Debug, Default)]
+struct Held {
+    packets: std::collections::VecDeque<Packet>,
+    /// Payload and topic bytes of `packets`.
+    bytes: usize,
+}
+
+impl ConnShared {
+    /// Whether packets are held.
+    pub fn holding(&self) -> bool {
+        self.held.borrow().is_some()
+    }
+
+    /// Payload and topic bytes held.
+    pub fn held_bytes(&self) -> usize {
+        self.held.borrow().as_ref().map_or(0, |h| h.bytes)
+    }
+
+    /// Holds a packet (last in order) that costs `cost` bytes.
+    pub fn hold(&self, p: Packet, cost: usize) {
+        let mut h = self.held.borrow_mut();
+        let h = h.get_or_insert_with(Box::default);
+        h.bytes += cost;
+        h.packets.push_back(p);
+    }
+
+    /// The oldest held packet and its cost, to be handled now.
+    pub fn unhold(&self, cost: impl Fn(&Packet) -> usize) -> Option<Packet> {
+        let mut slot = self.held.borrow_mut();
+        let h = slot.as_mut()?;
+        let p = h.packets.pop_front();
+        if let Some(p) = &p {
+            h.bytes = h.bytes.saturating_sub(cost(p));
+        }
+        if h.packets.is_empty() {
+            *slot = None;
+        }
+        p
+    }
+
+    /// Forgets what is held (the connection is gone).
+    pub fn clear_held(&self) {
+        *self.held.borrow_mut() = None;
+    }
 }
 
 impl ConnShared {
@@ -339,8 +385,7 @@ impl Shard {
             writing: Cell::new(0),
             queued: Cell::new(0),
             congested: Cell::new(false),
-            held: RefCell::new(std::collections::VecDeque::new()),
-            held_bytes: Cell::new(0),
+            held: RefCell::new(None),
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
         });
