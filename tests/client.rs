@@ -543,3 +543,27 @@ fn operations_after_disconnect_fail_closed() {
         ));
     });
 }
+
+/// A client that drops its message stream keeps working: unmatched messages are discarded
+/// instead of filling the queue and stopping the driver from reading acks.
+#[test]
+fn dropped_message_stream_does_not_stall_the_client() {
+    run(LIMIT, || async {
+        let t = Target::start(Kind::SurgeMq);
+        let o = opts(&t.id_on(0, "drop"), ProtocolVersion::V3_1_1).incoming_capacity(4);
+        let (c, msgs, _) = conn(t.addr(), o).await;
+        drop(msgs);
+        c.subscribe("d/#", QoS::AtLeastOnce).await.unwrap();
+        for i in 0..200u32 {
+            // Each publish comes back to us (unread) and must still be acknowledged.
+            within(
+                WAIT,
+                c.publish("d/x", i.to_be_bytes().to_vec(), QoS::AtLeastOnce, false),
+            )
+            .await
+            .expect("publish completes")
+            .unwrap();
+        }
+        c.disconnect().await.unwrap();
+    });
+}

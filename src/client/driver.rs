@@ -125,6 +125,8 @@ struct Inner {
     messages_waker: Option<Waker>,
     /// The driver stopped reading because `incoming` is full.
     reader_blocked: bool,
+    /// The `Messages` stream was dropped: unmatched messages are discarded.
+    messages_dropped: bool,
     callbacks: Vec<(u64, TopicFilter, Callback)>,
     next_callback: u64,
     /// Granted subscriptions, renewed when a reconnect finds the session gone.
@@ -144,6 +146,15 @@ impl Inner {
 
     fn take_driver_waker(&mut self) -> Option<Waker> {
         self.driver_waker.take()
+    }
+
+    /// Room was made in `incoming`: wake the driver if it stopped reading for lack of it.
+    fn unblock_reader(&mut self) {
+        if self.reader_blocked {
+            if let Some(w) = self.driver_waker.take() {
+                w.wake();
+            }
+        }
     }
 
     fn complete(&mut self, token: Token, result: Result<Outcome, ClientError>) {
@@ -175,6 +186,11 @@ impl Inner {
                             continue;
                         }
                     }
+                    if self.messages_dropped {
+                        // Nobody reads the stream: queueing would stop the driver reading
+                        // the socket (and so its acks) once the queue is full.
+                        continue;
+                    }
                     self.incoming.push_back(msg);
                     if let Some(w) = self.messages_waker.take() {
                         w.wake();
@@ -189,8 +205,15 @@ impl Inner {
                             .map_err(ClientError::PublishRefused),
                     );
                 }
-                Event::SubAck { token, codes } => self.complete(token, Ok(Outcome::SubAck(codes))),
-                Event::UnsubAck { token, .. } => self.complete(token, Ok(Outcome::UnsubAck)),
+                Event::SubAck { token, codes } => {
+                    // A request slot is free: requesters waiting in `writers` may go on.
+                    woke_window = true;
+                    self.complete(token, Ok(Outcome::SubAck(codes)))
+                }
+                Event::UnsubAck { token, .. } => {
+                    woke_window = true;
+                    self.complete(token, Ok(Outcome::UnsubAck))
+                }
                 Event::Connected(ack) => {
                     self.status = Status::Up;
                     self.session_present = ack.session_present;
@@ -339,6 +362,7 @@ pub async fn connect<C: Connector, T: Timer>(
             incoming_cap: options.incoming_capacity,
             messages_waker: None,
             reader_blocked: false,
+            messages_dropped: false,
             callbacks: Vec::new(),
             next_callback: 0,
             subscriptions: Vec::new(),
@@ -363,6 +387,7 @@ pub async fn connect<C: Connector, T: Timer>(
         wbuf: BytesMut::with_capacity(4096),
         need_flush: false,
         sleep: None,
+        close_deadline: None,
         calls: Vec::new(),
     };
     let io = driver.establish().await?;
@@ -435,7 +460,18 @@ pub struct Driver<C: Connector, T: Timer> {
     wbuf: BytesMut,
     need_flush: bool,
     sleep: Option<(Instant, Pin<Box<T::Sleep>>)>,
+    /// Set when closing starts: past it the connection is dropped even if the DISCONNECT
+    /// could not be written (a peer that stopped reading).
+    close_deadline: Option<Instant>,
     calls: Vec<(Callback, Message)>,
+}
+
+impl<C: Connector, T: Timer> Drop for Driver<C, T> {
+    /// A driver that is dropped (never spawned, its task cancelled, or `run` ended) ends
+    /// the session for every handle, so nothing waits for a driver that no longer exists.
+    fn drop(&mut self) {
+        self.shared.lock().finish(ClientError::Closed);
+    }
 }
 
 impl<C: Connector, T: Timer> std::fmt::Debug for Driver<C, T> {
@@ -458,8 +494,20 @@ impl<C: Connector, T: Timer> Driver<C, T> {
                         Err(e) => Err(e),
                     };
                     if r.is_ok() {
-                        let _ = io.close().await;
+                        // A peer that stopped reading must not hold the close forever.
+                        let wait = std::time::Duration::from_secs(1).min(self.connect_timeout);
+                        let deadline = Instant::now() + wait;
+                        let close = io.close();
+                        let sleep = self.timer.sleep_until(deadline);
+                        futures::pin_mut!(close, sleep);
+                        let _ = future::select(close, sleep).await;
                     }
+                    // Nothing of this connection may leak into the next: a partly written
+                    // packet at the head of `wbuf` would corrupt the new stream.
+                    self.wbuf.clear();
+                    self.need_flush = false;
+                    self.sleep = None;
+                    self.close_deadline = None;
                     r
                 }
                 None => Err(ClientError::ConnectionClosed),
@@ -623,6 +671,13 @@ impl<C: Connector, T: Timer> Driver<C, T> {
                     std::mem::swap(&mut self.wbuf, g.state.output());
                     g.wake_writers();
                 }
+                if g.closing && self.close_deadline.is_none() {
+                    self.close_deadline = Some(now + self.connect_timeout);
+                }
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    // The DISCONNECT did not get out in time: give up on a clean close.
+                    return Poll::Ready(Ok(()));
+                }
                 if g.closing && self.wbuf.is_empty() && g.state.output().is_empty() {
                     drop(g);
                     return match Pin::new(&mut *io).poll_flush(cx) {
@@ -641,7 +696,11 @@ impl<C: Connector, T: Timer> Driver<C, T> {
                         std::mem::swap(&mut self.wbuf, g.state.output());
                     }
                 }
-                (room, g.state.next_timeout())
+                let next = match (g.state.next_timeout(), self.close_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (room, next)
             };
 
             if !self.wbuf.is_empty() {
@@ -675,7 +734,9 @@ impl<C: Connector, T: Timer> Driver<C, T> {
                     self.rbuf.reserve(READ_CHUNK);
                 }
                 let len = self.rbuf.len();
-                let cap = self.rbuf.capacity();
+                // Zero-fill (futures' read needs initialised memory) at most one chunk, not
+                // the whole spare capacity a large frame left behind.
+                let cap = self.rbuf.capacity().min(len + READ_CHUNK);
                 self.rbuf.resize(cap, 0);
                 let r = Pin::new(&mut *io).poll_read(cx, &mut self.rbuf[len..]);
                 match r {
@@ -728,21 +789,33 @@ impl<C: Connector, T: Timer> Driver<C, T> {
     /// Decodes every complete frame in the read buffer and feeds the state.
     fn process_input(&mut self, now: Instant) -> Result<(), ClientError> {
         let mut g = self.shared.lock();
+        let mut result = Ok(());
         loop {
             match decode(&mut self.rbuf, &self.decode) {
                 Ok(Some(p)) => match g.state.handle(p, now) {
                     Ok(()) => {}
-                    Err(HandleError::Protocol(v)) => return Err(ClientError::Protocol(v)),
-                    Err(HandleError::Refused(r)) => return Err(ClientError::Refused(r.0)),
+                    Err(HandleError::Protocol(v)) => {
+                        result = Err(ClientError::Protocol(v));
+                        break;
+                    }
+                    Err(HandleError::Refused(r)) => {
+                        result = Err(ClientError::Refused(r.0));
+                        break;
+                    }
                 },
                 Ok(None) => break,
-                Err(e) => return Err(ClientError::Decode(e)),
+                Err(e) => {
+                    result = Err(ClientError::Decode(e));
+                    break;
+                }
             }
         }
+        // What the packets before a bad one completed still completes: an acknowledged
+        // publish must not be reported failed because a later packet was malformed.
         g.dispatch(&mut self.calls);
         drop(g);
         run_calls(&mut self.calls);
-        Ok(())
+        result
     }
 }
 
@@ -1172,6 +1245,15 @@ impl std::fmt::Debug for Messages {
     }
 }
 
+impl Drop for Messages {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        g.messages_dropped = true;
+        g.incoming.clear();
+        g.unblock_reader();
+    }
+}
+
 impl Stream for Messages {
     type Item = Message;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
@@ -1188,13 +1270,7 @@ impl Stream for Messages {
             return Poll::Pending;
         }
         std::mem::swap(&mut this.local, &mut g.incoming);
-        let w = if g.reader_blocked {
-            g.take_driver_waker()
-        } else {
-            None
-        };
-        drop(g);
-        wake(w);
+        g.unblock_reader();
         Poll::Ready(this.local.pop_front())
     }
 }

@@ -248,6 +248,12 @@ impl ConnectOptions {
         if self.keep_alive.as_secs() > u64::from(u16::MAX) {
             return Err(ClientError::InvalidOptions("keep_alive is at most 65535 s"));
         }
+        let day = Duration::from_secs(86_400);
+        if self.connect_timeout > day || self.ping_timeout.is_some_and(|t| t > day) {
+            return Err(ClientError::InvalidOptions(
+                "connect_timeout and ping_timeout are at most a day",
+            ));
+        }
         if self.max_inflight == 0 {
             return Err(ClientError::InvalidOptions(
                 "max_inflight must be at least 1",
