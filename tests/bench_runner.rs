@@ -7,17 +7,23 @@ use common::*;
 use surgemq::bench::{run, RunSpec, Shape};
 use surgemq::protocol::QoS;
 
-fn tiny(shape: Shape, qos: QoS) {
-    let b = Broker::start(2);
+/// A run of `shape` at `qos` on 2 runner threads, with a client-id prefix unique to this
+/// process and run.
+fn spec(b: &Broker, shape: Shape, qos: QoS, pubs: usize, count: u64, size: usize) -> RunSpec {
     let mut spec = RunSpec::new(b.addr, shape);
-    spec.pubs = 4;
-    spec.subs = 4;
-    spec.count = Some(300);
-    spec.size = 64;
+    spec.pubs = pubs;
+    spec.subs = pubs;
+    spec.count = Some(count);
+    spec.size = size;
     spec.qos = qos;
     spec.threads = 2;
-    spec.prefix = format!("t{}{:?}", std::process::id(), shape);
-    let r = run(&spec).expect("run completes");
+    spec.prefix = format!("t{}{:?}{:?}", std::process::id(), shape, qos);
+    spec
+}
+
+fn tiny(shape: Shape, qos: QoS) {
+    let b = Broker::start(2);
+    let r = run(&spec(&b, shape, qos, 4, 300, 64)).expect("run completes");
     // Fan-in: 4 publishers x 300 to one subscriber; fan-out: 300 to each of 4.
     let n = 4 * 300;
     let sent = if shape == Shape::FanIn { n } else { 300 };
@@ -64,14 +70,7 @@ fn fan_out_delivers_everything_at_every_qos() {
 fn mesh_delivers_everything_at_qos_1_and_2() {
     for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
         let b = Broker::start(2);
-        let mut spec = RunSpec::new(b.addr, Shape::Mesh);
-        spec.pubs = 20;
-        spec.count = Some(2000);
-        spec.size = 256;
-        spec.qos = qos;
-        spec.threads = 2;
-        spec.prefix = format!("m{}{:?}", std::process::id(), qos);
-        let r = run(&spec).expect("run completes");
+        let r = run(&spec(&b, Shape::Mesh, qos, 20, 2000, 256)).expect("run completes");
         assert_eq!(r.sent, 40_000, "{qos:?}: sent");
         assert_eq!(r.expected, 800_000, "{qos:?}: expected");
         assert_eq!(

@@ -901,6 +901,26 @@ impl Receiver {
     }
 }
 
+/// Writes the acks the reader queued, then waits for the reader's next notification or
+/// 50 ms, whichever comes first (the caller re-checks its condition).
+async fn flush_control_then_wait<W: futures::AsyncWrite + Unpin>(
+    wr: &mut W,
+    control: &RefCell<BytesMut>,
+    acked: &Notify,
+) -> Result<(), String> {
+    let rel = std::mem::take(&mut *control.borrow_mut());
+    if !rel.is_empty() {
+        wr.write_all(&rel)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+    }
+    let n = acked.notified();
+    let t = glommio::timer::sleep(Duration::from_millis(50));
+    futures::pin_mut!(n, t);
+    futures::future::select(n, t).await;
+    Ok(())
+}
+
 /// Sends SUBSCRIBE for `topic` and waits for a successful SUBACK.
 async fn subscribe_to(
     spec: &RunSpec,
@@ -1146,16 +1166,7 @@ async fn publisher(
             if let Some(e) = failed.borrow_mut().take() {
                 return Err(e);
             }
-            let rel = take_control();
-            if !rel.is_empty() {
-                wr.write_all(&rel)
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
-            }
-            let n = acked.notified();
-            let t = glommio::timer::sleep(Duration::from_millis(50));
-            futures::pin_mut!(n, t);
-            futures::future::select(n, t).await;
+            flush_control_then_wait(&mut wr, &control, &acked).await?;
         }
         sent = done.get();
     }
@@ -1167,16 +1178,7 @@ async fn publisher(
     let received = match reader {
         Some(reader) if peer => {
             while !reader_done.get() {
-                let rel = take_control();
-                if !rel.is_empty() {
-                    wr.write_all(&rel)
-                        .await
-                        .map_err(|e| format!("write: {e}"))?;
-                }
-                let n = acked.notified();
-                let t = glommio::timer::sleep(Duration::from_millis(50));
-                futures::pin_mut!(n, t);
-                futures::future::select(n, t).await;
+                flush_control_then_wait(&mut wr, &control, &acked).await?;
             }
             let recv = reader.await;
             if let Some(e) = failed.borrow_mut().take() {

@@ -62,8 +62,18 @@ async fn read_or_wake_or(
 }
 
 /// Reads once into the spare end of `buf`, or returns early when the connection is woken
-/// (output to write, or a close request) or `also` completes.
+/// (output to write, or a close request).
 async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    chunk: usize,
+    conn: &ConnShared,
+) -> ReadEv {
+    read_some_or(stream, buf, chunk, conn, futures::future::pending::<()>()).await
+}
+
+/// Like [`read_some`], and also returns `Woken` when `also` completes.
+async fn read_some_or(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     chunk: usize,
@@ -180,15 +190,7 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
             Ok(None) => {}
             Err(e) => break Err(e),
         }
-        match read_some(
-            &mut stream,
-            &mut buf,
-            chunk,
-            &conn,
-            futures::future::pending::<()>(),
-        )
-        .await
-        {
+        match read_some(&mut stream, &mut buf, chunk, &conn).await {
             ReadEv::Data(n) => {
                 if n == chunk {
                     chunk = (chunk * 2).min(MAX_CHUNK);
@@ -457,7 +459,7 @@ async fn serve(
         let ev = if holding {
             // Also wake when the hold ends, to process what is held: the client may be
             // waiting for those acks before it sends anything more.
-            Box::pin(read_some(
+            Box::pin(read_some_or(
                 &mut stream,
                 &mut buf,
                 chunk,
@@ -466,14 +468,7 @@ async fn serve(
             ))
             .await
         } else {
-            Box::pin(read_some(
-                &mut stream,
-                &mut buf,
-                chunk,
-                &conn,
-                futures::future::pending::<()>(),
-            ))
-            .await
+            Box::pin(read_some(&mut stream, &mut buf, chunk, &conn)).await
         };
         match ev {
             ReadEv::Data(n) => {
@@ -638,8 +633,11 @@ fn process_with(
                         return Err(CloseReason::ProtocolError);
                     }
                 }
-                let must_wait = conn.holding() || matches!(packet, Packet::Publish(_));
-                if holding_back && must_wait && !bypasses_hold(&packet) {
+                // Checked only while holding back: nothing extra per packet otherwise.
+                if holding_back
+                    && !bypasses_hold(&packet)
+                    && (matches!(packet, Packet::Publish(_)) || conn.holding())
+                {
                     // Unacknowledged while held: a QoS 1/2 publisher's window fills and it
                     // stops sending, which is MQTT's own back-pressure.
                     let cost = held_cost(&packet);

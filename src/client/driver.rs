@@ -123,8 +123,6 @@ struct Inner {
     incoming: VecDeque<Message>,
     incoming_cap: usize,
     messages_waker: Option<Waker>,
-    /// The driver stopped reading because `incoming` is full.
-    reader_blocked: bool,
     /// The `Messages` stream was dropped: unmatched messages are discarded.
     messages_dropped: bool,
     callbacks: Vec<(u64, TopicFilter, Callback)>,
@@ -148,9 +146,15 @@ impl Inner {
         self.driver_waker.take()
     }
 
-    /// Room was made in `incoming`: wake the driver if it stopped reading for lack of it.
-    fn unblock_reader(&mut self) {
-        if self.reader_blocked {
+    /// Takes every queued message (into `into`, or dropped), waking the driver if it had
+    /// stopped reading because the queue was full.
+    fn take_incoming(&mut self, into: Option<&mut VecDeque<Message>>) {
+        let was_full = self.incoming.len() >= self.incoming_cap;
+        match into {
+            Some(into) => std::mem::swap(into, &mut self.incoming),
+            None => self.incoming.clear(),
+        }
+        if was_full {
             if let Some(w) = self.driver_waker.take() {
                 w.wake();
             }
@@ -361,7 +365,6 @@ pub async fn connect<C: Connector, T: Timer>(
             incoming: VecDeque::new(),
             incoming_cap: options.incoming_capacity,
             messages_waker: None,
-            reader_blocked: false,
             messages_dropped: false,
             callbacks: Vec::new(),
             next_callback: 0,
@@ -686,7 +689,6 @@ impl<C: Connector, T: Timer> Driver<C, T> {
                     };
                 }
                 let room = g.incoming.len() < g.incoming_cap;
-                g.reader_blocked = !room;
                 let next = g.state.next_timeout();
                 if next.is_some_and(|t| now >= t) {
                     g.state
@@ -868,6 +870,36 @@ impl Drop for Client {
     }
 }
 
+impl Shared {
+    /// Polls the completion of `token`: its result once (the entry is then removed), or
+    /// Pending with `cx`'s waker parked. A missing entry means the session ended.
+    fn poll_completion(
+        &self,
+        token: Token,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Outcome, ClientError>> {
+        let mut g = self.lock();
+        match g.completions.get_mut(&token) {
+            Some(Completion::Waiting(w)) => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Some(Completion::Done(_)) => match g.completions.remove(&token) {
+                Some(Completion::Done(r)) => Poll::Ready(r),
+                _ => Poll::Ready(Err(ClientError::Closed)),
+            },
+            None => Poll::Ready(Err(ClientError::Closed)),
+        }
+    }
+
+    /// Nobody waits for `token` any more.
+    fn forget_completion(&self, token: Token) {
+        self.lock().completions.remove(&token);
+    }
+}
+
 /// Waits for a request's completion; forgets the request if dropped first.
 struct CompletionFuture<'a> {
     shared: &'a Shared,
@@ -877,40 +909,26 @@ struct CompletionFuture<'a> {
 impl Future for CompletionFuture<'_> {
     type Output = Result<Outcome, ClientError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut g = self.shared.lock();
-        match g.completions.get_mut(&self.token) {
-            Some(Completion::Waiting(w)) => {
-                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *w = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-            Some(Completion::Done(_)) => match g.completions.remove(&self.token) {
-                Some(Completion::Done(r)) => Poll::Ready(r),
-                _ => Poll::Ready(Err(ClientError::Closed)),
-            },
-            None => Poll::Ready(Err(ClientError::Closed)),
-        }
+        self.shared.poll_completion(self.token, cx)
     }
 }
 
 impl Drop for CompletionFuture<'_> {
     fn drop(&mut self) {
-        self.shared.lock().completions.remove(&self.token);
+        self.shared.forget_completion(self.token);
     }
 }
 
 /// The acknowledgement of a message handed over with [`Client::submit`]: resolves when
-/// its flow completes (immediately for QoS 0).
+/// its flow completes (immediately for QoS 0, which holds nothing).
 pub struct Delivery {
-    shared: Arc<Shared>,
-    token: Option<Token>,
+    pending: Option<(Arc<Shared>, Token)>,
 }
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
-            .field("token", &self.token)
+            .field("token", &self.pending.as_ref().map(|(_, t)| *t))
             .finish()
     }
 }
@@ -919,30 +937,19 @@ impl Future for Delivery {
     type Output = Result<(), ClientError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let Some(token) = this.token else {
+        let Some((shared, token)) = &this.pending else {
             return Poll::Ready(Ok(()));
         };
-        let mut f = CompletionFuture {
-            shared: &this.shared,
-            token,
-        };
-        let r = Pin::new(&mut f).poll(cx);
-        // The entry must outlive this poll unless it completed: don't run Drop's removal.
-        std::mem::forget(f);
-        match r {
-            Poll::Ready(r) => {
-                this.token = None;
-                Poll::Ready(r.map(|_| ()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let r = std::task::ready!(shared.poll_completion(*token, cx));
+        this.pending = None;
+        Poll::Ready(r.map(|_| ()))
     }
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(t) = self.token {
-            self.shared.lock().completions.remove(&t);
+        if let Some((shared, token)) = &self.pending {
+            shared.forget_completion(*token);
         }
     }
 }
@@ -959,26 +966,7 @@ impl Client {
         qos: QoS,
         retain: bool,
     ) -> Result<(), ClientError> {
-        let topic = topic.into_topic_name().map_err(ClientError::InvalidTopic)?;
-        let mut msg = Some(Publish {
-            dup: false,
-            qos,
-            retain,
-            topic,
-            packet_id: None,
-            properties: Properties::new(),
-            payload: payload.into(),
-        });
-        let token = future::poll_fn(|cx| self.try_publish(&mut msg, cx)).await?;
-        match token {
-            None => Ok(()),
-            Some(token) => CompletionFuture {
-                shared: &self.shared,
-                token,
-            }
-            .await
-            .map(|_| ()),
-        }
+        self.submit(topic, payload, qos, retain).await?.await
     }
 
     /// Hands a message over without waiting for its acknowledgement: returns once the
@@ -1005,8 +993,7 @@ impl Client {
         });
         let token = future::poll_fn(|cx| self.try_publish(&mut msg, cx)).await?;
         Ok(Delivery {
-            shared: self.shared.clone(),
-            token,
+            pending: token.map(|t| (self.shared.clone(), t)),
         })
     }
 
@@ -1249,8 +1236,7 @@ impl Drop for Messages {
     fn drop(&mut self) {
         let mut g = self.shared.lock();
         g.messages_dropped = true;
-        g.incoming.clear();
-        g.unblock_reader();
+        g.take_incoming(None);
     }
 }
 
@@ -1269,8 +1255,7 @@ impl Stream for Messages {
             g.messages_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        std::mem::swap(&mut this.local, &mut g.incoming);
-        g.unblock_reader();
+        g.take_incoming(Some(&mut this.local));
         Poll::Ready(this.local.pop_front())
     }
 }

@@ -355,7 +355,7 @@ pub trait IntoTopicName {
 
 impl IntoTopicName for &str {
     fn into_topic_name(self) -> Result<TopicName, DecodeError> {
-        TopicName::new(ByteString::from(self))
+        TopicName::try_from(self)
     }
 }
 
@@ -378,5 +378,5 @@ impl IntoTopicName for &TopicName {
 }
 
 fn topic_filter(s: &str) -> Result<TopicFilter, ClientError> {
-    TopicFilter::new(ByteString::from(s)).map_err(ClientError::InvalidTopic)
+    TopicFilter::try_from(s).map_err(ClientError::InvalidTopic)
 }

@@ -37,8 +37,9 @@ use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use bytes::BytesMut;
 
 use crate::protocol::{
-    Ack, ConnAck, Connect, Disconnect, EncodeError, Packet, PacketId, Properties, ProtocolVersion,
-    Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription, TopicFilter, UnsubAck, Unsubscribe,
+    publish_len, Ack, ConnAck, Connect, Disconnect, EncodeError, Packet, PacketId, Properties,
+    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription, TopicFilter,
+    UnsubAck, Unsubscribe,
 };
 
 /// Packet identifiers held at once, below the 65,535 that exist, so one is always free.
@@ -371,9 +372,8 @@ impl ClientState {
                 return Err(PublishError::NotConnected(publish));
             }
             publish.packet_id = None;
-            let mark = self.out.len();
-            if let Err(e) = encode_publish(&publish, self.opts.version, &mut self.out) {
-                self.out.truncate(mark);
+            // On error `encode` has written nothing.
+            if let Err(e) = publish.encode(self.opts.version, &mut self.out) {
                 return Err(PublishError::Encode(e, publish));
             }
             return Ok(None);
@@ -385,14 +385,18 @@ impl ClientState {
         publish.packet_id = Some(pid);
         let connected = self.phase == Phase::Connected;
         if connected {
-            let mark = self.out.len();
-            if let Err(e) = encode_publish(&publish, self.opts.version, &mut self.out) {
-                self.out.truncate(mark);
+            if let Err(e) = publish.encode(self.opts.version, &mut self.out) {
                 publish.packet_id = None;
                 return Err(PublishError::Encode(e, publish));
             }
-        } else if let Err(e) = encode_publish(&publish, self.opts.version, &mut BytesMut::new()) {
-            // Check now, not at resend time, so the caller hears of it.
+        } else if let Err(e) = publish_len(
+            self.opts.version,
+            &publish.topic,
+            true,
+            &publish.properties,
+            publish.payload.len(),
+        ) {
+            // Check the size now, not at resend time, so the caller hears of it.
             publish.packet_id = None;
             return Err(PublishError::Encode(e, publish));
         }
@@ -598,7 +602,7 @@ impl ClientState {
                     Stage::PubAck | Stage::PubRec => {
                         f.publish.dup = f.sent;
                         // Encoded once already (checked in `publish`).
-                        let _ = encode_publish(&f.publish, version, &mut self.out);
+                        let _ = f.publish.encode(version, &mut self.out);
                         f.sent = true;
                     }
                     Stage::PubComp => {
@@ -710,25 +714,4 @@ impl ClientState {
         }
         Ok(())
     }
-}
-
-fn encode_publish(
-    p: &Publish,
-    version: ProtocolVersion,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
-    // A borrowed PUBLISH is encoded without cloning the packet: header, then payload.
-    crate::protocol::encode_publish_header(
-        version,
-        p.dup,
-        p.qos,
-        p.retain,
-        &p.topic,
-        p.packet_id,
-        &p.properties,
-        p.payload.len(),
-        out,
-    )?;
-    out.extend_from_slice(&p.payload);
-    Ok(())
 }

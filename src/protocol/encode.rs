@@ -105,6 +105,15 @@ impl Publish {
             buf,
         )
     }
+
+    /// Writes the whole PUBLISH (header, then payload) without cloning it into a
+    /// [`Packet`]. On error nothing has been written.
+    #[inline]
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_header(version, buf)?;
+        buf.put_slice(&self.payload);
+        Ok(())
+    }
 }
 
 impl Packet {
@@ -113,11 +122,7 @@ impl Packet {
     pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
         let v5 = version.is_v5();
         match self {
-            Packet::Publish(p) => {
-                p.encode_header(version, buf)?;
-                buf.put_slice(&p.payload);
-                Ok(())
-            }
+            Packet::Publish(p) => p.encode(version, buf),
             Packet::PubAck(a) => ack(buf, 0x40, a, v5),
             Packet::PubRec(a) => ack(buf, 0x50, a, v5),
             Packet::PubRel(a) => ack(buf, 0x62, a, v5),
