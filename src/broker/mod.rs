@@ -9,15 +9,41 @@
 //! **Must not touch:** another shard's state. Shards exchange [`ShardMsg`] values (plain
 //! data) over the [`crate::mesh`] grid and nothing else.
 //!
-//! Files: [`shard`] (state, routing, subscriptions, retained, cross-shard protocol),
-//! [`store`] (the sessions of a shard, behind the type a persistent store replaces),
-//! [`conn`] (one task per connection: read, decode, session, write), [`net`] (listeners,
-//! socket options and moving a socket to another shard).
+//! Files, one concern each:
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`shard`] | a shard's state and counters; dispatch of mesh messages |
+//! | [`runtime`] | a shard's main loop: accept, mesh receivers, sweeps, shutdown |
+//! | [`connection`] | what the shard knows of one connection (output, close, congestion) |
+//! | [`connect`] | the CONNECT phase: checks, authentication hook, moving home |
+//! | [`serve`] | the connection task after CONNECT: socket reads and writes |
+//! | [`process`] | decoding and handling a connection's packets, holds |
+//! | [`lifecycle`] | attach, takeover, close, will, keep alive, session expiry |
+//! | [`routing`] | where a PUBLISH goes; delivery to local sessions |
+//! | [`gate`] | acknowledgements in order, waiting for tokens |
+//! | [`flow`] | congestion, hold-back of publishers, slow consumers |
+//! | [`subscribe`] | SUBSCRIBE / UNSUBSCRIBE and the interest protocol |
+//! | [`retained`] | the retained store of the topics this shard owns |
+//! | [`store`] | the sessions of a shard, behind the seam a persistent store replaces |
+//! | [`hooks`] | authentication (and later authorization) extension points |
+//! | [`net`] | listeners, socket options, moving a socket to another shard |
 
-pub(crate) mod conn;
+pub(crate) mod connect;
+pub(crate) mod connection;
+pub(crate) mod flow;
+pub(crate) mod gate;
+pub mod hooks;
+pub(crate) mod lifecycle;
 pub(crate) mod net;
+pub(crate) mod process;
+pub(crate) mod retained;
+pub(crate) mod routing;
+pub(crate) mod runtime;
+pub(crate) mod serve;
 pub(crate) mod shard;
 pub(crate) mod store;
+pub(crate) mod subscribe;
 
 use std::os::fd::OwnedFd;
 

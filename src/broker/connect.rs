@@ -1,0 +1,210 @@
+//! The CONNECT phase of a connection: accepted on any shard, the first packet must be
+//! CONNECT; it is checked (client identifier, authentication hook), then the connection
+//! either stays (this shard is the client id's home) or moves home with the bytes already
+//! read ([`super::ShardMsg::Adopt`]).
+//!
+//! **Owns:** everything before a session is attached.
+//!
+//! **Must not touch:** sessions (attaching is [`super::lifecycle`]'s job).
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use futures::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use super::connection::CloseReason;
+use super::lifecycle::write_connack;
+use super::serve::{read_some, serve, ReadEv, CONNECT_CHUNK, MAX_CHUNK};
+use super::shard::Shard;
+use super::{home_shard, net, Adopt, ShardMsg};
+use crate::protocol::*;
+
+/// A connection accepted on this shard.
+pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let timeout = u16::try_from(shard.cfg.limits.connect_timeout).unwrap_or(u16::MAX);
+    let Some((key, conn)) = shard.register_conn(stream.as_raw_fd(), timeout) else {
+        tracing::warn!(
+            shard = shard.id,
+            "connection limit reached: connection closed"
+        );
+        return;
+    };
+    shard.count(|m| m.connections_accepted += 1);
+    let mut stream = stream;
+    let mut buf = BytesMut::new();
+    let opts = DecodeOptions {
+        version: ProtocolVersion::V3_1_1,
+        max_packet_size: shard.cfg.limits.max_packet_size,
+    };
+    // CONNECT packets are small (typically under 100 bytes) and a burst of new
+    // connections holds one of these buffers each: start small, double while reads fill it.
+    let mut chunk = CONNECT_CHUNK.min(shard.cfg.limits.read_buffer_size);
+    // The first packet must be CONNECT [MQTT-3.1.0-1].
+    let first = loop {
+        match decode(&mut buf, &opts) {
+            Ok(Some(p)) => break Ok(p),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        match read_some(&mut stream, &mut buf, chunk, &conn).await {
+            ReadEv::Data(n) => {
+                if n == chunk {
+                    chunk = (chunk * 2).min(MAX_CHUNK);
+                }
+            }
+            ReadEv::Eof => {
+                shard.connection_closed(key, &conn, CloseReason::SocketClosed);
+                return;
+            }
+            ReadEv::Woken => {
+                if let Some(r) = conn.close.get() {
+                    shard.connection_closed(key, &conn, r);
+                    return;
+                }
+            }
+        }
+    };
+    let connect = match first {
+        Ok(Packet::Connect(c)) => c,
+        Ok(other) => {
+            shard.count(|m| m.protocol_errors += 1);
+            tracing::info!(packet = ?other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1]: closed");
+            shard.connection_closed(key, &conn, CloseReason::ProtocolError);
+            return;
+        }
+        Err(e) => {
+            shard.count(|m| m.malformed_packets += 1);
+            tracing::info!(error = %e, kind = e.kind(), "bad CONNECT: closed");
+            // [MQTT-3.1.2-2]: an unsupported protocol level is answered with CONNACK 0x01
+            // (5.0: 0x84) before closing; other CONNECT errors just close, except that a
+            // 5.0 client is told the reason code.
+            let mut out = BytesMut::new();
+            match (e, connect_level(&buf)) {
+                (DecodeError::UnsupportedProtocolLevel(_), Some(5)) | (_, Some(5)) => {
+                    write_connack(&mut out, ProtocolVersion::V5, false, e.reason_code())
+                }
+                (DecodeError::UnsupportedProtocolLevel(_), _) => write_connack(
+                    &mut out,
+                    ProtocolVersion::V3_1_1,
+                    false,
+                    ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                ),
+                _ => {}
+            }
+            if !out.is_empty() {
+                let _ = stream.write_all(&out).await;
+            }
+            shard.connection_closed(key, &conn, CloseReason::ProtocolError);
+            return;
+        }
+    };
+    let mut connect = connect;
+    // Identify the client; refusals get CONNACK with the code and a close.
+    match check_connect(&shard, &mut connect) {
+        Ok(()) => {}
+        Err(code) => {
+            let mut out = BytesMut::new();
+            write_connack(&mut out, connect.version, false, code);
+            let _ = stream.write_all(&out).await;
+            tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
+            shard.connection_closed(key, &conn, CloseReason::Refused);
+            return;
+        }
+    }
+    let home = home_shard(&connect.client_id, shard.shards);
+    if home != shard.id {
+        // Move to the home shard with whatever the client sent after CONNECT.
+        match net::dup(&stream) {
+            Ok(fd) => {
+                shard.connection_closed(key, &conn, CloseReason::Migrated);
+                drop(stream);
+                shard.count(|m| m.connections_migrated += 1);
+                shard.mesh.push(
+                    home,
+                    ShardMsg::Adopt(Box::new(Adopt {
+                        fd,
+                        connect,
+                        rest: buf,
+                    })),
+                );
+                shard.mesh.flush();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move a connection to its home shard: closed");
+                shard.connection_closed(key, &conn, CloseReason::ServerShutdown);
+            }
+        }
+        return;
+    }
+    // The serving task is spawned on its own: this task's state (sized for the CONNECT
+    // phase) is freed instead of being carried for the life of the connection.
+    super::spawn_connection(serve(shard, stream, key, conn, connect, buf));
+}
+
+/// A connection moved here from the shard that accepted it.
+pub(crate) async fn adopted(shard: Rc<Shard>, a: Adopt) {
+    let stream = net::adopt(a.fd);
+    let _ = stream.set_nodelay(true);
+    let Some((key, conn)) = shard.register_conn(stream.as_raw_fd(), 0) else {
+        return;
+    };
+    serve(shard, stream, key, conn, a.connect, a.rest).await;
+}
+
+/// The protocol level byte of a CONNECT whose body failed to decode, if it got that far.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    // Fixed header (1 byte + 1..4 length bytes), then a 2-byte name length and the name.
+    let mut i = 1;
+    while buf.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    i += 1;
+    let name_len = u16::from_be_bytes([*buf.get(i)?, *buf.get(i + 1)?]) as usize;
+    buf.get(i + 2 + name_len).copied()
+}
+
+/// CONNECT rules that need configuration: client identifier, anonymous access,
+/// authentication. Assigns an identifier where the protocol allows an empty one.
+fn check_connect(shard: &Shard, c: &mut Connect) -> Result<(), ReasonCode> {
+    if c.client_id.is_empty() {
+        // 3.1.1 [MQTT-3.1.3-6]/[MQTT-3.1.3-8]: an empty id is allowed with clean session
+        // only; 3.1 requires 1..23 characters; 5.0 always assigns.
+        let allowed = match c.version {
+            ProtocolVersion::V3_1 => false,
+            ProtocolVersion::V3_1_1 => c.clean_start,
+            ProtocolVersion::V5 => true,
+        };
+        if !allowed {
+            return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        c.client_id = assign_client_id(shard);
+    } else if c.version == ProtocolVersion::V3_1 && c.client_id.len() > 23 {
+        // MQTT 3.1 §3.1: "Client Identifier ... between 1 and 23 characters" (mosquitto
+        // refuses longer ones the same way).
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
+    if c.username.is_none() && !shard.cfg.allow_anonymous {
+        return Err(ReasonCode::NOT_AUTHORIZED);
+    }
+    shard
+        .auth
+        .authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())
+}
+
+/// An identifier that hashes to this shard, so the session is local.
+fn assign_client_id(shard: &Shard) -> ByteString {
+    let rs = ahash::RandomState::new();
+    let mut n: u64 = rs.hash_one(Instant::now());
+    loop {
+        let id = format!("surgemq-{n:016x}");
+        if home_shard(&id, shard.shards) == shard.id {
+            return ByteString::from(id);
+        }
+        n = rs.hash_one(n);
+    }
+}

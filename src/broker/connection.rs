@@ -1,0 +1,190 @@
+//! What a shard knows about one of its connections, shared between the connection's task
+//! (which owns the socket) and the code that delivers to it; why a connection ends.
+//!
+//! **Owns:** the per-connection output buffer, wake flag, close request, keep-alive clock,
+//! congestion marks and held packets.
+//!
+//! **Must not touch:** the session (the store owns it) and the socket (the task owns it).
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use crate::notify::Notify;
+use crate::protocol::{Packet, ProtocolVersion, Will};
+
+/// Why a connection ends; decides whether its will is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client sent DISCONNECT (5.0: with or without "publish my will").
+    ClientDisconnect { publish_will: bool },
+    /// The peer closed the socket or it failed.
+    SocketClosed,
+    /// Nothing received for 1.5 times the keep alive [MQTT-3.1.2-24].
+    KeepAliveTimeout,
+    /// No CONNECT within the connect timeout.
+    ConnectTimeout,
+    /// A newer connection with the same client id [MQTT-3.1.4-2].
+    TakenOver,
+    /// Malformed or forbidden input.
+    ProtocolError,
+    /// CONNECT refused.
+    Refused,
+    /// The connection moved to its home shard (not an end for the client).
+    Migrated,
+    /// The broker is stopping.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// A will is published when the connection ends without a DISCONNECT
+    /// [MQTT-3.1.2-8], and when a 5.0 DISCONNECT asks for it.
+    pub(crate) fn publishes_will(self) -> bool {
+        match self {
+            CloseReason::ClientDisconnect { publish_will } => publish_will,
+            CloseReason::Migrated | CloseReason::Refused => false,
+            _ => true,
+        }
+    }
+}
+
+/// What a shard knows about one of its connections; shared between the connection's task
+/// (which owns the socket) and the code that delivers to it.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    /// Encoded packets waiting to be written. Bounded by `max_write_buffer` for QoS 0;
+    /// QoS 1/2 are bounded by the session's in-flight window.
+    pub out: RefCell<BytesMut>,
+    /// Set when `out` has data or the connection must close.
+    pub wake: Notify,
+    /// Set to close the connection; the task exits at its next wake-up.
+    pub close: Cell<Option<CloseReason>>,
+    /// Last time a packet arrived (coarse; for keep alive).
+    pub last_read: Cell<Instant>,
+    /// Keep alive in seconds (before CONNECT: the connect timeout); 0: none.
+    pub keep_alive: Cell<u16>,
+    /// Session slot once CONNECT was accepted.
+    pub session: Cell<Option<usize>>,
+    /// The will, published if the connection ends without DISCONNECT.
+    /// Boxed: most clients have none, and this struct exists per connection.
+    pub will: RefCell<Option<Box<Will>>>,
+    /// Protocol version from CONNECT.
+    pub version: Cell<ProtocolVersion>,
+    /// The socket, for shutting it down on takeover while the task still owns it.
+    pub fd: RawFd,
+    /// False once the task has let go of the socket (so `fd` may name another file).
+    pub open: Cell<bool>,
+    /// Responses held back so that acks keep their order [MQTT-4.6.0-2] while the ack of a
+    /// retained PUBLISH waits for the topic's owner shard to store it: `(Some(token), bytes)`
+    /// waits for that token, `(None, bytes)` is ready but queued behind it.
+    pub deferred: RefCell<std::collections::VecDeque<(Option<u64>, BytesMut)>>,
+    /// Bytes taken from `out` and not yet written to the socket.
+    pub writing: Cell<usize>,
+    /// Messages waiting in the session queue behind the in-flight window (mirrored here
+    /// for flow control).
+    pub queued: Cell<usize>,
+    /// Output above the soft watermark: the shard holds back its publishers until this
+    /// connection drains (see `Shard::note_output`).
+    pub congested: Cell<bool>,
+    /// When `congested` was set.
+    pub congested_since: Cell<Instant>,
+    /// Did not drain for a whole second while publishers were held back: no longer holds
+    /// them back; QoS 0 beyond `max_write_buffer` is dropped for it.
+    pub slow: Cell<bool>,
+    /// Packets of a connection that is behind (congested or slow), read while the shard
+    /// holds publishers back so that its acks can drain its own window, but held, in
+    /// order and unacknowledged, because they are PUBLISHes or must stay behind one. At
+    /// most `max_write_buffer` bytes of payload and topic; beyond that the connection is
+    /// not read until the shard drains. Boxed and absent while empty: almost every
+    /// connection never holds anything, and this struct exists per connection.
+    held: RefCell<Option<Box<Held>>>,
+}
+
+/// What a connection holds back (see `ConnShared::held`).
+#[derive(Debug, Default)]
+struct Held {
+    packets: std::collections::VecDeque<Packet>,
+    /// Payload and topic bytes of `packets`.
+    bytes: usize,
+}
+
+impl ConnShared {
+    /// Whether packets are held.
+    pub fn holding(&self) -> bool {
+        self.held.borrow().is_some()
+    }
+
+    /// Payload and topic bytes held.
+    pub fn held_bytes(&self) -> usize {
+        self.held.borrow().as_ref().map_or(0, |h| h.bytes)
+    }
+
+    /// Holds a packet (last in order) that costs `cost` bytes.
+    pub fn hold(&self, p: Packet, cost: usize) {
+        let mut h = self.held.borrow_mut();
+        let h = h.get_or_insert_with(Box::default);
+        h.bytes += cost;
+        h.packets.push_back(p);
+    }
+
+    /// The oldest held packet and its cost, to be handled now.
+    pub fn unhold(&self, cost: impl Fn(&Packet) -> usize) -> Option<Packet> {
+        let mut slot = self.held.borrow_mut();
+        let h = slot.as_mut()?;
+        let p = h.packets.pop_front();
+        if let Some(p) = &p {
+            h.bytes = h.bytes.saturating_sub(cost(p));
+        }
+        if h.packets.is_empty() {
+            *slot = None;
+        }
+        p
+    }
+
+    /// Forgets what is held (the connection is gone).
+    pub fn clear_held(&self) {
+        *self.held.borrow_mut() = None;
+    }
+}
+
+impl ConnShared {
+    /// Bytes waiting to reach the socket.
+    pub fn pending_output(&self) -> usize {
+        self.out.borrow().len() + self.writing.get()
+    }
+}
+
+impl ConnShared {
+    /// A new connection on socket `fd`, with the connect timeout as its first keep alive.
+    pub fn new(fd: RawFd, connect_timeout: u16) -> ConnShared {
+        ConnShared {
+            out: RefCell::new(BytesMut::new()),
+            wake: Notify::default(),
+            close: Cell::new(None),
+            last_read: Cell::new(Instant::now()),
+            keep_alive: Cell::new(connect_timeout),
+            session: Cell::new(None),
+            will: RefCell::new(None),
+            version: Cell::new(ProtocolVersion::V3_1_1),
+            fd,
+            open: Cell::new(true),
+            deferred: RefCell::new(std::collections::VecDeque::new()),
+            writing: Cell::new(0),
+            queued: Cell::new(0),
+            congested: Cell::new(false),
+            held: RefCell::new(None),
+            congested_since: Cell::new(Instant::now()),
+            slow: Cell::new(false),
+        }
+    }
+
+    /// Asks the connection to close (first reason wins).
+    pub fn request_close(&self, reason: CloseReason) {
+        if self.close.get().is_none() {
+            self.close.set(Some(reason));
+        }
+        self.wake.notify();
+    }
+}

@@ -1,0 +1,199 @@
+//! Decoding and handling the packets a connection has read: the session state machine,
+//! then the shard's routing, subscribe and gate; flow-control holds while publishers are
+//! held back.
+//!
+//! **Owns:** the per-packet loop and the hold rules.
+//!
+//! **Must not touch:** the socket: it works on bytes already read and appends output to
+//! the connection's buffer.
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+
+use super::connection::{CloseReason, ConnShared};
+use super::shard::Shard;
+use crate::protocol::*;
+use crate::session::Action;
+
+/// Decodes and handles every complete packet in `buf`.
+/// The connection's output or queue is above its watermark (or it was marked slow): it
+/// needs its acks read to drain.
+pub(crate) fn is_behind(conn: &ConnShared) -> bool {
+    conn.congested.get() || conn.slow.get()
+}
+
+/// The connection holds as many packets as it may while publishers are held back.
+pub(crate) fn held_full(shard: &Shard, conn: &ConnShared) -> bool {
+    conn.held_bytes() >= shard.cfg.limits.max_write_buffer
+}
+
+/// Packets that never wait behind a held PUBLISH: acks of server-to-client flows and
+/// PINGREQ. None of them can refer to a held packet (a PUBREL follows our PUBREC, which a
+/// held PUBLISH has not had), and processing them is what drains a connection.
+fn bypasses_hold(p: &Packet) -> bool {
+    matches!(
+        p,
+        Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubComp(_)
+            | Packet::PubRel(_)
+            | Packet::PingReq
+    )
+}
+
+fn held_cost(p: &Packet) -> usize {
+    match p {
+        Packet::Publish(p) => p.topic.len() + p.payload.len(),
+        _ => 64,
+    }
+}
+
+/// Decodes and handles every complete packet in `buf`, after the packets held while
+/// publishers were held back. Returns `Ok(true)` when it stopped for flow control with
+/// work left (in `buf` or held).
+pub(crate) fn process(
+    shard: &Rc<Shard>,
+    conn: &Rc<ConnShared>,
+    slot: usize,
+    buf: &mut BytesMut,
+    opts: &DecodeOptions,
+) -> Result<bool, CloseReason> {
+    process_with(shard, conn, slot, buf, opts, false)
+}
+
+/// [`process`]; with `release` (the connection is ending) nothing is held or paused: what
+/// was read is handled, as it would have been without flow control.
+pub(crate) fn process_with(
+    shard: &Rc<Shard>,
+    conn: &Rc<ConnShared>,
+    slot: usize,
+    buf: &mut BytesMut,
+    opts: &DecodeOptions,
+    release: bool,
+) -> Result<bool, CloseReason> {
+    loop {
+        let holding_back = !release && shard.holding_back();
+        // Flow control: stop between packets while a subscriber on this shard is behind,
+        // so one read turn cannot push it far past its soft watermark. Returns true with
+        // the rest left in `buf`. A connection that is itself behind goes on reading (for
+        // its acks) and holds what it must not process now.
+        if !release
+            && shard.output_congested()
+            && (!is_behind(conn) || held_full(shard, conn))
+            && (!buf.is_empty() || conn.holding())
+        {
+            return Ok(true);
+        }
+        let held_next = if holding_back {
+            None
+        } else {
+            conn.unhold(held_cost)
+        };
+        let packet = match held_next {
+            Some(p) => p,
+            None => {
+                if holding_back && held_full(shard, conn) {
+                    return Ok(!buf.is_empty());
+                }
+                let packet = match decode(buf, opts) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return Ok(false),
+                    Err(e) => {
+                        shard.count(|m| m.malformed_packets += 1);
+                        tracing::info!(error = %e, kind = e.kind(), "malformed packet: connection closed");
+                        disconnect_v5(conn, opts.version, e.reason_code());
+                        return Err(CloseReason::ProtocolError);
+                    }
+                };
+                if let Packet::Publish(p) = &packet {
+                    shard.count(|m| m.publishes_received += 1);
+                    if p.topic.levels().count() > shard.cfg.limits.max_topic_levels {
+                        tracing::info!(topic = %p.topic, "topic deeper than max_topic_levels: connection closed");
+                        disconnect_v5(conn, opts.version, ReasonCode::TOPIC_NAME_INVALID);
+                        return Err(CloseReason::ProtocolError);
+                    }
+                }
+                // Checked only while holding back: nothing extra per packet otherwise.
+                if holding_back
+                    && !bypasses_hold(&packet)
+                    && (matches!(packet, Packet::Publish(_)) || conn.holding())
+                {
+                    // Unacknowledged while held: a QoS 1/2 publisher's window fills and it
+                    // stops sending, which is MQTT's own back-pressure.
+                    let cost = held_cost(&packet);
+                    conn.hold(packet, cost);
+                    continue;
+                }
+                packet
+            }
+        };
+        // The ack of a retained PUBLISH whose topic another shard stores waits for that
+        // shard; responses after it wait too, to keep their order.
+        let defer_ack = matches!(&packet, Packet::Publish(p)
+            if p.retain && p.qos != QoS::AtMostOnce && shard.retained_elsewhere(&p.topic));
+        let capture = defer_ack || !conn.deferred.borrow().is_empty();
+        let mut scratch = BytesMut::new();
+        let action = {
+            let mut st = shard.state.borrow_mut();
+            let Some(entry) = st.sessions.get_mut(slot) else {
+                return Err(CloseReason::ProtocolError);
+            };
+            let a = if capture {
+                entry.session.handle(packet, &mut scratch)
+            } else {
+                entry.session.handle(packet, &mut conn.out.borrow_mut())
+            };
+            conn.queued.set(entry.session.queued_len());
+            a
+        };
+        // Acks move queued messages into the window.
+        shard.note_drained(conn);
+        let action = match action {
+            Ok(Some(Action::Route(m))) if defer_ack => {
+                shard.route_deferring_ack(m, conn, scratch);
+                Ok(None)
+            }
+            other => {
+                shard.respond(conn, scratch);
+                other
+            }
+        };
+        match action {
+            Ok(None) => {}
+            Ok(Some(Action::Route(m))) => shard.route(m),
+            Ok(Some(Action::Subscribe {
+                packet_id,
+                added,
+                codes,
+            })) => shard.subscribe(conn, slot, packet_id, added, codes),
+            Ok(Some(Action::Unsubscribe(filters))) => shard.unsubscribe(slot, &filters),
+            Ok(Some(Action::Disconnect { publish_will })) => {
+                return Err(CloseReason::ClientDisconnect { publish_will });
+            }
+            Err(e) => {
+                shard.count(|m| m.protocol_errors += 1);
+                tracing::info!(error = %e, "protocol violation: connection closed");
+                disconnect_v5(conn, opts.version, e.reason_code());
+                return Err(CloseReason::ProtocolError);
+            }
+        }
+        // Acks and deliveries written so far go out with this read turn.
+        if !conn.out.borrow().is_empty() {
+            conn.wake.notify();
+        }
+    }
+}
+
+/// 5.0: tells the client why the server closes (3.x simply closes).
+fn disconnect_v5(conn: &ConnShared, version: ProtocolVersion, reason: ReasonCode) {
+    if version.is_v5() {
+        let mut out = conn.out.borrow_mut();
+        out.clear();
+        let _ = Packet::Disconnect(Disconnect {
+            reason,
+            properties: Properties::new(),
+        })
+        .encode(version, &mut out);
+    }
+}

@@ -1,0 +1,124 @@
+//! Routing a PUBLISH: the retained store's owner shard, local subscribers, and one mesh
+//! item per other interested shard; delivery to this shard's matching sessions.
+//!
+//! **Owns:** the fan-out decision for a message and the per-session delivery rules
+//! (highest granted QoS once per session, drop policies at the limits).
+//!
+//! **Must not touch:** sockets, the subscription index's contents (it only reads matches),
+//! acknowledgements to the publisher (the gate does that).
+
+use std::time::{Duration, Instant};
+
+use super::shard::Shard;
+use super::{home_shard, ShardMsg};
+use crate::protocol::*;
+use crate::session::*;
+
+impl Shard {
+    /// Routes a message published on this shard: retained store, local subscribers, and
+    /// one mesh item per other interested shard.
+    pub(crate) fn route(&self, msg: Message) {
+        self.route_with_ack(msg, None);
+    }
+
+    /// Whether a retained message to `topic` is stored on another shard (so its ack must
+    /// wait for that shard: see [`ConnShared::deferred`]).
+    pub(crate) fn retained_elsewhere(&self, topic: &str) -> bool {
+        self.cfg.retain_available && home_shard(topic, self.shards) != self.id
+    }
+
+    pub(crate) fn route_with_ack(&self, msg: Message, ack: Option<u64>) {
+        if msg.retain && self.cfg.retain_available {
+            let owner = home_shard(&msg.topic, self.shards);
+            if owner == self.id {
+                self.store_retained(msg.detached());
+            } else {
+                self.mesh.push(
+                    owner,
+                    ShardMsg::Retain {
+                        msg: msg.detached(),
+                        ack: ack.map(|t| (self.id, t)),
+                    },
+                );
+            }
+        }
+        let mask = self.state.borrow().interest.match_mask(&msg.topic);
+        for shard in mask.iter() {
+            if shard == self.id {
+                self.deliver_local(&msg);
+            } else {
+                self.mesh.push(shard, ShardMsg::Publish(msg.clone()));
+            }
+        }
+    }
+
+    /// Delivers to this shard's subscribers, once per session at the highest granted QoS
+    /// of its matching subscriptions.
+    pub(crate) fn deliver_local(&self, msg: &Message) {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let mut matches = std::mem::take(&mut st.matches);
+        matches.clear();
+        st.subs.for_each_match(&msg.topic, |_, slot, opts| {
+            matches.push((slot, opts.qos, opts.retain_as_published));
+        });
+        if matches.len() > 1 {
+            // Overlapping subscriptions of one client: one delivery at the highest QoS.
+            matches.sort_unstable_by_key(|m| m.0);
+            matches.dedup_by(|b, a| {
+                if a.0 == b.0 {
+                    a.1 = a.1.max(b.1);
+                    a.2 |= b.2;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        let max_write = self.cfg.limits.max_write_buffer;
+        for &(slot, granted, rap) in &matches {
+            let Some(entry) = st.sessions.get_mut(slot) else {
+                continue;
+            };
+            let qos = msg.qos.min(granted);
+            let retain = rap && msg.retain;
+            let outcome = match &entry.conn {
+                Some(conn) => {
+                    if qos == QoS::AtMostOnce && conn.pending_output() >= max_write {
+                        self.count(|m| m.dropped_qos0_write_buffer += 1);
+                        continue;
+                    }
+                    let o =
+                        entry
+                            .session
+                            .deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
+                    conn.queued.set(entry.session.queued_len());
+                    self.note_output(conn);
+                    conn.wake.notify();
+                    o
+                }
+                None => entry.session.deliver(msg, qos, retain, None),
+            };
+            match outcome {
+                DeliverOutcome::Written | DeliverOutcome::Queued => {
+                    self.count(|m| m.messages_delivered += 1)
+                }
+                DeliverOutcome::Dropped(DropReason::QueueFull) => {
+                    self.count(|m| m.dropped_queue_full += 1);
+                    // One line per client and second at most: a flood of drops must not
+                    // become a flood of log lines (the counter has the total).
+                    let now = Instant::now();
+                    if now.duration_since(self.drop_logged.get()) >= Duration::from_secs(1) {
+                        self.drop_logged.set(now);
+                        let total = self.summary().dropped_queue_full;
+                        tracing::warn!(client_id = %entry.session.client_id(), topic = %msg.topic, dropped_total = total, "session queue full: message dropped (logged at most once a second per shard)");
+                    }
+                }
+                DeliverOutcome::Dropped(DropReason::Offline) => {
+                    self.count(|m| m.dropped_offline_qos0 += 1)
+                }
+            }
+        }
+        st.matches = matches;
+    }
+}

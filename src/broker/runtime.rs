@@ -1,0 +1,147 @@
+//! A shard's runtime: its main loop (mesh receivers, accept loops, the keep-alive and
+//! expiry sweeps) from start to shutdown.
+//!
+//! **Owns:** the tasks of one shard and their order of start and stop.
+//!
+//! **Must not touch:** connection or session state except through [`Shard`]'s operations.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::hooks::Authenticator;
+use super::shard::{Shard, ShardSummary};
+use super::{connect, net, ShardMsg};
+use crate::config::{AcceptMode, Config};
+use crate::mesh;
+use crate::server::StartError;
+
+/// How long shutdown waits for connections to close before abandoning them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+pub(crate) async fn shard_main(
+    id: usize,
+    cfg: Arc<Config>,
+    auth: Arc<dyn Authenticator>,
+    ends: mesh::MeshEnds<ShardMsg>,
+    listeners: Vec<std::net::TcpListener>,
+    ready: Sender<Result<(), StartError>>,
+    stop: Receiver<()>,
+) -> ShardSummary {
+    // One overflow batch per destination beyond the channel is allowed before publishers
+    // are paused: with a full channel, a shard's senders are the ones to slow down.
+    let (mesh, receivers) = ends
+        .connect(
+            cfg.mesh.batch_size,
+            4 * (cfg.mesh.channel_capacity / 16).max(1),
+        )
+        .await;
+    let shard = Rc::new(Shard::new(id, cfg.clone(), mesh, auth));
+    for (_from, rx) in receivers {
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            let mut since_yield = 0usize;
+            loop {
+                // Flow control: while a local subscriber is behind, leave batches in the
+                // channel; the sending shard then holds back its own publishers.
+                while s.output_congested() {
+                    s.output_drained.wait().await;
+                }
+                let Some(batch) = rx.recv().await else {
+                    break;
+                };
+                since_yield += batch.len();
+                for m in batch {
+                    crate::broker::guarded("mesh message", || s.on_mesh(m));
+                }
+                s.mesh.flush();
+                if since_yield >= 1024 {
+                    since_yield = 0;
+                    glommio::yield_if_needed().await;
+                }
+            }
+        })
+        .detach();
+    }
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        let listener = net::listener(l);
+        let s = shard.clone();
+        let round_robin = cfg.accept_mode == AcceptMode::RoundRobin;
+        accept_tasks.push(glommio::spawn_local(async move {
+            let mut next = 0usize;
+            loop {
+                if round_robin {
+                    match listener.shared_accept().await {
+                        Ok(a) => {
+                            // In turn over the shards; after CONNECT each connection still
+                            // moves to its session's home shard.
+                            let target = next % s.shards;
+                            next += 1;
+                            if target == s.id {
+                                let stream = a.bind_to_executor();
+                                let s2 = s.clone();
+                                crate::broker::spawn_connection(connect::accepted(s2, stream));
+                            } else {
+                                s.mesh.push(
+                                    target,
+                                    ShardMsg::Accepted(crate::broker::AcceptedConn(a)),
+                                );
+                                s.mesh.flush();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                } else {
+                    match listener.accept().await {
+                        Ok(stream) => {
+                            let s2 = s.clone();
+                            crate::broker::spawn_connection(connect::accepted(s2, stream));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Keep-alive sweep: one pass over the shard's connections a second.
+    {
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+                if s.stopping.get() {
+                    break;
+                }
+                let now = Instant::now();
+                crate::broker::guarded("keep-alive sweep", || s.sweep(now));
+                crate::broker::guarded("session expiry", || s.expire_sessions(now));
+            }
+        })
+        .detach();
+    }
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    // The stop signal comes from a non-glommio thread: poll it (never block a shard).
+    while let Err(TryRecvError::Empty) = stop.try_recv() {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    shard.stopping.set(true);
+    drop(accept_tasks);
+    shard.close_all();
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while shard.connection_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let summary = shard.summary();
+    tracing::info!(shard = id, summary = ?summary, "shard stopped");
+    summary
+}

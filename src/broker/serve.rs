@@ -1,0 +1,351 @@
+//! The connection task after CONNECT: one task owns the socket and alternates between
+//! writing what was queued for the client (one `write` for everything pending) and
+//! reading (every complete frame of a read is processed before the next read).
+//! Deliveries from other connections or shards append to the connection's write buffer
+//! and wake the task; they never wait for the socket.
+//!
+//! **Owns:** the socket's reads and writes, the read buffer, and the task's loop.
+//!
+//! **Must not touch:** session or routing state directly: packets go to
+//! [`super::process`], which calls the shard.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures::future::{select, Either};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::connection::{CloseReason, ConnShared};
+use super::process::{held_full, is_behind, process, process_with};
+use super::shard::Shard;
+use crate::protocol::*;
+
+/// Largest read chunk; reads start at `read_buffer_size` and double while they fill it.
+pub(crate) const MAX_CHUNK: usize = 64 * 1024;
+/// First read chunk of a new connection, before CONNECT.
+pub(crate) const CONNECT_CHUNK: usize = 256;
+
+pub(crate) enum ReadEv {
+    Data(usize),
+    Eof,
+    Woken,
+}
+
+/// One read into `into`, or an early return when the connection is woken (output to
+/// write, or a close request). Dropping the read is safe: glommio reads without a
+/// submitted buffer (readiness, then a non-blocking `recv`).
+pub(crate) async fn read_or_wake(
+    stream: &mut TcpStream,
+    into: &mut [u8],
+    conn: &ConnShared,
+) -> ReadEv {
+    read_or_wake_or(stream, into, conn, futures::future::pending::<()>()).await
+}
+
+/// Like [`read_or_wake`], and also returns `Woken` when `also` completes.
+pub(crate) async fn read_or_wake_or(
+    stream: &mut TcpStream,
+    into: &mut [u8],
+    conn: &ConnShared,
+    also: impl std::future::Future,
+) -> ReadEv {
+    let read = stream.read(into);
+    let wake = conn.wake.notified();
+    futures::pin_mut!(read, wake, also);
+    match select(read, select(wake, also)).await {
+        Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => ReadEv::Eof,
+        Either::Left((Ok(n), _)) => ReadEv::Data(n),
+        Either::Right(_) => ReadEv::Woken,
+    }
+}
+
+/// Reads once into the spare end of `buf`, or returns early when the connection is woken
+/// (output to write, or a close request).
+pub(crate) async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    chunk: usize,
+    conn: &ConnShared,
+) -> ReadEv {
+    read_some_or(stream, buf, chunk, conn, futures::future::pending::<()>()).await
+}
+
+/// Like [`read_some`], and also returns `Woken` when `also` completes.
+pub(crate) async fn read_some_or(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    chunk: usize,
+    conn: &ConnShared,
+    also: impl std::future::Future,
+) -> ReadEv {
+    let len = buf.len();
+    // glommio reads into initialised memory only.
+    buf.resize(len + chunk, 0);
+    let ev = read_or_wake_or(stream, &mut buf[len..], conn, also).await;
+    match ev {
+        ReadEv::Data(n) => buf.truncate(len + n),
+        _ => buf.truncate(len),
+    }
+    ev
+}
+
+/// Writes `data` completely, unless the connection is asked to close meanwhile.
+pub(crate) async fn write_out(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    data: &[u8],
+    conn: &ConnShared,
+) -> Result<(), CloseReason> {
+    let mut pos = 0;
+    while pos < data.len() {
+        if let Some(r) = conn.close.get() {
+            return Err(r);
+        }
+        let ev = {
+            let write = stream.write(&data[pos..]);
+            let wake = conn.wake.notified();
+            futures::pin_mut!(write, wake);
+            match select(write, wake).await {
+                Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => {
+                    Err(CloseReason::SocketClosed)
+                }
+                Either::Left((Ok(n), _)) => Ok(Some(n)),
+                // Woken for more output or a close request. The flag is not set again:
+                // new output is picked up by `flush`, which loops while `out` has data,
+                // and setting it here would make the next select return at once, a busy
+                // loop for as long as the socket stays full (a stuck subscriber would take
+                // its whole shard down with it).
+                Either::Right(_) => Ok(None),
+            }
+        };
+        match ev? {
+            Some(n) => {
+                pos += n;
+                conn.writing.set(data.len() - pos);
+                shard.note_drained(conn);
+            }
+            None => {
+                if let Some(r) = conn.close.get() {
+                    return Err(r);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn flush(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    conn: &ConnShared,
+) -> Result<(), CloseReason> {
+    loop {
+        let data = std::mem::take(&mut *conn.out.borrow_mut());
+        if data.is_empty() {
+            shard.note_drained(conn);
+            return Ok(());
+        }
+        let mut data = data;
+        conn.writing.set(data.len());
+        let r = write_out(shard, stream, &data, conn).await;
+        conn.writing.set(0);
+        r?;
+        shard.note_drained(conn);
+        data.clear();
+        // Keep a modest buffer for the next round; give a big one back.
+        let mut out = conn.out.borrow_mut();
+        if out.is_empty() && data.capacity() <= 16 * 1024 {
+            *out = data;
+        }
+    }
+}
+
+/// Serves an accepted CONNECT on the session's home shard until the connection ends.
+pub(crate) async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    key: usize,
+    conn: Rc<ConnShared>,
+    connect: Box<Connect>,
+    mut buf: BytesMut,
+) {
+    let version = connect.version;
+    conn.keep_alive.set(connect.keep_alive);
+    conn.last_read.set(Instant::now());
+    // The client id and the will live as long as the session and the connection: copy
+    // them out of the read buffer they were decoded from, which would otherwise stay
+    // pinned (a whole read chunk per connection).
+    *conn.will.borrow_mut() = connect.will.as_ref().map(|w| {
+        Box::new(Will {
+            topic: w.topic.detached(),
+            payload: Bytes::copy_from_slice(&w.payload),
+            qos: w.qos,
+            retain: w.retain,
+            properties: w.properties.clone(),
+        })
+    });
+    let (slot, _present) = shard.attach(
+        &conn,
+        ByteString::from(&*connect.client_id),
+        version,
+        connect.clean_start,
+    );
+    // Nothing of the CONNECT is needed any more; it must not stay in this task's state
+    // for the life of the connection (its fields are slices of the first read buffer).
+    drop(connect);
+    let opts = DecodeOptions {
+        version,
+        max_packet_size: shard.cfg.limits.max_packet_size,
+    };
+    let mut chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
+    // Packets the client sent right behind CONNECT.
+    let mut result = process(&shard, &conn, slot, &mut buf, &opts);
+    shard.mesh.flush();
+    if buf.is_empty() {
+        buf = BytesMut::new();
+    }
+    let mut reason = loop {
+        let paused = match result {
+            Err(r) => break r,
+            Ok(paused) => paused,
+        };
+        if let Some(r) = conn.close.get() {
+            break r;
+        }
+        // Boxed: the write path's state exists only while writing, so an idle
+        // connection's task stays small.
+        if !conn.out.borrow().is_empty() || conn.writing.get() > 0 {
+            if let Err(r) = Box::pin(flush(&shard, &mut stream, &conn)).await {
+                break r;
+            }
+        } else {
+            shard.note_drained(&conn);
+        }
+        // A connection that is behind keeps being read while publishers are held back:
+        // its acks free its window, which is what drains it. Its own PUBLISHes are held
+        // (see `process`) until its held budget is full.
+        let reads_while_held = is_behind(&conn) && !held_full(&shard, &conn);
+        if shard.output_congested() && !reads_while_held {
+            // Flow control: a subscriber on this shard is behind; stop reading publishers
+            // until it catches up (its own task keeps writing meanwhile).
+            let drained = shard.output_drained.wait();
+            let wake = conn.wake.notified();
+            futures::pin_mut!(drained, wake);
+            let _ = select(drained, wake).await;
+            continue;
+        }
+        if shard.mesh.congested() && !reads_while_held {
+            // Back-pressure: this publisher waits until the other shards drain.
+            let drained = shard.mesh.wait_uncongested();
+            let wake = conn.wake.notified();
+            futures::pin_mut!(drained, wake);
+            let _ = select(drained, wake).await;
+            continue;
+        }
+        let holding = conn.holding();
+        if paused || (holding && !shard.holding_back()) {
+            // Packets left over from before a flow-control pause, or held while it lasted.
+            result = process(&shard, &conn, slot, &mut buf, &opts);
+            shard.mesh.flush();
+            continue;
+        }
+        if buf.capacity() == 0 {
+            // Idle: wait for data holding no read buffer. The first byte is read into the
+            // task's own one-byte array (glommio waits for readiness without a buffer);
+            // only then is a buffer allocated, so an idle connection costs no buffer
+            // memory. (glommio's `peek` would allocate a page-aligned buffer per call.)
+            let mut one = [0u8; 1];
+            match read_or_wake(&mut stream, &mut one, &conn).await {
+                ReadEv::Eof => break CloseReason::SocketClosed,
+                ReadEv::Woken => {
+                    result = Ok(false);
+                    continue;
+                }
+                ReadEv::Data(_) => {
+                    buf.reserve(chunk);
+                    buf.extend_from_slice(&one);
+                    conn.last_read.set(Instant::now());
+                }
+            }
+        }
+        let ev = if holding {
+            // Also wake when the hold ends, to process what is held: the client may be
+            // waiting for those acks before it sends anything more.
+            Box::pin(read_some_or(
+                &mut stream,
+                &mut buf,
+                chunk,
+                &conn,
+                shard.until_released(),
+            ))
+            .await
+        } else {
+            Box::pin(read_some(&mut stream, &mut buf, chunk, &conn)).await
+        };
+        match ev {
+            ReadEv::Data(n) => {
+                conn.last_read.set(Instant::now());
+                if n == chunk {
+                    chunk = (chunk * 2).min(MAX_CHUNK);
+                } else if buf.is_empty() {
+                    chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
+                }
+                result = process(&shard, &conn, slot, &mut buf, &opts);
+                shard.mesh.flush();
+                // A quiet connection gives its read buffer back.
+                if buf.is_empty() && n < chunk {
+                    buf = BytesMut::new();
+                }
+            }
+            ReadEv::Eof => break CloseReason::SocketClosed,
+            ReadEv::Woken => result = Ok(false),
+        }
+    };
+    if reason == CloseReason::SocketClosed && conn.holding() {
+        // The client is gone; what it sent before leaving is still handled (its QoS 0
+        // publishes, its DISCONNECT), as it would have been without the hold.
+        let mut rest = BytesMut::new();
+        if let Err(r) = process_with(&shard, &conn, slot, &mut rest, &opts, true) {
+            // A held DISCONNECT (no will) or a protocol error decides how it ends.
+            reason = r;
+        }
+        shard.mesh.flush();
+    }
+    conn.clear_held();
+    if version.is_v5() {
+        let code = match reason {
+            CloseReason::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
+            CloseReason::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            CloseReason::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            _ => None,
+        };
+        if let Some(code) = code {
+            let mut out = conn.out.borrow_mut();
+            let _ = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: Properties::new(),
+            })
+            .encode(version, &mut out);
+        }
+    }
+    if matches!(
+        reason,
+        CloseReason::ProtocolError
+            | CloseReason::ServerShutdown
+            | CloseReason::ClientDisconnect { .. }
+    ) {
+        // Best effort: what was queued before the end (acks, a 5.0 DISCONNECT).
+        let data = std::mem::take(&mut *conn.out.borrow_mut());
+        if !data.is_empty() && reason != CloseReason::ProtocolError {
+            let _ = futures::future::select(
+                Box::pin(stream.write_all(&data)),
+                Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(100))),
+            )
+            .await;
+        }
+    }
+    shard.connection_closed(key, &conn, reason);
+}
