@@ -43,7 +43,7 @@ fn case(batch: usize, n: u64) -> f64 {
             .run(async move {
                 let (tx, _rx) = e0.connect(batch, 1 << 20).await;
                 for i in 0..n {
-                    tx.push(1, i);
+                    tx.push(1, i).expect("peer alive");
                     if i % 1024 == 0 {
                         tx.flush();
                         glommio::yield_if_needed().await;

@@ -185,6 +185,16 @@ config_section! {
         /// At least 1. Default: `100000`.
         max_connections: usize = 100_000,
 
+        /// Most sessions kept at once, online and offline (a persistent session outlives
+        /// its connection, so client-id churn with clean session 0 would otherwise grow
+        /// without end). Each shard enforces its share (this divided by the number of
+        /// shards, rounded up) for the sessions whose home it is. A CONNECT that would
+        /// create a session beyond it is refused (3.x: CONNACK 0x03 Server unavailable;
+        /// 5.0: 0x97 Quota exceeded) and counted; existing sessions are never evicted to
+        /// make room, and a client resuming its own session is always admitted.
+        /// At least 1. Default: `1000000`.
+        max_sessions: usize = 1_000_000,
+
         /// Seconds a new connection has to deliver its complete CONNECT packet after
         /// accept. A connection that has not is closed without CONNACK and counted.
         /// At least 1. Default: `10`.
@@ -519,6 +529,7 @@ impl Config {
         // [limits]
         let l = &self.limits;
         check_positive("limits.max_connections", l.max_connections)?;
+        check_positive("limits.max_sessions", l.max_sessions)?;
         check_positive("limits.connect_timeout", l.connect_timeout)?;
         check_range(
             "limits.max_packet_size",
@@ -690,6 +701,7 @@ mod tests {
             log_level: "warn,surgemq=debug".to_owned(),
             limits: Limits {
                 max_connections: 7,
+                max_sessions: 11,
                 connect_timeout: 3,
                 max_packet_size: 4096,
                 keepalive_min: 5,
@@ -934,6 +946,7 @@ mod tests {
             ("log_level", |c| c.log_level = "debg".to_owned()),
             ("log_level", |c| c.log_level = "surgemq=verbose".to_owned()),
             ("limits.max_connections", |c| c.limits.max_connections = 0),
+            ("limits.max_sessions", |c| c.limits.max_sessions = 0),
             ("limits.connect_timeout", |c| c.limits.connect_timeout = 0),
             ("limits.max_packet_size", |c| c.limits.max_packet_size = 63),
             ("limits.max_packet_size", |c| {

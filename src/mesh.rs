@@ -17,6 +17,19 @@
 //! holds more than `max_overflow_batches`, [`MeshTx::congested`] is true and the shard
 //! stops reading from its publishers (TCP back-pressure); no other shard ever waits.
 //! The overflow is therefore bounded by what one read turn can add beyond the limit.
+//!
+//! Planes: the broker builds two grids. The data plane (PUBLISH fan-out) is the one whose
+//! congestion holds publishers back. The control plane (moving a connection home, interest
+//! updates, "retained message stored") is built with no congestion bound
+//! (`max_overflow_batches = usize::MAX`) and its receivers never pause, so control traffic
+//! is never held back by data: it is bounded by client activity (connections, SUBSCRIBEs),
+//! which has its own limits.
+//!
+//! Failures: an item for an unknown destination, or for a shard whose channel has closed
+//! (it stopped), is handed back by [`MeshTx::push`] for the caller to count and drop. A
+//! batch already queued when the peer closes is dropped and counted
+//! ([`MeshTx::dropped`]), and its overflow no longer counts towards congestion, so a dead
+//! peer cannot hold a live shard's publishers back for good.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -119,6 +132,8 @@ impl<T: Send + 'static> MeshEnds<T> {
             max_overflow_batches,
             flusher_wake: (0..n).map(|_| Notify::default()).collect(),
             flusher_sending: (0..n).map(|_| Cell::new(false)).collect(),
+            closed: (0..n).map(|_| Cell::new(false)).collect(),
+            dropped: Cell::new(0),
             drained: WaitList::default(),
         });
         for dest in 0..n {
@@ -146,6 +161,10 @@ pub struct MeshTx<T: Send + 'static> {
     /// even though the overflow queue looks empty, or one could take the freed slot first
     /// and overtake it (seen as reordered deliveries in a congested mesh).
     flusher_sending: Vec<Cell<bool>>,
+    /// Per destination: its channel has closed (the peer stopped).
+    closed: Vec<Cell<bool>>,
+    /// Items dropped because their destination had closed.
+    dropped: Cell<u64>,
     drained: WaitList,
 }
 
@@ -169,12 +188,16 @@ impl<T: Send + 'static> MeshTx<T> {
         self.senders.len()
     }
 
-    /// Queues `item` for `dest` (never this shard). Sends the batch when it is full.
-    pub fn push(&self, dest: usize, item: T) {
+    /// Queues `item` for `dest` (never this shard). Sends the batch when it is full. Hands
+    /// the item back when `dest` is not a peer or its channel has closed.
+    pub fn push(&self, dest: usize, item: T) -> Result<(), T> {
+        if dest == self.me || !self.closed.get(dest).is_some_and(|c| !c.get()) {
+            return Err(item);
+        }
         let full = {
             let mut outboxes = self.outboxes.borrow_mut();
             let Some(outbox) = outboxes.get_mut(dest) else {
-                return;
+                return Err(item);
             };
             outbox.push(item);
             outbox.len() >= self.batch_size
@@ -182,6 +205,7 @@ impl<T: Send + 'static> MeshTx<T> {
         if full {
             self.flush_one(dest);
         }
+        Ok(())
     }
 
     /// Sends every non-empty outbox (end of a read turn).
@@ -198,12 +222,19 @@ impl<T: Send + 'static> MeshTx<T> {
         }
     }
 
+    /// Items dropped because their destination had closed.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
     fn flush_one(&self, dest: usize) {
         let batch = match self.outboxes.borrow_mut().get_mut(dest) {
             Some(o) if !o.is_empty() => std::mem::take(o),
             _ => return,
         };
         let Some(Some(sender)) = self.senders.get(dest) else {
+            // Unreachable: `push` only fills outboxes of peers.
+            self.dropped.set(self.dropped.get() + batch.len() as u64);
             return;
         };
         let mut overflow = self.overflow.borrow_mut();
@@ -215,11 +246,16 @@ impl<T: Send + 'static> MeshTx<T> {
         let batch = if q.is_empty() && !sending {
             match sender.try_send(batch) {
                 Ok(()) => return,
-                Err(e) => match e {
-                    glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(b))
-                    | glommio::GlommioError::Closed(glommio::ResourceType::Channel(b)) => b,
-                    _ => return,
-                },
+                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(b))) => b,
+                Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(b))) => {
+                    drop(overflow);
+                    self.peer_closed(dest, b.len());
+                    return;
+                }
+                Err(_) => {
+                    tracing::error!(dest, "mesh send failed: batch lost");
+                    return;
+                }
             }
         } else {
             batch
@@ -228,6 +264,24 @@ impl<T: Send + 'static> MeshTx<T> {
         self.overflow_batches.set(self.overflow_batches.get() + 1);
         if let Some(n) = self.flusher_wake.get(dest) {
             n.notify();
+        }
+    }
+
+    /// `dest`'s channel has closed: what waits for it is dropped and no longer counts
+    /// towards congestion. `lost` items were in hand.
+    fn peer_closed(&self, dest: usize, lost: usize) {
+        if let Some(c) = self.closed.get(dest) {
+            c.set(true);
+        }
+        let mut lost = lost as u64;
+        if let Some(q) = self.overflow.borrow_mut().get_mut(dest) {
+            self.overflow_batches
+                .set(self.overflow_batches.get().saturating_sub(q.len()));
+            lost += q.drain(..).map(|b| b.len() as u64).sum::<u64>();
+        }
+        self.dropped.set(self.dropped.get() + lost);
+        if !self.congested() {
+            self.drained.wake_all();
         }
     }
 
@@ -262,12 +316,16 @@ impl<T: Send + 'static> MeshTx<T> {
                     if let Some(f) = sending {
                         f.set(true);
                     }
+                    let len = batch.len();
                     let sent = sender.send(batch).await;
                     if let Some(f) = sending {
                         f.set(false);
                     }
                     if sent.is_err() {
                         // The peer is gone (shutdown): nothing more can be delivered there.
+                        self.overflow_batches
+                            .set(self.overflow_batches.get().saturating_sub(1));
+                        self.peer_closed(dest, len);
                         return;
                     }
                     self.overflow_batches
@@ -302,7 +360,7 @@ mod tests {
             .spawn(move || async move {
                 let (mesh, _rx) = a.connect(4, 1_000_000).await;
                 for i in 0..N {
-                    mesh.push(1, i);
+                    mesh.push(1, i).unwrap();
                     if i % 7 == 0 {
                         mesh.flush();
                     }

@@ -136,11 +136,13 @@ impl Server {
             .map(|c| c.id)
             .collect();
         allowed.sort_unstable();
-        let grid = mesh::grid::<ShardMsg>(shards, cfg.mesh.channel_capacity);
+        let grid = mesh::grid::<ShardMsg>(shards, cfg.mesh.channel_capacity)
+            .into_iter()
+            .zip(mesh::grid::<ShardMsg>(shards, cfg.mesh.channel_capacity));
         let (ready_tx, ready_rx) = bounded::<Result<(), StartError>>(shards);
         let mut stops = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
-        for ((id, ends), listeners) in grid.into_iter().enumerate().zip(per_shard) {
+        for ((id, (data_ends, control_ends)), listeners) in grid.enumerate().zip(per_shard) {
             let (stop_tx, stop_rx) = bounded::<()>(1);
             stops.push(stop_tx);
             let placement = match cfg.cpus.as_ref().and_then(|c| c.get(id)) {
@@ -180,7 +182,16 @@ impl Server {
                             return ShardSummary::default();
                         }
                     };
-                    ex.run(shard_main(id, cfg, auth, ends, listeners, ready, stop_rx))
+                    ex.run(shard_main(
+                        id,
+                        cfg,
+                        auth,
+                        data_ends,
+                        control_ends,
+                        listeners,
+                        ready,
+                        stop_rx,
+                    ))
                 })
                 .map_err(|e| StartError::Runtime {
                     shard: id,

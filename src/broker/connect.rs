@@ -7,7 +7,6 @@
 //!
 //! **Must not touch:** sessions (attaching is [`super::lifecycle`]'s job).
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -16,18 +15,25 @@ use bytestring::ByteString;
 use futures::AsyncWriteExt;
 use glommio::net::TcpStream;
 
-use super::connection::CloseReason;
+use super::connection::{CloseReason, ConnId, ConnShared};
 use super::lifecycle::write_connack;
 use super::serve::{read_some, serve, ReadEv, CONNECT_CHUNK, MAX_CHUNK};
 use super::shard::Shard;
-use super::{home_shard, net, Adopt, ShardMsg};
+use super::transport::Transport;
+use super::{home_shard, Adopt, ShardMsg};
 use crate::protocol::*;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 
-/// A connection accepted on this shard.
-pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
+/// Spawns the task of a connection accepted on this shard. The connection is registered
+/// here, before the task exists, so that the task is wrapped in one place
+/// ([`spawn_serving`], [`guard_end`]): a panic in it (a bug; bad input never panics) is
+/// caught, counted and logged, and the connection is unregistered and closed like any
+/// other, at no memory cost per connection beyond the references the task already holds.
+pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let timeout = u16::try_from(shard.cfg.limits.connect_timeout).unwrap_or(u16::MAX);
-    let Some((key, conn)) = shard.register_conn(stream.as_raw_fd(), timeout) else {
+    let Some((key, conn)) = shard.register_conn(stream.socket(), timeout) else {
         tracing::warn!(
             shard = shard.id,
             "connection limit reached: connection closed"
@@ -35,7 +41,82 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
         return;
     };
     shard.count(|m| m.connections_accepted += 1);
-    let mut stream = stream;
+    glommio::spawn_local(async move {
+        let mut stream = stream;
+        let r = AssertUnwindSafe(accept_phase(&shard, &mut stream, key, &conn))
+            .catch_unwind()
+            .await;
+        match r {
+            // Served here: the serving task is spawned on its own, so this task's state
+            // (sized for the CONNECT phase) is freed instead of being carried for the life
+            // of the connection.
+            Ok(Some((connect, buf))) => spawn_serving(shard, stream, key, conn, connect, buf),
+            Ok(None) => {}
+            Err(panic) => guard_end(&shard, key, &conn, &*panic),
+        }
+    })
+    .detach();
+}
+
+/// Spawns the task of a connection moved here from the shard that accepted it.
+pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
+    let stream = a.transport.into_tcp();
+    let Some((key, conn)) = shard.register_conn(stream.socket(), 0) else {
+        tracing::warn!(
+            shard = shard.id,
+            "connection limit reached: moved connection closed"
+        );
+        return;
+    };
+    spawn_serving(shard, stream, key, conn, a.connect, a.rest);
+}
+
+/// Spawns the task that serves an accepted CONNECT on the session's home shard.
+fn spawn_serving<S: Transport>(
+    shard: Rc<Shard>,
+    stream: S,
+    key: ConnId,
+    conn: Rc<ConnShared>,
+    connect: Box<Connect>,
+    buf: BytesMut,
+) {
+    glommio::spawn_local(async move {
+        let mut stream = stream;
+        let r = AssertUnwindSafe(serve(&shard, &mut stream, key, &conn, connect, buf))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = r {
+            guard_end(&shard, key, &conn, &*panic);
+        }
+        // The socket closes only now, after the connection was unregistered.
+        drop(stream);
+    })
+    .detach();
+}
+
+/// A connection task panicked: the connection is closed and unregistered as if its socket
+/// had failed (its will is published), so it holds nothing and counts for nothing.
+fn guard_end(
+    shard: &Shard,
+    key: ConnId,
+    conn: &Rc<ConnShared>,
+    panic: &(dyn std::any::Any + Send),
+) {
+    shard.count(|m| m.connection_panics += 1);
+    tracing::error!(panic = %super::panic_message(panic), "connection task panicked; connection closed");
+    super::guarded("panicked connection cleanup", || {
+        shard.connection_closed(key, conn, CloseReason::SocketClosed)
+    });
+}
+
+/// The CONNECT phase. Returns the CONNECT and the bytes read after it when the connection
+/// is to be served on this shard; None when it ended or moved home.
+async fn accept_phase<S: Transport>(
+    shard: &Rc<Shard>,
+    stream: &mut S,
+    key: ConnId,
+    conn: &Rc<ConnShared>,
+) -> Option<(Box<Connect>, BytesMut)> {
     let mut buf = BytesMut::new();
     let opts = DecodeOptions {
         version: ProtocolVersion::V3_1_1,
@@ -51,20 +132,20 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
             Ok(None) => {}
             Err(e) => break Err(e),
         }
-        match read_some(&mut stream, &mut buf, chunk, &conn).await {
+        match read_some(stream, &mut buf, chunk, conn).await {
             ReadEv::Data(n) => {
                 if n == chunk {
                     chunk = (chunk * 2).min(MAX_CHUNK);
                 }
             }
             ReadEv::Eof => {
-                shard.connection_closed(key, &conn, CloseReason::SocketClosed);
-                return;
+                shard.connection_closed(key, conn, CloseReason::SocketClosed);
+                return None;
             }
             ReadEv::Woken => {
                 if let Some(r) = conn.close.get() {
-                    shard.connection_closed(key, &conn, r);
-                    return;
+                    shard.connection_closed(key, conn, r);
+                    return None;
                 }
             }
         }
@@ -74,8 +155,8 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
         Ok(other) => {
             shard.count(|m| m.protocol_errors += 1);
             tracing::info!(packet = ?other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1]: closed");
-            shard.connection_closed(key, &conn, CloseReason::ProtocolError);
-            return;
+            shard.connection_closed(key, conn, CloseReason::ProtocolError);
+            return None;
         }
         Err(e) => {
             shard.count(|m| m.malformed_packets += 1);
@@ -99,61 +180,48 @@ pub(crate) async fn accepted(shard: Rc<Shard>, stream: TcpStream) {
             if !out.is_empty() {
                 let _ = stream.write_all(&out).await;
             }
-            shard.connection_closed(key, &conn, CloseReason::ProtocolError);
-            return;
+            shard.connection_closed(key, conn, CloseReason::ProtocolError);
+            return None;
         }
     };
     let mut connect = connect;
     // Identify the client; refusals get CONNACK with the code and a close.
-    match check_connect(&shard, &mut connect) {
+    match check_connect(shard, &mut connect) {
         Ok(()) => {}
         Err(code) => {
             let mut out = BytesMut::new();
             write_connack(&mut out, connect.version, false, code);
             let _ = stream.write_all(&out).await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
-            shard.connection_closed(key, &conn, CloseReason::Refused);
-            return;
+            shard.connection_closed(key, conn, CloseReason::Refused);
+            return None;
         }
     }
     let home = home_shard(&connect.client_id, shard.shards);
     if home != shard.id {
         // Move to the home shard with whatever the client sent after CONNECT.
-        match net::dup(&stream) {
-            Ok(fd) => {
-                shard.connection_closed(key, &conn, CloseReason::Migrated);
-                drop(stream);
+        match stream.to_moving() {
+            Ok(transport) => {
+                shard.connection_closed(key, conn, CloseReason::Migrated);
                 shard.count(|m| m.connections_migrated += 1);
-                shard.mesh.push(
+                shard.send_control(
                     home,
                     ShardMsg::Adopt(Box::new(Adopt {
-                        fd,
+                        transport,
                         connect,
                         rest: buf,
                     })),
                 );
-                shard.mesh.flush();
+                shard.control.flush();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not move a connection to its home shard: closed");
-                shard.connection_closed(key, &conn, CloseReason::ServerShutdown);
+                shard.connection_closed(key, conn, CloseReason::ServerShutdown);
             }
         }
-        return;
+        return None;
     }
-    // The serving task is spawned on its own: this task's state (sized for the CONNECT
-    // phase) is freed instead of being carried for the life of the connection.
-    super::spawn_connection(serve(shard, stream, key, conn, connect, buf));
-}
-
-/// A connection moved here from the shard that accepted it.
-pub(crate) async fn adopted(shard: Rc<Shard>, a: Adopt) {
-    let stream = net::adopt(a.fd);
-    let _ = stream.set_nodelay(true);
-    let Some((key, conn)) = shard.register_conn(stream.as_raw_fd(), 0) else {
-        return;
-    };
-    serve(shard, stream, key, conn, a.connect, a.rest).await;
+    Some((connect, buf))
 }
 
 /// The protocol level byte of a CONNECT whose body failed to decode, if it got that far.

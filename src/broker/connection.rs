@@ -12,8 +12,35 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::store::SessionId;
 use crate::notify::Notify;
 use crate::protocol::{Packet, ProtocolVersion, Will};
+
+/// A connection of this shard: slab slot plus a generation from a per-shard counter, so an
+/// id held across an `.await` can never name the connection that reuses its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnId {
+    slot: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    pub(crate) fn new(slot: usize, generation: u32) -> ConnId {
+        ConnId {
+            // Connections are bounded by `max_connections`, far below 2^32.
+            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+            generation,
+        }
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        self.slot as usize
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        self.generation
+    }
+}
 
 /// Why a connection ends; decides whether its will is published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +92,8 @@ pub(crate) struct ConnShared {
     pub last_read: Cell<Instant>,
     /// Keep alive in seconds (before CONNECT: the connect timeout); 0: none.
     pub keep_alive: Cell<u16>,
-    /// Session slot once CONNECT was accepted.
-    pub session: Cell<Option<usize>>,
+    /// Its session once CONNECT was accepted.
+    pub session: Cell<Option<SessionId>>,
     /// The will, published if the connection ends without DISCONNECT.
     /// Boxed: most clients have none, and this struct exists per connection.
     pub will: RefCell<Option<Box<Will>>>,
@@ -74,7 +101,9 @@ pub(crate) struct ConnShared {
     pub version: Cell<ProtocolVersion>,
     /// The socket, for shutting it down on takeover while the task still owns it.
     pub fd: RawFd,
-    /// False once the task has let go of the socket (so `fd` may name another file).
+    /// False once the connection has ended (`Shard::connection_closed`): from then on
+    /// nothing is written to it, it is never congested, and the task has let go of the
+    /// socket (so `fd` may name another file).
     pub open: Cell<bool>,
     /// Responses held back so that acks keep their order [MQTT-4.6.0-2] while the ack of a
     /// retained PUBLISH waits for the topic's owner shard to store it: `(Some(token), bytes)`
@@ -178,6 +207,11 @@ impl ConnShared {
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
         }
+    }
+
+    /// Whether the connection still serves its client: not ended and not asked to close.
+    pub fn is_live(&self) -> bool {
+        self.open.get() && self.close.get().is_none()
     }
 
     /// Asks the connection to close (first reason wins).

@@ -21,7 +21,13 @@ impl Shard {
     /// within a second is marked slow and stops holding anyone back; then its limits apply:
     /// QoS 0 past `max_write_buffer` and QoS 1/2 past the queue limits are dropped and
     /// counted.
+    ///
+    /// A connection that has ended is never marked: nothing would ever clear the mark, and
+    /// the shard would stop reading its publishers for good.
     pub(crate) fn note_output(&self, conn: &ConnShared) {
+        if !conn.open.get() {
+            return;
+        }
         let l = &self.cfg.limits;
         let over = conn.pending_output() >= l.max_write_buffer / 2
             || conn.queued.get() >= l.max_queued_messages.div_ceil(2);

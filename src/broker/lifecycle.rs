@@ -2,12 +2,24 @@
 //! (new, resumed or taken over), the end of a connection (will, detach or discard), keep
 //! alive and connect timeouts, and the expiry of offline sessions.
 //!
+//! ## Invariants
+//! - A connection is registered under a [`ConnId`] (slot plus generation); only the id it
+//!   was given removes it, once.
+//! - When a connection ends it is detached from its session and from the shard *before*
+//!   its will is routed, and its congestion mark is cleared after: a closed connection holds
+//!   nothing and counts for nothing, so it can never keep the shard's publishers held back.
+//! - A will belongs to the end of a session's connection, not to a takeover that keeps the
+//!   session: when a 3.1 / 3.1.1 persistent session is taken over by a connection that also
+//!   keeps it (clean session 0 on both), the old connection's will is not published; when
+//!   either side is clean it is (mosquitto 2.0 does the same).
+//!
 //! **Owns:** the rules that decide when a session begins and ends and when a will is
 //! published.
 //!
-//! **Must not touch:** sockets (the connection task owns them), the routing of messages
-//! (it calls [`Shard::route`]), the subscription index (it calls the subscribe module to
-//! drop a discarded session's filters).
+//! **Must not touch:** sockets beyond the shutdown of a taken-over connection and the
+//! liveness probe (the connection task owns them), the routing of messages (it calls
+//! [`Shard::route`]), the subscription index (it calls the subscribe module to drop a
+//! discarded session's filters).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -15,13 +27,13 @@ use std::time::{Duration, Instant};
 use std::os::fd::RawFd;
 
 use bytes::{BufMut, BytesMut};
-
 use bytestring::ByteString;
 
-use super::connection::{CloseReason, ConnShared};
+use super::connection::{CloseReason, ConnId, ConnShared};
 use super::shard::{Entry, Shard};
-use crate::protocol::*;
-use crate::session::*;
+use super::store::SessionId;
+use crate::protocol::{Packet, Properties, ProtocolVersion, ReasonCode, TopicFilter};
+use crate::session::{Message, Session};
 
 impl Shard {
     /// Registers a new connection; None when the shard is at its connection limit.
@@ -29,62 +41,75 @@ impl Shard {
         &self,
         fd: RawFd,
         connect_timeout: u16,
-    ) -> Option<(usize, Rc<ConnShared>)> {
+    ) -> Option<(ConnId, Rc<ConnShared>)> {
         let mut st = self.state.borrow_mut();
         if st.conns.len() >= self.max_connections || self.stopping.get() {
             self.count(|m| m.connections_refused_limit += 1);
             return None;
         }
         let conn = Rc::new(ConnShared::new(fd, connect_timeout));
-        let key = st.conns.insert(conn.clone());
-        Some((key, conn))
+        let generation = st.next_conn_generation;
+        st.next_conn_generation = generation.wrapping_add(1);
+        let slot = st.conns.insert((generation, conn.clone()));
+        Some((ConnId::new(slot, generation), conn))
     }
 
     /// Attaches a connection that sent an accepted CONNECT to its session (taking over an
     /// older connection of the same client id), writes CONNACK and, for a resumed session,
-    /// the resent in-flight messages. Returns the session slot and session-present.
+    /// the resent in-flight messages. Returns the session and session-present, or the
+    /// reason the CONNECT is refused (nothing changed then, CONNACK not written).
     pub(crate) fn attach(
         &self,
         conn: &Rc<ConnShared>,
         client_id: ByteString,
         version: ProtocolVersion,
         clean_start: bool,
-    ) -> (usize, bool) {
+    ) -> Result<(SessionId, bool), ReasonCode> {
         let mut removed: Vec<TopicFilter> = Vec::new();
-        let (slot, present) = {
+        let (id, present) = {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
             let existing = st.sessions.find(&client_id);
+            if existing.is_none() && st.sessions.len() >= self.max_sessions {
+                self.count(|m| m.sessions_refused_limit += 1);
+                tracing::warn!(client_id = %client_id, "max_sessions reached: CONNECT refused");
+                return Err(ReasonCode::QUOTA_EXCEEDED);
+            }
             let mut reuse = None;
-            if let Some(slot) = existing {
-                if let Some(entry) = st.sessions.get_mut(slot) {
+            if let Some(id) = existing {
+                if let Some(entry) = st.sessions.get_mut(id) {
+                    let keep = !clean_start && entry.session.is_persistent();
                     if let Some(old) = entry.conn.take() {
                         // [MQTT-3.1.4-2]: the existing connection is closed first. The old
                         // task still owns its socket; shutting it down now makes the close
                         // visible to that client before the new one gets CONNACK.
                         self.count(|m| m.takeovers += 1);
+                        if keep && !old.version.get().is_v5() {
+                            // The session goes on: its will is not due (module docs).
+                            old.will.borrow_mut().take();
+                        }
                         old.request_close(CloseReason::TakenOver);
                         if old.open.get() {
                             super::net::shutdown(old.fd);
                         }
                     }
-                    if clean_start || !entry.session.is_persistent() {
-                        removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
+                    if keep {
+                        reuse = Some(id);
                     } else {
-                        reuse = Some(slot);
+                        removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
                     }
                 }
                 if reuse.is_none() {
-                    st.sessions.remove(slot);
+                    st.sessions.remove(id);
                     for f in &removed {
-                        Self::unsubscribe_one(self, st, f, slot);
+                        self.unsubscribe_one(st, f, id);
                     }
                 }
             }
             match reuse {
-                Some(slot) => {
-                    st.sessions.mark_online(slot);
-                    (slot, true)
+                Some(id) => {
+                    st.sessions.mark_online(id);
+                    (id, true)
                 }
                 None => {
                     let session = Box::new(Session::new(
@@ -93,15 +118,15 @@ impl Shard {
                         !clean_start,
                         self.limits,
                     ));
-                    let slot = st.sessions.insert(Entry {
+                    let id = st.sessions.insert(Entry {
                         session,
                         conn: None,
                     });
-                    (slot, false)
+                    (id, false)
                 }
             }
         };
-        conn.session.set(Some(slot));
+        conn.session.set(Some(id));
         conn.version.set(version);
         // CONNACK goes first, then whatever the resumed session must resend.
         {
@@ -109,7 +134,7 @@ impl Shard {
             write_connack(&mut out, version, present, ReasonCode::SUCCESS);
         }
         let mut st = self.state.borrow_mut();
-        if let Some(entry) = st.sessions.get_mut(slot) {
+        if let Some(entry) = st.sessions.get_mut(id) {
             entry.conn = Some(conn.clone());
             if present {
                 entry.session.resume(version, &mut conn.out.borrow_mut());
@@ -117,14 +142,63 @@ impl Shard {
         }
         drop(st);
         conn.wake.notify();
-        (slot, present)
+        Ok((id, present))
     }
 
-    /// The connection task is ending. Publishes the will if the reason calls for it and
-    /// detaches or removes the session.
-    pub(crate) fn connection_closed(&self, key: usize, conn: &Rc<ConnShared>, reason: CloseReason) {
-        conn.open.set(false);
+    /// The connection task is ending (or has panicked). Detaches or removes the session,
+    /// then publishes the will if the reason calls for it. Idempotent: only the first call
+    /// for a connection does anything.
+    pub(crate) fn connection_closed(
+        &self,
+        key: ConnId,
+        conn: &Rc<ConnShared>,
+        reason: CloseReason,
+    ) {
+        if !conn.open.replace(false) {
+            return;
+        }
+        let mut removed: Vec<TopicFilter> = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            if st
+                .conns
+                .get(key.slot())
+                .is_some_and(|(g, _)| *g == key.generation())
+            {
+                st.conns.remove(key.slot());
+            }
+            if let Some(id) = conn.session.get() {
+                let mut remove = false;
+                if let Some(entry) = st.sessions.get_mut(id) {
+                    // Only the connection that currently serves the session may end it: a
+                    // taken-over connection closes after its successor attached.
+                    if entry.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)) {
+                        entry.conn = None;
+                        let keep = entry.session.is_persistent()
+                            && self.cfg.limits.session_expiry_max != Some(0);
+                        if keep {
+                            entry.session.detach();
+                            st.sessions.mark_offline(id, Instant::now());
+                        } else {
+                            remove = true;
+                            removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
+                        }
+                    }
+                }
+                if remove {
+                    st.sessions.remove(id);
+                    for f in &removed {
+                        self.unsubscribe_one(st, f, id);
+                    }
+                }
+            }
+        }
+        // Nothing routes to the connection any more; what it was holding is released.
         self.clear_congested(conn);
+        conn.slow.set(false);
+        conn.clear_held();
+        conn.deferred.borrow_mut().clear();
         let will = conn.will.borrow_mut().take();
         if let (Some(w), true) = (will, reason.publishes_will()) {
             let w = *w;
@@ -136,46 +210,22 @@ impl Shard {
                 properties: Properties::new(),
             });
         }
-        let mut removed: Vec<TopicFilter> = Vec::new();
-        {
-            let mut st = self.state.borrow_mut();
-            let st = &mut *st;
-            st.conns.try_remove(key);
-            if let Some(slot) = conn.session.get() {
-                let mut remove = false;
-                if let Some(entry) = st.sessions.get_mut(slot) {
-                    // Only the connection that currently serves the session may end it: a
-                    // taken-over connection closes after its successor attached.
-                    if entry.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)) {
-                        entry.conn = None;
-                        let keep = entry.session.is_persistent()
-                            && self.cfg.limits.session_expiry_max != Some(0);
-                        if keep {
-                            entry.session.detach();
-                            st.sessions.mark_offline(slot, Instant::now());
-                        } else {
-                            remove = true;
-                            removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
-                        }
-                    }
-                }
-                if remove {
-                    st.sessions.remove(slot);
-                    for f in &removed {
-                        Self::unsubscribe_one(self, st, f, slot);
-                    }
-                }
-            }
-        }
-        self.mesh.flush();
+        self.flush_mesh();
     }
 
     /// Closes connections silent for 1.5 times their keep alive [MQTT-3.1.2-24] (and those
-    /// that did not send CONNECT within the connect timeout). Runs about once a second
-    /// for the whole shard rather than one timer per connection.
+    /// that did not send CONNECT within the connect timeout), and marks as slow those that
+    /// held publishers back for a second. Runs about twice a second for the whole shard
+    /// rather than one timer per connection.
+    ///
+    /// Liveness is what the socket received, not what the task got round to reading: a
+    /// connection whose task is busy writing, or held back by flow control, may have
+    /// packets waiting unread. So before a connection is closed for keep alive, its socket
+    /// is asked for unread bytes; if there are any, the client did send and the clock
+    /// restarts.
     pub(crate) fn sweep(&self, now: Instant) {
         let st = self.state.borrow();
-        for (_, conn) in st.conns.iter() {
+        for (_, (_, conn)) in st.conns.iter() {
             if conn.congested.get()
                 && now.duration_since(conn.congested_since.get()) > Duration::from_secs(1)
             {
@@ -184,7 +234,7 @@ impl Shard {
                 self.clear_congested(conn);
             }
             let ka = conn.keep_alive.get();
-            if ka == 0 || conn.close.get().is_some() {
+            if ka == 0 || conn.close.get().is_some() || !conn.open.get() {
                 continue;
             }
             let limit = if conn.session.get().is_some() {
@@ -192,13 +242,18 @@ impl Shard {
             } else {
                 Duration::from_secs(u64::from(ka))
             };
-            if now.duration_since(conn.last_read.get()) > limit {
-                if conn.session.get().is_some() {
-                    self.count(|m| m.keepalive_timeouts += 1);
-                    conn.request_close(CloseReason::KeepAliveTimeout);
-                } else {
-                    conn.request_close(CloseReason::ConnectTimeout);
-                }
+            if now.duration_since(conn.last_read.get()) <= limit {
+                continue;
+            }
+            if conn.session.get().is_some() && super::net::unread_bytes(conn.fd) > 0 {
+                conn.last_read.set(now);
+                continue;
+            }
+            if conn.session.get().is_some() {
+                self.count(|m| m.keepalive_timeouts += 1);
+                conn.request_close(CloseReason::KeepAliveTimeout);
+            } else {
+                conn.request_close(CloseReason::ConnectTimeout);
             }
         }
     }
@@ -212,8 +267,8 @@ impl Shard {
         let max = Duration::from_secs(max);
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        for slot in st.sessions.offline_longer_than(now, max) {
-            let Some(entry) = st.sessions.remove(slot) else {
+        for id in st.sessions.take_expired(now, max) {
+            let Some(entry) = st.sessions.remove(id) else {
                 continue;
             };
             let filters: Vec<TopicFilter> = entry
@@ -222,7 +277,7 @@ impl Shard {
                 .map(|(f, _)| f.clone())
                 .collect();
             for f in &filters {
-                Self::unsubscribe_one(self, st, f, slot);
+                self.unsubscribe_one(st, f, id);
             }
             tracing::debug!(client_id = %entry.session.client_id(), "persistent session expired");
         }

@@ -27,6 +27,7 @@
 //! | [`retained`] | the retained store of the topics this shard owns |
 //! | [`store`] | the sessions of a shard, behind the seam a persistent store replaces |
 //! | [`hooks`] | authentication (and later authorization) extension points |
+//! | [`transport`] | the transport seam: what a connection needs from its byte stream |
 //! | [`net`] | listeners, socket options, moving a socket to another shard |
 
 pub(crate) mod connect;
@@ -44,27 +45,12 @@ pub(crate) mod serve;
 pub(crate) mod shard;
 pub(crate) mod store;
 pub(crate) mod subscribe;
-
-use std::os::fd::OwnedFd;
+pub(crate) mod transport;
 
 use bytes::BytesMut;
 
 use crate::protocol::{Connect, TopicFilter};
 use crate::session::Message;
-
-/// Spawns a connection task on the current shard. A panic in it (a bug: bad input is
-/// handled without panicking) is caught, logged and ends only that connection, instead
-/// of unwinding through the executor and taking the shard's other connections with it.
-pub(crate) fn spawn_connection(fut: impl std::future::Future<Output = ()> + 'static) {
-    use futures::FutureExt;
-    glommio::spawn_local(async move {
-        if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-            let what = panic_message(&*panic);
-            tracing::error!(panic = %what, "connection task panicked; connection dropped");
-        }
-    })
-    .detach();
-}
 
 /// Runs one step of a shard's long-lived loop (a mesh batch item, a keep-alive sweep). A
 /// panic in it (a bug) is caught and logged, and the loop goes on with the next item,
@@ -77,7 +63,7 @@ pub(crate) fn guarded(what: &'static str, f: impl FnOnce()) {
 }
 
 /// The text a panic was raised with, if it was a string.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -130,6 +116,22 @@ pub(crate) enum ShardMsg {
     Accepted(AcceptedConn),
 }
 
+impl ShardMsg {
+    /// The message's name, for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ShardMsg::Publish(_) => "Publish",
+            ShardMsg::Retain { .. } => "Retain",
+            ShardMsg::RetainStored { .. } => "RetainStored",
+            ShardMsg::Adopt(_) => "Adopt",
+            ShardMsg::InterestAdd { .. } => "InterestAdd",
+            ShardMsg::InterestAck { .. } => "InterestAck",
+            ShardMsg::InterestRemove { .. } => "InterestRemove",
+            ShardMsg::Accepted(_) => "Accepted",
+        }
+    }
+}
+
 /// An accepted socket not yet bound to an executor.
 pub(crate) struct AcceptedConn(pub glommio::net::AcceptedTcpStream);
 
@@ -142,7 +144,7 @@ impl std::fmt::Debug for AcceptedConn {
 /// A connection moving to its home shard.
 #[derive(Debug)]
 pub(crate) struct Adopt {
-    pub fd: OwnedFd,
+    pub transport: transport::Moving,
     pub connect: Box<Connect>,
     /// Bytes read after the CONNECT (the client may pipeline).
     pub rest: BytesMut,

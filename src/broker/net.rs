@@ -7,7 +7,8 @@
 //! - a connection moves to its session's home shard after CONNECT; glommio 0.9 cannot
 //!   move a bound `TcpStream`, so the socket is duplicated (`dup`), the original closed on
 //!   the accepting shard, and the duplicate adopted on the home shard;
-//! - a takeover shuts down the old connection's socket while its task still owns it.
+//! - a takeover shuts down the old connection's socket while its task still owns it;
+//! - keep alive asks a socket how many received bytes wait unread.
 
 #![allow(unsafe_code)]
 
@@ -74,6 +75,22 @@ pub(crate) fn shutdown(fd: RawFd) {
     // which is ignored. Callers guarantee the fd is still the connection's socket.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Bytes received on a connection's socket and not read yet (`SIOCINQ`); 0 when the fd is
+/// not a socket any more or the call fails. Used for keep alive: a client whose packets
+/// wait unread is alive. Callers check `ConnShared::open` first so the number still names
+/// the connection's socket.
+pub(crate) fn unread_bytes(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD (SIOCINQ for TCP) writes one c_int through the pointer we pass; an
+    // invalid fd gives EBADF and leaves `n` at 0.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if r == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
     }
 }
 

@@ -13,8 +13,9 @@ use bytes::BytesMut;
 
 use super::connection::{CloseReason, ConnShared};
 use super::shard::Shard;
+use super::store::SessionId;
 use crate::protocol::*;
-use crate::session::Action;
+use crate::session::{Action, Handled};
 
 /// Decodes and handles every complete packet in `buf`.
 /// The connection's output or queue is above its watermark (or it was marked slow): it
@@ -55,7 +56,7 @@ fn held_cost(p: &Packet) -> usize {
 pub(crate) fn process(
     shard: &Rc<Shard>,
     conn: &Rc<ConnShared>,
-    slot: usize,
+    slot: SessionId,
     buf: &mut BytesMut,
     opts: &DecodeOptions,
 ) -> Result<bool, CloseReason> {
@@ -67,7 +68,7 @@ pub(crate) fn process(
 pub(crate) fn process_with(
     shard: &Rc<Shard>,
     conn: &Rc<ConnShared>,
-    slot: usize,
+    slot: SessionId,
     buf: &mut BytesMut,
     opts: &DecodeOptions,
     release: bool,
@@ -132,50 +133,54 @@ pub(crate) fn process_with(
         // shard; responses after it wait too, to keep their order.
         let defer_ack = matches!(&packet, Packet::Publish(p)
             if p.retain && p.qos != QoS::AtMostOnce && shard.retained_elsewhere(&p.topic));
-        let capture = defer_ack || !conn.deferred.borrow().is_empty();
-        let mut scratch = BytesMut::new();
-        let action = {
+        let handled = {
             let mut st = shard.state.borrow_mut();
             let Some(entry) = st.sessions.get_mut(slot) else {
                 return Err(CloseReason::ProtocolError);
             };
-            let a = if capture {
-                entry.session.handle(packet, &mut scratch)
-            } else {
-                entry.session.handle(packet, &mut conn.out.borrow_mut())
-            };
+            // The session's own output (deliveries an ack lets into the window) goes
+            // straight to the connection; the answer goes through the gate below.
+            let h = entry.session.handle(packet, &mut conn.out.borrow_mut());
             conn.queued.set(entry.session.queued_len());
-            a
+            h
         };
         // Acks move queued messages into the window.
         shard.note_drained(conn);
-        let action = match action {
-            Ok(Some(Action::Route(m))) if defer_ack => {
-                shard.route_deferring_ack(m, conn, scratch);
-                Ok(None)
-            }
-            other => {
-                shard.respond(conn, scratch);
-                other
-            }
-        };
-        match action {
-            Ok(None) => {}
-            Ok(Some(Action::Route(m))) => shard.route(m),
-            Ok(Some(Action::Subscribe {
-                packet_id,
-                added,
-                codes,
-            })) => shard.subscribe(conn, slot, packet_id, added, codes),
-            Ok(Some(Action::Unsubscribe(filters))) => shard.unsubscribe(slot, &filters),
-            Ok(Some(Action::Disconnect { publish_will })) => {
-                return Err(CloseReason::ClientDisconnect { publish_will });
-            }
+        let Handled { action, response } = match handled {
+            Ok(h) => h,
             Err(e) => {
                 shard.count(|m| m.protocol_errors += 1);
                 tracing::info!(error = %e, "protocol violation: connection closed");
                 disconnect_v5(conn, opts.version, e.reason_code());
                 return Err(CloseReason::ProtocolError);
+            }
+        };
+        match action {
+            Some(Action::Route(m)) if defer_ack => shard.route_deferring_ack(m, conn, response),
+            Some(Action::Route(m)) => {
+                if let Some(r) = &response {
+                    shard.respond(conn, r);
+                }
+                shard.route(m);
+            }
+            Some(Action::Subscribe {
+                packet_id,
+                added,
+                codes,
+            }) => shard.subscribe(conn, slot, packet_id, added, codes),
+            Some(Action::Unsubscribe(filters)) => {
+                shard.unsubscribe(slot, &filters);
+                if let Some(r) = &response {
+                    shard.respond(conn, r);
+                }
+            }
+            Some(Action::Disconnect { publish_will }) => {
+                return Err(CloseReason::ClientDisconnect { publish_will });
+            }
+            None => {
+                if let Some(r) = &response {
+                    shard.respond(conn, r);
+                }
             }
         }
         // Acks and deliveries written so far go out with this read turn.

@@ -4,6 +4,16 @@
 //! **Owns:** the fan-out decision for a message and the per-session delivery rules
 //! (highest granted QoS once per session, drop policies at the limits).
 //!
+//! ## Memory held by messages
+//! A decoded PUBLISH is a zero-copy slice of its publisher's read chunk (up to 64 KiB).
+//! Anything that keeps a slice beyond the read turn (an in-flight or queued QoS 1/2
+//! delivery, a batch to another shard) pins the whole chunk, while the queue limits count
+//! only the message. So a message that will be kept and is small next to a chunk
+//! (`COMPACT_BELOW`) is copied once, here, into its own allocation, shared by every
+//! subscriber. What a kept message holds is then its own size plus overhead (counted by
+//! `Message::cost`), or, for a larger message still sliced, at most 64 KiB / 8 KiB = 8
+//! times what is counted.
+//!
 //! **Must not touch:** sockets, the subscription index's contents (it only reads matches),
 //! acknowledgements to the publisher (the gate does that).
 
@@ -13,6 +23,10 @@ use super::shard::Shard;
 use super::{home_shard, ShardMsg};
 use crate::protocol::*;
 use crate::session::*;
+
+/// Messages up to this size (topic and payload) that will be kept are copied out of the
+/// read chunk they were decoded from (see the module docs).
+const COMPACT_BELOW: usize = 8 * 1024;
 
 impl Shard {
     /// Routes a message published on this shard: retained store, local subscribers, and
@@ -33,7 +47,7 @@ impl Shard {
             if owner == self.id {
                 self.store_retained(msg.detached());
             } else {
-                self.mesh.push(
+                self.send_data(
                     owner,
                     ShardMsg::Retain {
                         msg: msg.detached(),
@@ -43,11 +57,17 @@ impl Shard {
             }
         }
         let mask = self.state.borrow().interest.match_mask(&msg.topic);
+        let kept = msg.qos != QoS::AtMostOnce || mask.iter().any(|s| s != self.id);
+        let msg = if kept && msg.cost() <= COMPACT_BELOW {
+            msg.detached()
+        } else {
+            msg
+        };
         for shard in mask.iter() {
             if shard == self.id {
                 self.deliver_local(&msg);
             } else {
-                self.mesh.push(shard, ShardMsg::Publish(msg.clone()));
+                self.send_data(shard, ShardMsg::Publish(msg.clone()));
             }
         }
     }
@@ -76,8 +96,12 @@ impl Shard {
             });
         }
         let max_write = self.cfg.limits.max_write_buffer;
-        for &(slot, granted, rap) in &matches {
-            let Some(entry) = st.sessions.get_mut(slot) else {
+        let watch_pending = msg.retain && !st.pending.is_empty();
+        for &(id, granted, rap) in &matches {
+            if watch_pending {
+                Self::note_live_retained(st, id, &msg.topic);
+            }
+            let Some(entry) = st.sessions.get_mut(id) else {
                 continue;
             };
             let qos = msg.qos.min(granted);

@@ -21,32 +21,48 @@ use crate::server::StartError;
 /// How long shutdown waits for connections to close before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Data-plane receivers pause while a local subscriber is behind; control-plane ones never
+/// do (see [`crate::mesh`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plane {
+    Data,
+    Control,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn shard_main(
     id: usize,
     cfg: Arc<Config>,
     auth: Arc<dyn Authenticator>,
-    ends: mesh::MeshEnds<ShardMsg>,
+    data_ends: mesh::MeshEnds<ShardMsg>,
+    control_ends: mesh::MeshEnds<ShardMsg>,
     listeners: Vec<std::net::TcpListener>,
     ready: Sender<Result<(), StartError>>,
     stop: Receiver<()>,
 ) -> ShardSummary {
     // One overflow batch per destination beyond the channel is allowed before publishers
     // are paused: with a full channel, a shard's senders are the ones to slow down.
-    let (mesh, receivers) = ends
-        .connect(
+    let ((mesh, data_rx), (control, control_rx)) = futures::future::join(
+        data_ends.connect(
             cfg.mesh.batch_size,
             4 * (cfg.mesh.channel_capacity / 16).max(1),
-        )
-        .await;
-    let shard = Rc::new(Shard::new(id, cfg.clone(), mesh, auth));
-    for (_from, rx) in receivers {
+        ),
+        control_ends.connect(cfg.mesh.batch_size, usize::MAX),
+    )
+    .await;
+    let shard = Rc::new(Shard::new(id, cfg.clone(), mesh, control, auth));
+    let receivers = data_rx
+        .into_iter()
+        .map(|r| (Plane::Data, r))
+        .chain(control_rx.into_iter().map(|r| (Plane::Control, r)));
+    for (plane, (_from, rx)) in receivers {
         let s = shard.clone();
         glommio::spawn_local(async move {
             let mut since_yield = 0usize;
             loop {
-                // Flow control: while a local subscriber is behind, leave batches in the
-                // channel; the sending shard then holds back its own publishers.
-                while s.output_congested() {
+                // Flow control: while a local subscriber is behind, leave data batches in
+                // the channel; the sending shard then holds back its own publishers.
+                while plane == Plane::Data && s.output_congested() {
                     s.output_drained.wait().await;
                 }
                 let Some(batch) = rx.recv().await else {
@@ -56,7 +72,7 @@ pub(crate) async fn shard_main(
                 for m in batch {
                     crate::broker::guarded("mesh message", || s.on_mesh(m));
                 }
-                s.mesh.flush();
+                s.flush_mesh();
                 if since_yield >= 1024 {
                     since_yield = 0;
                     glommio::yield_if_needed().await;
@@ -82,14 +98,15 @@ pub(crate) async fn shard_main(
                             next += 1;
                             if target == s.id {
                                 let stream = a.bind_to_executor();
-                                let s2 = s.clone();
-                                crate::broker::spawn_connection(connect::accepted(s2, stream));
+                                crate::broker::guarded("accept", || {
+                                    connect::spawn_accepted(s.clone(), stream)
+                                });
                             } else {
-                                s.mesh.push(
+                                s.send_control(
                                     target,
                                     ShardMsg::Accepted(crate::broker::AcceptedConn(a)),
                                 );
-                                s.mesh.flush();
+                                s.control.flush();
                             }
                         }
                         Err(e) => {
@@ -99,10 +116,9 @@ pub(crate) async fn shard_main(
                     }
                 } else {
                     match listener.accept().await {
-                        Ok(stream) => {
-                            let s2 = s.clone();
-                            crate::broker::spawn_connection(connect::accepted(s2, stream));
-                        }
+                        Ok(stream) => crate::broker::guarded("accept", || {
+                            connect::spawn_accepted(s.clone(), stream)
+                        }),
                         Err(e) => {
                             tracing::warn!(error = %e, "accept failed");
                             glommio::timer::sleep(Duration::from_millis(10)).await;

@@ -16,11 +16,13 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 
+use super::connection::ConnId;
 use super::connection::{CloseReason, ConnShared};
+use super::lifecycle::write_connack;
 use super::process::{held_full, is_behind, process, process_with};
 use super::shard::Shard;
+use super::transport::Transport;
 use crate::protocol::*;
 
 /// Largest read chunk; reads start at `read_buffer_size` and double while they fill it.
@@ -37,8 +39,8 @@ pub(crate) enum ReadEv {
 /// One read into `into`, or an early return when the connection is woken (output to
 /// write, or a close request). Dropping the read is safe: glommio reads without a
 /// submitted buffer (readiness, then a non-blocking `recv`).
-pub(crate) async fn read_or_wake(
-    stream: &mut TcpStream,
+pub(crate) async fn read_or_wake<S: Transport>(
+    stream: &mut S,
     into: &mut [u8],
     conn: &ConnShared,
 ) -> ReadEv {
@@ -46,8 +48,8 @@ pub(crate) async fn read_or_wake(
 }
 
 /// Like [`read_or_wake`], and also returns `Woken` when `also` completes.
-pub(crate) async fn read_or_wake_or(
-    stream: &mut TcpStream,
+pub(crate) async fn read_or_wake_or<S: Transport>(
+    stream: &mut S,
     into: &mut [u8],
     conn: &ConnShared,
     also: impl std::future::Future,
@@ -64,8 +66,8 @@ pub(crate) async fn read_or_wake_or(
 
 /// Reads once into the spare end of `buf`, or returns early when the connection is woken
 /// (output to write, or a close request).
-pub(crate) async fn read_some(
-    stream: &mut TcpStream,
+pub(crate) async fn read_some<S: Transport>(
+    stream: &mut S,
     buf: &mut BytesMut,
     chunk: usize,
     conn: &ConnShared,
@@ -74,8 +76,8 @@ pub(crate) async fn read_some(
 }
 
 /// Like [`read_some`], and also returns `Woken` when `also` completes.
-pub(crate) async fn read_some_or(
-    stream: &mut TcpStream,
+pub(crate) async fn read_some_or<S: Transport>(
+    stream: &mut S,
     buf: &mut BytesMut,
     chunk: usize,
     conn: &ConnShared,
@@ -93,9 +95,9 @@ pub(crate) async fn read_some_or(
 }
 
 /// Writes `data` completely, unless the connection is asked to close meanwhile.
-pub(crate) async fn write_out(
+pub(crate) async fn write_out<S: Transport>(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut S,
     data: &[u8],
     conn: &ConnShared,
 ) -> Result<(), CloseReason> {
@@ -137,9 +139,9 @@ pub(crate) async fn write_out(
     Ok(())
 }
 
-pub(crate) async fn flush(
+pub(crate) async fn flush<S: Transport>(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut S,
     conn: &ConnShared,
 ) -> Result<(), CloseReason> {
     loop {
@@ -164,11 +166,11 @@ pub(crate) async fn flush(
 }
 
 /// Serves an accepted CONNECT on the session's home shard until the connection ends.
-pub(crate) async fn serve(
-    shard: Rc<Shard>,
-    mut stream: TcpStream,
-    key: usize,
-    conn: Rc<ConnShared>,
+pub(crate) async fn serve<S: Transport>(
+    shard: &Rc<Shard>,
+    stream: &mut S,
+    key: ConnId,
+    conn: &Rc<ConnShared>,
     connect: Box<Connect>,
     mut buf: BytesMut,
 ) {
@@ -187,12 +189,23 @@ pub(crate) async fn serve(
             properties: w.properties.clone(),
         })
     });
-    let (slot, _present) = shard.attach(
-        &conn,
+    let attached = shard.attach(
+        conn,
         ByteString::from(&*connect.client_id),
         version,
         connect.clean_start,
     );
+    let (slot, _present) = match attached {
+        Ok(a) => a,
+        Err(code) => {
+            let mut out = BytesMut::new();
+            write_connack(&mut out, version, false, code);
+            let _ = stream.write_all(&out).await;
+            tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
+            shard.connection_closed(key, conn, CloseReason::Refused);
+            return;
+        }
+    };
     // Nothing of the CONNECT is needed any more; it must not stay in this task's state
     // for the life of the connection (its fields are slices of the first read buffer).
     drop(connect);
@@ -202,8 +215,8 @@ pub(crate) async fn serve(
     };
     let mut chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
     // Packets the client sent right behind CONNECT.
-    let mut result = process(&shard, &conn, slot, &mut buf, &opts);
-    shard.mesh.flush();
+    let mut result = process(shard, conn, slot, &mut buf, &opts);
+    shard.flush_mesh();
     if buf.is_empty() {
         buf = BytesMut::new();
     }
@@ -218,16 +231,16 @@ pub(crate) async fn serve(
         // Boxed: the write path's state exists only while writing, so an idle
         // connection's task stays small.
         if !conn.out.borrow().is_empty() || conn.writing.get() > 0 {
-            if let Err(r) = Box::pin(flush(&shard, &mut stream, &conn)).await {
+            if let Err(r) = Box::pin(flush(shard, stream, conn)).await {
                 break r;
             }
         } else {
-            shard.note_drained(&conn);
+            shard.note_drained(conn);
         }
         // A connection that is behind keeps being read while publishers are held back:
         // its acks free its window, which is what drains it. Its own PUBLISHes are held
         // (see `process`) until its held budget is full.
-        let reads_while_held = is_behind(&conn) && !held_full(&shard, &conn);
+        let reads_while_held = is_behind(conn) && !held_full(shard, conn);
         if shard.output_congested() && !reads_while_held {
             // Flow control: a subscriber on this shard is behind; stop reading publishers
             // until it catches up (its own task keeps writing meanwhile).
@@ -248,8 +261,8 @@ pub(crate) async fn serve(
         let holding = conn.holding();
         if paused || (holding && !shard.holding_back()) {
             // Packets left over from before a flow-control pause, or held while it lasted.
-            result = process(&shard, &conn, slot, &mut buf, &opts);
-            shard.mesh.flush();
+            result = process(shard, conn, slot, &mut buf, &opts);
+            shard.flush_mesh();
             continue;
         }
         if buf.capacity() == 0 {
@@ -258,7 +271,7 @@ pub(crate) async fn serve(
             // only then is a buffer allocated, so an idle connection costs no buffer
             // memory. (glommio's `peek` would allocate a page-aligned buffer per call.)
             let mut one = [0u8; 1];
-            match read_or_wake(&mut stream, &mut one, &conn).await {
+            match read_or_wake(stream, &mut one, conn).await {
                 ReadEv::Eof => break CloseReason::SocketClosed,
                 ReadEv::Woken => {
                     result = Ok(false);
@@ -275,15 +288,15 @@ pub(crate) async fn serve(
             // Also wake when the hold ends, to process what is held: the client may be
             // waiting for those acks before it sends anything more.
             Box::pin(read_some_or(
-                &mut stream,
+                stream,
                 &mut buf,
                 chunk,
-                &conn,
+                conn,
                 shard.until_released(),
             ))
             .await
         } else {
-            Box::pin(read_some(&mut stream, &mut buf, chunk, &conn)).await
+            Box::pin(read_some(stream, &mut buf, chunk, conn)).await
         };
         match ev {
             ReadEv::Data(n) => {
@@ -293,8 +306,8 @@ pub(crate) async fn serve(
                 } else if buf.is_empty() {
                     chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
                 }
-                result = process(&shard, &conn, slot, &mut buf, &opts);
-                shard.mesh.flush();
+                result = process(shard, conn, slot, &mut buf, &opts);
+                shard.flush_mesh();
                 // A quiet connection gives its read buffer back.
                 if buf.is_empty() && n < chunk {
                     buf = BytesMut::new();
@@ -308,11 +321,11 @@ pub(crate) async fn serve(
         // The client is gone; what it sent before leaving is still handled (its QoS 0
         // publishes, its DISCONNECT), as it would have been without the hold.
         let mut rest = BytesMut::new();
-        if let Err(r) = process_with(&shard, &conn, slot, &mut rest, &opts, true) {
+        if let Err(r) = process_with(shard, conn, slot, &mut rest, &opts, true) {
             // A held DISCONNECT (no will) or a protocol error decides how it ends.
             reason = r;
         }
-        shard.mesh.flush();
+        shard.flush_mesh();
     }
     conn.clear_held();
     if version.is_v5() {
@@ -347,5 +360,5 @@ pub(crate) async fn serve(
             .await;
         }
     }
-    shard.connection_closed(key, &conn, reason);
+    shard.connection_closed(key, conn, reason);
 }

@@ -17,7 +17,7 @@ use bytestring::ByteString;
 
 use super::connection::{CloseReason, ConnShared};
 use super::hooks::Authenticator;
-use super::store::SessionStore;
+use super::store::{SessionId, SessionStore};
 use super::subscribe::PendingSub;
 use super::ShardMsg;
 use crate::config::Config;
@@ -57,6 +57,12 @@ pub struct ShardSummary {
     pub dropped_offline_qos0: u64,
     /// Retained messages not stored (limits).
     pub retained_dropped: u64,
+    /// CONNECTs refused because the shard holds `max_sessions` sessions.
+    pub sessions_refused_limit: u64,
+    /// Mesh messages dropped because their destination shard had stopped.
+    pub mesh_undeliverable: u64,
+    /// Connection tasks that panicked (a bug), cleaned up and closed.
+    pub connection_panics: u64,
 }
 
 impl ShardSummary {
@@ -75,6 +81,9 @@ impl ShardSummary {
         self.dropped_queue_full += o.dropped_queue_full;
         self.dropped_offline_qos0 += o.dropped_offline_qos0;
         self.retained_dropped += o.retained_dropped;
+        self.sessions_refused_limit += o.sessions_refused_limit;
+        self.mesh_undeliverable += o.mesh_undeliverable;
+        self.connection_panics += o.connection_panics;
     }
 }
 
@@ -91,7 +100,7 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub(crate) struct State {
     pub sessions: SessionStore,
-    pub(crate) subs: SubscriptionTrie<usize, SubscriptionOptions>,
+    pub(crate) subs: SubscriptionTrie<SessionId, SubscriptionOptions>,
     /// Local subscriptions per filter; the shard's interest bit is set while above 0.
     pub(crate) local_filters: AHashMap<TopicFilter, u32>,
     pub(crate) interest: InterestTrie,
@@ -100,9 +109,11 @@ pub(crate) struct State {
     /// Connections waiting for a retained message to be stored before acking it.
     pub(crate) retain_acks: AHashMap<u64, std::rc::Weak<ConnShared>>,
     pub(crate) next_token: u64,
-    pub conns: slab::Slab<Rc<ConnShared>>,
+    /// Live connections, by slot, with the generation of their [`ConnId`].
+    pub conns: slab::Slab<(u32, Rc<ConnShared>)>,
+    pub(crate) next_conn_generation: u32,
     /// Scratch for collecting matches (reused to avoid an allocation per message).
-    pub(crate) matches: Vec<(usize, QoS, bool)>,
+    pub(crate) matches: Vec<(SessionId, QoS, bool)>,
 }
 
 /// One shard.
@@ -110,7 +121,11 @@ pub(crate) struct Shard {
     pub id: usize,
     pub shards: usize,
     pub cfg: Arc<Config>,
+    /// Data plane: PUBLISH fan-out and retained updates; its congestion holds publishers
+    /// back.
     pub mesh: Rc<MeshTx<ShardMsg>>,
+    /// Control plane: never held back by data (see [`crate::mesh`]).
+    pub control: Rc<MeshTx<ShardMsg>>,
     pub state: RefCell<State>,
     pub(crate) metrics: Cell<ShardSummary>,
     pub auth: Arc<dyn Authenticator>,
@@ -124,6 +139,8 @@ pub(crate) struct Shard {
     pub(crate) drop_logged: Cell<Instant>,
     /// This shard's share of `max_connections`.
     pub max_connections: usize,
+    /// This shard's share of `max_sessions`.
+    pub(crate) max_sessions: usize,
     /// This shard's share of `retained_max_messages`.
     pub(crate) max_retained: usize,
     pub(crate) limits: SessionLimits,
@@ -140,6 +157,7 @@ impl Shard {
         id: usize,
         cfg: Arc<Config>,
         mesh: Rc<MeshTx<ShardMsg>>,
+        control: Rc<MeshTx<ShardMsg>>,
         auth: Arc<dyn Authenticator>,
     ) -> Shard {
         let shards = mesh.shards();
@@ -149,6 +167,7 @@ impl Shard {
             shards,
             max_connections: l.max_connections.div_ceil(shards),
             max_retained: l.retained_max_messages.div_ceil(shards),
+            max_sessions: l.max_sessions.div_ceil(shards),
             limits: SessionLimits {
                 max_inflight: l.max_inflight,
                 max_inflight_incoming: u16::MAX,
@@ -157,6 +176,7 @@ impl Shard {
             },
             cfg,
             mesh,
+            control,
             state: RefCell::new(State {
                 sessions: SessionStore::default(),
                 subs: SubscriptionTrie::new(),
@@ -167,6 +187,7 @@ impl Shard {
                 retain_acks: AHashMap::new(),
                 next_token: 0,
                 conns: slab::Slab::new(),
+                next_conn_generation: 0,
                 matches: Vec::new(),
             }),
             metrics: Cell::new(ShardSummary::default()),
@@ -194,6 +215,36 @@ impl Shard {
         self.metrics.set(m);
     }
 
+    /// Sends on the data plane (batched; its congestion holds publishers back).
+    pub(crate) fn send_data(&self, dest: usize, msg: ShardMsg) {
+        if let Err(msg) = self.mesh.push(dest, msg) {
+            self.undeliverable(dest, &msg);
+        }
+    }
+
+    /// Sends on the control plane (never held back by data).
+    pub(crate) fn send_control(&self, dest: usize, msg: ShardMsg) {
+        if let Err(msg) = self.control.push(dest, msg) {
+            self.undeliverable(dest, &msg);
+        }
+    }
+
+    /// A mesh message handed back: its destination is not a peer or has stopped (shutdown).
+    fn undeliverable(&self, dest: usize, msg: &ShardMsg) {
+        self.count(|m| m.mesh_undeliverable += 1);
+        tracing::debug!(
+            dest,
+            kind = msg.kind(),
+            "mesh destination closed: message dropped"
+        );
+    }
+
+    /// Flushes both planes (end of a turn).
+    pub(crate) fn flush_mesh(&self) {
+        self.mesh.flush();
+        self.control.flush();
+    }
+
     /// Handles one message from another shard. Never awaits.
     pub(crate) fn on_mesh(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
@@ -201,7 +252,7 @@ impl Shard {
             ShardMsg::Retain { msg, ack } => {
                 self.store_retained(msg);
                 if let Some((from, token)) = ack {
-                    self.mesh.push(from, ShardMsg::RetainStored { token });
+                    self.send_control(from, ShardMsg::RetainStored { token });
                 }
             }
             ShardMsg::RetainStored { token } => {
@@ -211,49 +262,16 @@ impl Shard {
                 }
             }
             ShardMsg::Accepted(a) => {
-                let shard = self.clone();
                 let stream = a.0.bind_to_executor();
-                super::spawn_connection(super::connect::accepted(shard, stream));
+                super::connect::spawn_accepted(self.clone(), stream);
             }
-            ShardMsg::Adopt(a) => {
-                let shard = self.clone();
-                super::spawn_connection(super::connect::adopted(shard, *a));
-            }
+            ShardMsg::Adopt(a) => super::connect::spawn_adopted(self.clone(), *a),
             ShardMsg::InterestAdd {
                 from,
                 token,
                 filters,
-            } => {
-                let retained = {
-                    let mut st = self.state.borrow_mut();
-                    for f in &filters {
-                        st.interest.add(f, from);
-                    }
-                    if self.cfg.retain_available {
-                        Self::retained_matching(&st, &filters)
-                    } else {
-                        Vec::new()
-                    }
-                };
-                self.mesh
-                    .push(from, ShardMsg::InterestAck { token, retained });
-            }
-            ShardMsg::InterestAck { token, retained } => {
-                let mut st = self.state.borrow_mut();
-                let done = match st.pending.get_mut(&token) {
-                    Some(p) => {
-                        p.retained.extend(retained);
-                        p.waiting -= 1;
-                        p.waiting == 0
-                    }
-                    None => false,
-                };
-                if done {
-                    if let Some(p) = st.pending.remove(&token) {
-                        self.complete_subscribe(&mut st, p);
-                    }
-                }
-            }
+            } => self.on_interest_add(from, token, filters),
+            ShardMsg::InterestAck { token, retained } => self.on_interest_ack(token, retained),
             ShardMsg::InterestRemove { from, filter } => {
                 self.state.borrow_mut().interest.remove(&filter, from);
             }
@@ -264,7 +282,7 @@ impl Shard {
     pub(crate) fn close_all(&self) {
         let st = self.state.borrow();
         for (_, c) in st.conns.iter() {
-            c.request_close(CloseReason::ServerShutdown);
+            c.1.request_close(CloseReason::ServerShutdown);
         }
     }
 

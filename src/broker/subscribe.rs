@@ -2,28 +2,53 @@
 //! protocol (a shard's first subscriber to a filter tells every other shard, and SUBACK
 //! waits until all of them route it), then SUBACK and the retained messages.
 //!
-//! **Owns:** pending subscribes and the shard's local filter counts.
+//! ## Invariants
+//! - A pending SUBSCRIBE names its session by [`SessionId`] (slot plus generation) and its
+//!   connection by handle: when it completes after the session is gone, or after another
+//!   connection took the session over, it delivers nothing to anyone.
+//! - A connection that has ended is never written to (and so never marked congested).
+//! - The SUBACK waits in the acknowledgement gate under the pending token, so answers to
+//!   packets pipelined behind the SUBSCRIBE (an UNSUBACK, a PUBACK) stay behind it.
+//! - Retained messages are sent only for filters the session still holds when the SUBACK
+//!   goes out (an UNSUBSCRIBE pipelined behind the SUBSCRIBE stops them [MQTT-3.10.4-2]).
+//! - A retained message that reached the session live while the SUBSCRIBE was pending is
+//!   newer than (or the same as) any snapshot of that topic taken for it, so the snapshot's
+//!   copy of that topic is not delivered after it.
+//!
+//! **Owns:** pending subscribes and the shard's local filter counts; the shard's side of
+//! the interest protocol.
 //!
 //! **Must not touch:** sockets, the retained store's contents (it asks for matches).
 
 use std::rc::Rc;
 
+use ahash::AHashSet;
+use bytes::BytesMut;
+
 use super::connection::ConnShared;
 use super::shard::{Shard, State};
+use super::store::SessionId;
 use super::ShardMsg;
-use crate::protocol::*;
-use crate::session::*;
+use crate::protocol::{
+    Packet, PacketId, Properties, ReasonCode, RetainHandling, SubAck, SubscriptionOptions,
+    TopicFilter, TopicName,
+};
+use crate::session::Message;
+
+/// At most this many live retained topics are remembered per pending SUBSCRIBE (see the
+/// module invariants); beyond it, a snapshot copy may follow a newer live one.
+const MAX_SEEN_LIVE: usize = 10_000;
 
 /// A SUBSCRIBE waiting for every other shard to route its filters.
 #[derive(Debug)]
 pub(crate) struct PendingSub {
     pub(crate) conn: Rc<ConnShared>,
-    pub(crate) session: usize,
-    pub(crate) packet_id: PacketId,
-    pub(crate) codes: Vec<ReasonCode>,
+    pub(crate) session: SessionId,
     pub(crate) filters: Vec<(TopicFilter, SubscriptionOptions)>,
     pub(crate) waiting: usize,
     pub(crate) retained: Vec<Message>,
+    /// Topics of retained messages delivered live to the session meanwhile.
+    pub(crate) seen_live: AHashSet<TopicName>,
 }
 
 impl Shard {
@@ -32,7 +57,7 @@ impl Shard {
     pub(crate) fn subscribe(
         &self,
         conn: &Rc<ConnShared>,
-        slot: usize,
+        id: SessionId,
         packet_id: PacketId,
         added: Vec<(TopicFilter, SubscriptionOptions)>,
         mut codes: Vec<ReasonCode>,
@@ -40,10 +65,11 @@ impl Shard {
         let version = conn.version.get();
         let l = &self.cfg.limits;
         let mut accepted: Vec<(TopicFilter, SubscriptionOptions)> = Vec::with_capacity(added.len());
+        let token = self.next_token();
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         for (i, (filter, opts)) in added.into_iter().enumerate() {
-            let (exists, count) = st.sessions.get(slot).map_or((false, 0), |e| {
+            let (exists, count) = st.sessions.get(id).map_or((false, 0), |e| {
                 (
                     e.session.has_subscription(&filter),
                     e.session.subscription_count(),
@@ -70,10 +96,10 @@ impl Shard {
                 }
                 continue;
             }
-            if let Some(e) = st.sessions.get_mut(slot) {
+            if let Some(e) = st.sessions.get_mut(id) {
                 e.session.add_subscription(filter.clone(), opts);
             }
-            if st.subs.insert(&filter, slot, opts).is_none() {
+            if st.subs.insert(&filter, id, opts).is_none() {
                 let n = st.local_filters.entry(filter.clone()).or_insert(0);
                 *n += 1;
                 if *n == 1 {
@@ -88,25 +114,36 @@ impl Shard {
         } else {
             Vec::new()
         };
-        let token = st.next_token;
-        st.next_token += 1;
-        let pending = PendingSub {
-            conn: conn.clone(),
-            session: slot,
+        let mut suback = BytesMut::new();
+        let ack = Packet::SubAck(SubAck {
             packet_id,
             codes,
+            properties: Properties::new(),
+        });
+        if let Err(e) = ack.encode(version, &mut suback) {
+            tracing::error!(error = %e, "SUBACK encode failed");
+        }
+        // The SUBACK waits in the gate under `token` until every shard routes the filters.
+        self.defer(conn, token, suback);
+        let pending = PendingSub {
+            conn: conn.clone(),
+            session: id,
             filters: accepted,
-            waiting: self.shards - 1,
+            waiting: if filters.is_empty() {
+                0
+            } else {
+                self.shards - 1
+            },
             retained,
+            seen_live: AHashSet::new(),
         };
-        if pending.waiting == 0 || filters.is_empty() {
-            drop(filters);
-            self.complete_subscribe(st, pending);
+        if pending.waiting == 0 {
+            self.complete_subscribe(st, token, pending);
             return;
         }
         st.pending.insert(token, pending);
         for shard in (0..self.shards).filter(|&s| s != self.id) {
-            self.mesh.push(
+            self.send_control(
                 shard,
                 ShardMsg::InterestAdd {
                     from: self.id,
@@ -116,59 +153,108 @@ impl Shard {
             );
         }
         // Sent now, not at the end of the read turn: SUBACK waits for the answers.
-        self.mesh.flush();
+        self.control.flush();
     }
 
-    pub(crate) fn complete_subscribe(&self, st: &mut State, p: PendingSub) {
+    /// Another shard routes the filters of pending SUBSCRIBE `token` now.
+    pub(crate) fn on_interest_ack(&self, token: u64, retained: Vec<Message>) {
+        let mut st = self.state.borrow_mut();
+        let done = match st.pending.get_mut(&token) {
+            Some(p) => {
+                p.retained.extend(retained);
+                p.waiting = p.waiting.saturating_sub(1);
+                p.waiting == 0
+            }
+            None => false,
+        };
+        if done {
+            if let Some(p) = st.pending.remove(&token) {
+                self.complete_subscribe(&mut st, token, p);
+            }
+        }
+    }
+
+    /// Shard `from` has a subscriber for `filters` now: route them there, and answer with
+    /// the retained messages of this shard that match.
+    pub(crate) fn on_interest_add(&self, from: usize, token: u64, filters: Vec<TopicFilter>) {
+        let retained = {
+            let mut st = self.state.borrow_mut();
+            for f in &filters {
+                st.interest.add(f, from);
+            }
+            if self.cfg.retain_available {
+                Self::retained_matching(&st, &filters)
+            } else {
+                Vec::new()
+            }
+        };
+        self.send_control(from, ShardMsg::InterestAck { token, retained });
+    }
+
+    /// Every shard routes the filters: SUBACK, then the retained messages.
+    fn complete_subscribe(&self, st: &mut State, token: u64, p: PendingSub) {
         let conn = p.conn;
-        // A connection that closed meanwhile gets nothing; the subscriptions stay with
-        // its (persistent) session.
-        if conn.close.get().is_some() {
+        // Nothing goes to a connection that has ended or no longer serves the session (it
+        // was taken over, or the session is gone and its slot may belong to someone else):
+        // the subscriptions stay with a persistent session, and that is all.
+        let Some(entry) = st.sessions.get_mut(p.session) else {
+            return;
+        };
+        let serves = entry.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, &conn));
+        if !serves || !conn.is_live() {
             return;
         }
-        let version = conn.version.get();
-        let mut out = conn.out.borrow_mut();
-        let ack = Packet::SubAck(SubAck {
-            packet_id: p.packet_id,
-            codes: p.codes,
-            properties: Properties::new(),
-        });
-        if let Err(e) = ack.encode(version, &mut out) {
-            tracing::error!(error = %e, "SUBACK encode failed");
-        }
+        self.release_deferred(&conn, token);
         // [MQTT-3.8.4-3]: retained messages matching the filters follow the SUBACK, with
         // RETAIN set [MQTT-3.3.1-8], at the lower of their QoS and the granted QoS.
-        if let Some(entry) = st.sessions.get_mut(p.session) {
-            for m in &p.retained {
-                let granted = p
-                    .filters
-                    .iter()
-                    .filter(|(f, o)| {
-                        f.matches(&m.topic)
-                            && o.retain_handling != crate::protocol::RetainHandling::DoNotSend
-                    })
-                    .map(|(_, o)| o.qos)
-                    .max();
-                if let Some(g) = granted {
-                    entry.session.deliver(m, m.qos.min(g), true, Some(&mut out));
-                }
+        let mut out = conn.out.borrow_mut();
+        for m in &p.retained {
+            if p.seen_live.contains(&m.topic) {
+                continue;
+            }
+            let granted = p
+                .filters
+                .iter()
+                .filter(|(f, o)| {
+                    f.matches(&m.topic)
+                        && o.retain_handling != RetainHandling::DoNotSend
+                        && entry.session.has_subscription(f)
+                })
+                .map(|(_, o)| o.qos)
+                .max();
+            if let Some(g) = granted {
+                entry.session.deliver(m, m.qos.min(g), true, Some(&mut out));
             }
         }
         drop(out);
+        conn.queued.set(entry.session.queued_len());
         self.note_output(&conn);
         conn.wake.notify();
     }
 
-    /// Removes the session's subscriptions to these filters from the index.
-    pub(crate) fn unsubscribe(&self, slot: usize, filters: &[TopicFilter]) {
-        let mut st = self.state.borrow_mut();
-        for f in filters {
-            Self::unsubscribe_one(self, &mut st, f, slot);
+    /// Notes, for SUBSCRIBEs of `id` still pending, that a retained message on `topic`
+    /// reached the session live (see the module invariants).
+    pub(crate) fn note_live_retained(st: &mut State, id: SessionId, topic: &TopicName) {
+        for p in st.pending.values_mut() {
+            if p.session == id
+                && p.seen_live.len() < MAX_SEEN_LIVE
+                && p.filters.iter().any(|(f, _)| f.matches(topic))
+            {
+                p.seen_live.insert(topic.clone());
+            }
         }
     }
 
-    pub(crate) fn unsubscribe_one(&self, st: &mut State, filter: &TopicFilter, slot: usize) {
-        if st.subs.remove(filter, slot).is_none() {
+    /// Removes the session's subscriptions to these filters from the index.
+    pub(crate) fn unsubscribe(&self, id: SessionId, filters: &[TopicFilter]) {
+        let mut st = self.state.borrow_mut();
+        for f in filters {
+            self.unsubscribe_one(&mut st, f, id);
+        }
+    }
+
+    pub(crate) fn unsubscribe_one(&self, st: &mut State, filter: &TopicFilter, id: SessionId) {
+        if st.subs.remove(filter, id).is_none() {
             return;
         }
         let last = match st.local_filters.get_mut(filter) {
@@ -182,7 +268,7 @@ impl Shard {
             st.local_filters.remove(filter);
             st.interest.remove(filter, self.id);
             for shard in (0..self.shards).filter(|&s| s != self.id) {
-                self.mesh.push(
+                self.send_control(
                     shard,
                     ShardMsg::InterestRemove {
                         from: self.id,

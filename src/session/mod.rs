@@ -7,10 +7,18 @@
 //! receives).
 //!
 //! **Must not touch:** sockets, timers, the topic index, other sessions or other shards.
-//! Input is decoded packets and deliveries; output is bytes appended to the connection's
-//! write buffer (acks and PUBLISH frames, encoded with [`crate::protocol`]) and at most one
-//! [`Action`] per packet for the shard to carry out (route a message, change subscriptions,
-//! close). Because it does no I/O it is tested by feeding packets and reading bytes.
+//! Input is decoded packets and deliveries. Output is of two kinds, kept apart because
+//! they are ordered differently:
+//! - the session's own traffic (PUBLISH frames of deliveries and resends, our PUBRELs),
+//!   appended to the connection's write buffer at once, in the order it happens;
+//! - the [`Response`] to the client's packet (PUBACK, PUBREC, PUBCOMP, UNSUBACK,
+//!   PINGRESP), returned as a value with at most one [`Action`] for the shard (route a
+//!   message, change subscriptions, close). The shard's acknowledgement gate writes
+//!   responses in the order of the packets they answer, and may hold one back (until a
+//!   retained message is stored on its owner shard, later until it is on disk) without
+//!   holding back deliveries.
+//!
+//! Because it does no I/O it is tested by feeding packets and reading bytes.
 //!
 //! ## Limits and what happens at them
 //! - In-flight window (`max_inflight`): outgoing QoS 1/2 messages beyond it wait in the
@@ -135,6 +143,69 @@ impl SessionError {
     }
 }
 
+/// The answer to one of the client's packets, written by the shard's acknowledgement gate
+/// so that answers keep the order of the packets [MQTT-4.6.0-2] [MQTT-4.6.0-3].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// PUBACK for a QoS 1 PUBLISH.
+    PubAck(PacketId),
+    /// PUBREC for a QoS 2 PUBLISH (also for a resend of one already forwarded).
+    PubRec(PacketId),
+    /// PUBCOMP for a PUBREL (5.0: with Packet Identifier Not Found for an unknown id).
+    PubComp(PacketId, ReasonCode),
+    /// UNSUBACK.
+    UnsubAck(UnsubAck),
+    /// PINGRESP.
+    PingResp,
+}
+
+impl Response {
+    /// Appends the packet to `out`.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
+        match self {
+            Response::PubAck(id) => write_ack(version, 0x40, *id, out),
+            Response::PubRec(id) => write_ack(version, 0x50, *id, out),
+            Response::PubComp(id, reason) if reason.is_success() || !version.is_v5() => {
+                write_ack(version, 0x70, *id, out)
+            }
+            Response::PubComp(id, reason) => encode(
+                &Packet::PubComp(Ack {
+                    packet_id: *id,
+                    reason: *reason,
+                    properties: Properties::new(),
+                }),
+                version,
+                out,
+            ),
+            Response::UnsubAck(u) => encode(&Packet::UnsubAck(u.clone()), version, out),
+            Response::PingResp => out.put_slice(&[0xD0, 0x00]),
+        }
+    }
+}
+
+/// What a packet asks of the shard: an action and the response to send once the gate lets
+/// it go.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// What the shard must do, if anything.
+    pub action: Option<Action>,
+    /// The answer to the client, if the packet has one.
+    pub response: Option<Response>,
+}
+
+impl Handled {
+    fn nothing() -> Handled {
+        Handled::default()
+    }
+
+    fn respond(response: Response) -> Handled {
+        Handled {
+            action: None,
+            response: Some(response),
+        }
+    }
+}
+
 /// What the shard must do after a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -234,8 +305,9 @@ pub struct Session {
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
-    /// Incoming QoS 2 ids that got PUBREC and wait for PUBREL.
-    incoming_qos2: Vec<u16>,
+    /// Incoming QoS 2 ids that got PUBREC and wait for PUBREL (up to 65,535: a set, so
+    /// each PUBLISH and PUBREL costs O(1)).
+    incoming_qos2: IdSet,
     last_id: u16,
     connected: bool,
     stats: SessionStats,
@@ -258,7 +330,7 @@ impl Session {
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            incoming_qos2: Vec::new(),
+            incoming_qos2: IdSet::default(),
             last_id: 0,
             connected: true,
             stats: SessionStats::default(),
@@ -444,30 +516,24 @@ impl Session {
         }
     }
 
-    /// Handles one packet received after CONNECT. Acks and responses are appended to
-    /// `out`; the returned action, if any, is for the shard.
-    pub fn handle(
-        &mut self,
-        packet: Packet,
-        out: &mut BytesMut,
-    ) -> Result<Option<Action>, SessionError> {
+    /// Handles one packet received after CONNECT. The session's own traffic (deliveries
+    /// that an ack lets into the window, PUBRELs) is appended to `out`; the answer to the
+    /// packet and the action for the shard are returned.
+    pub fn handle(&mut self, packet: Packet, out: &mut BytesMut) -> Result<Handled, SessionError> {
         match packet {
-            Packet::Publish(p) => self.on_publish(p, out),
+            Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
                 self.complete(a.packet_id, Stage::Qos1Sent, out);
-                Ok(None)
+                Ok(Handled::nothing())
             }
             Packet::PubRec(a) => {
                 self.on_pubrec(a, out);
-                Ok(None)
+                Ok(Handled::nothing())
             }
-            Packet::PubRel(a) => {
-                self.on_pubrel(a, out);
-                Ok(None)
-            }
+            Packet::PubRel(a) => Ok(Handled::respond(self.on_pubrel(a))),
             Packet::PubComp(a) => {
                 self.complete(a.packet_id, Stage::Released, out);
-                Ok(None)
+                Ok(Handled::nothing())
             }
             Packet::Subscribe(s) => {
                 let mut added = Vec::with_capacity(s.subscriptions.len());
@@ -478,11 +544,14 @@ impl Session {
                     codes.push(ReasonCode(sub.options.qos as u8));
                     added.push((sub.filter, sub.options));
                 }
-                Ok(Some(Action::Subscribe {
-                    packet_id: s.packet_id,
-                    added,
-                    codes,
-                }))
+                Ok(Handled {
+                    action: Some(Action::Subscribe {
+                        packet_id: s.packet_id,
+                        added,
+                        codes,
+                    }),
+                    response: None,
+                })
             }
             Packet::Unsubscribe(u) => {
                 let mut codes = Vec::with_capacity(u.filters.len());
@@ -493,74 +562,65 @@ impl Session {
                         ReasonCode::NO_SUBSCRIPTION_EXISTED
                     });
                 }
-                let ack = Packet::UnsubAck(UnsubAck {
-                    packet_id: u.packet_id,
-                    codes,
-                    properties: Properties::new(),
-                });
-                encode(&ack, self.version, out);
-                Ok(Some(Action::Unsubscribe(u.filters)))
+                Ok(Handled {
+                    response: Some(Response::UnsubAck(UnsubAck {
+                        packet_id: u.packet_id,
+                        codes,
+                        properties: Properties::new(),
+                    })),
+                    action: Some(Action::Unsubscribe(u.filters)),
+                })
             }
-            Packet::PingReq => {
-                out.put_slice(&[0xD0, 0x00]);
-                Ok(None)
-            }
-            Packet::Disconnect(d) => Ok(Some(Action::Disconnect {
-                publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
-            })),
+            Packet::PingReq => Ok(Handled::respond(Response::PingResp)),
+            Packet::Disconnect(d) => Ok(Handled {
+                action: Some(Action::Disconnect {
+                    publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+                }),
+                response: None,
+            }),
             Packet::Connect(_) => Err(SessionError::SecondConnect),
             other => Err(SessionError::UnexpectedPacket(other.packet_type())),
         }
     }
 
-    fn on_publish(
-        &mut self,
-        p: Publish,
-        out: &mut BytesMut,
-    ) -> Result<Option<Action>, SessionError> {
+    fn on_publish(&mut self, p: Publish) -> Result<Handled, SessionError> {
         match (p.qos, p.packet_id) {
-            (QoS::AtMostOnce, _) | (_, None) => Ok(Some(Action::Route(Message::from_publish(p)))),
-            (QoS::AtLeastOnce, Some(id)) => {
-                write_ack(self.version, 0x40, id, out);
-                Ok(Some(Action::Route(Message::from_publish(p))))
-            }
+            (QoS::AtMostOnce, _) | (_, None) => Ok(Handled {
+                action: Some(Action::Route(Message::from_publish(p))),
+                response: None,
+            }),
+            (QoS::AtLeastOnce, Some(id)) => Ok(Handled {
+                action: Some(Action::Route(Message::from_publish(p))),
+                response: Some(Response::PubAck(id)),
+            }),
             (QoS::ExactlyOnce, Some(id)) => {
                 // Exactly once: an id still awaiting PUBREL is a resend of a message already
                 // forwarded; acknowledge it again and do not forward it twice [MQTT-4.3.3-2].
                 if self.incoming_qos2.contains(&id.get()) {
                     self.stats.qos2_duplicates += 1;
-                    write_ack(self.version, 0x50, id, out);
-                    return Ok(None);
+                    return Ok(Handled::respond(Response::PubRec(id)));
                 }
                 if self.incoming_qos2.len() >= usize::from(self.limits.max_inflight_incoming) {
                     return Err(SessionError::ReceiveMaximumExceeded);
                 }
-                self.incoming_qos2.push(id.get());
-                write_ack(self.version, 0x50, id, out);
-                Ok(Some(Action::Route(Message::from_publish(p))))
+                self.incoming_qos2.insert(id.get());
+                Ok(Handled {
+                    action: Some(Action::Route(Message::from_publish(p))),
+                    response: Some(Response::PubRec(id)),
+                })
             }
         }
     }
 
-    fn on_pubrel(&mut self, a: Ack, out: &mut BytesMut) {
+    fn on_pubrel(&mut self, a: Ack) -> Response {
         let id = a.packet_id;
-        if let Some(pos) = self.incoming_qos2.iter().position(|&x| x == id.get()) {
-            self.incoming_qos2.swap_remove(pos);
-            write_ack(self.version, 0x70, id, out);
+        if self.incoming_qos2.remove(&id.get()) {
+            Response::PubComp(id, ReasonCode::SUCCESS)
         } else {
             // A PUBREL for a flow we completed already (our PUBCOMP was lost): answer again
             // so the client can finish; 5.0 says which case it was.
             self.stats.unknown_acks += 1;
-            if self.version.is_v5() {
-                let ack = Packet::PubComp(Ack {
-                    packet_id: id,
-                    reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-                    properties: Properties::new(),
-                });
-                encode(&ack, self.version, out);
-            } else {
-                write_ack(self.version, 0x70, id, out);
-            }
+            Response::PubComp(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
         }
     }
 
@@ -636,6 +696,10 @@ impl Session {
         self.incoming_qos2.clear();
     }
 }
+
+/// A set of packet ids with a fixed-key hasher: no per-session hasher state (an
+/// `AHashSet` carries 32 bytes of keys), and placement never depends on it.
+type IdSet = std::collections::HashSet<u16, std::hash::BuildHasherDefault<ahash::AHasher>>;
 
 fn encode(p: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
     // Acks the session builds are always encodable; a failure would be a codec bug, and

@@ -11,6 +11,27 @@ use crate::protocol::{
 
 const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
 
+/// `Session::handle`, with the response encoded after the session's own output (the
+/// order the gate uses when nothing is held back).
+trait HandleAll {
+    fn handle_all(&mut self, p: Packet, out: &mut BytesMut)
+        -> Result<Option<Action>, SessionError>;
+}
+
+impl HandleAll for Session {
+    fn handle_all(
+        &mut self,
+        p: Packet,
+        out: &mut BytesMut,
+    ) -> Result<Option<Action>, SessionError> {
+        let h = self.handle(p, out)?;
+        if let Some(r) = h.response {
+            r.encode(self.version(), out);
+        }
+        Ok(h.action)
+    }
+}
+
 fn id(n: u16) -> PacketId {
     NonZeroU16::new(n).unwrap()
 }
@@ -76,7 +97,7 @@ fn qos1_publish_is_acked_and_routed() {
     let mut s = session(8);
     let mut out = BytesMut::new();
     let a = s
-        .handle(publish(QoS::AtLeastOnce, Some(7)), &mut out)
+        .handle_all(publish(QoS::AtLeastOnce, Some(7)), &mut out)
         .unwrap();
     assert!(matches!(a, Some(Action::Route(m)) if m.qos == QoS::AtLeastOnce));
     assert_eq!(&out[..], &[0x40, 0x02, 0x00, 0x07]);
@@ -86,7 +107,9 @@ fn qos1_publish_is_acked_and_routed() {
 fn qos0_publish_is_routed_without_ack() {
     let mut s = session(8);
     let mut out = BytesMut::new();
-    let a = s.handle(publish(QoS::AtMostOnce, None), &mut out).unwrap();
+    let a = s
+        .handle_all(publish(QoS::AtMostOnce, None), &mut out)
+        .unwrap();
     assert!(matches!(a, Some(Action::Route(_))));
     assert!(out.is_empty());
 }
@@ -96,14 +119,14 @@ fn qos2_inbound_is_exactly_once() {
     let mut s = session(8);
     let mut out = BytesMut::new();
     assert!(matches!(
-        s.handle(publish(QoS::ExactlyOnce, Some(3)), &mut out)
+        s.handle_all(publish(QoS::ExactlyOnce, Some(3)), &mut out)
             .unwrap(),
         Some(Action::Route(_))
     ));
     assert_eq!(&out.split()[..], &[0x50, 0x02, 0x00, 0x03]);
     // The client resends before PUBREL (it did not get our PUBREC): ack, do not forward.
     assert_eq!(
-        s.handle(publish(QoS::ExactlyOnce, Some(3)), &mut out)
+        s.handle_all(publish(QoS::ExactlyOnce, Some(3)), &mut out)
             .unwrap(),
         None
     );
@@ -111,13 +134,14 @@ fn qos2_inbound_is_exactly_once() {
     assert_eq!(s.stats().qos2_duplicates, 1);
     // PUBREL completes the flow with PUBCOMP.
     assert_eq!(
-        s.handle(Packet::PubRel(Ack::new(id(3))), &mut out).unwrap(),
+        s.handle_all(Packet::PubRel(Ack::new(id(3))), &mut out)
+            .unwrap(),
         None
     );
     assert_eq!(&out.split()[..], &[0x70, 0x02, 0x00, 0x03]);
     // The id is free again: a new message with it is forwarded.
     assert!(matches!(
-        s.handle(publish(QoS::ExactlyOnce, Some(3)), &mut out)
+        s.handle_all(publish(QoS::ExactlyOnce, Some(3)), &mut out)
             .unwrap(),
         Some(Action::Route(_))
     ));
@@ -127,7 +151,8 @@ fn qos2_inbound_is_exactly_once() {
 fn pubrel_for_unknown_id_still_gets_pubcomp() {
     let mut s = session(8);
     let mut out = BytesMut::new();
-    s.handle(Packet::PubRel(Ack::new(id(9))), &mut out).unwrap();
+    s.handle_all(Packet::PubRel(Ack::new(id(9))), &mut out)
+        .unwrap();
     assert_eq!(&out[..], &[0x70, 0x02, 0x00, 0x09]);
 }
 
@@ -136,11 +161,11 @@ fn incoming_qos2_window_is_enforced() {
     let mut s = session(8);
     let mut out = BytesMut::new();
     for i in 1..=4 {
-        s.handle(publish(QoS::ExactlyOnce, Some(i)), &mut out)
+        s.handle_all(publish(QoS::ExactlyOnce, Some(i)), &mut out)
             .unwrap();
     }
     assert_eq!(
-        s.handle(publish(QoS::ExactlyOnce, Some(5)), &mut out),
+        s.handle_all(publish(QoS::ExactlyOnce, Some(5)), &mut out),
         Err(SessionError::ReceiveMaximumExceeded)
     );
 }
@@ -157,7 +182,8 @@ fn qos1_delivery_and_ack() {
     let ps = packets(&mut out);
     assert_eq!(published_ids(&ps), vec![(1, false)]);
     assert_eq!(s.inflight_len(), 1);
-    s.handle(Packet::PubAck(Ack::new(id(1))), &mut out).unwrap();
+    s.handle_all(Packet::PubAck(Ack::new(id(1))), &mut out)
+        .unwrap();
     assert_eq!(s.inflight_len(), 0);
     assert!(out.is_empty());
 }
@@ -202,7 +228,8 @@ fn window_queues_in_order_and_refills_on_ack() {
     );
     assert_eq!(s.queued_len(), 1);
     // Acks out of order still free the window.
-    s.handle(Packet::PubAck(Ack::new(id(2))), &mut out).unwrap();
+    s.handle_all(Packet::PubAck(Ack::new(id(2))), &mut out)
+        .unwrap();
     let ps = packets(&mut out);
     assert_eq!(published_ids(&ps), vec![(3, false)]);
     match &ps[..] {
@@ -310,13 +337,14 @@ fn qos2_outbound_flow_and_pubrel_resend_on_resume() {
         Some(&mut out),
     );
     assert_eq!(published_ids(&packets(&mut out)), vec![(1, false)]);
-    s.handle(Packet::PubRec(Ack::new(id(1))), &mut out).unwrap();
+    s.handle_all(Packet::PubRec(Ack::new(id(1))), &mut out)
+        .unwrap();
     assert_eq!(&out.split()[..], &[0x62, 0x02, 0x00, 0x01]);
     // Reconnect before PUBCOMP: PUBREL is sent again, not the PUBLISH [MQTT-4.4.0-1].
     s.detach();
     s.resume(V4, &mut out);
     assert_eq!(&out.split()[..], &[0x62, 0x02, 0x00, 0x01]);
-    s.handle(Packet::PubComp(Ack::new(id(1))), &mut out)
+    s.handle_all(Packet::PubComp(Ack::new(id(1))), &mut out)
         .unwrap();
     assert_eq!(s.inflight_len(), 0);
     // A PUBACK for a QoS 2 flow is not a valid completion.
@@ -327,7 +355,8 @@ fn qos2_outbound_flow_and_pubrel_resend_on_resume() {
         Some(&mut out),
     );
     out.clear();
-    s.handle(Packet::PubAck(Ack::new(id(2))), &mut out).unwrap();
+    s.handle_all(Packet::PubAck(Ack::new(id(2))), &mut out)
+        .unwrap();
     assert_eq!(s.inflight_len(), 1);
     assert_eq!(s.stats().unknown_acks, 1);
 }
@@ -374,7 +403,7 @@ fn subscribe_and_unsubscribe() {
         ],
         properties: Properties::new(),
     });
-    match s.handle(sub, &mut out).unwrap() {
+    match s.handle_all(sub, &mut out).unwrap() {
         Some(Action::Subscribe {
             packet_id,
             added,
@@ -406,7 +435,7 @@ fn subscribe_and_unsubscribe() {
         properties: Properties::new(),
     });
     assert!(
-        matches!(s.handle(unsub, &mut out).unwrap(), Some(Action::Unsubscribe(f)) if f.len() == 1)
+        matches!(s.handle_all(unsub, &mut out).unwrap(), Some(Action::Unsubscribe(f)) if f.len() == 1)
     );
     assert_eq!(&out[..], &[0xB0, 0x02, 0x00, 0x06]);
     assert_eq!(s.subscriptions().count(), 1);
@@ -416,10 +445,10 @@ fn subscribe_and_unsubscribe() {
 fn ping_disconnect_and_violations() {
     let mut s = session(8);
     let mut out = BytesMut::new();
-    s.handle(Packet::PingReq, &mut out).unwrap();
+    s.handle_all(Packet::PingReq, &mut out).unwrap();
     assert_eq!(&out.split()[..], &[0xD0, 0x00]);
     assert_eq!(
-        s.handle(Packet::Disconnect(Disconnect::default()), &mut out)
+        s.handle_all(Packet::Disconnect(Disconnect::default()), &mut out)
             .unwrap(),
         Some(Action::Disconnect {
             publish_will: false
@@ -436,11 +465,11 @@ fn ping_disconnect_and_violations() {
         properties: Properties::new(),
     }));
     assert_eq!(
-        s.handle(connect, &mut out),
+        s.handle_all(connect, &mut out),
         Err(SessionError::SecondConnect)
     );
     assert_eq!(
-        s.handle(Packet::PingResp, &mut out),
+        s.handle_all(Packet::PingResp, &mut out),
         Err(SessionError::UnexpectedPacket(PacketType::PingResp))
     );
 }
@@ -449,7 +478,7 @@ fn ping_disconnect_and_violations() {
 fn unknown_puback_is_counted_and_ignored() {
     let mut s = session(8);
     let mut out = BytesMut::new();
-    s.handle(Packet::PubAck(Ack::new(id(42))), &mut out)
+    s.handle_all(Packet::PubAck(Ack::new(id(42))), &mut out)
         .unwrap();
     assert!(out.is_empty());
     assert_eq!(s.stats().unknown_acks, 1);
