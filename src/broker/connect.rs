@@ -42,15 +42,16 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
     };
     shard.count(|m| m.connections_accepted += 1);
     glommio::spawn_local(async move {
-        let mut stream = stream;
-        let r = AssertUnwindSafe(accept_phase(&shard, &mut stream, key, &conn))
+        let r = AssertUnwindSafe(accept_phase(&shard, stream, key, &conn))
             .catch_unwind()
             .await;
         match r {
             // Served here: the serving task is spawned on its own, so this task's state
             // (sized for the CONNECT phase) is freed instead of being carried for the life
             // of the connection.
-            Ok(Some((connect, buf))) => spawn_serving(shard, stream, key, conn, connect, buf),
+            Ok(Some((stream, connect, buf))) => {
+                spawn_serving(shard, stream, key, conn, connect, buf)
+            }
             Ok(None) => {}
             Err(panic) => guard_end(&shard, key, &conn, &*panic),
         }
@@ -113,10 +114,10 @@ fn guard_end(
 /// is to be served on this shard; None when it ended or moved home.
 async fn accept_phase<S: Transport>(
     shard: &Rc<Shard>,
-    stream: &mut S,
+    mut stream: S,
     key: ConnId,
     conn: &Rc<ConnShared>,
-) -> Option<(Box<Connect>, BytesMut)> {
+) -> Option<(S, Box<Connect>, BytesMut)> {
     let mut buf = BytesMut::new();
     let opts = DecodeOptions {
         version: ProtocolVersion::V3_1_1,
@@ -132,7 +133,7 @@ async fn accept_phase<S: Transport>(
             Ok(None) => {}
             Err(e) => break Err(e),
         }
-        match read_some(stream, &mut buf, chunk, conn).await {
+        match read_some(&mut stream, &mut buf, chunk, conn).await {
             ReadEv::Data(n) => {
                 if n == chunk {
                     chunk = (chunk * 2).min(MAX_CHUNK);
@@ -203,6 +204,9 @@ async fn accept_phase<S: Transport>(
         match stream.to_moving() {
             Ok(transport) => {
                 shard.connection_closed(key, conn, CloseReason::Migrated);
+                // The original goes before the home shard starts reading the duplicate:
+                // this shard's reactor lets go of the socket first.
+                drop(stream);
                 shard.count(|m| m.connections_migrated += 1);
                 shard.send_control(
                     home,
@@ -221,7 +225,7 @@ async fn accept_phase<S: Transport>(
         }
         return None;
     }
-    Some((connect, buf))
+    Some((stream, connect, buf))
 }
 
 /// The protocol level byte of a CONNECT whose body failed to decode, if it got that far.
