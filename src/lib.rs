@@ -21,7 +21,10 @@
 //! - Each shard keeps a trie of its own subscribers' filters and a replica of which shards
 //!   have subscribers for each filter. SUBACK goes out only when every shard routes the new
 //!   filter, so a PUBLISH accepted after SUBACK reaches the subscriber.
-//! - A retained message lives on `fixed_hash(topic) % shards`.
+//! - A retained message lives on `fixed_hash(topic) % shards`, in that shard's topic trie.
+//!   A new subscription gets the matches of every shard merged into one stream in
+//!   topic-tree order (a parent level before its children), fetched in bounded batches and
+//!   sent as fast as the subscriber drains, never all at once.
 //!
 //! ## The data path of a PUBLISH
 //!

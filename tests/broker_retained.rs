@@ -59,9 +59,10 @@ fn collect(c: &mut Raw, n: usize) -> BTreeMap<String, (Vec<u8>, QoS, bool)> {
 }
 
 /// Sends PINGREQ and returns the PUBLISH packets that arrive before the PINGRESP
-/// (acknowledging them). Retained messages are written together with their SUBACK, so
-/// after a SUBACK this is every retained message the SUBSCRIBE produced, without waiting
-/// for a quiet period.
+/// (acknowledging them). Retained messages up to a first batch per shard (64 per
+/// SUBSCRIBE, see `broker::retained_stream`) are written together with their SUBACK, so
+/// after a SUBACK this is every retained message the SUBSCRIBE produced here, without
+/// waiting for a quiet period.
 fn drain(c: &mut Raw) -> Vec<Publish> {
     c.send(&Packet::PingReq);
     let mut got = Vec::new();

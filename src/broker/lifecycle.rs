@@ -101,6 +101,7 @@ impl Shard {
                 }
                 if reuse.is_none() {
                     st.sessions.remove(id);
+                    st.streams.remove(&id);
                     for f in &removed {
                         self.unsubscribe_one(st, f, id);
                     }
@@ -139,6 +140,10 @@ impl Shard {
             if present {
                 entry.session.resume(version, &mut conn.out.borrow_mut());
             }
+        }
+        // A stream of retained messages the session had not finished goes on.
+        if present && st.streams.contains_key(&id) {
+            self.pump_retained(&mut st, id);
         }
         drop(st);
         conn.wake.notify();
@@ -188,6 +193,7 @@ impl Shard {
                 }
                 if remove {
                     st.sessions.remove(id);
+                    st.streams.remove(&id);
                     for f in &removed {
                         self.unsubscribe_one(st, f, id);
                     }
@@ -271,6 +277,7 @@ impl Shard {
             let Some(entry) = st.sessions.remove(id) else {
                 continue;
             };
+            st.streams.remove(&id);
             let filters: Vec<TopicFilter> = entry
                 .session
                 .subscriptions()

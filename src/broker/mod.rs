@@ -25,6 +25,7 @@
 //! | [`flow`] | congestion, hold-back of publishers, slow consumers |
 //! | [`subscribe`] | SUBSCRIBE / UNSUBSCRIBE and the interest protocol |
 //! | [`retained`] | the retained store of the topics this shard owns |
+//! | [`retained_stream`] | retained messages for new subscriptions: merged from every shard, paced |
 //! | [`store`] | the sessions of a shard, behind the seam a persistent store replaces |
 //! | [`hooks`] | authentication (and later authorization) extension points |
 //! | [`transport`] | the transport seam: what a connection needs from its byte stream |
@@ -39,6 +40,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod net;
 pub(crate) mod process;
 pub(crate) mod retained;
+pub(crate) mod retained_stream;
 pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod serve;
@@ -51,6 +53,7 @@ use bytes::BytesMut;
 
 use crate::protocol::{Connect, TopicFilter};
 use crate::session::Message;
+use store::SessionId;
 
 /// Runs one step of a shard's long-lived loop (a mesh batch item, a keep-alive sweep). A
 /// panic in it (a bug) is caught and logged, and the loop goes on with the next item,
@@ -101,15 +104,42 @@ pub(crate) enum ShardMsg {
     RetainStored { token: u64 },
     /// A connection whose session lives here, with its CONNECT already decoded.
     Adopt(Box<Adopt>),
-    /// Shard `from` has subscribers for these filters now. Answer with `InterestAck`
-    /// carrying this shard's retained messages matching them.
+    /// Shard `from` has subscribers for these filters now. Answer with `InterestAck`,
+    /// carrying the first batch of this shard's retained matches of each of `fetch`.
     InterestAdd {
         from: usize,
         token: u64,
         filters: Vec<TopicFilter>,
+        fetch: Vec<TopicFilter>,
     },
-    /// Reply to `InterestAdd`: the filters are routed here from now on.
-    InterestAck { token: u64, retained: Vec<Message> },
+    /// Reply to `InterestAdd` from shard `from`: the filters are routed here from now on.
+    InterestAck {
+        from: usize,
+        token: u64,
+        first: retained_stream::FirstBatch,
+    },
+    /// Shard `from` asks for this shard's next retained matches of `filter` after `after`
+    /// (in topic-tree order) for a stream of its session `session` (see
+    /// [`retained_stream`]). Answer with `RetainedBatch`.
+    RetainedFetch {
+        from: usize,
+        session: SessionId,
+        token: u64,
+        filter_index: usize,
+        filter: TopicFilter,
+        after: Option<String>,
+        max: usize,
+    },
+    /// Reply to `RetainedFetch` from shard `from`: up to a batch of matches, and where to
+    /// continue (`None`: no more).
+    RetainedBatch {
+        from: usize,
+        session: SessionId,
+        token: u64,
+        filter_index: usize,
+        messages: Vec<Message>,
+        resume: Option<String>,
+    },
     /// Shard `from` has no subscriber for this filter any more.
     InterestRemove { from: usize, filter: TopicFilter },
     /// A connection accepted by shard 0 in round-robin mode, handed to this shard.
@@ -127,6 +157,8 @@ impl ShardMsg {
             ShardMsg::InterestAdd { .. } => "InterestAdd",
             ShardMsg::InterestAck { .. } => "InterestAck",
             ShardMsg::InterestRemove { .. } => "InterestRemove",
+            ShardMsg::RetainedFetch { .. } => "RetainedFetch",
+            ShardMsg::RetainedBatch { .. } => "RetainedBatch",
             ShardMsg::Accepted(_) => "Accepted",
         }
     }

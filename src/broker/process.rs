@@ -144,8 +144,10 @@ pub(crate) fn process_with(
             conn.queued.set(entry.session.queued_len());
             h
         };
-        // Acks move queued messages into the window.
+        // Acks move queued messages into the window (and may let a paused stream of
+        // retained messages go on).
         shard.note_drained(conn);
+        shard.resume_retained(conn.session.get());
         let Handled { action, response } = match handled {
             Ok(h) => h,
             Err(e) => {

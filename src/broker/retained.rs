@@ -1,43 +1,38 @@
-//! The retained store of the topics this shard owns (`fixed_hash(topic) % shards`).
+//! The retained store of the topics this shard owns (`fixed_hash(topic) % shards`): a
+//! [`RetainedTrie`](crate::index::RetainedTrie) of messages that own their bytes.
 //!
-//! **Owns:** retained messages, their limits and the matching of filters against them.
+//! **Owns:** retained messages and their limits (`retained_max_messages`, split evenly
+//! between shards, and `retained_max_payload`).
 //!
-//! **Must not touch:** connections and sessions: matches are handed to the subscribe
-//! module, which delivers them.
+//! **Must not touch:** connections and sessions: [`super::retained_stream`] walks the
+//! store and delivers.
 
-use super::shard::{Shard, State};
-use crate::protocol::*;
+use super::shard::Shard;
 use crate::session::*;
 
 impl Shard {
+    /// Stores `msg` (detached from any read buffer) as the retained message of its topic,
+    /// or clears the topic for an empty payload [MQTT-3.3.1-10].
     pub(crate) fn store_retained(&self, msg: Message) {
         let mut st = self.state.borrow_mut();
-        let key = msg.topic.as_bytestring().clone();
+        let topic = msg.topic.clone();
         if msg.payload.is_empty() {
-            st.retained.remove(&key);
+            st.retained.remove(&topic);
             return;
         }
         if msg.payload.len() > self.cfg.limits.retained_max_payload {
-            st.retained.remove(&key);
+            st.retained.remove(&topic);
             self.count(|m| m.retained_dropped += 1);
             tracing::warn!(topic = %msg.topic, size = msg.payload.len(), "retained payload over retained_max_payload: not stored");
             return;
         }
-        if !st.retained.contains_key(&key) && st.retained.len() >= self.max_retained {
+        if st.retained.len() >= self.max_retained && st.retained.get(&topic).is_none() {
             self.count(|m| m.retained_dropped += 1);
             tracing::warn!(topic = %msg.topic, "retained store full: message not stored");
             return;
         }
         let mut msg = msg;
         msg.retain = true;
-        st.retained.insert(key, msg);
-    }
-
-    pub(crate) fn retained_matching(st: &State, filters: &[TopicFilter]) -> Vec<Message> {
-        st.retained
-            .values()
-            .filter(|m| filters.iter().any(|f| f.matches(&m.topic)))
-            .cloned()
-            .collect()
+        st.retained.insert(&topic, msg);
     }
 }

@@ -96,7 +96,7 @@ impl Shard {
             });
         }
         let max_write = self.cfg.limits.max_write_buffer;
-        let watch_pending = msg.retain && !st.pending.is_empty();
+        let watch_pending = msg.retain && !(st.pending.is_empty() && st.streams.is_empty());
         for &(id, granted, rap) in &matches {
             if watch_pending {
                 Self::note_live_retained(st, id, &msg.topic);

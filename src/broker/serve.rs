@@ -156,6 +156,8 @@ pub(crate) async fn flush<S: Transport>(
         conn.writing.set(0);
         r?;
         shard.note_drained(conn);
+        // Room again for a stream of retained messages paused on this connection.
+        shard.resume_retained(conn.session.get());
         data.clear();
         // Keep a modest buffer for the next round; give a big one back.
         let mut out = conn.out.borrow_mut();

@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use bytestring::ByteString;
 
 use super::connection::{CloseReason, ConnShared};
 use super::hooks::Authenticator;
+use super::retained_stream::RetainedStream;
 use super::store::{SessionId, SessionStore};
 use super::subscribe::PendingSub;
 use super::ShardMsg;
 use crate::config::Config;
-use crate::index::{InterestTrie, SubscriptionTrie};
+use crate::index::{InterestTrie, RetainedTrie, SubscriptionTrie};
 use crate::mesh::MeshTx;
 use crate::notify::WaitList;
 use crate::protocol::{QoS, SubscriptionOptions, TopicFilter};
@@ -57,6 +57,8 @@ pub struct ShardSummary {
     pub dropped_offline_qos0: u64,
     /// Retained messages not stored (limits).
     pub retained_dropped: u64,
+    /// Retained messages for a new subscription dropped at a full session queue.
+    pub retained_delivery_dropped: u64,
     /// CONNECTs refused because the shard holds `max_sessions` sessions.
     pub sessions_refused_limit: u64,
     /// Mesh messages dropped because their destination shard had stopped.
@@ -81,6 +83,7 @@ impl ShardSummary {
         self.dropped_queue_full += o.dropped_queue_full;
         self.dropped_offline_qos0 += o.dropped_offline_qos0;
         self.retained_dropped += o.retained_dropped;
+        self.retained_delivery_dropped += o.retained_delivery_dropped;
         self.sessions_refused_limit += o.sessions_refused_limit;
         self.mesh_undeliverable += o.mesh_undeliverable;
         self.connection_panics += o.connection_panics;
@@ -104,7 +107,9 @@ pub(crate) struct State {
     /// Local subscriptions per filter; the shard's interest bit is set while above 0.
     pub(crate) local_filters: AHashMap<TopicFilter, u32>,
     pub(crate) interest: InterestTrie,
-    pub(crate) retained: AHashMap<ByteString, Message>,
+    pub(crate) retained: RetainedTrie<Message>,
+    /// Retained messages on their way to new subscriptions, per session.
+    pub(crate) streams: AHashMap<SessionId, RetainedStream>,
     pub(crate) pending: AHashMap<u64, PendingSub>,
     /// Connections waiting for a retained message to be stored before acking it.
     pub(crate) retain_acks: AHashMap<u64, std::rc::Weak<ConnShared>>,
@@ -182,7 +187,8 @@ impl Shard {
                 subs: SubscriptionTrie::new(),
                 local_filters: AHashMap::new(),
                 interest: InterestTrie::new(),
-                retained: AHashMap::new(),
+                retained: RetainedTrie::new(),
+                streams: AHashMap::new(),
                 pending: AHashMap::new(),
                 retain_acks: AHashMap::new(),
                 next_token: 0,
@@ -270,8 +276,28 @@ impl Shard {
                 from,
                 token,
                 filters,
-            } => self.on_interest_add(from, token, filters),
-            ShardMsg::InterestAck { token, retained } => self.on_interest_ack(token, retained),
+                fetch,
+            } => self.on_interest_add(from, token, filters, fetch),
+            ShardMsg::InterestAck { from, token, first } => {
+                self.on_interest_ack(from, token, first)
+            }
+            ShardMsg::RetainedFetch {
+                from,
+                session,
+                token,
+                filter_index,
+                filter,
+                after,
+                max,
+            } => self.on_retained_fetch(from, session, token, filter_index, filter, after, max),
+            ShardMsg::RetainedBatch {
+                from,
+                session,
+                token,
+                filter_index,
+                messages,
+                resume,
+            } => self.on_retained_batch(from, session, token, filter_index, messages, resume),
             ShardMsg::InterestRemove { from, filter } => {
                 self.state.borrow_mut().interest.remove(&filter, from);
             }

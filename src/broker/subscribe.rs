@@ -26,18 +26,14 @@ use ahash::AHashSet;
 use bytes::BytesMut;
 
 use super::connection::ConnShared;
+use super::retained_stream::{first_batch, FirstBatch};
 use super::shard::{Shard, State};
 use super::store::SessionId;
 use super::ShardMsg;
 use crate::protocol::{
-    Packet, PacketId, Properties, ReasonCode, RetainHandling, SubAck, SubscriptionOptions,
+    Packet, PacketId, Properties, QoS, ReasonCode, RetainHandling, SubAck, SubscriptionOptions,
     TopicFilter, TopicName,
 };
-use crate::session::Message;
-
-/// At most this many live retained topics are remembered per pending SUBSCRIBE (see the
-/// module invariants); beyond it, a snapshot copy may follow a newer live one.
-const MAX_SEEN_LIVE: usize = 10_000;
 
 /// A SUBSCRIBE waiting for every other shard to route its filters.
 #[derive(Debug)]
@@ -46,7 +42,10 @@ pub(crate) struct PendingSub {
     pub(crate) session: SessionId,
     pub(crate) filters: Vec<(TopicFilter, SubscriptionOptions)>,
     pub(crate) waiting: usize,
-    pub(crate) retained: Vec<Message>,
+    /// Filters whose retained messages follow the SUBACK, with their granted QoS.
+    pub(crate) retained: Vec<(TopicFilter, QoS)>,
+    /// Other shards' first batches of those, by shard.
+    pub(crate) first: Vec<(usize, FirstBatch)>,
     /// Topics of retained messages delivered live to the session meanwhile.
     pub(crate) seen_live: AHashSet<TopicName>,
 }
@@ -109,11 +108,16 @@ impl Shard {
             accepted.push((filter, opts));
         }
         let filters: Vec<TopicFilter> = accepted.iter().map(|(f, _)| f.clone()).collect();
-        let retained = if self.cfg.retain_available {
-            Self::retained_matching(st, &filters)
+        let retained: Vec<(TopicFilter, QoS)> = if self.cfg.retain_available {
+            accepted
+                .iter()
+                .filter(|(_, o)| o.retain_handling != RetainHandling::DoNotSend)
+                .map(|(f, o)| (f.clone(), o.qos))
+                .collect()
         } else {
             Vec::new()
         };
+        let fetch: Vec<TopicFilter> = retained.iter().map(|(f, _)| f.clone()).collect();
         let mut suback = BytesMut::new();
         let ack = Packet::SubAck(SubAck {
             packet_id,
@@ -135,6 +139,7 @@ impl Shard {
                 self.shards - 1
             },
             retained,
+            first: Vec::new(),
             seen_live: AHashSet::new(),
         };
         if pending.waiting == 0 {
@@ -149,6 +154,7 @@ impl Shard {
                     from: self.id,
                     token,
                     filters: filters.clone(),
+                    fetch: fetch.clone(),
                 },
             );
         }
@@ -157,11 +163,11 @@ impl Shard {
     }
 
     /// Another shard routes the filters of pending SUBSCRIBE `token` now.
-    pub(crate) fn on_interest_ack(&self, token: u64, retained: Vec<Message>) {
+    pub(crate) fn on_interest_ack(&self, from: usize, token: u64, first: FirstBatch) {
         let mut st = self.state.borrow_mut();
         let done = match st.pending.get_mut(&token) {
             Some(p) => {
-                p.retained.extend(retained);
+                p.first.push((from, first));
                 p.waiting = p.waiting.saturating_sub(1);
                 p.waiting == 0
             }
@@ -175,20 +181,29 @@ impl Shard {
     }
 
     /// Shard `from` has a subscriber for `filters` now: route them there, and answer with
-    /// the retained messages of this shard that match.
-    pub(crate) fn on_interest_add(&self, from: usize, token: u64, filters: Vec<TopicFilter>) {
-        let retained = {
+    /// the first batch of this shard's retained matches of `fetch`.
+    pub(crate) fn on_interest_add(
+        &self,
+        from: usize,
+        token: u64,
+        filters: Vec<TopicFilter>,
+        fetch: Vec<TopicFilter>,
+    ) {
+        let first = {
             let mut st = self.state.borrow_mut();
             for f in &filters {
                 st.interest.add(f, from);
             }
-            if self.cfg.retain_available {
-                Self::retained_matching(&st, &filters)
-            } else {
-                Vec::new()
-            }
+            first_batch(&st.retained, &fetch)
         };
-        self.send_control(from, ShardMsg::InterestAck { token, retained });
+        self.send_control(
+            from,
+            ShardMsg::InterestAck {
+                from: self.id,
+                token,
+                first,
+            },
+        );
     }
 
     /// Every shard routes the filters: SUBACK, then the retained messages.
@@ -205,44 +220,9 @@ impl Shard {
             return;
         }
         self.release_deferred(&conn, token);
-        // [MQTT-3.8.4-3]: retained messages matching the filters follow the SUBACK, with
-        // RETAIN set [MQTT-3.3.1-8], at the lower of their QoS and the granted QoS.
-        let mut out = conn.out.borrow_mut();
-        for m in &p.retained {
-            if p.seen_live.contains(&m.topic) {
-                continue;
-            }
-            let granted = p
-                .filters
-                .iter()
-                .filter(|(f, o)| {
-                    f.matches(&m.topic)
-                        && o.retain_handling != RetainHandling::DoNotSend
-                        && entry.session.has_subscription(f)
-                })
-                .map(|(_, o)| o.qos)
-                .max();
-            if let Some(g) = granted {
-                entry.session.deliver(m, m.qos.min(g), true, Some(&mut out));
-            }
-        }
-        drop(out);
-        conn.queued.set(entry.session.queued_len());
-        self.note_output(&conn);
-        conn.wake.notify();
-    }
-
-    /// Notes, for SUBSCRIBEs of `id` still pending, that a retained message on `topic`
-    /// reached the session live (see the module invariants).
-    pub(crate) fn note_live_retained(st: &mut State, id: SessionId, topic: &TopicName) {
-        for p in st.pending.values_mut() {
-            if p.session == id
-                && p.seen_live.len() < MAX_SEEN_LIVE
-                && p.filters.iter().any(|(f, _)| f.matches(topic))
-            {
-                p.seen_live.insert(topic.clone());
-            }
-        }
+        // [MQTT-3.8.4-3]: retained messages matching the filters follow the SUBACK,
+        // streamed (see `retained_stream`).
+        self.stream_retained(st, p.session, token, p.retained, p.first, p.seen_live);
     }
 
     /// Removes the session's subscriptions to these filters from the index.

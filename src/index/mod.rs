@@ -52,6 +52,7 @@
 )]
 
 mod interest;
+mod retained;
 mod subscriptions;
 mod trie;
 
@@ -59,6 +60,7 @@ mod trie;
 mod tests;
 
 pub use interest::{InterestTrie, ShardIter, ShardMask};
+pub use retained::{tree_order, Matches, RetainedTrie};
 pub use subscriptions::SubscriptionTrie;
 
 /// Splits a filter into (share name, filter part) the way

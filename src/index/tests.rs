@@ -567,3 +567,52 @@ proptest! {
         prop_assert_eq!(got, expect);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The retained trie yields exactly the topics the reference matcher accepts, in
+    /// `tree_order`, whole or resumed in any step size, after any inserts and removals.
+    #[test]
+    fn retained_trie_agrees_with_reference_matcher(
+        inserted in prop::collection::vec(topic(), 0..30),
+        removed in prop::collection::vec(topic(), 0..10),
+        filters in prop::collection::vec(filter(), 1..6),
+        max in 1usize..5,
+        budget in 1usize..8,
+    ) {
+        let mut t = RetainedTrie::new();
+        let mut model = BTreeSet::new();
+        for topic in &inserted {
+            prop_assert_eq!(t.insert(topic, topic.clone()).is_some(), !model.insert(topic.clone()));
+        }
+        for topic in &removed {
+            prop_assert_eq!(t.remove(topic).is_some(), model.remove(topic));
+        }
+        prop_assert_eq!(t.len(), model.len());
+        for f in &filters {
+            let part = split_shared(f).1;
+            let mut expect: Vec<String> = model.iter().filter(|topic| matches(part, topic)).cloned().collect();
+            expect.sort_by(|a, b| tree_order(a, b));
+            let whole = t.matching(part, None, usize::MAX, usize::MAX);
+            prop_assert_eq!(&whole.values, &expect);
+            prop_assert_eq!(whole.resume, None);
+            let mut got = Vec::new();
+            let mut after: Option<String> = None;
+            for _ in 0..1000 {
+                let m = t.matching(part, after.as_deref(), max, budget);
+                prop_assert!(m.values.len() <= max);
+                got.extend(m.values);
+                match m.resume {
+                    Some(r) => after = Some(r),
+                    None => break,
+                }
+            }
+            prop_assert_eq!(got, expect);
+        }
+        for topic in &model {
+            prop_assert!(t.remove(topic).is_some());
+        }
+        prop_assert!(t.is_empty());
+    }
+}

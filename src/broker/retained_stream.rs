@@ -1,0 +1,458 @@
+//! Retained messages for a new subscription, streamed to its session in bounded batches
+//! under flow control, in topic-tree order across every shard's store.
+//!
+//! After SUBACK, the accepted filters of a SUBSCRIBE become a *job* of the session's
+//! stream. A job has one *part* per shard and filter: a part holds that shard's next
+//! matches of the filter after a cursor (this shard's read directly, the others' asked
+//! for over the control plane; the first batch of every other shard rides on its
+//! `InterestAck`, so a small retained set goes out with the SUBACK without another round
+//! trip). The parts merge by [`tree_order`]: a message is sent only when every part that
+//! is not finished has a candidate, so the stream is in order (a parent level before its
+//! children, as mosquitto sends them), and a topic matched by several filters of the
+//! SUBSCRIBE is sent once, at the highest granted QoS [MQTT-3.3.5-1]. Messages
+//! go out while the subscriber keeps up; the stream pauses when its connection's output
+//! reaches a quarter of `max_write_buffer` or its queue a quarter of
+//! `max_queued_messages` (below the flow-control watermarks, so a stream never holds a
+//! publisher back), and goes on as the connection drains, on the answers of other shards,
+//! and when the session is resumed by a new connection.
+//!
+//! ## Invariants and limits
+//! - A stream belongs to a session ([`SessionId`], with generation): it goes on across a
+//!   takeover that keeps the session, into the offline queue of a persistent session
+//!   (up to the same quarter), and ends when the session does.
+//! - Its current job buffers at most `PART_BUDGET` messages per shard (a fetch asks for
+//!   `PART_BUDGET / filters` per part, at least one); waiting jobs hold filters only. A
+//!   stream holds at most `MAX_JOBS` jobs: the filters of a SUBSCRIBE beyond that join the
+//!   last waiting job (a union: no filter twice), so a session's jobs hold at most its
+//!   subscriptions' filters.
+//! - A filter stops counting as soon as its session no longer holds it (an UNSUBSCRIBE
+//!   [MQTT-3.10.4-2]); a job ends when none of its filters is held.
+//! - A message dropped at a session's limit anyway (it cannot be, while paused at a
+//!   quarter, except for a session whose queue was already full) is counted in
+//!   `retained_delivery_dropped`.
+//! - Answers carry the job's token: one for a job that ended, or of another session, is
+//!   dropped.
+//! - A retained message that reached the session live after the SUBSCRIBE is at least as
+//!   new as any snapshot of that topic, so the snapshot's copy is skipped (bounded set).
+//!
+//! **Owns:** the streams and their jobs; the answer to other shards' fetches.
+//!
+//! **Must not touch:** sockets; the retained store's contents other than through
+//! [`RetainedTrie::matching`](crate::index::RetainedTrie::matching).
+
+use std::collections::VecDeque;
+
+use ahash::AHashSet;
+
+use super::shard::{Shard, State};
+use super::store::SessionId;
+use super::ShardMsg;
+use crate::index::tree_order;
+use crate::protocol::{QoS, TopicFilter, TopicName};
+use crate::session::{DeliverOutcome, DropReason, Message};
+
+/// Messages one job buffers per shard at most (split between its filters).
+pub(crate) const PART_BUDGET: usize = 64;
+/// Trie nodes one fetch visits at most (a sparse match over a large store answers in
+/// steps instead of one long walk).
+pub(crate) const FETCH_BUDGET: usize = 4096;
+/// Jobs a stream holds before a SUBSCRIBE's filters join the last waiting one.
+pub(crate) const MAX_JOBS: usize = 64;
+/// At most this many live retained topics are remembered per stream (see the module
+/// invariants); beyond it, a snapshot copy may follow a newer live one.
+pub(crate) const MAX_SEEN_LIVE: usize = 10_000;
+
+/// A session's retained messages still to be sent.
+#[derive(Debug, Default)]
+pub(crate) struct RetainedStream {
+    jobs: VecDeque<Job>,
+    /// Topics of retained messages delivered live to the session while streaming.
+    pub(crate) seen_live: AHashSet<TopicName>,
+}
+
+/// One SUBSCRIBE's retained messages.
+#[derive(Debug)]
+struct Job {
+    token: u64,
+    /// Filters and granted QoS.
+    filters: Vec<(TopicFilter, QoS)>,
+    /// `parts[shard * filters.len() + filter]`.
+    parts: Vec<Part>,
+}
+
+/// One shard's matches of one filter.
+#[derive(Debug, Default)]
+struct Part {
+    buf: VecDeque<Message>,
+    next: Next,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Next {
+    /// Fetch from the start.
+    #[default]
+    Start,
+    /// Fetch after this topic.
+    After(String),
+    /// A fetch is on its way.
+    Waiting,
+    /// This shard has nothing more.
+    Done,
+}
+
+/// One shard's first batch of matches for each filter of a SUBSCRIBE: `(matches, resume)`.
+pub(crate) type FirstBatch = Vec<(Vec<Message>, Option<String>)>;
+
+/// Messages a fetch asks for per part when a job has `filters` filters.
+pub(crate) fn fetch_max(filters: usize) -> usize {
+    (PART_BUDGET / filters.max(1)).max(1)
+}
+
+/// The first batch of every filter, from `retained` (this shard's store).
+pub(crate) fn first_batch(
+    retained: &crate::index::RetainedTrie<Message>,
+    filters: &[TopicFilter],
+) -> FirstBatch {
+    let max = fetch_max(filters.len());
+    filters
+        .iter()
+        .map(|f| {
+            let m = retained.matching(&trie_filter(f), None, max, FETCH_BUDGET);
+            (m.values, m.resume)
+        })
+        .collect()
+}
+
+/// The filter as the trie matches it (a shared subscription's filter part).
+fn trie_filter(f: &TopicFilter) -> String {
+    match f.shared() {
+        Some((_, part)) => part.to_string(),
+        None => f.as_str().to_string(),
+    }
+}
+
+impl Job {
+    fn part_mut(&mut self, shard: usize, filter: usize) -> Option<&mut Part> {
+        let n = self.filters.len();
+        self.parts.get_mut(shard * n + filter)
+    }
+
+    /// The smallest head among the parts of filters still `held`, if every unfinished
+    /// one has a head: `Err` while one waits.
+    fn ready(&self, held: &[bool]) -> Result<Option<usize>, ()> {
+        let n = self.filters.len().max(1);
+        let mut best: Option<(usize, &Message)> = None;
+        for (i, p) in self.parts.iter().enumerate() {
+            if !held.get(i % n).copied().unwrap_or(false) {
+                continue;
+            }
+            match p.buf.front() {
+                Some(m) => {
+                    if best.map_or(true, |(_, b)| tree_order(&m.topic, &b.topic).is_lt()) {
+                        best = Some((i, m));
+                    }
+                }
+                None if p.next == Next::Done => {}
+                None => return Err(()),
+            }
+        }
+        Ok(best.map(|(i, _)| i))
+    }
+}
+
+impl Shard {
+    /// Queues the retained messages of a SUBSCRIBE's `filters` (granted QoS each) for the
+    /// session, after its SUBACK; `first` holds other shards' first batches (by shard).
+    pub(crate) fn stream_retained(
+        &self,
+        st: &mut State,
+        id: SessionId,
+        token: u64,
+        filters: Vec<(TopicFilter, QoS)>,
+        first: Vec<(usize, FirstBatch)>,
+        seen_live: AHashSet<TopicName>,
+    ) {
+        if filters.is_empty() {
+            return;
+        }
+        let stream = st.streams.entry(id).or_default();
+        for t in seen_live {
+            if stream.seen_live.len() >= MAX_SEEN_LIVE {
+                break;
+            }
+            stream.seen_live.insert(t);
+        }
+        if stream.jobs.len() >= MAX_JOBS {
+            let waiting = stream.jobs.len() > 1;
+            if let Some(last) = stream.jobs.back_mut().filter(|_| waiting) {
+                // Joins the last waiting job, whose first batches (if any) are dropped
+                // and fetched again with the union.
+                for (f, q) in filters {
+                    match last.filters.iter_mut().find(|(g, _)| *g == f) {
+                        Some((_, g)) => *g = (*g).max(q),
+                        None => last.filters.push((f, q)),
+                    }
+                }
+                last.parts = (0..self.shards * last.filters.len())
+                    .map(|_| Part::default())
+                    .collect();
+                self.pump_retained(st, id);
+                return;
+            }
+        }
+        let n = filters.len();
+        let mut job = Job {
+            token,
+            filters,
+            parts: (0..self.shards * n).map(|_| Part::default()).collect(),
+        };
+        for (shard, batch) in first {
+            for (fi, (msgs, resume)) in batch.into_iter().enumerate().take(n) {
+                if let Some(p) = job.part_mut(shard, fi) {
+                    p.buf.extend(msgs);
+                    p.next = resume.map_or(Next::Done, Next::After);
+                }
+            }
+        }
+        stream.jobs.push_back(job);
+        self.pump_retained(st, id);
+    }
+
+    /// Sends what the session's stream can send now (see the module docs).
+    pub(crate) fn pump_retained(&self, st: &mut State, id: SessionId) {
+        let l = &self.cfg.limits;
+        let mut fetched_remote = false;
+        let mut held: Vec<bool> = Vec::new();
+        while let Some(stream) = st.streams.get_mut(&id) {
+            let Some(entry) = st.sessions.get_mut(id) else {
+                st.streams.remove(&id);
+                break;
+            };
+            let Some(job) = stream.jobs.front_mut() else {
+                st.streams.remove(&id);
+                break;
+            };
+            held.clear();
+            held.extend(
+                job.filters
+                    .iter()
+                    .map(|(f, _)| entry.session.has_subscription(f)),
+            );
+            if !held.iter().any(|h| *h) {
+                stream.jobs.pop_front();
+                continue;
+            }
+            let room = match &entry.conn {
+                Some(c) => {
+                    c.is_live()
+                        && c.pending_output() < l.max_write_buffer / 4
+                        && entry.session.queued_len() < l.max_queued_messages / 4
+                }
+                None => {
+                    entry.session.is_persistent()
+                        && entry.session.queued_len() < l.max_queued_messages / 4
+                }
+            };
+            if !room {
+                break;
+            }
+            // Fill the parts that ran dry: this shard's at once, the others' by asking.
+            let n = job.filters.len();
+            let max = fetch_max(n);
+            let mut local_more = false;
+            for (i, part) in job.parts.iter_mut().enumerate() {
+                let (shard, fi) = (i / n, i % n);
+                if !part.buf.is_empty() || !held.get(fi).copied().unwrap_or(false) {
+                    continue;
+                }
+                let after = match std::mem::replace(&mut part.next, Next::Waiting) {
+                    Next::Start => None,
+                    Next::After(t) => Some(t),
+                    other => {
+                        part.next = other;
+                        continue;
+                    }
+                };
+                let Some((filter, _)) = job.filters.get(fi) else {
+                    continue;
+                };
+                if shard == self.id {
+                    let m = st.retained.matching(
+                        &trie_filter(filter),
+                        after.as_deref(),
+                        max,
+                        FETCH_BUDGET,
+                    );
+                    part.buf.extend(m.values);
+                    part.next = m.resume.map_or(Next::Done, Next::After);
+                    local_more |= part.buf.is_empty() && part.next != Next::Done;
+                } else {
+                    fetched_remote = true;
+                    self.send_control(
+                        shard,
+                        ShardMsg::RetainedFetch {
+                            from: self.id,
+                            session: id,
+                            token: job.token,
+                            filter_index: fi,
+                            filter: filter.clone(),
+                            after,
+                            max,
+                        },
+                    );
+                }
+            }
+            let pick = match job.ready(&held) {
+                // This shard's walk stopped at its budget with nothing yet: go on with it;
+                // another shard's answer is on its way: wait for it.
+                Err(()) if local_more => continue,
+                Err(()) => break,
+                Ok(None) => {
+                    stream.jobs.pop_front();
+                    continue;
+                }
+                Ok(Some(i)) => i,
+            };
+            let Some(msg) = job.parts.get_mut(pick).and_then(|p| p.buf.pop_front()) else {
+                break;
+            };
+            // The same topic at the head of other filters' parts is the same message:
+            // sent once, at the highest granted QoS of the filters that match it.
+            let mut granted = job.filters.get(pick % n).map_or(QoS::AtMostOnce, |f| f.1);
+            for (i, part) in job.parts.iter_mut().enumerate() {
+                if part.buf.front().is_some_and(|m| m.topic == msg.topic) {
+                    part.buf.pop_front();
+                    if held.get(i % n).copied().unwrap_or(false) {
+                        granted = granted.max(job.filters.get(i % n).map_or(granted, |f| f.1));
+                    }
+                }
+            }
+            if stream.seen_live.contains(&msg.topic) {
+                continue;
+            }
+            // [MQTT-3.3.1-8]: RETAIN set; at the lower of its QoS and the granted QoS.
+            let qos = msg.qos.min(granted);
+            let outcome = match &entry.conn {
+                Some(c) => {
+                    let o = entry
+                        .session
+                        .deliver(&msg, qos, true, Some(&mut c.out.borrow_mut()));
+                    c.queued.set(entry.session.queued_len());
+                    self.note_output(c);
+                    c.wake.notify();
+                    o
+                }
+                None => entry.session.deliver(&msg, qos, true, None),
+            };
+            match outcome {
+                DeliverOutcome::Written | DeliverOutcome::Queued => {
+                    self.count(|m| m.messages_delivered += 1)
+                }
+                DeliverOutcome::Dropped(DropReason::QueueFull) => {
+                    self.count(|m| m.retained_delivery_dropped += 1)
+                }
+                DeliverOutcome::Dropped(DropReason::Offline) => {}
+            }
+        }
+        if fetched_remote {
+            self.control.flush();
+        }
+    }
+
+    /// Another shard asks for this shard's next retained matches of a part of a job.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_retained_fetch(
+        &self,
+        from: usize,
+        session: SessionId,
+        token: u64,
+        filter_index: usize,
+        filter: TopicFilter,
+        after: Option<String>,
+        max: usize,
+    ) {
+        let m = self.state.borrow().retained.matching(
+            &trie_filter(&filter),
+            after.as_deref(),
+            max.clamp(1, PART_BUDGET),
+            FETCH_BUDGET,
+        );
+        self.send_control(
+            from,
+            ShardMsg::RetainedBatch {
+                from: self.id,
+                session,
+                token,
+                filter_index,
+                messages: m.values,
+                resume: m.resume,
+            },
+        );
+    }
+
+    /// Shard `from` answers a fetch of job `token`.
+    pub(crate) fn on_retained_batch(
+        &self,
+        from: usize,
+        session: SessionId,
+        token: u64,
+        filter_index: usize,
+        messages: Vec<Message>,
+        resume: Option<String>,
+    ) {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let Some(job) = st
+            .streams
+            .get_mut(&session)
+            .and_then(|s| s.jobs.front_mut())
+        else {
+            return;
+        };
+        if job.token != token {
+            return;
+        }
+        let Some(part) = job.part_mut(from, filter_index) else {
+            return;
+        };
+        if part.next != Next::Waiting {
+            return;
+        }
+        part.buf.extend(messages);
+        part.next = resume.map_or(Next::Done, Next::After);
+        self.pump_retained(st, session);
+    }
+    /// The session's connection drained some output, or acks opened its window.
+    pub(crate) fn resume_retained(&self, id: Option<SessionId>) {
+        let Some(id) = id else { return };
+        let Ok(mut st) = self.state.try_borrow_mut() else {
+            debug_assert!(false, "resume_retained with the shard state borrowed");
+            return;
+        };
+        if !st.streams.is_empty() && st.streams.contains_key(&id) {
+            self.pump_retained(&mut st, id);
+        }
+    }
+
+    /// Notes, for streams and pending SUBSCRIBEs of `id`, that a retained message on
+    /// `topic` reached the session live (see the module invariants).
+    pub(crate) fn note_live_retained(st: &mut State, id: SessionId, topic: &TopicName) {
+        for p in st.pending.values_mut() {
+            if p.session == id
+                && p.seen_live.len() < MAX_SEEN_LIVE
+                && p.filters.iter().any(|(f, _)| f.matches(topic))
+            {
+                p.seen_live.insert(topic.clone());
+            }
+        }
+        if let Some(s) = st.streams.get_mut(&id) {
+            if s.seen_live.len() < MAX_SEEN_LIVE
+                && s.jobs
+                    .iter()
+                    .any(|j| j.filters.iter().any(|(f, _)| f.matches(topic)))
+            {
+                s.seen_live.insert(topic.clone());
+            }
+        }
+    }
+}
