@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "cli")]
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -246,8 +247,9 @@ config_section! {
         /// dropped. At least 1. Default: `1000`.
         max_queued_messages: usize = 1000,
 
-        /// Most bytes (topic plus payload) queued for one session, counted like
-        /// max_queued_messages: a new QoS 1 or 2 message arriving when the queue already
+        /// Most bytes (topic, payload and properties, plus a fixed overhead per message for
+        /// the queue entry: `surgemq::session::QUEUE_ENTRY_OVERHEAD`, about 100 bytes)
+        /// queued for one session, counted like max_queued_messages: a new QoS 1 or 2 message arriving when the queue already
         /// holds this many bytes or more is dropped for that session, counted and logged.
         /// At least 1.
         /// Default: `16777216` (16 MiB).
@@ -623,6 +625,8 @@ impl Config {
 }
 
 /// The `surgemq` command line. Precedence: defaults < `--config` file < flags.
+/// (Feature `cli`, on by default.)
+#[cfg(feature = "cli")]
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "surgemq", version, about, long_about = None)]
 pub struct Cli {
@@ -650,6 +654,7 @@ pub struct Cli {
     pub print_config: bool,
 }
 
+#[cfg(feature = "cli")]
 impl Cli {
     /// Builds the effective configuration: defaults, then the `--config` file, then the
     /// flags; then validates it. Returns it with `true` when `--print-config` was given (the
@@ -675,6 +680,7 @@ impl Cli {
 
 /// Parses the process arguments (exiting with clap's message on a bad flag or `--help`)
 /// and builds the validated configuration: see [`Cli::into_config`].
+#[cfg(feature = "cli")]
 pub fn from_args() -> Result<(Config, bool), ConfigError> {
     Cli::parse().into_config()
 }
@@ -745,6 +751,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "cli")]
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("surgemq").chain(args.iter().copied())).unwrap()
     }
@@ -1046,6 +1053,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "cli")]
     #[test]
     fn flags_override_file_which_overrides_defaults() {
         let file = TempFile::new(
@@ -1089,6 +1097,7 @@ mod tests {
         assert_eq!(c.limits.max_inflight, 7);
     }
 
+    #[cfg(feature = "cli")]
     #[test]
     fn flags_without_file_and_validation_after_flags() {
         let (c, print) = cli(&[]).into_config().unwrap();
@@ -1142,6 +1151,7 @@ mod tests {
         assert_eq!(c.shard_count(), 9);
     }
 
+    #[cfg(feature = "cli")]
     #[test]
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;

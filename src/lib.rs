@@ -75,6 +75,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub(crate) mod broker;
 pub mod client;

@@ -135,6 +135,8 @@ impl<T: Send + 'static> MeshEnds<T> {
             closed: (0..n).map(|_| Cell::new(false)).collect(),
             dropped: Cell::new(0),
             drained: WaitList::default(),
+            #[cfg(test)]
+            captured: None,
         });
         for dest in 0..n {
             if dest != mesh.me {
@@ -145,6 +147,10 @@ impl<T: Send + 'static> MeshEnds<T> {
         (mesh, recvs.into_iter().flatten().collect())
     }
 }
+
+/// Batches a test end keeps: `(destination, items)`.
+#[cfg(test)]
+type Captured<T> = VecDeque<(usize, Vec<T>)>;
 
 /// The sending side of one shard's grid.
 pub struct MeshTx<T: Send + 'static> {
@@ -166,6 +172,9 @@ pub struct MeshTx<T: Send + 'static> {
     /// Items dropped because their destination had closed.
     dropped: Cell<u64>,
     drained: WaitList,
+    /// Test builds: batches kept here instead of sent, for a harness to deliver by hand.
+    #[cfg(test)]
+    captured: Option<RefCell<Captured<T>>>,
 }
 
 impl<T: Send + 'static> std::fmt::Debug for MeshTx<T> {
@@ -227,11 +236,46 @@ impl<T: Send + 'static> MeshTx<T> {
         self.dropped.get()
     }
 
+    /// A grid end without channels whose flushed batches are kept for
+    /// [`MeshTx::take_captured`] (the deterministic broker harness delivers them by hand).
+    #[cfg(test)]
+    pub(crate) fn captured(me: usize, shards: usize) -> Rc<MeshTx<T>> {
+        Rc::new(MeshTx {
+            me,
+            senders: (0..shards).map(|_| None).collect(),
+            outboxes: RefCell::new((0..shards).map(|_| Vec::new()).collect()),
+            overflow: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
+            overflow_batches: Cell::new(0),
+            batch_size: usize::MAX,
+            max_overflow_batches: usize::MAX,
+            flusher_wake: (0..shards).map(|_| Notify::default()).collect(),
+            flusher_sending: (0..shards).map(|_| Cell::new(false)).collect(),
+            closed: (0..shards).map(|_| Cell::new(false)).collect(),
+            dropped: Cell::new(0),
+            drained: WaitList::default(),
+            captured: Some(RefCell::new(VecDeque::new())),
+        })
+    }
+
+    /// Batches flushed so far by a [`MeshTx::captured`] end: `(destination, items)`.
+    #[cfg(test)]
+    pub(crate) fn take_captured(&self) -> Vec<(usize, Vec<T>)> {
+        self.captured
+            .as_ref()
+            .map(|c| c.borrow_mut().drain(..).collect())
+            .unwrap_or_default()
+    }
+
     fn flush_one(&self, dest: usize) {
         let batch = match self.outboxes.borrow_mut().get_mut(dest) {
             Some(o) if !o.is_empty() => std::mem::take(o),
             _ => return,
         };
+        #[cfg(test)]
+        if let Some(c) = &self.captured {
+            c.borrow_mut().push_back((dest, batch));
+            return;
+        }
         let Some(Some(sender)) = self.senders.get(dest) else {
             // Unreachable: `push` only fills outboxes of peers.
             self.dropped.set(self.dropped.get() + batch.len() as u64);

@@ -11,6 +11,7 @@ use common::*;
 use surgemq::config::AcceptMode;
 use surgemq::protocol::*;
 use surgemq::server::home_shard;
+use surgemq::session::QUEUE_ENTRY_OVERHEAD;
 
 /// (subscriber shard, publisher shard, tag): different shards, then the same shard.
 const PLACES: [(usize, usize, &str); 2] = [(0, 1, "x"), (1, 1, "s")];
@@ -410,13 +411,14 @@ fn retained_payload_over_retained_max_payload_is_delivered_not_stored() {
 #[test]
 fn max_queued_bytes_drops_once_the_queue_holds_the_limit() {
     let b = Broker::with(2, |c| {
-        c.limits.max_queued_bytes = 100;
+        // Three 40-byte messages (with their per-entry overhead) reach the limit.
+        c.limits.max_queued_bytes = 2 * (40 + QUEUE_ENTRY_OVERHEAD) + 20;
         c.limits.max_inflight = 1;
     });
     for v in V3 {
         for (ss, ps, tag) in PLACES {
             let l = v.level();
-            // Each message costs topic + payload = 40 bytes.
+            // Each message costs topic + payload = 40 bytes, plus the entry overhead.
             let topic = format!("qb/{l}{tag}");
             let payload = |i: usize| format!("{i}{}", "x".repeat(40 - topic.len() - 1));
             let sid = b.id_on(ss, &format!("s{l}{tag}"));

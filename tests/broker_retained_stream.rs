@@ -139,32 +139,38 @@ fn retained_messages_arrive_in_topic_tree_order_from_every_shard() {
 
 #[test]
 fn a_small_session_queue_loses_no_qos1_retained_message() {
-    // 330 QoS 1 retained messages to a session with a window of 4 and a queue of 16: the
-    // stream waits for the subscriber instead of overflowing the queue.
-    let mut b = small_queue_broker();
-    for v in V3 {
-        for ss in 0..2 {
-            let (root, topics, _, mut sub) = publish_tree(&b, v, ss, "small", true);
-            assert_eq!(
-                sub.subscribe(1, &[(&format!("{root}/#"), QoS::AtLeastOnce)]),
-                vec![ReasonCode(1)]
-            );
-            // A slow reader: nothing read for a while, then everything.
-            std::thread::sleep(QUIET);
-            let got = receive_in_order(
-                &mut sub,
-                &topics,
-                &format!("{v:?} subscriber on shard {ss}"),
-            );
-            assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce && p.retain));
+    // 330 QoS 1 retained messages to a session with a small window and queue: the stream
+    // waits for the subscriber instead of overflowing the queue, whichever of its limits
+    // (messages, bytes) is the small one, down to a queue of one message.
+    let limits: [(u16, usize, usize); 3] = [(4, 16, 16 << 20), (1, 1, 16 << 20), (4, 1000, 1000)];
+    for (inflight, queue, bytes) in limits {
+        let mut b = Broker::with(2, |c| {
+            c.limits.max_inflight = inflight;
+            c.limits.max_queued_messages = queue;
+            c.limits.max_queued_bytes = bytes;
+        });
+        for v in V3 {
+            for ss in 0..2 {
+                let (root, topics, _, mut sub) = publish_tree(&b, v, ss, "small", true);
+                assert_eq!(
+                    sub.subscribe(1, &[(&format!("{root}/#"), QoS::AtLeastOnce)]),
+                    vec![ReasonCode(1)]
+                );
+                // A slow reader: nothing read for a while, then everything.
+                std::thread::sleep(QUIET);
+                let what =
+                    format!("{v:?} subscriber on shard {ss}, limits {inflight}/{queue}/{bytes}");
+                let got = receive_in_order(&mut sub, &topics, &what);
+                assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce && p.retain));
+            }
         }
+        let s = b.handle.take().unwrap().shutdown();
+        assert_eq!(
+            (s.dropped_queue_full, s.retained_delivery_dropped),
+            (0, 0),
+            "limits {inflight}/{queue}/{bytes}: {s:?}"
+        );
     }
-    let s = b.handle.take().unwrap().shutdown();
-    assert_eq!(
-        (s.dropped_queue_full, s.retained_delivery_dropped),
-        (0, 0),
-        "{s:?}"
-    );
 }
 
 #[test]

@@ -125,7 +125,8 @@ pub(crate) struct ConnShared {
     /// Packets of a connection that is behind (congested or slow), read while the shard
     /// holds publishers back so that its acks can drain its own window, but held, in
     /// order and unacknowledged, because they are PUBLISHes or must stay behind one. At
-    /// most `max_write_buffer` bytes of payload and topic; beyond that the connection is
+    /// most `max_write_buffer` bytes, each packet counted with its own size plus topic and
+    /// payload (`held_cost`); beyond that the connection is
     /// not read until the shard drains. Boxed and absent while empty: almost every
     /// connection never holds anything, and this struct exists per connection.
     held: RefCell<Option<Box<Held>>>,
@@ -135,7 +136,7 @@ pub(crate) struct ConnShared {
 #[derive(Debug, Default)]
 struct Held {
     packets: std::collections::VecDeque<Packet>,
-    /// Payload and topic bytes of `packets`.
+    /// What `packets` cost (`held_cost`: packet size plus topic and payload).
     bytes: usize,
 }
 
@@ -145,7 +146,7 @@ impl ConnShared {
         self.held.borrow().is_some()
     }
 
-    /// Payload and topic bytes held.
+    /// What the held packets cost (packet size plus topic and payload).
     pub fn held_bytes(&self) -> usize {
         self.held.borrow().as_ref().map_or(0, |h| h.bytes)
     }

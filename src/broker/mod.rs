@@ -30,11 +30,16 @@
 //! | [`hooks`] | authentication (and later authorization) extension points |
 //! | [`transport`] | the transport seam: what a connection needs from its byte stream |
 //! | [`net`] | listeners, socket options, moving a socket to another shard |
+//! | `harness` | (tests) shards on one thread with a hand-driven mesh, no sockets |
 
 pub(crate) mod connect;
 pub(crate) mod connection;
+#[cfg(test)]
+mod core_tests;
 pub(crate) mod flow;
 pub(crate) mod gate;
+#[cfg(test)]
+pub(crate) mod harness;
 pub mod hooks;
 pub(crate) mod lifecycle;
 pub(crate) mod net;

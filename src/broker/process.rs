@@ -43,11 +43,14 @@ fn bypasses_hold(p: &Packet) -> bool {
     )
 }
 
+/// What a held packet costs: the packet itself (its slot in the hold queue), plus the
+/// topic and payload of a PUBLISH.
 fn held_cost(p: &Packet) -> usize {
-    match p {
-        Packet::Publish(p) => p.topic.len() + p.payload.len(),
-        _ => 64,
-    }
+    std::mem::size_of::<Packet>()
+        + match p {
+            Packet::Publish(p) => p.topic.len() + p.payload.len(),
+            _ => 0,
+        }
 }
 
 /// Decodes and handles every complete packet in `buf`, after the packets held while

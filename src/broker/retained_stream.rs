@@ -12,28 +12,35 @@
 //! SUBSCRIBE is sent once, at the highest granted QoS [MQTT-3.3.5-1]. Messages
 //! go out while the subscriber keeps up; the stream pauses when its connection's output
 //! reaches a quarter of `max_write_buffer` or its queue a quarter of
-//! `max_queued_messages` (below the flow-control watermarks, so a stream never holds a
-//! publisher back), and goes on as the connection drains, on the answers of other shards,
-//! and when the session is resumed by a new connection.
+//! `max_queued_messages` or of `max_queued_bytes` (below the flow-control watermarks, so a
+//! stream never holds a publisher back; at least one message), and goes on as the
+//! connection drains, on the answers of other shards, and when the session is resumed by a
+//! new connection.
 //!
 //! ## Invariants and limits
-//! - A stream belongs to a session ([`SessionId`], with generation): it goes on across a
-//!   takeover that keeps the session, into the offline queue of a persistent session
-//!   (up to the same quarter), and ends when the session does.
+//! - A stream belongs to a session ([`SessionId`], with generation): it pauses while the
+//!   session has no connection and goes on when one resumes the session (a takeover that
+//!   keeps it, a reconnect), and ends when the session does. Pausing rather than filling
+//!   the offline queue keeps an offline session small, and loses nothing: QoS 0 retained
+//!   messages would be dropped offline.
 //! - Its current job buffers at most `PART_BUDGET` messages per shard (a fetch asks for
-//!   `PART_BUDGET / filters` per part, at least one); waiting jobs hold filters only. A
+//!   `PART_BUDGET / filters` per part, at least one); waiting jobs hold filters only (a
+//!   first batch that arrives for a job behind another is dropped and fetched again). A
 //!   stream holds at most `MAX_JOBS` jobs: the filters of a SUBSCRIBE beyond that join the
-//!   last waiting job (a union: no filter twice), so a session's jobs hold at most its
-//!   subscriptions' filters.
+//!   last waiting job (a union: no filter twice, and filters the session no longer holds
+//!   leave it), so that job holds at most the session's subscriptions.
 //! - A filter stops counting as soon as its session no longer holds it (an UNSUBSCRIBE
 //!   [MQTT-3.10.4-2]); a job ends when none of its filters is held.
-//! - A message dropped at a session's limit anyway (it cannot be, while paused at a
-//!   quarter, except for a session whose queue was already full) is counted in
-//!   `retained_delivery_dropped`.
+//! - A message dropped at a session's limit anyway (only possible when a single message
+//!   is over the byte limit's remaining room) is counted in `retained_delivery_dropped`.
 //! - Answers carry the job's token: one for a job that ended, or of another session, is
 //!   dropped.
 //! - A retained message that reached the session live after the SUBSCRIBE is at least as
-//!   new as any snapshot of that topic, so the snapshot's copy is skipped (bounded set).
+//!   new as any snapshot of that topic, so that SUBSCRIBE's snapshot copy is skipped
+//!   (a bounded set per job).
+//! - This shard's own part is walked at once, in steps of `FETCH_BUDGET` nodes until it
+//!   has a match or is finished: a filter matching nothing in a large store costs one
+//!   walk of the nodes it can reach (as a scan would), on this shard only.
 //!
 //! **Owns:** the streams and their jobs; the answer to other shards' fetches.
 //!
@@ -66,8 +73,6 @@ pub(crate) const MAX_SEEN_LIVE: usize = 10_000;
 #[derive(Debug, Default)]
 pub(crate) struct RetainedStream {
     jobs: VecDeque<Job>,
-    /// Topics of retained messages delivered live to the session while streaming.
-    pub(crate) seen_live: AHashSet<TopicName>,
 }
 
 /// One SUBSCRIBE's retained messages.
@@ -78,6 +83,8 @@ struct Job {
     filters: Vec<(TopicFilter, QoS)>,
     /// `parts[shard * filters.len() + filter]`.
     parts: Vec<Part>,
+    /// Topics of retained messages delivered live to the session since the SUBSCRIBE.
+    seen_live: AHashSet<TopicName>,
 }
 
 /// One shard's matches of one filter.
@@ -176,17 +183,13 @@ impl Shard {
             return;
         }
         let stream = st.streams.entry(id).or_default();
-        for t in seen_live {
-            if stream.seen_live.len() >= MAX_SEEN_LIVE {
-                break;
-            }
-            stream.seen_live.insert(t);
-        }
         if stream.jobs.len() >= MAX_JOBS {
             let waiting = stream.jobs.len() > 1;
             if let Some(last) = stream.jobs.back_mut().filter(|_| waiting) {
-                // Joins the last waiting job, whose first batches (if any) are dropped
-                // and fetched again with the union.
+                // Joins the last waiting job (which has not fetched anything: see below).
+                let session = st.sessions.get(id).map(|e| &e.session);
+                last.filters
+                    .retain(|(f, _)| session.is_some_and(|s| s.has_subscription(f)));
                 for (f, q) in filters {
                     match last.filters.iter_mut().find(|(g, _)| *g == f) {
                         Some((_, g)) => *g = (*g).max(q),
@@ -196,6 +199,8 @@ impl Shard {
                 last.parts = (0..self.shards * last.filters.len())
                     .map(|_| Part::default())
                     .collect();
+                let room = MAX_SEEN_LIVE.saturating_sub(last.seen_live.len());
+                last.seen_live.extend(seen_live.into_iter().take(room));
                 self.pump_retained(st, id);
                 return;
             }
@@ -205,12 +210,16 @@ impl Shard {
             token,
             filters,
             parts: (0..self.shards * n).map(|_| Part::default()).collect(),
+            seen_live,
         };
-        for (shard, batch) in first {
-            for (fi, (msgs, resume)) in batch.into_iter().enumerate().take(n) {
-                if let Some(p) = job.part_mut(shard, fi) {
-                    p.buf.extend(msgs);
-                    p.next = resume.map_or(Next::Done, Next::After);
+        // Only the job at the front reads: one behind another holds its filters only.
+        if stream.jobs.is_empty() {
+            for (shard, batch) in first {
+                for (fi, (msgs, resume)) in batch.into_iter().enumerate().take(n) {
+                    if let Some(p) = job.part_mut(shard, fi) {
+                        p.buf.extend(msgs);
+                        p.next = resume.map_or(Next::Done, Next::After);
+                    }
                 }
             }
         }
@@ -242,17 +251,13 @@ impl Shard {
                 stream.jobs.pop_front();
                 continue;
             }
-            let room = match &entry.conn {
-                Some(c) => {
-                    c.is_live()
-                        && c.pending_output() < l.max_write_buffer / 4
-                        && entry.session.queued_len() < l.max_queued_messages / 4
-                }
-                None => {
-                    entry.session.is_persistent()
-                        && entry.session.queued_len() < l.max_queued_messages / 4
-                }
-            };
+            // Paused while offline (module docs), and below a quarter of every limit.
+            let room = entry.conn.as_ref().is_some_and(|c| {
+                c.is_live()
+                    && c.pending_output() < (l.max_write_buffer / 4).max(1)
+                    && entry.session.queued_len() < (l.max_queued_messages / 4).max(1)
+                    && entry.session.queued_bytes() < (l.max_queued_bytes / 4).max(1)
+            });
             if !room {
                 break;
             }
@@ -288,7 +293,7 @@ impl Shard {
                     local_more |= part.buf.is_empty() && part.next != Next::Done;
                 } else {
                     fetched_remote = true;
-                    self.send_control(
+                    let sent = self.send_control(
                         shard,
                         ShardMsg::RetainedFetch {
                             from: self.id,
@@ -300,6 +305,10 @@ impl Shard {
                             max,
                         },
                     );
+                    if !sent {
+                        // That shard has stopped (shutdown): nothing more comes from it.
+                        part.next = Next::Done;
+                    }
                 }
             }
             let pick = match job.ready(&held) {
@@ -327,7 +336,7 @@ impl Shard {
                     }
                 }
             }
-            if stream.seen_live.contains(&msg.topic) {
+            if job.seen_live.contains(&msg.topic) {
                 continue;
             }
             // [MQTT-3.3.1-8]: RETAIN set; at the lower of its QoS and the granted QoS.
@@ -446,12 +455,12 @@ impl Shard {
             }
         }
         if let Some(s) = st.streams.get_mut(&id) {
-            if s.seen_live.len() < MAX_SEEN_LIVE
-                && s.jobs
-                    .iter()
-                    .any(|j| j.filters.iter().any(|(f, _)| f.matches(topic)))
-            {
-                s.seen_live.insert(topic.clone());
+            for j in s.jobs.iter_mut() {
+                if j.seen_live.len() < MAX_SEEN_LIVE
+                    && j.filters.iter().any(|(f, _)| f.matches(topic))
+                {
+                    j.seen_live.insert(topic.clone());
+                }
             }
         }
     }

@@ -228,10 +228,15 @@ impl Shard {
         }
     }
 
-    /// Sends on the control plane (never held back by data).
-    pub(crate) fn send_control(&self, dest: usize, msg: ShardMsg) {
-        if let Err(msg) = self.control.push(dest, msg) {
-            self.undeliverable(dest, &msg);
+    /// Sends on the control plane (never held back by data). False when the message was
+    /// dropped (its destination has stopped).
+    pub(crate) fn send_control(&self, dest: usize, msg: ShardMsg) -> bool {
+        match self.control.push(dest, msg) {
+            Ok(()) => true,
+            Err(msg) => {
+                self.undeliverable(dest, &msg);
+                false
+            }
         }
     }
 

@@ -37,6 +37,14 @@ pub(crate) struct SessionId {
     generation: u32,
 }
 
+#[cfg(test)]
+impl SessionId {
+    /// The slab slot (tests check that a slot is reused).
+    pub(crate) fn slot(self) -> u32 {
+        self.slot
+    }
+}
+
 /// The sessions of one shard.
 #[derive(Debug, Default)]
 pub(crate) struct SessionStore {

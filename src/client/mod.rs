@@ -69,10 +69,45 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::protocol::{
-    DecodeError, EncodeError, ProtocolVersion, QoS, ReasonCode, TopicFilter, TopicName,
+    DecodeError, EncodeError, Properties, ProtocolVersion, Publish, QoS, ReasonCode, TopicFilter,
+    TopicName,
 };
 
-pub use crate::session::Message;
+/// A message the broker delivered to one of this client's subscriptions. The client's own
+/// type: it changes with the client's API, not with the broker's internals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic name it was published to.
+    pub topic: TopicName,
+    /// Payload (a slice of the client's read buffer: cheap to clone, and it keeps that
+    /// buffer alive while held).
+    pub payload: Bytes,
+    /// QoS it was delivered with (the lower of the published and the granted QoS).
+    pub qos: QoS,
+    /// RETAIN as delivered: set for a retained message sent because of a new subscription.
+    pub retain: bool,
+    /// 5.0 properties (empty for 3.1 / 3.1.1).
+    pub properties: Properties,
+}
+
+impl Message {
+    /// The message a received PUBLISH carries.
+    pub fn from_publish(p: Publish) -> Message {
+        Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties,
+        }
+    }
+}
+
+impl From<Publish> for Message {
+    fn from(p: Publish) -> Message {
+        Message::from_publish(p)
+    }
+}
 pub use driver::{
     connect, glommio_connect, Client, Connected, Connector, Delivery, Driver, FuturesTimer,
     GlommioTimer, Messages, Timer,

@@ -207,6 +207,18 @@ impl<T: Clone> RetainedTrie<T> {
             let (fi, depth, on_cursor) = (top.fi, top.depth, top.on_cursor);
             // The `$` rule [MQTT-4.7.2-1]: a wildcard first level does not match `$...`.
             if depth == 0 && key.starts_with('$') && is_wildcard(filter.first()) {
+                // Skipped, but visited: a store of many `$` topics still answers in steps.
+                // (The cursor itself, re-entered on resuming, does not count.)
+                let is_cursor = on_cursor && cursor.first() == Some(&&**key);
+                if !is_cursor {
+                    visited += 1;
+                    if visited >= budget {
+                        return Matches {
+                            values,
+                            resume: Some(key.to_string()),
+                        };
+                    }
+                }
                 continue;
             }
             // The child's position relative to the cursor.

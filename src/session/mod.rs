@@ -83,9 +83,14 @@ impl Message {
         }
     }
 
-    /// Bytes this message accounts for in a queue.
+    /// Bytes this message accounts for in a queue: topic, payload and encoded properties,
+    /// plus [`QUEUE_ENTRY_OVERHEAD`] for the entry itself, so that a queue of tiny (or
+    /// empty) messages is bounded by `max_queued_bytes` too.
     pub fn cost(&self) -> usize {
-        self.topic.len() + self.payload.len()
+        QUEUE_ENTRY_OVERHEAD
+            + self.topic.len()
+            + self.payload.len()
+            + self.properties.encoded_len().unwrap_or(0)
     }
 }
 
@@ -272,6 +277,10 @@ struct Inflight {
     retain: bool,
 }
 
+/// What one queued message costs beyond its topic, payload and properties: the queue entry
+/// (with the message's handles to its bytes) and the heap blocks of topic and payload.
+pub const QUEUE_ENTRY_OVERHEAD: usize = std::mem::size_of::<Queued>() + 2 * 16;
+
 /// A queued delivery: the message and the QoS and RETAIN it will be sent with.
 #[derive(Debug)]
 struct Queued {
@@ -375,6 +384,11 @@ impl Session {
     /// Messages waiting behind the window.
     pub fn queued_len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// What the queued messages count against `max_queued_bytes` ([`Message::cost`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     /// The connection went away. A persistent session keeps its state and queues QoS 1/2

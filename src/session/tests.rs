@@ -270,20 +270,21 @@ fn queue_byte_limit_drops() {
             max_inflight: 1,
             max_inflight_incoming: 1,
             max_queued_messages: 100,
-            max_queued_bytes: 10,
+            // Room for a little more than one message of 7 bytes (topic + payload).
+            max_queued_bytes: QUEUE_ENTRY_OVERHEAD + 10,
         },
     );
     let mut out = BytesMut::new();
     let m = msg("t", b"123456", QoS::AtLeastOnce);
     s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
-    // 7 bytes queued (topic + payload), below the 10-byte limit: one more fits.
+    // One message queued (overhead + 7 bytes), below the limit: one more fits.
     for _ in 0..2 {
         assert_eq!(
             s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
             DeliverOutcome::Queued
         );
     }
-    // 14 bytes queued, at or over the limit: refused.
+    // Two queued, at or over the limit: refused.
     assert_eq!(
         s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out)),
         DeliverOutcome::Dropped(DropReason::QueueFull)

@@ -1,0 +1,164 @@
+//! Races of the broker core written out step by step with the [`harness`](super::harness):
+//! each would need luck to reproduce over TCP. (Issue 9: bugs 2, 4, 5 and 10.)
+
+use super::harness::*;
+use super::{home_shard, ShardMsg};
+use crate::protocol::*;
+
+const V3: [ProtocolVersion; 2] = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1];
+
+/// A topic under `prefix/` whose retained message lives on `owner` of 2 shards.
+fn topic_on(owner: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}/{i}"))
+        .find(|t| home_shard(t, 2) == owner)
+        .expect("some topic hashes there")
+}
+
+fn is_interest_add(m: &InFlight) -> bool {
+    matches!(m.msg, ShardMsg::InterestAdd { .. })
+}
+
+fn is_interest_ack(m: &InFlight) -> bool {
+    matches!(m.msg, ShardMsg::InterestAck { .. })
+}
+
+#[test]
+fn a_late_interest_ack_does_not_deliver_into_the_session_that_reused_the_slot() {
+    for v in V3 {
+        let mut h = Harness::new(2, |_| {});
+        let t = topic_on(1, "late");
+        let p = h.connect(1, v, "pub", true);
+        h.send(&p, publish(&t, b"kept", QoS::AtLeastOnce, true, 1));
+        h.deliver_all();
+        // A subscribes on shard 0; shard 1 answers, and the answer (with the retained
+        // message) is still on its way when A's connection ends.
+        let a = h.connect(0, v, "a", true);
+        h.send(&a, subscribe(1, "late/#", QoS::AtLeastOnce));
+        assert!(h.deliver_one(is_interest_add));
+        let ack = h.hold(is_interest_ack);
+        let slot = a.session.slot();
+        h.drop_client(a);
+        // B gets A's slot.
+        let mut b = h.connect(0, v, "b", true);
+        assert_eq!(b.session.slot(), slot, "the slot is reused");
+        h.deliver_held(ack);
+        h.deliver_all();
+        let got = h.output(&mut b);
+        assert!(
+            got.is_empty(),
+            "{v:?}: B got A's SUBACK or retained messages: {got:?}"
+        );
+        // Nothing of A's holds B's window: B's own subscription works at once.
+        h.send(&b, subscribe(1, "own", QoS::AtLeastOnce));
+        h.deliver_all();
+        h.send(&p, publish("own", b"x", QoS::AtLeastOnce, false, 2));
+        h.deliver_all();
+        let got = h.output(&mut b);
+        assert!(matches!(got.first(), Some(Packet::SubAck(_))), "{got:?}");
+        assert_eq!(publishes(&got), vec![("own".to_string(), b"x".to_vec())]);
+    }
+}
+
+#[test]
+fn a_snapshot_older_than_a_live_retained_message_is_not_delivered_after_it() {
+    for v in V3 {
+        let mut h = Harness::new(2, |_| {});
+        let t = topic_on(1, "stale");
+        let p = h.connect(1, v, "pub", true);
+        h.send(&p, publish(&t, b"v1", QoS::AtLeastOnce, true, 1));
+        h.deliver_all();
+        let mut s = h.connect(0, v, "sub", true);
+        h.send(&s, subscribe(1, &t, QoS::AtMostOnce));
+        // Shard 1 routes the topic to shard 0 now and answers with its snapshot (v1);
+        // the answer is held while v2 is published and reaches shard 0 first (data and
+        // control planes are separate channels).
+        assert!(h.deliver_one(is_interest_add));
+        let ack = h.hold(is_interest_ack);
+        h.send(&p, publish(&t, b"v2", QoS::AtLeastOnce, true, 2));
+        h.deliver_all();
+        h.deliver_held(ack);
+        h.deliver_all();
+        let got = h.output(&mut s);
+        assert_eq!(
+            publishes(&got),
+            vec![(t.clone(), b"v2".to_vec())],
+            "{v:?}: the subscriber must end up holding v2, not v1: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn deliveries_an_ack_releases_keep_their_order_while_an_answer_is_deferred() {
+    for v in V3 {
+        let mut h = Harness::new(2, |c| c.limits.max_inflight = 1);
+        let p = h.connect(0, v, "pub", true);
+        let mut c = h.connect(0, v, "c", true);
+        h.send(&c, subscribe(1, "d", QoS::AtLeastOnce));
+        h.deliver_all();
+        h.output(&mut c);
+        // m1 fills C's window of one; m2 waits in its queue.
+        h.send(&p, publish("d", b"m1", QoS::AtLeastOnce, false, 1));
+        h.send(&p, publish("d", b"m2", QoS::AtLeastOnce, false, 2));
+        let first = h.output(&mut c);
+        let id1 = match first.as_slice() {
+            [Packet::Publish(m)] => m.packet_id.expect("QoS 1"),
+            other => panic!("expected m1 only, got {other:?}"),
+        };
+        // C publishes a retained message stored on shard 1: its PUBACK waits for shard 1.
+        let t = topic_on(1, "deferred");
+        h.send(&c, publish(&t, b"r", QoS::AtLeastOnce, true, 7));
+        // C acknowledges m1, which lets m2 out; then m3 (QoS 0) is published.
+        h.send(&c, Packet::PubAck(Ack::new(id1)));
+        h.send(&p, publish("d", b"m3", QoS::AtMostOnce, false, 0));
+        let got = h.output(&mut c);
+        assert_eq!(
+            publishes(&got),
+            vec![("d".into(), b"m2".to_vec()), ("d".into(), b"m3".to_vec())],
+            "{v:?}: [MQTT-4.6.0-6] order per publisher: {got:?}"
+        );
+        assert!(
+            !got.iter().any(|p| matches!(p, Packet::PubAck(_))),
+            "the PUBACK waits for the owner shard: {got:?}"
+        );
+        h.deliver_all();
+        let got = h.output(&mut c);
+        assert!(
+            matches!(got.as_slice(), [Packet::PubAck(a)] if a.packet_id.get() == 7),
+            "{got:?}"
+        );
+    }
+}
+
+#[test]
+fn control_messages_travel_on_the_control_plane() {
+    // Data congestion holds the data plane only, so nothing a SUBACK, a CONNACK or a
+    // retained PUBACK waits for may travel on it.
+    for v in V3 {
+        let mut h = Harness::new(2, |_| {});
+        let t = topic_on(1, "plane");
+        let p = h.connect(0, v, "pub", true);
+        let s = h.connect(0, v, "sub", true);
+        h.send(&s, subscribe(1, "plane/#", QoS::AtLeastOnce));
+        h.send(&p, publish(&t, b"r", QoS::AtLeastOnce, true, 1));
+        let mut seen = Vec::new();
+        while let Some(m) = h.mesh.first() {
+            seen.push((m.msg.kind(), m.plane));
+            let to_data = matches!(m.msg, ShardMsg::Publish(_) | ShardMsg::Retain { .. });
+            assert_eq!(
+                m.plane == Plane::Data,
+                to_data,
+                "{} on {:?}",
+                m.msg.kind(),
+                m.plane
+            );
+            h.deliver_one(|_| true);
+        }
+        for kind in ["InterestAdd", "InterestAck", "Retain", "RetainStored"] {
+            assert!(
+                seen.iter().any(|(k, _)| *k == kind),
+                "{kind} not seen in {seen:?}"
+            );
+        }
+    }
+}
