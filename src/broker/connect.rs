@@ -16,7 +16,7 @@ use futures::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use super::connection::{CloseReason, ConnId, ConnShared};
-use super::lifecycle::write_connack;
+use super::negotiated::write_refusal;
 use super::serve::{read_some, serve, ReadEv, CONNECT_CHUNK, MAX_CHUNK};
 use super::shard::Shard;
 use super::transport::Transport;
@@ -168,12 +168,11 @@ async fn accept_phase<S: Transport>(
             let mut out = BytesMut::new();
             match (e, connect_level(&buf)) {
                 (DecodeError::UnsupportedProtocolLevel(_), Some(5)) | (_, Some(5)) => {
-                    write_connack(&mut out, ProtocolVersion::V5, false, e.reason_code())
+                    write_refusal(&mut out, ProtocolVersion::V5, e.reason_code())
                 }
-                (DecodeError::UnsupportedProtocolLevel(_), _) => write_connack(
+                (DecodeError::UnsupportedProtocolLevel(_), _) => write_refusal(
                     &mut out,
                     ProtocolVersion::V3_1_1,
-                    false,
                     ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
                 ),
                 _ => {}
@@ -191,7 +190,7 @@ async fn accept_phase<S: Transport>(
         Ok(()) => {}
         Err(code) => {
             let mut out = BytesMut::new();
-            write_connack(&mut out, connect.version, false, code);
+            write_refusal(&mut out, connect.version, code);
             let _ = stream.write_all(&out).await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
             shard.connection_closed(key, conn, CloseReason::Refused);

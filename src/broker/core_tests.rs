@@ -59,7 +59,10 @@ fn a_late_interest_ack_does_not_deliver_into_the_session_that_reused_the_slot() 
         h.deliver_held(ack);
         h.deliver_all();
         let got = h.output(&mut b);
-        assert!(got.is_empty(), "{v:?}: B got A's SUBACK or retained messages: {got:?}");
+        assert!(
+            got.is_empty(),
+            "{v:?}: B got A's SUBACK or retained messages: {got:?}"
+        );
         // Nothing of A's holds B's window: with its one delivery acknowledged, B's
         // window is empty and a new message goes out at once.
         h.send(&b, Packet::PubAck(Ack::new(id)));

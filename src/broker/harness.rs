@@ -20,6 +20,7 @@ use bytestring::ByteString;
 
 use super::connection::{CloseReason, ConnId, ConnShared};
 use super::hooks::AllowAll;
+use super::negotiated::Negotiated;
 use super::process::process;
 use super::shard::Shard;
 use super::store::SessionId;
@@ -117,9 +118,18 @@ impl Harness {
     ) -> Client {
         let s = &self.shards[shard];
         let (key, conn) = s.register_conn(-1, 60).expect("room for a connection");
-        let (session, _) = s
-            .attach(&conn, ByteString::from(client_id), version, clean)
-            .expect("CONNECT accepted");
+        let connect = Connect {
+            version,
+            clean_start: clean,
+            keep_alive: 60,
+            client_id: ByteString::from(client_id),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties::new(),
+        };
+        let terms = Negotiated::new(&connect, &s.cfg.limits, s.limits);
+        let (session, _) = s.attach(&conn, &terms).expect("CONNECT accepted");
         let mut c = Client {
             shard,
             key,

@@ -26,13 +26,11 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::RawFd;
 
-use bytes::{BufMut, BytesMut};
-use bytestring::ByteString;
-
 use super::connection::{CloseReason, ConnId, ConnShared};
+use super::negotiated::Negotiated;
 use super::shard::{Entry, Shard};
 use super::store::SessionId;
-use crate::protocol::{Packet, Properties, ProtocolVersion, ReasonCode, TopicFilter};
+use crate::protocol::{Properties, ReasonCode, TopicFilter};
 use crate::session::{Message, Session};
 
 impl Shard {
@@ -61,15 +59,15 @@ impl Shard {
     pub(crate) fn attach(
         &self,
         conn: &Rc<ConnShared>,
-        client_id: ByteString,
-        version: ProtocolVersion,
-        clean_start: bool,
+        terms: &Negotiated,
     ) -> Result<(SessionId, bool), ReasonCode> {
+        let client_id = &terms.client_id;
+        let (version, clean_start) = (terms.version, terms.clean_start);
         let mut removed: Vec<TopicFilter> = Vec::new();
         let (id, present) = {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
-            let existing = st.sessions.find(&client_id);
+            let existing = st.sessions.find(client_id);
             if existing.is_none() && st.sessions.len() >= self.max_sessions {
                 self.count(|m| m.sessions_refused_limit += 1);
                 tracing::warn!(client_id = %client_id, "max_sessions reached: CONNECT refused");
@@ -117,7 +115,7 @@ impl Shard {
                         client_id.clone(),
                         version,
                         !clean_start,
-                        self.limits,
+                        terms.limits,
                     ));
                     let id = st.sessions.insert(Entry {
                         session,
@@ -132,12 +130,13 @@ impl Shard {
         // CONNACK goes first, then whatever the resumed session must resend.
         {
             let mut out = conn.out.borrow_mut();
-            write_connack(&mut out, version, present, ReasonCode::SUCCESS);
+            terms.write_connack(&mut out, present);
         }
         let mut st = self.state.borrow_mut();
         if let Some(entry) = st.sessions.get_mut(id) {
             entry.conn = Some(conn.clone());
             if present {
+                entry.session.set_limits(terms.limits);
                 entry.session.resume(version, &mut conn.out.borrow_mut());
             }
         }
@@ -287,31 +286,6 @@ impl Shard {
                 self.unsubscribe_one(st, f, id);
             }
             tracing::debug!(client_id = %entry.session.client_id(), "persistent session expired");
-        }
-    }
-}
-
-/// Writes CONNACK for `version`.
-pub(crate) fn write_connack(
-    out: &mut BytesMut,
-    version: ProtocolVersion,
-    session_present: bool,
-    reason: ReasonCode,
-) {
-    match version {
-        ProtocolVersion::V5 => {
-            let p = Packet::ConnAck(crate::protocol::ConnAck {
-                session_present,
-                reason,
-                properties: Properties::new(),
-            });
-            if let Err(e) = p.encode(version, out) {
-                tracing::error!(error = %e, "CONNACK encode failed");
-            }
-        }
-        _ => {
-            let sp = version == ProtocolVersion::V3_1_1 && session_present && reason.is_success();
-            out.put_slice(&[0x20, 0x02, u8::from(sp), reason.to_connack_v3()]);
         }
     }
 }

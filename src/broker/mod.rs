@@ -17,6 +17,7 @@
 //! | [`runtime`] | a shard's main loop: accept, mesh receivers, sweeps, shutdown |
 //! | [`connection`] | what the shard knows of one connection (output, close, congestion) |
 //! | [`connect`] | the CONNECT phase: checks, authentication hook, moving home |
+//! | [`negotiated`] | a connection's terms, decided once at CONNECT; the CONNACK |
 //! | [`serve`] | the connection task after CONNECT: socket reads and writes |
 //! | [`process`] | decoding and handling a connection's packets, holds |
 //! | [`lifecycle`] | attach, takeover, close, will, keep alive, session expiry |
@@ -42,6 +43,7 @@ pub(crate) mod gate;
 pub(crate) mod harness;
 pub mod hooks;
 pub(crate) mod lifecycle;
+pub(crate) mod negotiated;
 pub(crate) mod net;
 pub(crate) mod process;
 pub(crate) mod retained;

@@ -57,7 +57,10 @@ impl Shard {
             }
         }
         let mask = self.state.borrow().interest.match_mask(&msg.topic);
-        let kept = msg.qos != QoS::AtMostOnce || mask.iter().any(|s| s != self.id);
+        // Kept beyond this turn: by a QoS 1/2 delivery, or in a batch to another shard
+        // (nothing is kept when no shard has a subscriber).
+        let kept =
+            mask.iter().any(|s| s != self.id) || (msg.qos != QoS::AtMostOnce && !mask.is_empty());
         let msg = if kept && msg.cost() <= COMPACT_BELOW {
             msg.detached()
         } else {

@@ -13,13 +13,12 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt};
 
 use super::connection::ConnId;
 use super::connection::{CloseReason, ConnShared};
-use super::lifecycle::write_connack;
+use super::negotiated::{write_refusal, Negotiated};
 use super::process::{held_full, is_behind, process, process_with};
 use super::shard::Shard;
 use super::transport::Transport;
@@ -176,8 +175,9 @@ pub(crate) async fn serve<S: Transport>(
     connect: Box<Connect>,
     mut buf: BytesMut,
 ) {
-    let version = connect.version;
-    conn.keep_alive.set(connect.keep_alive);
+    let terms = Negotiated::new(&connect, &shard.cfg.limits, shard.limits);
+    let version = terms.version;
+    conn.keep_alive.set(terms.keep_alive);
     conn.last_read.set(Instant::now());
     // The client id and the will live as long as the session and the connection: copy
     // them out of the read buffer they were decoded from, which would otherwise stay
@@ -191,17 +191,12 @@ pub(crate) async fn serve<S: Transport>(
             properties: w.properties.clone(),
         })
     });
-    let attached = shard.attach(
-        conn,
-        ByteString::from(&*connect.client_id),
-        version,
-        connect.clean_start,
-    );
+    let attached = shard.attach(conn, &terms);
     let (slot, _present) = match attached {
         Ok(a) => a,
         Err(code) => {
             let mut out = BytesMut::new();
-            write_connack(&mut out, version, false, code);
+            write_refusal(&mut out, version, code);
             let _ = stream.write_all(&out).await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
             shard.connection_closed(key, conn, CloseReason::Refused);
@@ -213,8 +208,9 @@ pub(crate) async fn serve<S: Transport>(
     drop(connect);
     let opts = DecodeOptions {
         version,
-        max_packet_size: shard.cfg.limits.max_packet_size,
+        max_packet_size: terms.max_packet_in,
     };
+    drop(terms);
     let mut chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
     // Packets the client sent right behind CONNECT.
     let mut result = process(shard, conn, slot, &mut buf, &opts);

@@ -50,7 +50,8 @@ fn utf8_checked(bytes: Bytes) -> ByteString {
     debug_assert!(std::str::from_utf8(&bytes).is_ok());
     // SAFETY: every caller validated `bytes` as UTF-8 immediately before: `to_bytestring`
     // and `TopicName::from_bytes` through `check_string`, `TopicName::from_wire` through
-    // `scan_topic` (all ASCII) or `from_utf8` (otherwise).
+    // `scan_topic` (all ASCII) or `from_utf8` (otherwise), `TopicName::rebased` by
+    // comparing them with a valid name's bytes.
     unsafe { ByteString::from_bytes_unchecked(bytes) }
 }
 
@@ -177,6 +178,17 @@ impl TopicName {
     /// message) does not pin the read buffer it was decoded from.
     pub fn detached(&self) -> TopicName {
         TopicName(ByteString::from(self.as_str()))
+    }
+
+    /// This name over `bytes`, a copy of its bytes in another buffer (so a message can
+    /// keep topic and payload in one allocation). Bytes that differ get a copy of the
+    /// name instead.
+    pub(crate) fn rebased(&self, bytes: Bytes) -> TopicName {
+        if bytes[..] != *self.as_bytes() {
+            return self.detached();
+        }
+        // Equal to this name's bytes: UTF-8.
+        TopicName(utf8_checked(bytes))
     }
 }
 

@@ -74,9 +74,16 @@ impl Message {
     /// A copy that owns its memory, for anything kept beyond the current read turn (queues,
     /// retained store): a slice would pin the whole read buffer it came from.
     pub fn detached(&self) -> Message {
+        // One allocation for topic and payload (each a slice of it), so the copy costs one
+        // malloc, and its clones (in flight, queued, per shard) share one reference count.
+        let t = self.topic.len();
+        let mut b = bytes::BytesMut::with_capacity(t + self.payload.len());
+        b.extend_from_slice(self.topic.as_bytes());
+        b.extend_from_slice(&self.payload);
+        let b = b.freeze();
         Message {
-            topic: self.topic.detached(),
-            payload: Bytes::copy_from_slice(&self.payload),
+            topic: self.topic.rebased(b.slice(..t)),
+            payload: b.slice(t..),
             qos: self.qos,
             retain: self.retain,
             properties: self.properties.clone(),
@@ -384,6 +391,13 @@ impl Session {
     /// Messages waiting behind the window.
     pub fn queued_len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The limits of the connection that resumes the session (a 5.0 client's Receive
+    /// Maximum may differ from its previous connection's). Messages in flight beyond a
+    /// smaller window stay in flight; new ones wait until it has room.
+    pub fn set_limits(&mut self, limits: SessionLimits) {
+        self.limits = limits;
     }
 
     /// What the queued messages count against `max_queued_bytes` ([`Message::cost`]).
