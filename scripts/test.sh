@@ -12,6 +12,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "== the library without the runner's and the command line's dependencies"
+cargo clippy --lib --no-default-features -- -D warnings
 echo "== codec bench (smoke)"
 CODEC_BENCH_QUICK=1 cargo bench --bench codec
 echo "== cargo test"
