@@ -39,15 +39,20 @@ fn publish_all(publ: &mut Raw, topics: &[String], qos: QoS) {
     }
 }
 
+/// Acknowledges a QoS 1 delivery (every subscription here is at most QoS 1).
+fn ack(c: &mut Raw, p: &Publish) {
+    if let Some(id) = p.packet_id {
+        c.send(&Packet::PubAck(Ack::new(id)));
+    }
+}
+
 /// Receives PUBLISHes (acknowledging them) until `n` distinct topics arrived.
 fn receive(c: &mut Raw, n: usize) -> Vec<Publish> {
     let mut got = Vec::new();
     let mut seen = BTreeSet::new();
     while seen.len() < n {
         let p = c.recv_publish();
-        if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id) {
-            c.send(&Packet::PubAck(Ack::new(id)));
-        }
+        ack(c, &p);
         seen.insert(p.topic.as_str().to_owned());
         got.push(p);
     }
@@ -187,17 +192,15 @@ fn a_retained_stream_goes_on_after_a_takeover_of_its_session() {
             let first = receive(&mut sub, 20);
             drop(sub);
             let mut again = b.raw(v);
-            let ack = again.connect(&id, false, 60, None);
+            let connack = again.connect(&id, false, 60, None);
             // 3.1 has no session present flag.
-            assert_eq!(ack.session_present, v == V311, "{v:?} {ss} {ack:?}");
+            assert_eq!(connack.session_present, v == V311, "{v:?} {ss} {connack:?}");
             // The rest arrives: the unacknowledged ones again (DUP), then the stream.
             let mut seen: BTreeSet<String> =
                 first.iter().map(|p| p.topic.as_str().to_owned()).collect();
             while seen.len() < topics.len() {
                 let p = again.recv_publish();
-                if let Some(pid) = p.packet_id {
-                    again.send(&Packet::PubAck(Ack::new(pid)));
-                }
+                ack(&mut again, &p);
                 seen.insert(p.topic.as_str().to_owned());
             }
             assert_eq!(seen, topics.iter().cloned().collect::<BTreeSet<_>>());
@@ -233,9 +236,7 @@ fn unsubscribe_stops_a_retained_stream() {
                     }
                     Packet::Publish(p) => {
                         got += 1;
-                        if let Some(id) = p.packet_id {
-                            sub.send(&Packet::PubAck(Ack::new(id)));
-                        }
+                        ack(&mut sub, &p);
                     }
                     other => panic!("unexpected {other:?}"),
                 }
@@ -246,9 +247,7 @@ fn unsubscribe_stops_a_retained_stream() {
                     panic!("unexpected {p:?}")
                 };
                 after += 1;
-                if let Some(id) = p.packet_id {
-                    sub.send(&Packet::PubAck(Ack::new(id)));
-                }
+                ack(&mut sub, &p);
             }
             assert!(
                 after <= 4 + 16,

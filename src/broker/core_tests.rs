@@ -28,9 +28,7 @@ fn a_late_interest_ack_does_not_deliver_into_the_session_that_reused_the_slot() 
     for v in V3 {
         let mut h = Harness::new(2, |_| {});
         let t = topic_on(1, "late");
-        let p = h.connect(1, v, "pub", true);
-        h.send(&p, publish(&t, b"kept", QoS::AtLeastOnce, true, 1));
-        h.deliver_all();
+        let p = h.retained_on(1, v, &t, b"kept");
         // A subscribes on shard 0; shard 1 answers, and the answer (with the retained
         // message) is still on its way when A's connection ends.
         let a = h.connect(0, v, "a", true);
@@ -78,9 +76,7 @@ fn a_snapshot_older_than_a_live_retained_message_is_not_delivered_after_it() {
     for v in V3 {
         let mut h = Harness::new(2, |_| {});
         let t = topic_on(1, "stale");
-        let p = h.connect(1, v, "pub", true);
-        h.send(&p, publish(&t, b"v1", QoS::AtLeastOnce, true, 1));
-        h.deliver_all();
+        let p = h.retained_on(1, v, &t, b"v1");
         let mut s = h.connect(0, v, "sub", true);
         h.send(&s, subscribe(1, &t, QoS::AtMostOnce));
         // Shard 1 routes the topic to shard 0 now and answers with its snapshot (v1);

@@ -180,8 +180,7 @@ impl Harness {
             return false;
         };
         let m = self.mesh.remove(i);
-        self.shards[m.to].on_mesh(m.msg);
-        self.collect();
+        self.deliver_held(m);
         true
     }
 
@@ -199,6 +198,20 @@ impl Harness {
             .position(pick)
             .expect("a matching message in the mesh");
         self.mesh.remove(i)
+    }
+
+    /// A publisher on `shard` that has stored `payload` as the retained message of `topic`.
+    pub(crate) fn retained_on(
+        &mut self,
+        shard: usize,
+        version: ProtocolVersion,
+        topic: &str,
+        payload: &[u8],
+    ) -> Client {
+        let p = self.connect(shard, version, "pub", true);
+        self.send(&p, publish(topic, payload, QoS::AtLeastOnce, true, 1));
+        self.deliver_all();
+        p
     }
 
     pub(crate) fn deliver_held(&mut self, m: InFlight) {

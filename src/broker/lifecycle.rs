@@ -28,9 +28,9 @@ use std::os::fd::RawFd;
 
 use super::connection::{CloseReason, ConnId, ConnShared};
 use super::negotiated::Negotiated;
-use super::shard::{Entry, Shard};
+use super::shard::{Entry, Shard, State};
 use super::store::SessionId;
-use crate::protocol::{Properties, ReasonCode, TopicFilter};
+use crate::protocol::{Properties, ReasonCode};
 use crate::session::{Message, Session};
 
 impl Shard {
@@ -63,7 +63,6 @@ impl Shard {
     ) -> Result<(SessionId, bool), ReasonCode> {
         let client_id = &terms.client_id;
         let (version, clean_start) = (terms.version, terms.clean_start);
-        let mut removed: Vec<TopicFilter> = Vec::new();
         let (id, present) = {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
@@ -93,16 +92,10 @@ impl Shard {
                     }
                     if keep {
                         reuse = Some(id);
-                    } else {
-                        removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
                     }
                 }
                 if reuse.is_none() {
-                    st.sessions.remove(id);
-                    st.streams.remove(&id);
-                    for f in &removed {
-                        self.unsubscribe_one(st, f, id);
-                    }
+                    self.remove_session(st, id);
                 }
             }
             match reuse {
@@ -161,7 +154,6 @@ impl Shard {
         if !conn.open.replace(false) {
             return;
         }
-        let mut removed: Vec<TopicFilter> = Vec::new();
         {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
@@ -186,16 +178,11 @@ impl Shard {
                             st.sessions.mark_offline(id, Instant::now());
                         } else {
                             remove = true;
-                            removed.extend(entry.session.subscriptions().map(|(f, _)| f.clone()));
                         }
                     }
                 }
                 if remove {
-                    st.sessions.remove(id);
-                    st.streams.remove(&id);
-                    for f in &removed {
-                        self.unsubscribe_one(st, f, id);
-                    }
+                    self.remove_session(st, id);
                 }
             }
         }
@@ -273,19 +260,22 @@ impl Shard {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         for id in st.sessions.take_expired(now, max) {
-            let Some(entry) = st.sessions.remove(id) else {
+            let Some(entry) = self.remove_session(st, id) else {
                 continue;
             };
-            st.streams.remove(&id);
-            let filters: Vec<TopicFilter> = entry
-                .session
-                .subscriptions()
-                .map(|(f, _)| f.clone())
-                .collect();
-            for f in &filters {
-                self.unsubscribe_one(st, f, id);
-            }
             tracing::debug!(client_id = %entry.session.client_id(), "persistent session expired");
         }
+    }
+
+    /// Removes a session with everything that names it: its subscriptions in the index
+    /// (and, for a filter's last subscriber, the other shards' interest) and its stream of
+    /// retained messages.
+    fn remove_session(&self, st: &mut State, id: SessionId) -> Option<Entry> {
+        let entry = st.sessions.remove(id)?;
+        st.streams.remove(&id);
+        for (f, _) in entry.session.subscriptions() {
+            self.unsubscribe_one(st, f, id);
+        }
+        Some(entry)
     }
 }

@@ -60,7 +60,6 @@ use bytes::BytesMut;
 
 use crate::protocol::{Connect, TopicFilter};
 use crate::session::Message;
-use store::SessionId;
 
 /// Runs one step of a shard's long-lived loop (a mesh batch item, a keep-alive sweep). A
 /// panic in it (a bug) is caught and logged, and the loop goes on with the next item,
@@ -128,25 +127,10 @@ pub(crate) enum ShardMsg {
     /// Shard `from` asks for this shard's next retained matches of `filter` after `after`
     /// (in topic-tree order) for a stream of its session `session` (see
     /// [`retained_stream`]). Answer with `RetainedBatch`.
-    RetainedFetch {
-        from: usize,
-        session: SessionId,
-        token: u64,
-        filter_index: usize,
-        filter: TopicFilter,
-        after: Option<String>,
-        max: usize,
-    },
+    RetainedFetch(retained_stream::Fetch),
     /// Reply to `RetainedFetch` from shard `from`: up to a batch of matches, and where to
     /// continue (`None`: no more).
-    RetainedBatch {
-        from: usize,
-        session: SessionId,
-        token: u64,
-        filter_index: usize,
-        messages: Vec<Message>,
-        resume: Option<String>,
-    },
+    RetainedBatch(retained_stream::Batch),
     /// Shard `from` has no subscriber for this filter any more.
     InterestRemove { from: usize, filter: TopicFilter },
     /// A connection accepted by shard 0 in round-robin mode, handed to this shard.
@@ -164,8 +148,8 @@ impl ShardMsg {
             ShardMsg::InterestAdd { .. } => "InterestAdd",
             ShardMsg::InterestAck { .. } => "InterestAck",
             ShardMsg::InterestRemove { .. } => "InterestRemove",
-            ShardMsg::RetainedFetch { .. } => "RetainedFetch",
-            ShardMsg::RetainedBatch { .. } => "RetainedBatch",
+            ShardMsg::RetainedFetch(_) => "RetainedFetch",
+            ShardMsg::RetainedBatch(_) => "RetainedBatch",
             ShardMsg::Accepted(_) => "Accepted",
         }
     }

@@ -136,6 +136,10 @@ pub(crate) fn process_with(
         // shard; responses after it wait too, to keep their order.
         let defer_ack = matches!(&packet, Packet::Publish(p)
             if p.retain && p.qos != QoS::AtMostOnce && shard.retained_elsewhere(&p.topic));
+        let frees_window = matches!(
+            packet,
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
+        );
         let handled = {
             let mut st = shard.state.borrow_mut();
             let Some(entry) = st.sessions.get_mut(slot) else {
@@ -145,12 +149,14 @@ pub(crate) fn process_with(
             // straight to the connection; the answer goes through the gate below.
             let h = entry.session.handle(packet, &mut conn.out.borrow_mut());
             conn.queued.set(entry.session.queued_len());
+            // An ack may let a paused stream of retained messages go on.
+            if frees_window && !st.streams.is_empty() && st.streams.contains_key(&slot) {
+                shard.pump_retained(&mut st, slot);
+            }
             h
         };
-        // Acks move queued messages into the window (and may let a paused stream of
-        // retained messages go on).
+        // Acks move queued messages into the window.
         shard.note_drained(conn);
-        shard.resume_retained(conn.session.get());
         let Handled { action, response } = match handled {
             Ok(h) => h,
             Err(e) => {

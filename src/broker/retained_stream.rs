@@ -107,6 +107,32 @@ enum Next {
     Done,
 }
 
+/// A request for the next matches of one part of a job (`ShardMsg::RetainedFetch`).
+#[derive(Debug)]
+pub(crate) struct Fetch {
+    /// The asking shard.
+    from: usize,
+    session: SessionId,
+    token: u64,
+    filter_index: usize,
+    filter: TopicFilter,
+    after: Option<String>,
+    max: usize,
+}
+
+/// The answer to a [`Fetch`] (`ShardMsg::RetainedBatch`): matches, and where to go on
+/// (`None`: no more).
+#[derive(Debug)]
+pub(crate) struct Batch {
+    /// The answering shard.
+    from: usize,
+    session: SessionId,
+    token: u64,
+    filter_index: usize,
+    messages: Vec<Message>,
+    resume: Option<String>,
+}
+
 /// One shard's first batch of matches for each filter of a SUBSCRIBE: `(matches, resume)`.
 pub(crate) type FirstBatch = Vec<(Vec<Message>, Option<String>)>;
 
@@ -124,18 +150,10 @@ pub(crate) fn first_batch(
     filters
         .iter()
         .map(|f| {
-            let m = retained.matching(&trie_filter(f), None, max, FETCH_BUDGET);
+            let m = retained.matching(f.as_str(), None, max, FETCH_BUDGET);
             (m.values, m.resume)
         })
         .collect()
-}
-
-/// The filter as the trie matches it (a shared subscription's filter part).
-fn trie_filter(f: &TopicFilter) -> String {
-    match f.shared() {
-        Some((_, part)) => part.to_string(),
-        None => f.as_str().to_string(),
-    }
 }
 
 impl Job {
@@ -231,7 +249,10 @@ impl Shard {
     pub(crate) fn pump_retained(&self, st: &mut State, id: SessionId) {
         let l = &self.cfg.limits;
         let mut fetched_remote = false;
+        // Which of the front job's filters the session holds; subscriptions cannot change
+        // while this runs, so it is worked out once per job.
         let mut held: Vec<bool> = Vec::new();
+        let mut held_for: Option<u64> = None;
         while let Some(stream) = st.streams.get_mut(&id) {
             let Some(entry) = st.sessions.get_mut(id) else {
                 st.streams.remove(&id);
@@ -241,12 +262,15 @@ impl Shard {
                 st.streams.remove(&id);
                 break;
             };
-            held.clear();
-            held.extend(
-                job.filters
-                    .iter()
-                    .map(|(f, _)| entry.session.has_subscription(f)),
-            );
+            if held_for != Some(job.token) {
+                held.clear();
+                held.extend(
+                    job.filters
+                        .iter()
+                        .map(|(f, _)| entry.session.has_subscription(f)),
+                );
+                held_for = Some(job.token);
+            }
             if !held.iter().any(|h| *h) {
                 stream.jobs.pop_front();
                 continue;
@@ -282,12 +306,9 @@ impl Shard {
                     continue;
                 };
                 if shard == self.id {
-                    let m = st.retained.matching(
-                        &trie_filter(filter),
-                        after.as_deref(),
-                        max,
-                        FETCH_BUDGET,
-                    );
+                    let m =
+                        st.retained
+                            .matching(filter.as_str(), after.as_deref(), max, FETCH_BUDGET);
                     part.buf.extend(m.values);
                     part.next = m.resume.map_or(Next::Done, Next::After);
                     local_more |= part.buf.is_empty() && part.next != Next::Done;
@@ -295,7 +316,7 @@ impl Shard {
                     fetched_remote = true;
                     let sent = self.send_control(
                         shard,
-                        ShardMsg::RetainedFetch {
+                        ShardMsg::RetainedFetch(Fetch {
                             from: self.id,
                             session: id,
                             token: job.token,
@@ -303,7 +324,7 @@ impl Shard {
                             filter: filter.clone(),
                             after,
                             max,
-                        },
+                        }),
                     );
                     if !sent {
                         // That shard has stopped (shutdown): nothing more comes from it.
@@ -341,19 +362,7 @@ impl Shard {
             }
             // [MQTT-3.3.1-8]: RETAIN set; at the lower of its QoS and the granted QoS.
             let qos = msg.qos.min(granted);
-            let outcome = match &entry.conn {
-                Some(c) => {
-                    let o = entry
-                        .session
-                        .deliver(&msg, qos, true, Some(&mut c.out.borrow_mut()));
-                    c.queued.set(entry.session.queued_len());
-                    self.note_output(c);
-                    c.wake.notify();
-                    o
-                }
-                None => entry.session.deliver(&msg, qos, true, None),
-            };
-            match outcome {
+            match self.offer(entry, &msg, qos, true) {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
                     self.count(|m| m.messages_delivered += 1)
                 }
@@ -369,68 +378,51 @@ impl Shard {
     }
 
     /// Another shard asks for this shard's next retained matches of a part of a job.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_retained_fetch(
-        &self,
-        from: usize,
-        session: SessionId,
-        token: u64,
-        filter_index: usize,
-        filter: TopicFilter,
-        after: Option<String>,
-        max: usize,
-    ) {
+    pub(crate) fn on_retained_fetch(&self, f: Fetch) {
         let m = self.state.borrow().retained.matching(
-            &trie_filter(&filter),
-            after.as_deref(),
-            max.clamp(1, PART_BUDGET),
+            f.filter.as_str(),
+            f.after.as_deref(),
+            f.max.clamp(1, PART_BUDGET),
             FETCH_BUDGET,
         );
         self.send_control(
-            from,
-            ShardMsg::RetainedBatch {
+            f.from,
+            ShardMsg::RetainedBatch(Batch {
                 from: self.id,
-                session,
-                token,
-                filter_index,
+                session: f.session,
+                token: f.token,
+                filter_index: f.filter_index,
                 messages: m.values,
                 resume: m.resume,
-            },
+            }),
         );
     }
 
-    /// Shard `from` answers a fetch of job `token`.
-    pub(crate) fn on_retained_batch(
-        &self,
-        from: usize,
-        session: SessionId,
-        token: u64,
-        filter_index: usize,
-        messages: Vec<Message>,
-        resume: Option<String>,
-    ) {
+    /// Another shard answers a fetch of one of this shard's jobs.
+    pub(crate) fn on_retained_batch(&self, b: Batch) {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let Some(job) = st
             .streams
-            .get_mut(&session)
+            .get_mut(&b.session)
             .and_then(|s| s.jobs.front_mut())
         else {
             return;
         };
-        if job.token != token {
+        if job.token != b.token {
             return;
         }
-        let Some(part) = job.part_mut(from, filter_index) else {
+        let Some(part) = job.part_mut(b.from, b.filter_index) else {
             return;
         };
         if part.next != Next::Waiting {
             return;
         }
-        part.buf.extend(messages);
-        part.next = resume.map_or(Next::Done, Next::After);
-        self.pump_retained(st, session);
+        part.buf.extend(b.messages);
+        part.next = b.resume.map_or(Next::Done, Next::After);
+        self.pump_retained(st, b.session);
     }
+
     /// The session's connection drained some output, or acks opened its window.
     pub(crate) fn resume_retained(&self, id: Option<SessionId>) {
         let Some(id) = id else { return };

@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::shard::Shard;
+use super::shard::{Entry, Shard};
 use super::{home_shard, ShardMsg};
 use crate::protocol::*;
 use crate::session::*;
@@ -109,24 +109,16 @@ impl Shard {
             };
             let qos = msg.qos.min(granted);
             let retain = rap && msg.retain;
-            let outcome = match &entry.conn {
-                Some(conn) => {
-                    if qos == QoS::AtMostOnce && conn.pending_output() >= max_write {
-                        self.count(|m| m.dropped_qos0_write_buffer += 1);
-                        continue;
-                    }
-                    let o =
-                        entry
-                            .session
-                            .deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
-                    conn.queued.set(entry.session.queued_len());
-                    self.note_output(conn);
-                    conn.wake.notify();
-                    o
-                }
-                None => entry.session.deliver(msg, qos, retain, None),
-            };
-            match outcome {
+            if qos == QoS::AtMostOnce
+                && entry
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.pending_output() >= max_write)
+            {
+                self.count(|m| m.dropped_qos0_write_buffer += 1);
+                continue;
+            }
+            match self.offer(entry, msg, qos, retain) {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
                     self.count(|m| m.messages_delivered += 1)
                 }
@@ -147,5 +139,29 @@ impl Shard {
             }
         }
         st.matches = matches;
+    }
+
+    /// Offers `msg` to a session: written to its connection (or queued behind its window),
+    /// or, offline, queued or dropped by the session's rules; the connection's queue
+    /// mirror and congestion mark follow. The caller counts the outcome.
+    pub(crate) fn offer(
+        &self,
+        entry: &mut Entry,
+        msg: &Message,
+        qos: QoS,
+        retain: bool,
+    ) -> DeliverOutcome {
+        match &entry.conn {
+            Some(conn) => {
+                let o = entry
+                    .session
+                    .deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
+                conn.queued.set(entry.session.queued_len());
+                self.note_output(conn);
+                conn.wake.notify();
+                o
+            }
+            None => entry.session.deliver(msg, qos, retain, None),
+        }
     }
 }

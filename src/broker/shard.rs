@@ -286,23 +286,8 @@ impl Shard {
             ShardMsg::InterestAck { from, token, first } => {
                 self.on_interest_ack(from, token, first)
             }
-            ShardMsg::RetainedFetch {
-                from,
-                session,
-                token,
-                filter_index,
-                filter,
-                after,
-                max,
-            } => self.on_retained_fetch(from, session, token, filter_index, filter, after, max),
-            ShardMsg::RetainedBatch {
-                from,
-                session,
-                token,
-                filter_index,
-                messages,
-                resume,
-            } => self.on_retained_batch(from, session, token, filter_index, messages, resume),
+            ShardMsg::RetainedFetch(f) => self.on_retained_fetch(f),
+            ShardMsg::RetainedBatch(b) => self.on_retained_batch(b),
             ShardMsg::InterestRemove { from, filter } => {
                 self.state.borrow_mut().interest.remove(&filter, from);
             }

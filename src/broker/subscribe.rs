@@ -31,7 +31,7 @@ use super::shard::{Shard, State};
 use super::store::SessionId;
 use super::ShardMsg;
 use crate::protocol::{
-    Packet, PacketId, Properties, QoS, ReasonCode, RetainHandling, SubAck, SubscriptionOptions,
+    Packet, PacketId, Properties, ReasonCode, RetainHandling, SubAck, SubscriptionOptions,
     TopicFilter, TopicName,
 };
 
@@ -42,8 +42,6 @@ pub(crate) struct PendingSub {
     pub(crate) session: SessionId,
     pub(crate) filters: Vec<(TopicFilter, SubscriptionOptions)>,
     pub(crate) waiting: usize,
-    /// Filters whose retained messages follow the SUBACK, with their granted QoS.
-    pub(crate) retained: Vec<(TopicFilter, QoS)>,
     /// Other shards' first batches of those, by shard.
     pub(crate) first: Vec<(usize, FirstBatch)>,
     /// Topics of retained messages delivered live to the session meanwhile.
@@ -108,16 +106,10 @@ impl Shard {
             accepted.push((filter, opts));
         }
         let filters: Vec<TopicFilter> = accepted.iter().map(|(f, _)| f.clone()).collect();
-        let retained: Vec<(TopicFilter, QoS)> = if self.cfg.retain_available {
-            accepted
-                .iter()
-                .filter(|(_, o)| o.retain_handling != RetainHandling::DoNotSend)
-                .map(|(f, o)| (f.clone(), o.qos))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let fetch: Vec<TopicFilter> = retained.iter().map(|(f, _)| f.clone()).collect();
+        let fetch: Vec<TopicFilter> = self
+            .retained_wanted(&accepted)
+            .map(|(f, _)| f.clone())
+            .collect();
         let mut suback = BytesMut::new();
         let ack = Packet::SubAck(SubAck {
             packet_id,
@@ -138,7 +130,6 @@ impl Shard {
             } else {
                 self.shards - 1
             },
-            retained,
             first: Vec::new(),
             seen_live: AHashSet::new(),
         };
@@ -206,6 +197,17 @@ impl Shard {
         );
     }
 
+    /// The accepted filters whose retained messages follow the SUBACK.
+    fn retained_wanted<'a>(
+        &self,
+        filters: &'a [(TopicFilter, SubscriptionOptions)],
+    ) -> impl Iterator<Item = &'a (TopicFilter, SubscriptionOptions)> {
+        let on = self.cfg.retain_available;
+        filters
+            .iter()
+            .filter(move |(_, o)| on && o.retain_handling != RetainHandling::DoNotSend)
+    }
+
     /// Every shard routes the filters: SUBACK, then the retained messages.
     fn complete_subscribe(&self, st: &mut State, token: u64, p: PendingSub) {
         let conn = p.conn;
@@ -222,7 +224,11 @@ impl Shard {
         self.release_deferred(&conn, token);
         // [MQTT-3.8.4-3]: retained messages matching the filters follow the SUBACK,
         // streamed (see `retained_stream`).
-        self.stream_retained(st, p.session, token, p.retained, p.first, p.seen_live);
+        let wanted = self
+            .retained_wanted(&p.filters)
+            .map(|(f, o)| (f.clone(), o.qos))
+            .collect();
+        self.stream_retained(st, p.session, token, wanted, p.first, p.seen_live);
     }
 
     /// Removes the session's subscriptions to these filters from the index.

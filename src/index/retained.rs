@@ -177,9 +177,9 @@ impl<T: Clone> RetainedTrie<T> {
         value
     }
 
-    /// Up to `max` values whose topics match `filter` (a valid topic filter, without a
-    /// `$share/` prefix), strictly after `after` in topic-tree order, visiting at most
-    /// `budget` nodes.
+    /// Up to `max` values whose topics match `filter` (a valid topic filter; for a shared
+    /// subscription, its filter part), strictly after `after` in topic-tree order,
+    /// visiting at most `budget` nodes.
     pub fn matching(
         &self,
         filter: &str,
@@ -187,7 +187,7 @@ impl<T: Clone> RetainedTrie<T> {
         max: usize,
         budget: usize,
     ) -> Matches<T> {
-        let filter: Vec<&str> = filter.split('/').collect();
+        let filter: Vec<&str> = super::split_shared(filter).1.split('/').collect();
         let cursor: Vec<&str> = after.map(|c| c.split('/').collect()).unwrap_or_default();
         let has_cursor = after.is_some();
         let mut values = Vec::new();

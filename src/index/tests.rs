@@ -594,13 +594,13 @@ proptest! {
             let part = split_shared(f).1;
             let mut expect: Vec<String> = model.iter().filter(|topic| matches(part, topic)).cloned().collect();
             expect.sort_by(|a, b| tree_order(a, b));
-            let whole = t.matching(part, None, usize::MAX, usize::MAX);
+            let whole = t.matching(f, None, usize::MAX, usize::MAX);
             prop_assert_eq!(&whole.values, &expect);
             prop_assert_eq!(whole.resume, None);
             let mut got = Vec::new();
             let mut after: Option<String> = None;
             for _ in 0..1000 {
-                let m = t.matching(part, after.as_deref(), max, budget);
+                let m = t.matching(f, after.as_deref(), max, budget);
                 prop_assert!(m.values.len() <= max);
                 got.extend(m.values);
                 match m.resume {
