@@ -3,6 +3,10 @@
 # broker at a time on the same CPU, the same load from surgemq-bench on another CPU.
 #
 #   scripts/compare.sh [--quick] [--no-rumqttd] [--broker-cpu N] [--bench-cpu M]
+#                      [--surgemq PATH]
+#
+# --surgemq PATH runs that SurgeMQ binary instead of building this tree's (to measure an
+# earlier build against the peers in the same session: before and after a change).
 #
 # Shapes: one-to-one, fan-in (20:1), fan-out (1:20), mesh (20 clients), each at QoS 0 and
 # QoS 1 with 1 KiB payloads, plus 10,000 idle connections (twice: cold and warm broker)
@@ -25,12 +29,14 @@ quick=0
 with_rumqttd=1
 broker_cpu=0
 bench_cpu=1
+surgemq_bin=target/release/surgemq
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --no-rumqttd) with_rumqttd=0 ;;
     --broker-cpu) broker_cpu=$2; shift ;;
     --bench-cpu) bench_cpu=$2; shift ;;
+    --surgemq) surgemq_bin=$2; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -69,7 +75,7 @@ start_broker() {
   port=$((port + 1))
   case "$name" in
     surgemq)
-      taskset -c "$broker_cpu" target/release/surgemq --listen "127.0.0.1:$port" --shards 1 --log-level warn &
+      taskset -c "$broker_cpu" "$surgemq_bin" --listen "127.0.0.1:$port" --shards 1 --log-level warn &
       pid=$! ;;
     mosquitto)
       cat > "$out/mosquitto.conf" <<EOF

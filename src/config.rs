@@ -12,7 +12,8 @@
 //!   names the key; a missing key takes its default.
 //! - Validation ([`Config::validate`]): every bound, with a [`ConfigError`] naming the field
 //!   (`limits.max_inflight`, not "invalid value").
-//! - The command line ([`Cli`], [`from_args`]): defaults < `--config` file < flags.
+//! - The command line (`Cli`, `from_args`, with the `cli` feature): defaults < `--config`
+//!   file < flags.
 //!
 //! ## What it must not touch
 //!
@@ -112,8 +113,8 @@ config_section! {
     /// key takes the default stated in its doc, an unknown key is an error.
     ///
     /// Build one with [`Config::default`], [`Config::from_toml_str`], [`Config::load`] or
-    /// [`Cli::into_config`], then call [`Config::validate`] before starting any shard
-    /// ([`Cli::into_config`] does).
+    /// `Cli::into_config`, then call [`Config::validate`] before starting any shard
+    /// (`Cli::into_config` does).
     pub struct Config {
         /// Addresses to accept MQTT connections on (plain TCP), each "IP:PORT"; IPv6 as
         /// `"[::]:1883"`. Must not be empty or list an address twice. Port 0 picks a free
@@ -679,7 +680,7 @@ impl Cli {
 }
 
 /// Parses the process arguments (exiting with clap's message on a bad flag or `--help`)
-/// and builds the validated configuration: see [`Cli::into_config`].
+/// and builds the validated configuration: see `Cli::into_config`.
 #[cfg(feature = "cli")]
 pub fn from_args() -> Result<(Config, bool), ConfigError> {
     Cli::parse().into_config()

@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read};
-use std::time::Instant;
-
 use common::*;
 use surgemq::protocol::*;
 
@@ -19,25 +16,6 @@ use surgemq::protocol::*;
 const CLEAN: u8 = 0x02;
 const USERNAME: u8 = 0x80;
 const PASSWORD: u8 = 0x40;
-
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
 
 /// A CONNECT frame with this protocol name and level, connect flags and keep alive 60,
 /// whose payload is `fields` (client id, then will / user name / password as the flags
@@ -74,50 +52,6 @@ fn connect_v(v: ProtocolVersion, client_id: &str, flags: u8, extra: &[&[u8]]) ->
     connect_frame(name, level, flags, &fields)
 }
 
-/// Reads exactly `n` bytes (waiting up to [`WAIT`]); what follows stays in `c.buf`.
-fn read_bytes(c: &mut Raw, n: usize) -> Vec<u8> {
-    let deadline = Instant::now() + WAIT;
-    while c.buf.len() < n {
-        let now = Instant::now();
-        assert!(
-            now < deadline,
-            "wanted {n} bytes, got {:02x?} within the wait time",
-            &c.buf[..]
-        );
-        c.stream.set_read_timeout(Some(deadline - now)).unwrap();
-        let mut chunk = [0u8; 4096];
-        match c.stream.read(&mut chunk) {
-            Ok(0) => panic!(
-                "connection closed after {:02x?}, wanted {n} bytes",
-                &c.buf[..]
-            ),
-            Ok(k) => c.buf.extend_from_slice(&chunk[..k]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("read error after {:02x?}: {e}", &c.buf[..]),
-        }
-    }
-    c.buf.split_to(n).to_vec()
-}
-
-/// Every byte the broker sends until it closes the connection (EOF or reset); panics if
-/// the connection is still open after [`WAIT`].
-fn bytes_until_closed(c: &mut Raw) -> Vec<u8> {
-    let deadline = Instant::now() + WAIT;
-    let mut got = c.buf.split().to_vec();
-    loop {
-        let now = Instant::now();
-        assert!(now < deadline, "connection still open; got {got:02x?}");
-        c.stream.set_read_timeout(Some(deadline - now)).unwrap();
-        let mut chunk = [0u8; 4096];
-        match c.stream.read(&mut chunk) {
-            Ok(0) => return got,
-            Ok(k) => got.extend_from_slice(&chunk[..k]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return got,
-        }
-    }
-}
-
 /// A client id of exactly `len` characters that lives on `shard`.
 fn id_of_len_on(b: &Broker, shard: usize, prefix: &str, len: usize) -> String {
     (0u32..)
@@ -147,7 +81,7 @@ fn connack_accepted_v311_exact_bytes() {
             let id = b.id_on(shard, &format!("acc311-{flags}"));
             let mut c = b.raw(V311);
             c.send_bytes(&connect_frame(b"MQTT", 4, flags, &[id.as_bytes()]));
-            assert_eq!(read_bytes(&mut c, 4), [0x20, 0x02, 0x00, 0x00], "{id}");
+            assert_eq!(c.read_bytes(4), [0x20, 0x02, 0x00, 0x00], "{id}");
             assert_usable(&mut c);
             c.expect_nothing();
         }
@@ -162,7 +96,7 @@ fn connack_accepted_v31_mqisdp_exact_bytes() {
             let id = b.id_on(shard, &format!("acc31-{flags}"));
             let mut c = b.raw(V31);
             c.send_bytes(&connect_frame(b"MQIsdp", 3, flags, &[id.as_bytes()]));
-            assert_eq!(read_bytes(&mut c, 4), [0x20, 0x02, 0x00, 0x00], "{id}");
+            assert_eq!(c.read_bytes(4), [0x20, 0x02, 0x00, 0x00], "{id}");
             assert_usable(&mut c);
             c.expect_nothing();
         }
@@ -181,7 +115,7 @@ fn connect_pipelined_with_following_packets_is_served() {
             let mut bytes = connect_v(v, &id, CLEAN, &[]);
             bytes.extend_from_slice(&[0xC0, 0x00]);
             c.send_bytes(&bytes);
-            assert_eq!(read_bytes(&mut c, 6), [0x20, 0x02, 0x00, 0x00, 0xD0, 0x00]);
+            assert_eq!(c.read_bytes(6), [0x20, 0x02, 0x00, 0x00, 0xD0, 0x00]);
             c.expect_nothing();
         }
     }
@@ -210,7 +144,7 @@ fn unsupported_protocol_level_gets_connack_1_then_close() {
             let mut c = b.raw(V311);
             c.send_bytes(&connect_frame(name, level, CLEAN, &[id.as_bytes()]));
             assert_eq!(
-                bytes_until_closed(&mut c),
+                c.bytes_until_closed(),
                 [0x20, 0x02, 0x00, 0x01],
                 "protocol {:?} level {level}",
                 String::from_utf8_lossy(name)
@@ -232,7 +166,7 @@ fn unknown_protocol_name_is_not_accepted_and_closed() {
                 let id = b.id_on(shard, "badname");
                 let mut c = b.raw(V311);
                 c.send_bytes(&connect_frame(name, level, CLEAN, &[id.as_bytes()]));
-                let got = bytes_until_closed(&mut c);
+                let got = c.bytes_until_closed();
                 assert!(
                     got.is_empty() || got == [0x20, 0x02, 0x00, 0x01],
                     "protocol name {:?} level {level}: got {got:02x?}",
@@ -293,13 +227,13 @@ fn first_packet_not_connect_is_closed_without_connack() {
         for p in packets {
             let mut c = b.raw(v);
             c.send(&p);
-            let got = bytes_until_closed(&mut c);
+            let got = c.bytes_until_closed();
             assert!(got.is_empty(), "{v:?} first packet {p:?}: got {got:02x?}");
         }
         // A packet only a server sends, as first packet: closed too.
         let mut c = b.raw(v);
         c.send_bytes(&[0x20, 0x02, 0x00, 0x00]);
-        let got = bytes_until_closed(&mut c);
+        let got = c.bytes_until_closed();
         assert!(
             got.is_empty(),
             "{v:?} CONNACK as first packet: got {got:02x?}"
@@ -320,7 +254,7 @@ fn second_connect_closes_the_connection() {
                 c.ping();
                 let again = if same_id { &id } else { &other };
                 c.send_bytes(&connect_v(v, again, CLEAN, &[]));
-                let got = bytes_until_closed(&mut c);
+                let got = c.bytes_until_closed();
                 assert!(
                     got.is_empty(),
                     "{v:?} shard {shard} second CONNECT (same id: {same_id}): got {got:02x?}"
@@ -344,7 +278,7 @@ fn connect_reserved_flag_set_closes_without_connack() {
                 let id = b.id_on(shard, &format!("reserved{}", v.level()));
                 let mut c = b.raw(v);
                 c.send_bytes(&connect_v(v, &id, flags, &[]));
-                let got = bytes_until_closed(&mut c);
+                let got = c.bytes_until_closed();
                 assert!(got.is_empty(), "{v:?} flags {flags:#04x}: got {got:02x?}");
             }
         }
@@ -365,7 +299,7 @@ fn v311_empty_client_id_with_clean_session_is_assigned_and_works() {
     for _ in 0..2 {
         let mut c = b.raw(V311);
         c.send_bytes(&connect_frame(b"MQTT", 4, CLEAN, &[b""]));
-        assert_eq!(read_bytes(&mut c, 4), [0x20, 0x02, 0x00, 0x00]);
+        assert_eq!(c.read_bytes(4), [0x20, 0x02, 0x00, 0x00]);
         anon.push(c);
     }
     for (i, c) in anon.iter_mut().enumerate() {
@@ -427,7 +361,7 @@ fn v311_empty_client_id_without_clean_session_gets_connack_2_then_close() {
     for _ in 0..2 {
         let mut c = b.raw(V311);
         c.send_bytes(&connect_frame(b"MQTT", 4, 0, &[b""]));
-        assert_eq!(bytes_until_closed(&mut c), [0x20, 0x02, 0x00, 0x02]);
+        assert_eq!(c.bytes_until_closed(), [0x20, 0x02, 0x00, 0x02]);
     }
 }
 
@@ -440,7 +374,7 @@ fn v31_empty_client_id_gets_connack_2_then_close() {
         let mut c = b.raw(V31);
         c.send_bytes(&connect_frame(b"MQIsdp", 3, flags, &[b""]));
         assert_eq!(
-            bytes_until_closed(&mut c),
+            c.bytes_until_closed(),
             [0x20, 0x02, 0x00, 0x02],
             "flags {flags:#04x}"
         );
@@ -456,7 +390,7 @@ fn v31_client_id_longer_than_23_gets_connack_2_then_close() {
             let mut c = b.raw(V31);
             c.send_bytes(&connect_frame(b"MQIsdp", 3, CLEAN, &[id.as_bytes()]));
             assert_eq!(
-                bytes_until_closed(&mut c),
+                c.bytes_until_closed(),
                 [0x20, 0x02, 0x00, 0x02],
                 "id of {len} characters"
             );
@@ -474,7 +408,7 @@ fn v31_client_id_longer_than_23_gets_connack_2_then_close() {
             assert_eq!(id.len(), len);
             let mut c = b.raw(V31);
             c.send_bytes(&connect_frame(b"MQIsdp", 3, CLEAN, &[id.as_bytes()]));
-            assert_eq!(read_bytes(&mut c, 4), [0x20, 0x02, 0x00, 0x00], "{id}");
+            assert_eq!(c.read_bytes(4), [0x20, 0x02, 0x00, 0x00], "{id}");
             c.ping();
         }
     }
@@ -489,7 +423,7 @@ fn v311_long_client_id_is_accepted() {
         let id = id_of_len_on(&b, shard, "long311", 100);
         let mut c = b.raw(V311);
         c.send_bytes(&connect_frame(b"MQTT", 4, CLEAN, &[id.as_bytes()]));
-        assert_eq!(read_bytes(&mut c, 4), [0x20, 0x02, 0x00, 0x00]);
+        assert_eq!(c.read_bytes(4), [0x20, 0x02, 0x00, 0x00]);
         c.ping();
     }
 }
@@ -508,14 +442,14 @@ fn anonymous_refused_with_connack_5_when_not_allowed() {
             let mut c = b.raw(v);
             c.send_bytes(&connect_v(v, &id, CLEAN, &[]));
             assert_eq!(
-                bytes_until_closed(&mut c),
+                c.bytes_until_closed(),
                 [0x20, 0x02, 0x00, 0x05],
                 "{v:?} shard {shard}"
             );
             // With a user name (any), with or without a password: accepted.
             let mut c = b.raw(v);
             c.send_bytes(&connect_v(v, &id, CLEAN | USERNAME, &[b"alice"]));
-            assert_eq!(read_bytes(&mut c, 4), [0x20, 0x02, 0x00, 0x00]);
+            assert_eq!(c.read_bytes(4), [0x20, 0x02, 0x00, 0x00]);
             c.ping();
             drop(c);
             let mut c = b.raw(v);
@@ -525,7 +459,7 @@ fn anonymous_refused_with_connack_5_when_not_allowed() {
                 CLEAN | USERNAME | PASSWORD,
                 &[b"bob", b"secret"],
             ));
-            assert_eq!(read_bytes(&mut c, 4), [0x20, 0x02, 0x00, 0x00]);
+            assert_eq!(c.read_bytes(4), [0x20, 0x02, 0x00, 0x00]);
             c.ping();
         }
     }
@@ -539,7 +473,7 @@ fn anonymous_allowed_by_default() {
             let id = b.id_on(shard, &format!("anon-yes{}", v.level()));
             let mut c = b.raw(v);
             c.send_bytes(&connect_v(v, &id, CLEAN, &[]));
-            assert_eq!(read_bytes(&mut c, 4), [0x20, 0x02, 0x00, 0x00]);
+            assert_eq!(c.read_bytes(4), [0x20, 0x02, 0x00, 0x00]);
             c.ping();
         }
     }
@@ -559,7 +493,7 @@ fn fresh_persistent_session_has_session_present_0() {
             let mut c = b.raw(v);
             c.send_bytes(&connect_v(v, &id, 0, &[]));
             assert_eq!(
-                read_bytes(&mut c, 4),
+                c.read_bytes(4),
                 [0x20, 0x02, 0x00, 0x00],
                 "{v:?} shard {shard}"
             );
@@ -582,7 +516,7 @@ fn session_present_reflects_stored_session() {
             let connack = |flags: u8| {
                 let mut c = b.raw(v);
                 c.send_bytes(&connect_v(v, &id, flags, &[]));
-                let ack = read_bytes(&mut c, 4);
+                let ack = c.read_bytes(4);
                 c.ping();
                 c.disconnect();
                 ack

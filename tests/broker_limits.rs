@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use common::*;
 use surgemq::config::AcceptMode;
 use surgemq::protocol::*;
-use surgemq::server::home_shard;
 use surgemq::session::QUEUE_ENTRY_OVERHEAD;
 
 /// (subscriber shard, publisher shard, tag): different shards, then the same shard.
@@ -279,15 +278,6 @@ fn topic_levels_beyond_max_topic_levels() {
     }
 }
 
-/// Topic names under `prefix` whose retained messages live on `shard`.
-fn topic_on(shard: usize, prefix: &str) -> String {
-    let t = (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|t| home_shard(t, 2) == shard)
-        .unwrap();
-    t
-}
-
 /// Subscribes a new client (on the publisher's shard, so that the retained store is
 /// up to date for it: see below) to `filter` and returns the retained messages it gets.
 fn retained_now(
@@ -333,9 +323,9 @@ fn retained_max_messages_is_split_per_shard() {
             let b = Broker::with(2, |c| c.limits.retained_max_messages = 2);
             let pre = format!("rm/{}{ps}/", v.level());
             let (a0, b0, a1) = (
-                topic_on(0, &pre),
-                topic_on(0, &format!("{pre}b")),
-                topic_on(1, &pre),
+                topic_on(0, 2, &pre),
+                topic_on(0, 2, &format!("{pre}b")),
+                topic_on(1, 2, &pre),
             );
             let filter = format!("{pre}#");
             let mut live = b.client(v, &b.id_on(1 - ps, "live"), true);

@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::io::Read;
-use std::time::Instant;
-
 use bytes::BytesMut;
 use common::*;
 use surgemq::protocol::*;
@@ -17,28 +14,6 @@ const MAX_PACKET: u32 = 1024;
 
 fn broker() -> Broker {
     Broker::with(2, |c| c.limits.max_packet_size = MAX_PACKET)
-}
-
-/// Everything the broker sends until it closes the connection (panics if it stays open).
-fn bytes_until_closed(c: &mut Raw) -> Vec<u8> {
-    let deadline = Instant::now() + WAIT;
-    let mut got = c.buf.split().to_vec();
-    loop {
-        let now = Instant::now();
-        assert!(now < deadline, "connection still open; got {got:02x?}");
-        c.stream.set_read_timeout(Some(deadline - now)).unwrap();
-        let mut chunk = [0u8; 4096];
-        match c.stream.read(&mut chunk) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return got,
-        }
-    }
 }
 
 fn connect_bytes(c: Connect) -> Vec<u8> {
@@ -119,7 +94,7 @@ fn case(
             };
             // The broker may close while we are still writing.
             let _ = c.try_send_bytes(&bad(v, &id));
-            assert_eq!(bytes_until_closed(&mut c), reply, "{what}");
+            assert_eq!(c.bytes_until_closed(), reply, "{what}");
             still_work(&mut goods, &topic, &what);
             // A new client can connect on either shard.
             for s in 0..2 {

@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use common::*;
 use surgemq::protocol::*;
@@ -33,24 +31,6 @@ fn expect_msg(c: &mut Raw, topic: &str, payload: &[u8], qos: QoS) -> Publish {
     );
     assert_eq!(p.packet_id.is_some(), qos != QoS::AtMostOnce, "{p:?}");
     p
-}
-
-/// Reads exactly `n` raw bytes (waiting up to [`WAIT`]); the rest stays in `c.buf`.
-fn read_bytes(c: &mut Raw, n: usize) -> Vec<u8> {
-    let deadline = Instant::now() + WAIT;
-    while c.buf.len() < n {
-        let now = Instant::now();
-        assert!(now < deadline, "wanted {n} bytes, got {:02x?}", &c.buf[..]);
-        c.stream.set_read_timeout(Some(deadline - now)).unwrap();
-        let mut chunk = [0u8; 4096];
-        match c.stream.read(&mut chunk) {
-            Ok(0) => panic!("connection closed after {:02x?}", &c.buf[..]),
-            Ok(k) => c.buf.extend_from_slice(&chunk[..k]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("read error: {e}"),
-        }
-    }
-    c.buf.split_to(n).to_vec()
 }
 
 fn unsubscribe(c: &mut Raw, id: u16, filters: &[&str]) {
@@ -109,7 +89,7 @@ fn suback_grants_the_requested_qos() {
                 properties: Properties::new(),
             }));
             assert_eq!(
-                read_bytes(&mut c, 7),
+                c.read_bytes(7),
                 [0x90, 0x05, 0x12, 0x34, 0x02, 0x00, 0x01],
                 "{v:?} shard {shard}"
             );
@@ -611,7 +591,7 @@ fn unsubscribe_is_acknowledged_and_stops_delivery() {
                 filters: vec![TopicFilter::new(gone.as_str()).unwrap()],
                 properties: Properties::new(),
             }));
-            assert_eq!(read_bytes(&mut sub, 4), [0xB0, 0x02, 0x01, 0x02]);
+            assert_eq!(sub.read_bytes(4), [0xB0, 0x02, 0x01, 0x02]);
 
             // Published after the UNSUBACK: not delivered; the next message on the kept
             // subscription shows that nothing came before it.

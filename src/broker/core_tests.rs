@@ -146,6 +146,12 @@ fn control_messages_travel_on_the_control_plane() {
     for v in V3 {
         let mut h = Harness::new(2, |_| {});
         let t = topic_on(1, "plane");
+        // More retained messages on shard 1 than its first batch, so the stream fetches.
+        for i in 0..(2 * super::retained_stream::PART_BUDGET) {
+            let t = topic_on(1, &format!("plane/{i}"));
+            h.retained_on(1, v, &t, b"old");
+        }
+        h.mesh.clear();
         let p = h.connect(0, v, "pub", true);
         let s = h.connect(0, v, "sub", true);
         h.send(&s, subscribe(1, "plane/#", QoS::AtLeastOnce));
@@ -163,11 +169,211 @@ fn control_messages_travel_on_the_control_plane() {
             );
             h.deliver_one(|_| true);
         }
-        for kind in ["InterestAdd", "InterestAck", "Retain", "RetainStored"] {
+        for kind in [
+            "InterestAdd",
+            "InterestAck",
+            "Retain",
+            "RetainStored",
+            "RetainedFetch",
+            "RetainedBatch",
+        ] {
             assert!(
                 seen.iter().any(|(k, _)| *k == kind),
                 "{kind} not seen in {seen:?}"
             );
         }
     }
+}
+
+/// Whether `ptr` points into `range`.
+fn inside(range: &std::ops::Range<usize>, ptr: *const u8) -> bool {
+    range.contains(&(ptr as usize))
+}
+
+#[test]
+fn kept_messages_do_not_pin_the_publishers_read_buffer() {
+    // Bug 8: a kept message (queued offline, in flight, sent to another shard, retained)
+    // is copied out of the publisher's read buffer once, small or large (a slice of a
+    // 20 KiB message used to pin a whole read chunk, up to 8 times what was counted).
+    for v in V3 {
+        let mut h = Harness::new(2, |_| {});
+        let off = h.connect(0, v, "off", false);
+        h.send(&off, subscribe(1, "pin/#", QoS::AtLeastOnce));
+        h.deliver_all();
+        h.drop_client(off);
+        let on = h.connect(0, v, "on", true);
+        h.send(&on, subscribe(1, "pin/#", QoS::AtLeastOnce));
+        let remote = h.connect(1, v, "remote", true);
+        h.send(&remote, subscribe(1, "pin/#", QoS::AtLeastOnce));
+        h.deliver_all();
+        let p = h.connect(0, v, "pub", true);
+        let big = vec![1u8; 20 * 1024];
+        let range = h.send_in_one_read(
+            &p,
+            &[
+                publish("pin/small", b"s", QoS::AtLeastOnce, true, 1),
+                publish("pin/big", &big, QoS::AtLeastOnce, false, 2),
+                publish("elsewhere", &[0u8; 30_000], QoS::AtMostOnce, false, 0),
+            ],
+        );
+        let sent_on: Vec<_> = h
+            .mesh
+            .iter()
+            .filter_map(|m| match &m.msg {
+                ShardMsg::Publish(m) | ShardMsg::Retain { msg: m, .. } => Some(m.payload.as_ptr()),
+                _ => None,
+            })
+            .collect();
+        assert!(!sent_on.is_empty());
+        assert!(
+            sent_on.iter().all(|&p| !inside(&range, p)),
+            "{v:?}: a mesh message pins the read buffer"
+        );
+        h.deliver_all();
+        for shard in 0..2 {
+            let st = h.shards[shard].state.borrow();
+            for client in ["off", "on", "remote"] {
+                let Some(e) = st.sessions.find(client).and_then(|id| st.sessions.get(id)) else {
+                    continue;
+                };
+                let held: Vec<_> = e.held_payloads().collect();
+                assert!(!held.is_empty(), "{client} holds its deliveries");
+                for p in held {
+                    assert!(
+                        !inside(&range, p.as_ptr()),
+                        "{v:?}: {client}'s message of {} bytes pins the read buffer",
+                        p.len()
+                    );
+                }
+            }
+            if let Some(m) = st.retained.get("pin/small") {
+                assert!(!inside(&range, m.payload.as_ptr()), "retained pins it");
+            }
+        }
+    }
+}
+
+#[test]
+fn retained_messages_follow_their_suback_when_an_earlier_ack_is_deferred() {
+    for v in V3 {
+        let mut h = Harness::new(2, |_| {});
+        let t = topic_on(1, "rs");
+        h.retained_on(1, v, &t, b"kept");
+        let mut c = h.connect(0, v, "c", true);
+        // C's retained PUBLISH is stored on shard 1: its PUBACK waits in the gate.
+        let own = topic_on(1, "own");
+        h.send(&c, publish(&own, b"x", QoS::AtLeastOnce, true, 7));
+        // C subscribes; shard 1 answers with its snapshot before storing C's message.
+        h.send(&c, subscribe(2, "rs/#", QoS::AtLeastOnce));
+        assert!(h.deliver_one(is_interest_add));
+        assert!(h.deliver_one(is_interest_ack));
+        let got = h.output(&mut c);
+        assert!(
+            got.is_empty(),
+            "{v:?}: nothing may precede the PUBACK, and no retained message its SUBACK: {got:?}"
+        );
+        h.deliver_all();
+        let got = h.output(&mut c);
+        assert!(
+            matches!(
+                got.as_slice(),
+                [Packet::PubAck(a), Packet::SubAck(s), Packet::Publish(m)]
+                    if a.packet_id.get() == 7 && s.packet_id.get() == 2 && m.topic.as_str() == t
+            ),
+            "{v:?}: PUBACK, SUBACK, then the retained message: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn a_filter_subscribed_again_during_its_retained_stream_starts_anew() {
+    for v in V3 {
+        // A small write buffer pauses the stream after a few messages.
+        let mut h = Harness::new(2, |c| c.limits.max_write_buffer = 256);
+        let topics: Vec<String> = (0..100).map(|i| format!("j/{i:03}")).collect();
+        for t in &topics {
+            let m = crate::session::Message {
+                topic: TopicName::new(t.as_str()).unwrap(),
+                payload: bytes::Bytes::from_static(b"v"),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                properties: Properties::new(),
+            };
+            h.shards[home_shard(t, 2)].store_retained(m);
+        }
+        let mut c = h.connect(0, v, "c", true);
+        h.send(&c, subscribe(1, "j/#", QoS::AtMostOnce));
+        h.deliver_all();
+        let first = publishes(&h.output(&mut c));
+        assert!(
+            !first.is_empty() && first.len() < 100,
+            "paused part way: {}",
+            first.len()
+        );
+        // UNSUBSCRIBE and SUBSCRIBE again at QoS 1, before the rest went out.
+        h.send(
+            &c,
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id: PacketId::new(2).unwrap(),
+                filters: vec![TopicFilter::new("j/#").unwrap()],
+                properties: Properties::new(),
+            }),
+        );
+        h.send(&c, subscribe(3, "j/#", QoS::AtLeastOnce));
+        let got = h.drain(&mut c);
+        let qos: Vec<QoS> = got
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.qos),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            qos.iter().all(|q| *q == QoS::AtLeastOnce),
+            "{v:?}: the old job went on at QoS 0: {qos:?}"
+        );
+        let mut again: Vec<String> = publishes(&got).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(
+            again, topics,
+            "{v:?}: the new job sends every topic once, in order"
+        );
+        again.dedup();
+        assert_eq!(again.len(), 100);
+    }
+}
+
+#[test]
+fn a_sparse_local_retained_walk_goes_on_in_later_turns() {
+    // A filter that matches one topic among 10,000 walks this shard's store in steps of
+    // FETCH_BUDGET nodes, one per turn, instead of in one go.
+    let mut h = Harness::new(1, |_| {});
+    for i in 0..10_000 {
+        let t = if i == 9_999 {
+            format!("w{i:05}/x/z")
+        } else {
+            format!("w{i:05}/x")
+        };
+        h.shards[0].store_retained(crate::session::Message {
+            topic: TopicName::new(t.as_str()).unwrap(),
+            payload: bytes::Bytes::from_static(b"v"),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Properties::new(),
+        });
+    }
+    let mut c = h.connect(0, ProtocolVersion::V3_1_1, "c", true);
+    h.send(&c, subscribe(1, "+/+/z", QoS::AtMostOnce));
+    let got = h.output(&mut c);
+    assert!(
+        matches!(got.as_slice(), [Packet::SubAck(_)]),
+        "the walk stopped at its budget: {got:?}"
+    );
+    let mut steps = 0;
+    while publishes(&h.output(&mut c)).is_empty() {
+        assert!(h.run_later(), "the walk goes on");
+        steps += 1;
+        assert!(steps < 100);
+    }
+    assert!(steps >= 2, "several turns: {steps}");
+    assert!(!h.run_later(), "nothing left once finished");
 }

@@ -156,6 +156,43 @@ impl Harness {
         self.collect();
     }
 
+    /// The client sends these packets in one read (so every message decoded from it is a
+    /// slice of one buffer); returns the buffer's address range.
+    pub(crate) fn send_in_one_read(
+        &mut self,
+        c: &Client,
+        packets: &[Packet],
+    ) -> std::ops::Range<usize> {
+        let mut buf = BytesMut::new();
+        for p in packets {
+            p.encode(c.version, &mut buf).expect("encodes");
+        }
+        let start = buf.as_ptr() as usize;
+        let range = start..start + buf.len();
+        let opts = DecodeOptions::new(c.version);
+        let r = process(&self.shards[c.shard], &c.conn, c.session, &mut buf, &opts);
+        assert!(matches!(r, Ok(false)), "process: {r:?}");
+        self.collect();
+        range
+    }
+
+    /// Everything the client receives until the broker has nothing more for it: output
+    /// is taken (as a connection task writes it), which lets paused streams of retained
+    /// messages go on.
+    pub(crate) fn drain(&mut self, c: &mut Client) -> Vec<Packet> {
+        let mut all = Vec::new();
+        loop {
+            self.deliver_all();
+            let got = self.output(c);
+            if got.is_empty() {
+                return all;
+            }
+            all.extend(got);
+            self.shards[c.shard].resume_retained(Some(c.session));
+            self.collect();
+        }
+    }
+
     /// The connection ends without DISCONNECT.
     pub(crate) fn drop_client(&mut self, c: Client) {
         self.shards[c.shard].connection_closed(c.key, &c.conn, CloseReason::SocketClosed);
@@ -184,9 +221,30 @@ impl Harness {
         true
     }
 
-    /// Delivers everything, including what deliveries send, until the mesh is quiet.
+    /// Delivers everything, including what deliveries send, until the mesh is quiet and
+    /// no shard has a retained walk to go on with (the runtime's task does that between
+    /// turns in the broker).
     pub(crate) fn deliver_all(&mut self) {
-        while self.deliver_one(|_| true) {}
+        loop {
+            while self.deliver_one(|_| true) {}
+            if !self.run_later() {
+                break;
+            }
+        }
+    }
+
+    /// One step of every retained walk a shard goes on with later; false if there was
+    /// none.
+    pub(crate) fn run_later(&mut self) -> bool {
+        let mut any = false;
+        for s in &self.shards {
+            if !s.state.borrow().retained_later.is_empty() {
+                any = true;
+                s.continue_retained();
+            }
+        }
+        self.collect();
+        any
     }
 
     /// Takes the first undelivered message matching `pick` out of the mesh (to deliver

@@ -28,7 +28,7 @@ use std::os::fd::RawFd;
 
 use super::connection::{CloseReason, ConnId, ConnShared};
 use super::negotiated::Negotiated;
-use super::shard::{Entry, Shard, State};
+use super::shard::{Shard, State};
 use super::store::SessionId;
 use crate::protocol::{Properties, ReasonCode};
 use crate::session::{Message, Session};
@@ -74,9 +74,9 @@ impl Shard {
             }
             let mut reuse = None;
             if let Some(id) = existing {
-                if let Some(entry) = st.sessions.get_mut(id) {
-                    let keep = !clean_start && entry.session.is_persistent();
-                    if let Some(old) = entry.conn.take() {
+                if let Some(session) = st.sessions.get(id) {
+                    let keep = !clean_start && session.is_persistent();
+                    if let Some(old) = st.links.take(id) {
                         // [MQTT-3.1.4-2]: the existing connection is closed first. The old
                         // task still owns its socket; shutting it down now makes the close
                         // visible to that client before the new one gets CONNACK.
@@ -110,11 +110,7 @@ impl Shard {
                         !clean_start,
                         terms.limits,
                     ));
-                    let id = st.sessions.insert(Entry {
-                        session,
-                        conn: None,
-                    });
-                    (id, false)
+                    (st.sessions.insert(session), false)
                 }
             }
         };
@@ -126,11 +122,12 @@ impl Shard {
             terms.write_connack(&mut out, present);
         }
         let mut st = self.state.borrow_mut();
-        if let Some(entry) = st.sessions.get_mut(id) {
-            entry.conn = Some(conn.clone());
+        let st_ = &mut *st;
+        if let Some(session) = st_.sessions.get_mut(id) {
+            st_.links.set(id, conn.clone());
             if present {
-                entry.session.set_limits(terms.limits);
-                entry.session.resume(version, &mut conn.out.borrow_mut());
+                session.set_limits(terms.limits);
+                session.resume(version, &mut conn.out.borrow_mut());
             }
         }
         // A stream of retained messages the session had not finished goes on.
@@ -166,19 +163,18 @@ impl Shard {
             }
             if let Some(id) = conn.session.get() {
                 let mut remove = false;
-                if let Some(entry) = st.sessions.get_mut(id) {
-                    // Only the connection that currently serves the session may end it: a
-                    // taken-over connection closes after its successor attached.
-                    if entry.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)) {
-                        entry.conn = None;
-                        let keep = entry.session.is_persistent()
-                            && self.cfg.limits.session_expiry_max != Some(0);
-                        if keep {
-                            entry.session.detach();
-                            st.sessions.mark_offline(id, Instant::now());
-                        } else {
-                            remove = true;
-                        }
+                // Only the connection that currently serves the session may end it: a
+                // taken-over connection closes after its successor attached.
+                let serves = st.links.get(id).is_some_and(|c| Rc::ptr_eq(c, conn));
+                if let (Some(session), true) = (st.sessions.get_mut(id), serves) {
+                    st.links.take(id);
+                    let keep =
+                        session.is_persistent() && self.cfg.limits.session_expiry_max != Some(0);
+                    if keep {
+                        session.detach();
+                        st.sessions.mark_offline(id, Instant::now());
+                    } else {
+                        remove = true;
                     }
                 }
                 if remove {
@@ -260,22 +256,23 @@ impl Shard {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         for id in st.sessions.take_expired(now, max) {
-            let Some(entry) = self.remove_session(st, id) else {
+            let Some(session) = self.remove_session(st, id) else {
                 continue;
             };
-            tracing::debug!(client_id = %entry.session.client_id(), "persistent session expired");
+            tracing::debug!(client_id = %session.client_id(), "persistent session expired");
         }
     }
 
     /// Removes a session with everything that names it: its subscriptions in the index
     /// (and, for a filter's last subscriber, the other shards' interest) and its stream of
     /// retained messages.
-    fn remove_session(&self, st: &mut State, id: SessionId) -> Option<Entry> {
-        let entry = st.sessions.remove(id)?;
+    fn remove_session(&self, st: &mut State, id: SessionId) -> Option<Box<Session>> {
+        let session = st.sessions.remove(id)?;
+        st.links.take(id);
         st.streams.remove(&id);
-        for (f, _) in entry.session.subscriptions() {
+        for (f, _) in session.subscriptions() {
             self.unsubscribe_one(st, f, id);
         }
-        Some(entry)
+        Some(session)
     }
 }

@@ -43,14 +43,22 @@ fn bypasses_hold(p: &Packet) -> bool {
     )
 }
 
-/// What a held packet costs: the packet itself (its slot in the hold queue), plus the
-/// topic and payload of a PUBLISH.
-fn held_cost(p: &Packet) -> usize {
-    std::mem::size_of::<Packet>()
-        + match p {
-            Packet::Publish(p) => p.topic.len() + p.payload.len(),
-            _ => 0,
-        }
+/// What a held packet costs: its slot in the hold queue plus its encoded size, which
+/// bounds what it holds (topic, payload and properties of a PUBLISH, the filters of a
+/// SUBSCRIBE or UNSUBSCRIBE). Only computed while packets are held.
+fn held_cost(p: &Packet, version: ProtocolVersion) -> usize {
+    let size = match p {
+        Packet::Publish(p) => publish_len(
+            version,
+            &p.topic,
+            p.packet_id.is_some(),
+            &p.properties,
+            p.payload.len(),
+        ),
+        other => other.encoded_len(version),
+    };
+    // A packet that decoded always encodes; if not, count the largest packet allowed.
+    std::mem::size_of::<Packet>() + size.unwrap_or(VARINT_MAX as usize)
 }
 
 /// Decodes and handles every complete packet in `buf`, after the packets held while
@@ -92,7 +100,7 @@ pub(crate) fn process_with(
         let held_next = if holding_back {
             None
         } else {
-            conn.unhold(held_cost)
+            conn.unhold(|p| held_cost(p, opts.version))
         };
         let packet = match held_next {
             Some(p) => p,
@@ -125,7 +133,7 @@ pub(crate) fn process_with(
                 {
                     // Unacknowledged while held: a QoS 1/2 publisher's window fills and it
                     // stops sending, which is MQTT's own back-pressure.
-                    let cost = held_cost(&packet);
+                    let cost = held_cost(&packet, opts.version);
                     conn.hold(packet, cost);
                     continue;
                 }
@@ -142,13 +150,13 @@ pub(crate) fn process_with(
         );
         let handled = {
             let mut st = shard.state.borrow_mut();
-            let Some(entry) = st.sessions.get_mut(slot) else {
+            let Some(session) = st.sessions.get_mut(slot) else {
                 return Err(CloseReason::ProtocolError);
             };
             // The session's own output (deliveries an ack lets into the window) goes
             // straight to the connection; the answer goes through the gate below.
-            let h = entry.session.handle(packet, &mut conn.out.borrow_mut());
-            conn.queued.set(entry.session.queued_len());
+            let h = session.handle(packet, &mut conn.out.borrow_mut());
+            conn.queued.set(session.queued_len());
             // An ack may let a paused stream of retained messages go on.
             if frees_window && !st.streams.is_empty() && st.streams.contains_key(&slot) {
                 shard.pump_retained(&mut st, slot);

@@ -38,9 +38,14 @@
 //! - A retained message that reached the session live after the SUBSCRIBE is at least as
 //!   new as any snapshot of that topic, so that SUBSCRIBE's snapshot copy is skipped
 //!   (a bounded set per job).
-//! - This shard's own part is walked at once, in steps of `FETCH_BUDGET` nodes until it
-//!   has a match or is finished: a filter matching nothing in a large store costs one
-//!   walk of the nodes it can reach (as a scan would), on this shard only.
+//! - This shard's own part is walked in steps of `FETCH_BUDGET` nodes, one step per
+//!   stream and shard turn (a step that finds nothing schedules the next with
+//!   [`Shard::continue_retained`]), as other shards answer fetches: a filter matching
+//!   little in a large store never holds the shard for a whole walk.
+//! - A filter unsubscribed while its job runs leaves the job for good; subscribing to it
+//!   again starts a new job, at the new QoS, from the start.
+//! - Nothing is sent while the connection's gate holds an answer back: the SUBACK these
+//!   messages follow may be waiting behind an earlier deferred ack.
 //!
 //! **Owns:** the streams and their jobs; the answer to other shards' fetches.
 //!
@@ -85,6 +90,10 @@ struct Job {
     parts: Vec<Part>,
     /// Topics of retained messages delivered live to the session since the SUBSCRIBE.
     seen_live: AHashSet<TopicName>,
+    /// Filters unsubscribed since the SUBSCRIBE: they stay out of this job even when the
+    /// session subscribes to them again (that SUBSCRIBE has its own job, from the start,
+    /// at its own QoS).
+    gone: Vec<bool>,
 }
 
 /// One shard's matches of one filter.
@@ -156,6 +165,21 @@ pub(crate) fn first_batch(
         .collect()
 }
 
+impl RetainedStream {
+    /// The session unsubscribed from `filter`: no job sends anything more for it.
+    pub(crate) fn forget(&mut self, filter: &TopicFilter) {
+        for job in self.jobs.iter_mut() {
+            for (i, (f, _)) in job.filters.iter().enumerate() {
+                if f == filter {
+                    if let Some(g) = job.gone.get_mut(i) {
+                        *g = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Job {
     fn part_mut(&mut self, shard: usize, filter: usize) -> Option<&mut Part> {
         let n = self.filters.len();
@@ -205,9 +229,15 @@ impl Shard {
             let waiting = stream.jobs.len() > 1;
             if let Some(last) = stream.jobs.back_mut().filter(|_| waiting) {
                 // Joins the last waiting job (which has not fetched anything: see below).
-                let session = st.sessions.get(id).map(|e| &e.session);
-                last.filters
-                    .retain(|(f, _)| session.is_some_and(|s| s.has_subscription(f)));
+                let session = st.sessions.get(id);
+                let gone = std::mem::take(&mut last.gone);
+                let mut i = 0;
+                last.filters.retain(|(f, _)| {
+                    let keep = !gone.get(i).copied().unwrap_or(false)
+                        && session.is_some_and(|s| s.has_subscription(f));
+                    i += 1;
+                    keep
+                });
                 for (f, q) in filters {
                     match last.filters.iter_mut().find(|(g, _)| *g == f) {
                         Some((_, g)) => *g = (*g).max(q),
@@ -217,6 +247,7 @@ impl Shard {
                 last.parts = (0..self.shards * last.filters.len())
                     .map(|_| Part::default())
                     .collect();
+                last.gone = vec![false; last.filters.len()];
                 let room = MAX_SEEN_LIVE.saturating_sub(last.seen_live.len());
                 last.seen_live.extend(seen_live.into_iter().take(room));
                 self.pump_retained(st, id);
@@ -229,6 +260,7 @@ impl Shard {
             filters,
             parts: (0..self.shards * n).map(|_| Part::default()).collect(),
             seen_live,
+            gone: vec![false; n],
         };
         // Only the job at the front reads: one behind another holds its filters only.
         if stream.jobs.is_empty() {
@@ -254,10 +286,11 @@ impl Shard {
         let mut held: Vec<bool> = Vec::new();
         let mut held_for: Option<u64> = None;
         while let Some(stream) = st.streams.get_mut(&id) {
-            let Some(entry) = st.sessions.get_mut(id) else {
+            let Some(session) = st.sessions.get_mut(id) else {
                 st.streams.remove(&id);
                 break;
             };
+            let conn = st.links.get(id);
             let Some(job) = stream.jobs.front_mut() else {
                 st.streams.remove(&id);
                 break;
@@ -267,7 +300,8 @@ impl Shard {
                 held.extend(
                     job.filters
                         .iter()
-                        .map(|(f, _)| entry.session.has_subscription(f)),
+                        .zip(&job.gone)
+                        .map(|((f, _), gone)| !*gone && session.has_subscription(f)),
                 );
                 held_for = Some(job.token);
             }
@@ -275,12 +309,15 @@ impl Shard {
                 stream.jobs.pop_front();
                 continue;
             }
-            // Paused while offline (module docs), and below a quarter of every limit.
-            let room = entry.conn.as_ref().is_some_and(|c| {
+            // Paused while offline (module docs), while the gate holds an answer back (the
+            // SUBACK these messages follow may be behind it), and below a quarter of every
+            // limit.
+            let room = conn.is_some_and(|c| {
                 c.is_live()
+                    && c.deferred.borrow().is_empty()
                     && c.pending_output() < (l.max_write_buffer / 4).max(1)
-                    && entry.session.queued_len() < (l.max_queued_messages / 4).max(1)
-                    && entry.session.queued_bytes() < (l.max_queued_bytes / 4).max(1)
+                    && session.queued_len() < (l.max_queued_messages / 4).max(1)
+                    && session.queued_bytes() < (l.max_queued_bytes / 4).max(1)
             });
             if !room {
                 break;
@@ -333,9 +370,17 @@ impl Shard {
                 }
             }
             let pick = match job.ready(&held) {
-                // This shard's walk stopped at its budget with nothing yet: go on with it;
-                // another shard's answer is on its way: wait for it.
-                Err(()) if local_more => continue,
+                // This shard's walk stopped at its budget with nothing yet: it goes on in
+                // a later turn of the shard (`continue_retained`), so a filter that
+                // matches little in a large store never holds the shard for a whole walk.
+                Err(()) if local_more => {
+                    if !st.retained_later.contains(&id) {
+                        st.retained_later.push(id);
+                    }
+                    self.retained_work.wake_all();
+                    break;
+                }
+                // Another shard's answer is on its way: wait for it.
                 Err(()) => break,
                 Ok(None) => {
                     stream.jobs.pop_front();
@@ -362,7 +407,7 @@ impl Shard {
             }
             // [MQTT-3.3.1-8]: RETAIN set; at the lower of its QoS and the granted QoS.
             let qos = msg.qos.min(granted);
-            match self.offer(entry, &msg, qos, true) {
+            match self.offer(session, conn, &msg, qos, true) {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
                     self.count(|m| m.messages_delivered += 1)
                 }
@@ -423,6 +468,15 @@ impl Shard {
         self.pump_retained(st, b.session);
     }
 
+    /// Goes on with the streams whose walk of this shard's store stopped at its budget
+    /// (one step each; run by the shard's runtime between turns).
+    pub(crate) fn continue_retained(&self) {
+        let later = std::mem::take(&mut self.state.borrow_mut().retained_later);
+        for id in later {
+            self.resume_retained(Some(id));
+        }
+    }
+
     /// The session's connection drained some output, or acks opened its window.
     pub(crate) fn resume_retained(&self, id: Option<SessionId>) {
         let Some(id) = id else { return };
@@ -437,13 +491,18 @@ impl Shard {
 
     /// Notes, for streams and pending SUBSCRIBEs of `id`, that a retained message on
     /// `topic` reached the session live (see the module invariants).
+    ///
+    /// The topic is remembered as a copy of its own: the message's topic shares one
+    /// allocation with its payload, which must not stay alive for the topic's sake.
     pub(crate) fn note_live_retained(st: &mut State, id: SessionId, topic: &TopicName) {
+        let mut own: Option<TopicName> = None;
+        let mut own = || own.get_or_insert_with(|| topic.detached()).clone();
         for p in st.pending.values_mut() {
             if p.session == id
                 && p.seen_live.len() < MAX_SEEN_LIVE
                 && p.filters.iter().any(|(f, _)| f.matches(topic))
             {
-                p.seen_live.insert(topic.clone());
+                p.seen_live.insert(own());
             }
         }
         if let Some(s) = st.streams.get_mut(&id) {
@@ -451,7 +510,7 @@ impl Shard {
                 if j.seen_live.len() < MAX_SEEN_LIVE
                     && j.filters.iter().any(|(f, _)| f.matches(topic))
                 {
-                    j.seen_live.insert(topic.clone());
+                    j.seen_live.insert(own());
                 }
             }
         }

@@ -5,28 +5,28 @@
 //! (highest granted QoS once per session, drop policies at the limits).
 //!
 //! ## Memory held by messages
-//! A decoded PUBLISH is a zero-copy slice of its publisher's read chunk (up to 64 KiB).
-//! Anything that keeps a slice beyond the read turn (an in-flight or queued QoS 1/2
-//! delivery, a batch to another shard) pins the whole chunk, while the queue limits count
-//! only the message. So a message that will be kept and is small next to a chunk
-//! (`COMPACT_BELOW`) is copied once, here, into its own allocation, shared by every
-//! subscriber. What a kept message holds is then its own size plus overhead (counted by
-//! `Message::cost`), or, for a larger message still sliced, at most 64 KiB / 8 KiB = 8
-//! times what is counted.
+//! A decoded PUBLISH is a zero-copy slice of its publisher's read buffer (a chunk of up to
+//! 64 KiB, or more for a larger packet). Anything that keeps a slice beyond the read turn
+//! (an in-flight or queued QoS 1/2 delivery, a batch to another shard, a retained store)
+//! would pin that whole buffer while the limits count only the message. So a message that
+//! will be kept is copied once, here, into one allocation of its own (topic and payload),
+//! shared by every subscriber on every shard; a message nobody keeps (QoS 0 to this
+//! shard's subscribers only, or no subscriber at all) is not copied. What a kept message
+//! holds is then exactly what `Message::cost` counts, whatever its size, and sessions and
+//! queues never copy again (an offline queue included).
 //!
 //! **Must not touch:** sockets, the subscription index's contents (it only reads matches),
 //! acknowledgements to the publisher (the gate does that).
 
 use std::time::{Duration, Instant};
 
-use super::shard::{Entry, Shard};
-use super::{home_shard, ShardMsg};
+use std::rc::Rc;
+
+use super::connection::ConnShared;
+use super::home_shard;
+use super::shard::Shard;
 use crate::protocol::*;
 use crate::session::*;
-
-/// Messages up to this size (topic and payload) that will be kept are copied out of the
-/// read chunk they were decoded from (see the module docs).
-const COMPACT_BELOW: usize = 8 * 1024;
 
 impl Shard {
     /// Routes a message published on this shard: retained store, local subscribers, and
@@ -42,35 +42,28 @@ impl Shard {
     }
 
     pub(crate) fn route_with_ack(&self, msg: Message, ack: Option<u64>) {
-        if msg.retain && self.cfg.retain_available {
+        let retained = msg.retain && self.cfg.retain_available;
+        let mask = self.state.borrow().interest.match_mask(&msg.topic);
+        // Kept beyond this turn: in the retained store, by a QoS 1/2 delivery, or in a
+        // batch to another shard (nothing is kept when no shard has a subscriber). One
+        // copy serves all of them (module docs).
+        let kept = retained
+            || mask.iter().any(|s| s != self.id)
+            || (msg.qos != QoS::AtMostOnce && !mask.is_empty());
+        let msg = if kept { msg.detached() } else { msg };
+        if retained {
             let owner = home_shard(&msg.topic, self.shards);
             if owner == self.id {
-                self.store_retained(msg.detached());
+                self.store_retained(msg.clone());
             } else {
-                self.send_data(
-                    owner,
-                    ShardMsg::Retain {
-                        msg: msg.detached(),
-                        ack: ack.map(|t| (self.id, t)),
-                    },
-                );
+                self.send_retain(owner, msg.clone(), ack.map(|t| (self.id, t)));
             }
         }
-        let mask = self.state.borrow().interest.match_mask(&msg.topic);
-        // Kept beyond this turn: by a QoS 1/2 delivery, or in a batch to another shard
-        // (nothing is kept when no shard has a subscriber).
-        let kept =
-            mask.iter().any(|s| s != self.id) || (msg.qos != QoS::AtMostOnce && !mask.is_empty());
-        let msg = if kept && msg.cost() <= COMPACT_BELOW {
-            msg.detached()
-        } else {
-            msg
-        };
         for shard in mask.iter() {
             if shard == self.id {
                 self.deliver_local(&msg);
             } else {
-                self.send_data(shard, ShardMsg::Publish(msg.clone()));
+                self.send_publish(shard, msg.clone());
             }
         }
     }
@@ -104,21 +97,17 @@ impl Shard {
             if watch_pending {
                 Self::note_live_retained(st, id, &msg.topic);
             }
-            let Some(entry) = st.sessions.get_mut(id) else {
+            let Some(session) = st.sessions.get_mut(id) else {
                 continue;
             };
+            let conn = st.links.get(id);
             let qos = msg.qos.min(granted);
             let retain = rap && msg.retain;
-            if qos == QoS::AtMostOnce
-                && entry
-                    .conn
-                    .as_ref()
-                    .is_some_and(|c| c.pending_output() >= max_write)
-            {
+            if qos == QoS::AtMostOnce && conn.is_some_and(|c| c.pending_output() >= max_write) {
                 self.count(|m| m.dropped_qos0_write_buffer += 1);
                 continue;
             }
-            match self.offer(entry, msg, qos, retain) {
+            match self.offer(session, conn, msg, qos, retain) {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
                     self.count(|m| m.messages_delivered += 1)
                 }
@@ -130,7 +119,7 @@ impl Shard {
                     if now.duration_since(self.drop_logged.get()) >= Duration::from_secs(1) {
                         self.drop_logged.set(now);
                         let total = self.summary().dropped_queue_full;
-                        tracing::warn!(client_id = %entry.session.client_id(), topic = %msg.topic, dropped_total = total, "session queue full: message dropped (logged at most once a second per shard)");
+                        tracing::warn!(client_id = %session.client_id(), topic = %msg.topic, dropped_total = total, "session queue full: message dropped (logged at most once a second per shard)");
                     }
                 }
                 DeliverOutcome::Dropped(DropReason::Offline) => {
@@ -146,22 +135,21 @@ impl Shard {
     /// mirror and congestion mark follow. The caller counts the outcome.
     pub(crate) fn offer(
         &self,
-        entry: &mut Entry,
+        session: &mut Session,
+        conn: Option<&Rc<ConnShared>>,
         msg: &Message,
         qos: QoS,
         retain: bool,
     ) -> DeliverOutcome {
-        match &entry.conn {
+        match conn {
             Some(conn) => {
-                let o = entry
-                    .session
-                    .deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
-                conn.queued.set(entry.session.queued_len());
+                let o = session.deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
+                conn.queued.set(session.queued_len());
                 self.note_output(conn);
                 conn.wake.notify();
                 o
             }
-            None => entry.session.deliver(msg, qos, retain, None),
+            None => session.deliver(msg, qos, retain, None),
         }
     }
 }

@@ -128,6 +128,23 @@ pub(crate) async fn shard_main(
             }
         }));
     }
+    // Streams of retained messages whose walk of this shard's store goes on: one step
+    // each, then the shard's other tasks get their turn.
+    {
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            while !s.stopping.get() {
+                if s.state.borrow().retained_later.is_empty() {
+                    s.retained_work.wait().await;
+                    continue;
+                }
+                crate::broker::guarded("retained walk", || s.continue_retained());
+                s.flush_mesh();
+                glommio::yield_if_needed().await;
+            }
+        })
+        .detach();
+    }
     // Keep-alive sweep: one pass over the shard's connections a second.
     {
         let s = shard.clone();

@@ -25,7 +25,7 @@ use crate::index::{InterestTrie, RetainedTrie, SubscriptionTrie};
 use crate::mesh::MeshTx;
 use crate::notify::WaitList;
 use crate::protocol::{QoS, SubscriptionOptions, TopicFilter};
-use crate::session::{Message, Session, SessionLimits};
+use crate::session::{Message, SessionLimits};
 
 /// One shard's counters (kept in a `Cell` on the shard; returned when it stops and
 /// summed over shards).
@@ -90,19 +90,51 @@ impl ShardSummary {
     }
 }
 
-/// A session and the connection currently serving it, if any.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    /// Boxed so that the slab holding entries (which grows by doubling) wastes 16 bytes
-    /// per spare slot rather than a whole session.
-    pub session: Box<Session>,
-    pub conn: Option<Rc<ConnShared>>,
+/// Which connection serves which session: kept beside the [`SessionStore`] (which holds
+/// no connection handles), indexed by the session's slot, with its generation so that a
+/// stale id finds nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Links(Vec<Option<(u32, Rc<ConnShared>)>>);
+
+impl Links {
+    /// The connection serving session `id`, if any.
+    #[inline]
+    pub(crate) fn get(&self, id: SessionId) -> Option<&Rc<ConnShared>> {
+        match self.0.get(id.slot() as usize) {
+            Some(Some((g, c))) if *g == id.generation() => Some(c),
+            _ => None,
+        }
+    }
+
+    /// `conn` serves session `id` from now on; returns the connection that did.
+    pub(crate) fn set(&mut self, id: SessionId, conn: Rc<ConnShared>) -> Option<Rc<ConnShared>> {
+        let slot = id.slot() as usize;
+        if self.0.len() <= slot {
+            self.0.resize_with(slot + 1, || None);
+        }
+        let old = self.take(id);
+        if let Some(s) = self.0.get_mut(slot) {
+            *s = Some((id.generation(), conn));
+        }
+        old
+    }
+
+    /// No connection serves session `id` any more; returns the one that did.
+    pub(crate) fn take(&mut self, id: SessionId) -> Option<Rc<ConnShared>> {
+        let s = self.0.get_mut(id.slot() as usize)?;
+        match s {
+            Some((g, _)) if *g == id.generation() => s.take().map(|(_, c)| c),
+            _ => None,
+        }
+    }
 }
 
 /// Everything mutable a shard owns.
 #[derive(Debug)]
 pub(crate) struct State {
     pub sessions: SessionStore,
+    /// The connection serving each session that has one.
+    pub(crate) links: Links,
     pub(crate) subs: SubscriptionTrie<SessionId, SubscriptionOptions>,
     /// Local subscriptions per filter; the shard's interest bit is set while above 0.
     pub(crate) local_filters: AHashMap<TopicFilter, u32>,
@@ -110,6 +142,9 @@ pub(crate) struct State {
     pub(crate) retained: RetainedTrie<Message>,
     /// Retained messages on their way to new subscriptions, per session.
     pub(crate) streams: AHashMap<SessionId, RetainedStream>,
+    /// Streams whose walk of this shard's store goes on in a later turn (bounded by the
+    /// number of streams: a session is listed once).
+    pub(crate) retained_later: Vec<SessionId>,
     pub(crate) pending: AHashMap<u64, PendingSub>,
     /// Connections waiting for a retained message to be stored before acking it.
     pub(crate) retain_acks: AHashMap<u64, std::rc::Weak<ConnShared>>,
@@ -140,6 +175,8 @@ pub(crate) struct Shard {
     pub(crate) output_congested: Cell<usize>,
     /// Woken when `output_congested` drops to 0.
     pub output_drained: WaitList,
+    /// Woken when `State::retained_later` has streams to go on with.
+    pub(crate) retained_work: WaitList,
     /// When a queue-full drop was last logged (drops are logged at most once a second).
     pub(crate) drop_logged: Cell<Instant>,
     /// This shard's share of `max_connections`.
@@ -184,11 +221,13 @@ impl Shard {
             control,
             state: RefCell::new(State {
                 sessions: SessionStore::default(),
+                links: Links::default(),
                 subs: SubscriptionTrie::new(),
                 local_filters: AHashMap::new(),
                 interest: InterestTrie::new(),
                 retained: RetainedTrie::new(),
                 streams: AHashMap::new(),
+                retained_later: Vec::new(),
                 pending: AHashMap::new(),
                 retain_acks: AHashMap::new(),
                 next_token: 0,
@@ -201,6 +240,7 @@ impl Shard {
             stopping: Cell::new(false),
             output_congested: Cell::new(0),
             output_drained: WaitList::default(),
+            retained_work: WaitList::default(),
             drop_logged: Cell::new(
                 Instant::now()
                     .checked_sub(Duration::from_secs(2))
@@ -221,9 +261,21 @@ impl Shard {
         self.metrics.set(m);
     }
 
-    /// Sends on the data plane (batched; its congestion holds publishers back).
-    pub(crate) fn send_data(&self, dest: usize, msg: ShardMsg) {
-        if let Err(msg) = self.mesh.push(dest, msg) {
+    /// Sends a message to `dest`'s subscribers on the data plane (batched; its congestion
+    /// holds publishers back). The data plane carries only this and [`Shard::send_retain`]:
+    /// anything an answer (CONNACK, SUBACK, an ack) waits for goes by `send_control`, so
+    /// data congestion can never delay it.
+    pub(crate) fn send_publish(&self, dest: usize, msg: Message) {
+        if let Err(msg) = self.mesh.push(dest, ShardMsg::Publish(msg)) {
+            self.undeliverable(dest, &msg);
+        }
+    }
+
+    /// Sends a retained message to its owner shard `dest` on the data plane, after the
+    /// deliveries routed before it (with `ack`, the owner answers `RetainStored` on the
+    /// control plane).
+    pub(crate) fn send_retain(&self, dest: usize, msg: Message, ack: Option<(usize, u64)>) {
+        if let Err(msg) = self.mesh.push(dest, ShardMsg::Retain { msg, ack }) {
             self.undeliverable(dest, &msg);
         }
     }
@@ -270,6 +322,8 @@ impl Shard {
                 let conn = self.state.borrow_mut().retain_acks.remove(&token);
                 if let Some(conn) = conn.and_then(|w| w.upgrade()) {
                     self.release_deferred(&conn, token);
+                    // A stream of retained messages waits while the gate holds anything.
+                    self.resume_retained(conn.session.get());
                 }
             }
             ShardMsg::Accepted(a) => {

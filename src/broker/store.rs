@@ -1,16 +1,28 @@
-//! Where a shard keeps the sessions whose home it is.
+//! Where a shard keeps the sessions whose home it is: the seam a persistent store plugs
+//! in behind.
 //!
 //! **Owns:** the sessions of one shard, their lookup by client id, their ids (slot plus
-//! generation), the `max_sessions` bound, and which of them are offline since when (a
-//! deadline heap for `session_expiry_max`, so expiry is not a scan of every session).
+//! generation), the `max_sessions` bound, which of them are offline since when (a
+//! deadline heap for `session_expiry_max`, so expiry is not a scan of every session), and
+//! the record of changes a persistent store needs.
 //!
-//! **Must not touch:** the topic index, other shards, sockets. The broker reaches sessions
-//! only through this type, so the on-disk store planned for persistence replaces it behind
-//! the same methods: an implementation keeps `Session`s (which hold the subscriptions, the
-//! in-flight window and the queue) and can rebuild the topic index from
-//! `Session::subscriptions` at start-up. Today everything is in memory. (An `Entry` still
-//! carries the handle of the connection serving it; moving that link out of the store is
-//! part of the persistence work.)
+//! **Must not touch:** connections (which connection serves a session is the shard's
+//! [`Links`](super::shard::Links), not stored here), the topic index, other shards,
+//! sockets.
+//!
+//! ## The seam
+//! Everything here is plain data a store can write down: a [`Session`] holds its
+//! subscriptions, in-flight window, queue and incoming QoS 2 ids, and no handle to a
+//! connection or a socket. A session's stable key is its client id; a [`SessionId`] names
+//! it in memory only, for this run. The operations that change what outlives a connection
+//! go through this type (create, remove, offline since, online again, subscribe,
+//! unsubscribe), and with [`SessionStore::record_changes`] each of a persistent session's
+//! changes is also recorded as a [`Change`] keyed by client id, for a store to take once
+//! per turn ([`SessionStore::take_changes`]) and write in one group commit. Clean sessions
+//! record nothing: they never touch a disk. The message flows inside a session (in
+//! flight, queued, acknowledged) are the session state machine's and are recorded by the
+//! persistence work through the acknowledgement gate; at start-up a store rebuilds the
+//! topic index from `Session::subscriptions`.
 //!
 //! ## Ids
 //! A [`SessionId`] is a slab slot plus a generation taken from a per-shard counter when the
@@ -28,7 +40,8 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytestring::ByteString;
 
-use super::shard::Entry;
+use crate::protocol::{SubscriptionOptions, TopicFilter};
+use crate::session::Session;
 
 /// A session of this shard: slot and generation (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,18 +50,52 @@ pub(crate) struct SessionId {
     generation: u32,
 }
 
-#[cfg(test)]
 impl SessionId {
-    /// The slab slot (tests check that a slot is reused).
+    /// The slab slot (reused by a later session: compare generations too).
     pub(crate) fn slot(self) -> u32 {
         self.slot
     }
+
+    /// The generation that tells this session from others in the same slot.
+    pub(crate) fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+/// A change to what a persistent store keeps, keyed by client id (stable across restarts,
+/// unlike a [`SessionId`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A persistent session was created (empty).
+    Created { client_id: ByteString },
+    /// The session and everything in it are gone.
+    Removed { client_id: ByteString },
+    /// It lost its connection at this wall-clock time (expiry counts from it).
+    Offline {
+        client_id: ByteString,
+        since: std::time::SystemTime,
+    },
+    /// A connection resumed it.
+    Online { client_id: ByteString },
+    /// A subscription was added or replaced.
+    Subscribed {
+        client_id: ByteString,
+        filter: TopicFilter,
+        options: SubscriptionOptions,
+    },
+    /// A subscription was removed.
+    Unsubscribed {
+        client_id: ByteString,
+        filter: TopicFilter,
+    },
 }
 
 /// The sessions of one shard.
 #[derive(Debug, Default)]
 pub(crate) struct SessionStore {
-    slots: slab::Slab<(u32, Entry)>,
+    /// Boxed so that the slab (which grows by doubling) wastes 8 bytes per spare slot
+    /// rather than a whole session.
+    slots: slab::Slab<(u32, Box<Session>)>,
     by_client: AHashMap<ByteString, SessionId>,
     /// Persistent sessions without a connection, and since when.
     offline: AHashMap<SessionId, Instant>,
@@ -57,22 +104,84 @@ pub(crate) struct SessionStore {
     /// entries outnumber the live ones.
     by_time: BinaryHeap<Reverse<(Instant, SessionId)>>,
     next_generation: u32,
+    /// Changes of persistent sessions not taken yet; `None` while nobody records them.
+    changes: Option<Vec<Change>>,
 }
 
 impl SessionStore {
     /// The session `id`, if it still exists.
-    pub fn get(&self, id: SessionId) -> Option<&Entry> {
+    pub fn get(&self, id: SessionId) -> Option<&Session> {
         match self.slots.get(id.slot as usize) {
-            Some((g, e)) if *g == id.generation => Some(e),
+            Some((g, s)) if *g == id.generation => Some(s),
             _ => None,
         }
     }
 
-    /// The session `id`, mutably, if it still exists.
-    pub fn get_mut(&mut self, id: SessionId) -> Option<&mut Entry> {
+    /// The session `id`, mutably, if it still exists. Changes that outlive a connection
+    /// (subscriptions) go through the store's own methods instead, so they are recorded.
+    pub fn get_mut(&mut self, id: SessionId) -> Option<&mut Session> {
         match self.slots.get_mut(id.slot as usize) {
-            Some((g, e)) if *g == id.generation => Some(e),
+            Some((g, s)) if *g == id.generation => Some(s),
             _ => None,
+        }
+    }
+
+    /// Starts recording the changes of persistent sessions (a persistent store does, and
+    /// takes them every turn). Tests are its only caller until the on-disk store lands.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn record_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes recorded since the last call, oldest first.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Records `change` if it concerns a persistent session and someone records.
+    fn record(&mut self, persistent: bool, change: impl FnOnce() -> Change) {
+        if let (Some(c), true) = (self.changes.as_mut(), persistent) {
+            c.push(change());
+        }
+    }
+
+    /// Adds or replaces the session's subscription to `filter`; true if it is new.
+    pub fn subscribe(
+        &mut self,
+        id: SessionId,
+        filter: TopicFilter,
+        options: SubscriptionOptions,
+    ) -> bool {
+        let recording = self.changes.is_some();
+        let Some(s) = self.get_mut(id) else {
+            return false;
+        };
+        let (persistent, client_id) = (s.is_persistent(), s.client_id().clone());
+        if !(recording && persistent) {
+            return s.add_subscription(filter, options);
+        }
+        let new = s.add_subscription(filter.clone(), options);
+        self.record(true, || Change::Subscribed {
+            client_id,
+            filter,
+            options,
+        });
+        new
+    }
+
+    /// The session no longer holds `filter` (its state machine removed it on
+    /// UNSUBSCRIBE): recorded for a persistent store.
+    pub fn unsubscribed(&mut self, id: SessionId, filter: &TopicFilter) {
+        if let Some(s) = self.get(id) {
+            let (persistent, client_id) = (s.is_persistent(), s.client_id().clone());
+            self.record(persistent, || Change::Unsubscribed {
+                client_id,
+                filter: filter.clone(),
+            });
         }
     }
 
@@ -87,11 +196,14 @@ impl SessionStore {
     }
 
     /// Stores a new session (its client id must not have one yet); returns its id.
-    pub fn insert(&mut self, entry: Entry) -> SessionId {
-        let client_id = entry.session.client_id().clone();
+    pub fn insert(&mut self, session: Box<Session>) -> SessionId {
+        let client_id = session.client_id().clone();
+        self.record(session.is_persistent(), || Change::Created {
+            client_id: client_id.clone(),
+        });
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let slot = self.slots.insert((generation, entry));
+        let slot = self.slots.insert((generation, session));
         let id = SessionId {
             // Slabs never reach 2^32 slots: sessions are bounded by `max_sessions`.
             slot: u32::try_from(slot).unwrap_or(u32::MAX),
@@ -102,16 +214,28 @@ impl SessionStore {
     }
 
     /// Removes a session and everything that points at it.
-    pub fn remove(&mut self, id: SessionId) -> Option<Entry> {
+    pub fn remove(&mut self, id: SessionId) -> Option<Box<Session>> {
         self.get(id)?;
-        let (_, entry) = self.slots.try_remove(id.slot as usize)?;
-        self.by_client.remove(entry.session.client_id());
+        let (_, session) = self.slots.try_remove(id.slot as usize)?;
+        self.by_client.remove(session.client_id());
         self.offline.remove(&id);
-        Some(entry)
+        self.record(session.is_persistent(), || Change::Removed {
+            client_id: session.client_id().clone(),
+        });
+        Some(session)
     }
 
     /// The session lost its connection at `since` and is kept.
     pub fn mark_offline(&mut self, id: SessionId, since: Instant) {
+        if let Some(s) = self.get(id) {
+            let client_id = s.client_id().clone();
+            // Wall-clock time for a store: `Instant` means nothing after a restart.
+            let wall = std::time::SystemTime::now() - since.elapsed();
+            self.record(true, || Change::Offline {
+                client_id,
+                since: wall,
+            });
+        }
         self.offline.insert(id, since);
         self.by_time.push(Reverse((since, id)));
         if self.by_time.len() > 2 * self.offline.len() + 1024 {
@@ -125,7 +249,12 @@ impl SessionStore {
 
     /// The session has a connection again.
     pub fn mark_online(&mut self, id: SessionId) {
-        self.offline.remove(&id);
+        if self.offline.remove(&id).is_some() {
+            if let Some(s) = self.get(id) {
+                let client_id = s.client_id().clone();
+                self.record(true, || Change::Online { client_id });
+            }
+        }
     }
 
     /// Takes the sessions offline for at least `max`, oldest first.
@@ -150,16 +279,17 @@ mod tests {
     use crate::protocol::ProtocolVersion;
     use crate::session::{Session, SessionLimits};
 
-    fn entry(id: &str) -> Entry {
-        Entry {
-            session: Box::new(Session::new(
-                ByteString::from(id),
-                ProtocolVersion::V3_1_1,
-                true,
-                SessionLimits::default(),
-            )),
-            conn: None,
-        }
+    fn entry(id: &str) -> Box<Session> {
+        session(id, true)
+    }
+
+    fn session(id: &str, persistent: bool) -> Box<Session> {
+        Box::new(Session::new(
+            ByteString::from(id),
+            ProtocolVersion::V3_1_1,
+            persistent,
+            SessionLimits::default(),
+        ))
     }
 
     #[test]
@@ -171,7 +301,55 @@ mod tests {
         assert_eq!(a.slot, b.slot, "the slab reuses the freed slot");
         assert!(s.get(a).is_none() && s.get_mut(a).is_none());
         assert!(s.remove(a).is_none(), "a stale id removes nothing");
-        assert_eq!(s.get(b).unwrap().session.client_id(), "b");
+        assert_eq!(s.get(b).unwrap().client_id(), "b");
+    }
+
+    #[test]
+    fn changes_of_persistent_sessions_are_recorded_by_client_id() {
+        let mut s = SessionStore::default();
+        let f = TopicFilter::new("a/#").unwrap();
+        let opts = SubscriptionOptions::new(crate::protocol::QoS::AtLeastOnce);
+        // Nothing is kept while nobody records.
+        let early = s.insert(session("early", true));
+        s.subscribe(early, f.clone(), opts);
+        s.record_changes();
+        assert!(s.take_changes().is_empty());
+        let clean = s.insert(session("clean", false));
+        s.subscribe(clean, f.clone(), opts);
+        s.unsubscribed(clean, &f);
+        s.remove(clean);
+        let p = s.insert(session("p", true));
+        assert!(s.subscribe(p, f.clone(), opts));
+        assert!(!s.subscribe(p, f.clone(), opts), "a replacement");
+        let t0 = Instant::now();
+        s.mark_offline(p, t0);
+        s.mark_online(p);
+        s.mark_online(p); // not offline: nothing
+        s.unsubscribed(p, &f);
+        s.remove(p);
+        let id = |c: &str| ByteString::from(c);
+        let got = s.take_changes();
+        let sub = Change::Subscribed {
+            client_id: id("p"),
+            filter: f.clone(),
+            options: opts,
+        };
+        assert!(matches!(&got[3], Change::Offline { client_id, .. } if client_id == "p"));
+        let mut want = vec![
+            Change::Created { client_id: id("p") },
+            sub.clone(),
+            sub,
+            got[3].clone(),
+            Change::Online { client_id: id("p") },
+            Change::Unsubscribed {
+                client_id: id("p"),
+                filter: f,
+            },
+            Change::Removed { client_id: id("p") },
+        ];
+        assert_eq!(got, want, "clean sessions record nothing");
+        want.clear();
+        assert_eq!(s.take_changes(), want, "taken once");
     }
 
     #[test]

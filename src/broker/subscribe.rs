@@ -66,11 +66,8 @@ impl Shard {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         for (i, (filter, opts)) in added.into_iter().enumerate() {
-            let (exists, count) = st.sessions.get(id).map_or((false, 0), |e| {
-                (
-                    e.session.has_subscription(&filter),
-                    e.session.subscription_count(),
-                )
+            let (exists, count) = st.sessions.get(id).map_or((false, 0), |s| {
+                (s.has_subscription(&filter), s.subscription_count())
             });
             // A refused filter changes nothing: an existing subscription to it stays as it
             // was.
@@ -93,9 +90,7 @@ impl Shard {
                 }
                 continue;
             }
-            if let Some(e) = st.sessions.get_mut(id) {
-                e.session.add_subscription(filter.clone(), opts);
-            }
+            st.sessions.subscribe(id, filter.clone(), opts);
             if st.subs.insert(&filter, id, opts).is_none() {
                 let n = st.local_filters.entry(filter.clone()).or_insert(0);
                 *n += 1;
@@ -214,11 +209,11 @@ impl Shard {
         // Nothing goes to a connection that has ended or no longer serves the session (it
         // was taken over, or the session is gone and its slot may belong to someone else):
         // the subscriptions stay with a persistent session, and that is all.
-        let Some(entry) = st.sessions.get_mut(p.session) else {
-            return;
-        };
-        let serves = entry.conn.as_ref().is_some_and(|c| Rc::ptr_eq(c, &conn));
-        if !serves || !conn.is_live() {
+        let serves = st
+            .links
+            .get(p.session)
+            .is_some_and(|c| Rc::ptr_eq(c, &conn));
+        if st.sessions.get(p.session).is_none() || !serves || !conn.is_live() {
             return;
         }
         self.release_deferred(&conn, token);
@@ -232,10 +227,20 @@ impl Shard {
     }
 
     /// Removes the session's subscriptions to these filters from the index.
+    /// Its retained messages not yet sent stop too: a pending SUBSCRIBE of the session
+    /// drops the filter, and a running stream forgets it (subscribing again starts anew).
     pub(crate) fn unsubscribe(&self, id: SessionId, filters: &[TopicFilter]) {
         let mut st = self.state.borrow_mut();
+        let st = &mut *st;
         for f in filters {
-            self.unsubscribe_one(&mut st, f, id);
+            st.sessions.unsubscribed(id, f);
+            self.unsubscribe_one(st, f, id);
+            if let Some(s) = st.streams.get_mut(&id) {
+                s.forget(f);
+            }
+            for p in st.pending.values_mut().filter(|p| p.session == id) {
+                p.filters.retain(|(g, _)| g != f);
+            }
         }
     }
 

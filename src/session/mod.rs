@@ -23,10 +23,11 @@
 //! ## Limits and what happens at them
 //! - In-flight window (`max_inflight`): outgoing QoS 1/2 messages beyond it wait in the
 //!   queue, in order.
-//! - Memory: messages in flight or queued for a connected client are slices of the read
-//!   buffers they were published in (no copy; the shard's flow control keeps the queue
-//!   short); when the client goes offline they are copied, so a long-lived queue does not
-//!   pin read buffers.
+//! - Memory: the session keeps the messages it is given as they are (a clone shares their
+//!   bytes). The broker gives it only messages that own their memory (routing copies a
+//!   kept message once out of the publisher's read buffer, shared by every subscriber), so
+//!   what a queue holds is what [`Message::cost`] counts; a caller that hands it slices of
+//!   a larger buffer pins that buffer for as long as the message is kept.
 //! - Queue (`max_queued_messages`, `max_queued_bytes`): a QoS 1/2 delivery that does not fit
 //!   is dropped and counted ([`DeliverOutcome::Dropped`]); the shard logs it with the client
 //!   id. QoS 0 is never queued behind the window; it is written at once or, for an offline
@@ -282,6 +283,9 @@ struct Inflight {
     message: Option<Message>,
     /// RETAIN flag as delivered (resends repeat it).
     retain: bool,
+    /// Sent on the current connection. False for a flow a resumed session has not resent
+    /// yet because the new connection's window is smaller than what is in flight.
+    sent: bool,
 }
 
 /// What one queued message costs beyond its topic, payload and properties: the queue entry
@@ -324,6 +328,8 @@ pub struct Session {
     /// Incoming QoS 2 ids that got PUBREC and wait for PUBREL (up to 65,535: a set, so
     /// each PUBLISH and PUBREL costs O(1)).
     incoming_qos2: IdSet,
+    /// Flows in `inflight` with `sent == false` (see [`Session::resume`]).
+    unsent: usize,
     last_id: u16,
     connected: bool,
     stats: SessionStats,
@@ -347,6 +353,7 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             incoming_qos2: IdSet::default(),
+            unsent: 0,
             last_id: 0,
             connected: true,
             stats: SessionStats::default(),
@@ -394,8 +401,9 @@ impl Session {
     }
 
     /// The limits of the connection that resumes the session (a 5.0 client's Receive
-    /// Maximum may differ from its previous connection's). Messages in flight beyond a
-    /// smaller window stay in flight; new ones wait until it has room.
+    /// Maximum may differ from its previous connection's). Call before [`Session::resume`]:
+    /// flows in flight beyond a smaller window keep their packet ids and are resent as the
+    /// window frees up; new messages wait behind them.
     pub fn set_limits(&mut self, limits: SessionLimits) {
         self.limits = limits;
     }
@@ -406,39 +414,55 @@ impl Session {
     }
 
     /// The connection went away. A persistent session keeps its state and queues QoS 1/2
-    /// deliveries until the client returns.
+    /// deliveries until the client returns. Messages are kept as they were given: the
+    /// broker hands the session messages that own their memory (see [`Session::deliver`]).
     pub fn detach(&mut self) {
         self.connected = false;
-        // Kept until the client returns, which may be long: own the bytes instead of
-        // pinning the read buffers they were sliced from.
-        for f in &mut self.inflight {
-            if let Some(m) = &mut f.message {
-                *m = m.detached();
-            }
-        }
-        for q in &mut self.queue {
-            q.message = q.message.detached();
-        }
     }
 
     /// A new connection takes over this persistent session: resend every unacknowledged
     /// PUBLISH with DUP set and every pending PUBREL, in their original order
     /// ([MQTT-4.4.0-1]), then fill the window from the queue.
+    ///
+    /// The new connection's window may be smaller than what is in flight (a 5.0 client
+    /// that reconnects with a lower Receive Maximum): PUBRELs are always resent (their
+    /// flows already count against the window), PUBLISHes only while the window has room
+    /// [MQTT-3.3.4-9]. The others keep their packet ids, so a QoS 2 message the client may
+    /// already hold is never sent under a new id, and go out, in order, as acks free the
+    /// window, ahead of anything queued.
     pub fn resume(&mut self, version: ProtocolVersion, out: &mut BytesMut) {
         self.version = version;
         self.connected = true;
-        for f in &self.inflight {
-            match (&f.message, f.stage) {
-                (_, Stage::Released) => write_ack(version, 0x62, f.id, out),
-                (Some(m), stage) => {
-                    let qos = if stage == Stage::Qos1Sent {
-                        QoS::AtLeastOnce
-                    } else {
-                        QoS::ExactlyOnce
-                    };
-                    write_publish(version, m, qos, f.retain, Some(f.id), true, out);
+        let window = usize::from(self.limits.max_inflight);
+        let mut sent = 0usize;
+        self.unsent = 0;
+        for f in &mut self.inflight {
+            f.sent = match (&f.message, f.stage) {
+                (_, Stage::Released) => {
+                    write_ack(version, 0x62, f.id, out);
+                    true
                 }
-                (None, _) => {}
+                (Some(m), stage) if sent < window => {
+                    write_publish(
+                        version,
+                        m,
+                        stage_qos(stage),
+                        f.retain,
+                        Some(f.id),
+                        true,
+                        out,
+                    );
+                    true
+                }
+                (Some(_), _) => false,
+                // A flow with neither a message nor a PUBREL to resend cannot exist
+                // (`Released` is the only stage without a message).
+                (None, _) => true,
+            };
+            if f.sent {
+                sent += 1;
+            } else {
+                self.unsent += 1;
             }
         }
         self.drain_queue(out);
@@ -487,16 +511,8 @@ impl Session {
             return DeliverOutcome::Dropped(DropReason::QueueFull);
         }
         self.queued_bytes += cost;
-        // While the client is connected the queue drains as acks arrive, and flow control
-        // keeps it short, so the message stays a zero-copy slice of the publisher's read
-        // buffer; for an offline session it may wait for hours and gets its own bytes.
-        let message = if self.connected {
-            message.clone()
-        } else {
-            message.detached()
-        };
         self.queue.push_back(Queued {
-            message,
+            message: message.clone(),
             qos,
             retain,
         });
@@ -515,12 +531,36 @@ impl Session {
             },
             message: Some(message),
             retain,
+            sent: true,
         });
     }
 
-    /// Moves queued messages into the window while it has room.
+    /// Fills the window while it has room: first the flows a resume could not resend yet
+    /// (they are older), then queued messages.
     fn drain_queue(&mut self, out: &mut BytesMut) {
-        while self.inflight.len() < usize::from(self.limits.max_inflight) {
+        let window = usize::from(self.limits.max_inflight);
+        if self.unsent > 0 {
+            let version = self.version;
+            let room = window.saturating_sub(self.inflight.len() - self.unsent);
+            let mut resent = 0;
+            for f in self.inflight.iter_mut().filter(|f| !f.sent).take(room) {
+                if let Some(m) = &f.message {
+                    write_publish(
+                        version,
+                        m,
+                        stage_qos(f.stage),
+                        f.retain,
+                        Some(f.id),
+                        true,
+                        out,
+                    );
+                }
+                f.sent = true;
+                resent += 1;
+            }
+            self.unsent -= resent;
+        }
+        while self.inflight.len() < window {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
@@ -669,6 +709,10 @@ impl Session {
             }
             return;
         };
+        if !f.sent {
+            f.sent = true;
+            self.unsent -= 1;
+        }
         if !a.reason.is_success() {
             // 5.0 §4.3.3: a PUBREC with a failure code ends the flow and frees the id.
             let id = a.packet_id;
@@ -692,7 +736,10 @@ impl Session {
         };
         match pos {
             Some(pos) if self.inflight.get(pos).is_some_and(|f| f.stage == stage) => {
-                self.inflight.remove(pos);
+                if self.inflight.remove(pos).is_some_and(|f| !f.sent) {
+                    // Acknowledged from the previous connection before it was resent.
+                    self.unsent -= 1;
+                }
                 self.drain_queue(out);
             }
             _ => self.stats.unknown_acks += 1,
@@ -715,13 +762,34 @@ impl Session {
         self.subscriptions.len()
     }
 
+    /// The payloads of every message the session holds, in flight then queued (tests check
+    /// what they point into).
+    #[cfg(test)]
+    pub(crate) fn held_payloads(&self) -> impl Iterator<Item = &Bytes> {
+        self.inflight
+            .iter()
+            .filter_map(|f| f.message.as_ref())
+            .chain(self.queue.iter().map(|q| &q.message))
+            .map(|m| &m.payload)
+    }
+
     /// Resets state for a clean start on an existing id (the old session is discarded).
     pub fn clear(&mut self) {
         self.subscriptions.clear();
         self.inflight.clear();
+        self.unsent = 0;
         self.queue.clear();
         self.queued_bytes = 0;
         self.incoming_qos2.clear();
+    }
+}
+
+/// The QoS a flow at `stage` was sent with (`Released` only resends a PUBREL).
+fn stage_qos(stage: Stage) -> QoS {
+    if stage == Stage::Qos1Sent {
+        QoS::AtLeastOnce
+    } else {
+        QoS::ExactlyOnce
     }
 }
 

@@ -104,6 +104,50 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Reads exactly `n` raw bytes (waiting up to [`WAIT`]); what follows stays in `buf`.
+    pub fn read_bytes(&mut self, n: usize) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        while self.buf.len() < n {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "wanted {n} bytes, got {:02x?}",
+                &self.buf[..]
+            );
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!(
+                    "connection closed after {:02x?}, wanted {n} bytes",
+                    &self.buf[..]
+                ),
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => panic!("read error after {:02x?}: {e}", &self.buf[..]),
+            }
+        }
+        self.buf.split_to(n).to_vec()
+    }
+
+    /// Every byte the broker sends until it closes the connection (EOF or reset); panics
+    /// if the connection is still open after [`WAIT`].
+    pub fn bytes_until_closed(&mut self) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        let mut got = self.buf.split().to_vec();
+        loop {
+            let now = Instant::now();
+            assert!(now < deadline, "connection still open; got {got:02x?}");
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return got,
+                Ok(k) => got.extend_from_slice(&chunk[..k]),
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => return got,
+            }
+        }
+    }
+
     pub fn open(addr: SocketAddr, version: ProtocolVersion) -> Raw {
         let stream = TcpStream::connect(addr).expect("tcp connect");
         stream.set_nodelay(true).unwrap();
@@ -302,6 +346,14 @@ impl Raw {
     }
 }
 
+/// A read that timed out (blocking sockets report either kind).
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 pub const V31: ProtocolVersion = ProtocolVersion::V3_1;
 pub const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
 /// The 3.x versions every 3.x behaviour is tested in.
@@ -341,10 +393,8 @@ pub fn connect_packet(
     }
 }
 
-/// One frame: `header`, the remaining length as a variable byte integer, `body`.
-pub fn raw_frame(header: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![header];
-    let mut n = body.len();
+/// Appends `n` as a variable byte integer (a remaining length).
+pub fn put_len(out: &mut Vec<u8>, mut n: usize) {
     loop {
         let mut b = (n % 128) as u8;
         n /= 128;
@@ -356,6 +406,27 @@ pub fn raw_frame(header: u8, body: &[u8]) -> Vec<u8> {
             break;
         }
     }
+}
+
+/// Appends `s` as a length-prefixed string.
+pub fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A topic `{prefix}{i}` (the first `i` that fits) whose retained message lives on `shard`
+/// of `shards`.
+pub fn topic_on(shard: usize, shards: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|t| home_shard(t, shards) == shard)
+        .expect("some topic hashes there")
+}
+
+/// One frame: `header`, the remaining length as a variable byte integer, `body`.
+pub fn raw_frame(header: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![header];
+    put_len(&mut out, body.len());
     out.extend_from_slice(body);
     out
 }
