@@ -65,10 +65,12 @@ fn receive_maximum_limits_what_is_in_flight_also_after_resuming_with_a_smaller_o
             publ.publish_acked(&topic, &[i as u8], QoS::AtLeastOnce, false, i + 1);
         }
         // Receive Maximum 4: four in flight, the others wait [MQTT-3.3.4-9].
-        let first: Vec<u8> = (0..4)
-            .map(|_| sub.recv_publish_noack().payload[0])
-            .collect();
-        assert_eq!(first, [0, 1, 2, 3]);
+        let first: Vec<Publish> = (0..4).map(|_| sub.recv_publish_noack()).collect();
+        assert_eq!(
+            first.iter().map(|p| p.payload[0]).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        let ids: Vec<_> = first.iter().map(|p| p.packet_id).collect();
         sub.expect_nothing();
         // The client goes away without acknowledging, and comes back allowing 2.
         drop(sub);
@@ -91,6 +93,13 @@ fn receive_maximum_limits_what_is_in_flight_also_after_resuming_with_a_smaller_o
         let mut next = again;
         while got.len() < 6 {
             let p = next.remove(0);
+            let i = usize::from(p.payload[0]);
+            if i < 4 {
+                // Still in flight from before: its own packet id, DUP.
+                assert_eq!((p.packet_id, p.dup), (ids[i], true), "{id}: message {i}");
+            } else {
+                assert!(!p.dup, "{id}: message {i} was never sent before");
+            }
             got.push(p.payload[0]);
             sub.send(&Packet::PubAck(Ack::new(p.packet_id.expect("QoS 1"))));
             if got.len() + next.len() < 6 {

@@ -105,10 +105,10 @@ pub(crate) struct ConnShared {
     /// nothing is written to it, it is never congested, and the task has let go of the
     /// socket (so `fd` may name another file).
     pub open: Cell<bool>,
-    /// Responses held back so that acks keep their order [MQTT-4.6.0-2] while the ack of a
-    /// retained PUBLISH waits for the topic's owner shard to store it: `(Some(token), bytes)`
-    /// waits for that token, `(None, bytes)` is ready but queued behind it.
-    pub deferred: RefCell<std::collections::VecDeque<(Option<u64>, BytesMut)>>,
+    /// Responses held back so that acks keep their order [MQTT-4.6.0-2] while one of them
+    /// waits (the ack of a retained PUBLISH for the topic's owner shard to store it, a
+    /// SUBACK for every shard to route its filters): see [`super::gate`].
+    pub deferred: RefCell<std::collections::VecDeque<Deferred>>,
     /// Bytes taken from `out` and not yet written to the socket.
     pub writing: Cell<usize>,
     /// Messages waiting in the session queue behind the in-flight window (mirrored here
@@ -130,6 +130,19 @@ pub(crate) struct ConnShared {
     /// not read until the shard drains. Boxed and absent while empty: almost every
     /// connection never holds anything, and this struct exists per connection.
     held: RefCell<Option<Box<Held>>>,
+}
+
+/// An answer in the acknowledgement gate (see [`super::gate`]).
+#[derive(Debug)]
+pub(crate) struct Deferred {
+    /// What it waits for, or waited for (it keeps its token once released, so that what
+    /// follows a SUBACK can tell whether that SUBACK has left the gate); None for an
+    /// answer that only queues behind others.
+    pub token: Option<u64>,
+    /// Released: written as soon as everything before it is.
+    pub ready: bool,
+    /// The encoded answer.
+    pub bytes: BytesMut,
 }
 
 /// What a connection holds back (see `ConnShared::held`).
@@ -183,6 +196,14 @@ impl ConnShared {
     /// Bytes waiting to reach the socket.
     pub fn pending_output(&self) -> usize {
         self.out.borrow().len() + self.writing.get()
+    }
+
+    /// Whether the answer deferred under `token` is still in the gate.
+    pub fn in_gate(&self, token: u64) -> bool {
+        self.deferred
+            .borrow()
+            .iter()
+            .any(|d| d.token == Some(token))
     }
 }
 

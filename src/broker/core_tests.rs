@@ -190,12 +190,46 @@ fn inside(range: &std::ops::Range<usize>, ptr: *const u8) -> bool {
     range.contains(&(ptr as usize))
 }
 
+/// A PUBLISH carrying 5.0 properties whose strings and binaries are slices of its frame.
+fn publish_with_properties(topic: &str, payload: &[u8], qos: QoS, retain: bool, id: u16) -> Packet {
+    let mut p = publish(topic, payload, qos, retain, id);
+    if let Packet::Publish(p) = &mut p {
+        let props = p.properties.get_mut();
+        props.user_properties.push(("k".into(), "v".into()));
+        props.correlation_data = Some(bytes::Bytes::from_static(b"corr"));
+        props.content_type = Some("text/plain".into());
+    }
+    p
+}
+
+/// Every pointer a kept message holds into memory: payload, and properties' strings and
+/// binaries.
+fn held_pointers(m: &crate::session::Message) -> Vec<*const u8> {
+    let mut v = vec![m.payload.as_ptr()];
+    if let Some(c) = &m.properties.correlation_data {
+        v.push(c.as_ptr());
+    }
+    if let Some(c) = &m.properties.content_type {
+        v.push(c.as_ptr());
+    }
+    for (k, val) in &m.properties.user_properties {
+        v.push(k.as_ptr());
+        v.push(val.as_ptr());
+    }
+    v
+}
+
 #[test]
 fn kept_messages_do_not_pin_the_publishers_read_buffer() {
     // Bug 8: a kept message (queued offline, in flight, sent to another shard, retained)
     // is copied out of the publisher's read buffer once, small or large (a slice of a
-    // 20 KiB message used to pin a whole read chunk, up to 8 times what was counted).
-    for v in V3 {
+    // 20 KiB message used to pin a whole read chunk, up to 8 times what was counted), 5.0
+    // properties included.
+    for v in [
+        ProtocolVersion::V3_1,
+        ProtocolVersion::V3_1_1,
+        ProtocolVersion::V5,
+    ] {
         let mut h = Harness::new(2, |_| {});
         let off = h.connect(0, v, "off", false);
         h.send(&off, subscribe(1, "pin/#", QoS::AtLeastOnce));
@@ -208,21 +242,34 @@ fn kept_messages_do_not_pin_the_publishers_read_buffer() {
         h.deliver_all();
         let p = h.connect(0, v, "pub", true);
         let big = vec![1u8; 20 * 1024];
-        let range = h.send_in_one_read(
-            &p,
-            &[
+        let packets = if v.is_v5() {
+            vec![
+                publish_with_properties("pin/small", b"s", QoS::AtLeastOnce, true, 1),
+                publish_with_properties("pin/big", &big, QoS::AtLeastOnce, false, 2),
+            ]
+        } else {
+            vec![
                 publish("pin/small", b"s", QoS::AtLeastOnce, true, 1),
                 publish("pin/big", &big, QoS::AtLeastOnce, false, 2),
-                publish("elsewhere", &[0u8; 30_000], QoS::AtMostOnce, false, 0),
-            ],
-        );
+            ]
+        };
+        let mut packets = packets;
+        packets.push(publish(
+            "elsewhere",
+            &[0u8; 30_000],
+            QoS::AtMostOnce,
+            false,
+            0,
+        ));
+        let range = h.send_in_one_read(&p, &packets);
         let sent_on: Vec<_> = h
             .mesh
             .iter()
             .filter_map(|m| match &m.msg {
-                ShardMsg::Publish(m) | ShardMsg::Retain { msg: m, .. } => Some(m.payload.as_ptr()),
+                ShardMsg::Publish(m) | ShardMsg::Retain { msg: m, .. } => Some(held_pointers(m)),
                 _ => None,
             })
+            .flatten()
             .collect();
         assert!(!sent_on.is_empty());
         assert!(
@@ -230,26 +277,80 @@ fn kept_messages_do_not_pin_the_publishers_read_buffer() {
             "{v:?}: a mesh message pins the read buffer"
         );
         h.deliver_all();
+        let mut checked = 0;
         for shard in 0..2 {
             let st = h.shards[shard].state.borrow();
             for client in ["off", "on", "remote"] {
                 let Some(e) = st.sessions.find(client).and_then(|id| st.sessions.get(id)) else {
                     continue;
                 };
-                let held: Vec<_> = e.held_payloads().collect();
-                assert!(!held.is_empty(), "{client} holds its deliveries");
-                for p in held {
+                let held: Vec<_> = e.held_messages().collect();
+                assert_eq!(held.len(), 2, "{client} holds both deliveries");
+                for m in held {
+                    checked += 1;
                     assert!(
-                        !inside(&range, p.as_ptr()),
+                        held_pointers(m).iter().all(|&p| !inside(&range, p)),
                         "{v:?}: {client}'s message of {} bytes pins the read buffer",
-                        p.len()
+                        m.payload.len()
                     );
                 }
             }
-            if let Some(m) = st.retained.get("pin/small") {
-                assert!(!inside(&range, m.payload.as_ptr()), "retained pins it");
-            }
         }
+        assert_eq!(checked, 6, "three sessions, two messages each");
+        let owner = &h.shards[home_shard("pin/small", 2)];
+        let st = owner.state.borrow();
+        let m = st.retained.get("pin/small").expect("stored on its owner");
+        assert!(
+            held_pointers(m).iter().all(|&p| !inside(&range, p)),
+            "retained pins it"
+        );
+    }
+}
+
+#[test]
+fn retained_messages_of_a_filter_unsubscribed_before_suback_are_not_sent() {
+    // UNSUBSCRIBE of one of two filters while the SUBSCRIBE waits for the other shard:
+    // the other filter's retained messages still come, the unsubscribed one's do not
+    // [MQTT-3.10.4-2] (the other shard's first batches stay matched to their filters).
+    for v in V3 {
+        let mut h = Harness::new(2, |_| {});
+        let a = topic_on(1, "ua");
+        let b = topic_on(1, "ub");
+        h.retained_on(1, v, &a, b"a");
+        h.retained_on(1, v, &b, b"b");
+        let mut c = h.connect(0, v, "c", true);
+        h.send(
+            &c,
+            Packet::Subscribe(Subscribe {
+                packet_id: PacketId::new(1).unwrap(),
+                subscriptions: ["ua/#", "ub/#"]
+                    .iter()
+                    .map(|f| Subscription {
+                        filter: TopicFilter::new(*f).unwrap(),
+                        options: SubscriptionOptions::new(QoS::AtLeastOnce),
+                    })
+                    .collect(),
+                properties: Properties::new(),
+            }),
+        );
+        h.send(
+            &c,
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id: PacketId::new(2).unwrap(),
+                filters: vec![TopicFilter::new("ua/#").unwrap()],
+                properties: Properties::new(),
+            }),
+        );
+        let got = h.drain(&mut c);
+        assert!(
+            matches!(got.as_slice(), [Packet::SubAck(_), Packet::UnsubAck(_), ..]),
+            "{got:?}"
+        );
+        assert_eq!(
+            publishes(&got),
+            vec![(b.clone(), b"b".to_vec())],
+            "{v:?}: only the filter still held"
+        );
     }
 }
 
@@ -376,4 +477,48 @@ fn a_sparse_local_retained_walk_goes_on_in_later_turns() {
     }
     assert!(steps >= 2, "several turns: {steps}");
     assert!(!h.run_later(), "nothing left once finished");
+}
+
+#[test]
+fn a_retained_stream_is_not_held_by_answers_deferred_after_its_suback() {
+    // The stream waits for its own SUBACK to leave the gate, not for the gate to be
+    // empty: a client that keeps publishing retained messages stored on other shards
+    // always has an ack deferred, and must still get its retained messages.
+    for v in V3 {
+        let mut h = Harness::new(2, |c| c.limits.max_write_buffer = 256);
+        let topics: Vec<String> = (0..)
+            .map(|i| format!("k/{i:03}"))
+            .filter(|t| home_shard(t, 2) == 0)
+            .take(50)
+            .collect();
+        for t in &topics {
+            h.shards[0].store_retained(crate::session::Message {
+                topic: TopicName::new(t.as_str()).unwrap(),
+                payload: bytes::Bytes::from_static(b"v"),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: Properties::new(),
+            });
+        }
+        let mut c = h.connect(0, v, "c", true);
+        h.send(&c, subscribe(1, "k/#", QoS::AtMostOnce));
+        h.deliver_all();
+        let mut got = publishes(&h.output(&mut c));
+        assert!(got.len() < 50, "paused by the small write buffer");
+        // An ack deferred behind the SUBACK, never released during the test.
+        h.send(
+            &c,
+            publish(&topic_on(1, "own"), b"x", QoS::AtLeastOnce, true, 9),
+        );
+        for _ in 0..100 {
+            h.shards[0].resume_retained(Some(c.session));
+            let more = publishes(&h.output(&mut c));
+            if more.is_empty() {
+                break;
+            }
+            got.extend(more);
+        }
+        let got: Vec<String> = got.into_iter().map(|(t, _)| t).collect();
+        assert_eq!(got, topics, "{v:?}");
+    }
 }

@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 
-use super::connection::ConnShared;
+use super::connection::{ConnShared, Deferred};
 use super::shard::Shard;
 use crate::session::{Message, Response};
 
@@ -65,27 +65,35 @@ impl Shard {
         } else {
             let mut bytes = BytesMut::new();
             response.encode(version, &mut bytes);
-            d.push_back((None, bytes));
+            d.push_back(Deferred {
+                token: None,
+                ready: true,
+                bytes,
+            });
         }
     }
 
     /// Holds `bytes` (an encoded answer) until `token` is released.
     pub(crate) fn defer(&self, conn: &ConnShared, token: u64, bytes: BytesMut) {
-        conn.deferred.borrow_mut().push_back((Some(token), bytes));
+        conn.deferred.borrow_mut().push_back(Deferred {
+            token: Some(token),
+            ready: false,
+            bytes,
+        });
     }
 
     /// `token` is done: writes the answers that no longer wait.
     pub(crate) fn release_deferred(&self, conn: &ConnShared, token: u64) {
         let mut d = conn.deferred.borrow_mut();
         for entry in d.iter_mut() {
-            if entry.0 == Some(token) {
-                entry.0 = None;
+            if entry.token == Some(token) {
+                entry.ready = true;
             }
         }
         let mut out = conn.out.borrow_mut();
-        while d.front().is_some_and(|e| e.0.is_none()) {
-            if let Some((_, bytes)) = d.pop_front() {
-                out.unsplit(bytes);
+        while d.front().is_some_and(|e| e.ready) {
+            if let Some(e) = d.pop_front() {
+                out.unsplit(e.bytes);
             }
         }
         drop(out);

@@ -150,6 +150,12 @@ pub(crate) fn process_with(
         );
         let handled = {
             let mut st = shard.state.borrow_mut();
+            // Only the connection serving the session acts on it: one taken over (or whose
+            // session is gone) stops here, so its last acks cannot move the session's
+            // window into a connection that is closing.
+            if !st.links.get(slot).is_some_and(|c| Rc::ptr_eq(c, conn)) {
+                return Err(conn.close.get().unwrap_or(CloseReason::TakenOver));
+            }
             let Some(session) = st.sessions.get_mut(slot) else {
                 return Err(CloseReason::ProtocolError);
             };

@@ -42,10 +42,11 @@
 //!   stream and shard turn (a step that finds nothing schedules the next with
 //!   [`Shard::continue_retained`]), as other shards answer fetches: a filter matching
 //!   little in a large store never holds the shard for a whole walk.
-//! - A filter unsubscribed while its job runs leaves the job for good; subscribing to it
-//!   again starts a new job, at the new QoS, from the start.
-//! - Nothing is sent while the connection's gate holds an answer back: the SUBACK these
-//!   messages follow may be waiting behind an earlier deferred ack.
+//! - A filter unsubscribed while its job runs, or while its SUBSCRIBE waits for the other
+//!   shards, leaves the job for good; subscribing to it again starts a new job, at the new
+//!   QoS, from the start.
+//! - Nothing of a job is sent while its SUBACK is still in the connection's gate (behind
+//!   an earlier deferred answer); deferred answers after it do not hold it.
 //!
 //! **Owns:** the streams and their jobs; the answer to other shards' fetches.
 //!
@@ -78,12 +79,18 @@ pub(crate) const MAX_SEEN_LIVE: usize = 10_000;
 #[derive(Debug, Default)]
 pub(crate) struct RetainedStream {
     jobs: VecDeque<Job>,
+    /// Listed in `State::retained_later` (a stream is listed once).
+    later: bool,
 }
 
 /// One SUBSCRIBE's retained messages.
 #[derive(Debug)]
 struct Job {
     token: u64,
+    /// The token of the last SUBACK whose filters this job holds: nothing is sent while
+    /// that SUBACK is in the gate (answers leave the gate in order, so earlier SUBACKs
+    /// are out too).
+    suback: u64,
     /// Filters and granted QoS.
     filters: Vec<(TopicFilter, QoS)>,
     /// `parts[shard * filters.len() + filter]`.
@@ -210,35 +217,37 @@ impl Job {
 }
 
 impl Shard {
-    /// Queues the retained messages of a SUBSCRIBE's `filters` (granted QoS each) for the
-    /// session, after its SUBACK; `first` holds other shards' first batches (by shard).
+    /// Queues the retained messages of a SUBSCRIBE's `wanted` filters (granted QoS each,
+    /// and whether the session unsubscribed from it meanwhile) for the session, after its
+    /// SUBACK; `first` holds other shards' first batches (by shard).
     pub(crate) fn stream_retained(
         &self,
         st: &mut State,
         id: SessionId,
         token: u64,
-        filters: Vec<(TopicFilter, QoS)>,
+        wanted: Vec<((TopicFilter, QoS), bool)>,
         first: Vec<(usize, FirstBatch)>,
         seen_live: AHashSet<TopicName>,
     ) {
-        if filters.is_empty() {
+        if wanted.iter().all(|(_, gone)| *gone) {
             return;
         }
+        let (filters, gone): (Vec<(TopicFilter, QoS)>, Vec<bool>) = wanted.into_iter().unzip();
         let stream = st.streams.entry(id).or_default();
         if stream.jobs.len() >= MAX_JOBS {
             let waiting = stream.jobs.len() > 1;
             if let Some(last) = stream.jobs.back_mut().filter(|_| waiting) {
                 // Joins the last waiting job (which has not fetched anything: see below).
                 let session = st.sessions.get(id);
-                let gone = std::mem::take(&mut last.gone);
+                let old_gone = std::mem::take(&mut last.gone);
                 let mut i = 0;
                 last.filters.retain(|(f, _)| {
-                    let keep = !gone.get(i).copied().unwrap_or(false)
+                    let keep = !old_gone.get(i).copied().unwrap_or(false)
                         && session.is_some_and(|s| s.has_subscription(f));
                     i += 1;
                     keep
                 });
-                for (f, q) in filters {
+                for ((f, q), _) in filters.into_iter().zip(gone).filter(|(_, g)| !*g) {
                     match last.filters.iter_mut().find(|(g, _)| *g == f) {
                         Some((_, g)) => *g = (*g).max(q),
                         None => last.filters.push((f, q)),
@@ -248,8 +257,10 @@ impl Shard {
                     .map(|_| Part::default())
                     .collect();
                 last.gone = vec![false; last.filters.len()];
-                let room = MAX_SEEN_LIVE.saturating_sub(last.seen_live.len());
-                last.seen_live.extend(seen_live.into_iter().take(room));
+                last.suback = token;
+                // Every part is fetched from now on, after anything seen live so far, so
+                // no snapshot can be older than those (module invariants).
+                last.seen_live.clear();
                 self.pump_retained(st, id);
                 return;
             }
@@ -257,10 +268,11 @@ impl Shard {
         let n = filters.len();
         let mut job = Job {
             token,
+            suback: token,
             filters,
             parts: (0..self.shards * n).map(|_| Part::default()).collect(),
             seen_live,
-            gone: vec![false; n],
+            gone,
         };
         // Only the job at the front reads: one behind another holds its filters only.
         if stream.jobs.is_empty() {
@@ -309,12 +321,13 @@ impl Shard {
                 stream.jobs.pop_front();
                 continue;
             }
-            // Paused while offline (module docs), while the gate holds an answer back (the
-            // SUBACK these messages follow may be behind it), and below a quarter of every
-            // limit.
+            // Paused while offline (module docs), while the SUBACK these messages follow is
+            // still in the gate (behind an earlier deferred answer), and below a quarter of
+            // every limit.
+            let suback = job.suback;
             let room = conn.is_some_and(|c| {
                 c.is_live()
-                    && c.deferred.borrow().is_empty()
+                    && !c.in_gate(suback)
                     && c.pending_output() < (l.max_write_buffer / 4).max(1)
                     && session.queued_len() < (l.max_queued_messages / 4).max(1)
                     && session.queued_bytes() < (l.max_queued_bytes / 4).max(1)
@@ -374,7 +387,8 @@ impl Shard {
                 // a later turn of the shard (`continue_retained`), so a filter that
                 // matches little in a large store never holds the shard for a whole walk.
                 Err(()) if local_more => {
-                    if !st.retained_later.contains(&id) {
+                    if !stream.later {
+                        stream.later = true;
                         st.retained_later.push(id);
                     }
                     self.retained_work.wake_all();
@@ -471,8 +485,18 @@ impl Shard {
     /// Goes on with the streams whose walk of this shard's store stopped at its budget
     /// (one step each; run by the shard's runtime between turns).
     pub(crate) fn continue_retained(&self) {
-        let later = std::mem::take(&mut self.state.borrow_mut().retained_later);
-        for id in later {
+        let n = self.state.borrow().retained_later.len();
+        for _ in 0..n {
+            let id = {
+                let mut st = self.state.borrow_mut();
+                let Some(id) = st.retained_later.pop() else {
+                    break;
+                };
+                if let Some(s) = st.streams.get_mut(&id) {
+                    s.later = false;
+                }
+                id
+            };
             self.resume_retained(Some(id));
         }
     }

@@ -140,7 +140,8 @@ pub(crate) async fn shard_main(
                 }
                 crate::broker::guarded("retained walk", || s.continue_retained());
                 s.flush_mesh();
-                glommio::yield_if_needed().await;
+                // One step per stream, then every other task of the shard gets its turn.
+                glommio::executor().yield_now().await;
             }
         })
         .detach();

@@ -188,7 +188,7 @@ pub(crate) async fn serve<S: Transport>(
             payload: Bytes::copy_from_slice(&w.payload),
             qos: w.qos,
             retain: w.retain,
-            properties: w.properties.clone(),
+            properties: w.properties.detached(),
         })
     });
     let attached = shard.attach(conn, &terms);

@@ -46,6 +46,10 @@ pub(crate) struct PendingSub {
     pub(crate) first: Vec<(usize, FirstBatch)>,
     /// Topics of retained messages delivered live to the session meanwhile.
     pub(crate) seen_live: AHashSet<TopicName>,
+    /// Filters of `filters` unsubscribed meanwhile: their retained messages are not sent.
+    /// (`filters` itself stays as it is: the other shards' first batches are in its
+    /// order.)
+    pub(crate) gone: Vec<TopicFilter>,
 }
 
 impl Shard {
@@ -90,6 +94,9 @@ impl Shard {
                 }
                 continue;
             }
+            // Kept for the life of the subscription: its own bytes, not a slice of the
+            // SUBSCRIBE's read buffer.
+            let filter = filter.detached();
             st.sessions.subscribe(id, filter.clone(), opts);
             if st.subs.insert(&filter, id, opts).is_none() {
                 let n = st.local_filters.entry(filter.clone()).or_insert(0);
@@ -127,6 +134,7 @@ impl Shard {
             },
             first: Vec::new(),
             seen_live: AHashSet::new(),
+            gone: Vec::new(),
         };
         if pending.waiting == 0 {
             self.complete_subscribe(st, token, pending);
@@ -221,7 +229,7 @@ impl Shard {
         // streamed (see `retained_stream`).
         let wanted = self
             .retained_wanted(&p.filters)
-            .map(|(f, o)| (f.clone(), o.qos))
+            .map(|(f, o)| ((f.clone(), o.qos), p.gone.contains(f)))
             .collect();
         self.stream_retained(st, p.session, token, wanted, p.first, p.seen_live);
     }
@@ -239,7 +247,9 @@ impl Shard {
                 s.forget(f);
             }
             for p in st.pending.values_mut().filter(|p| p.session == id) {
-                p.filters.retain(|(g, _)| g != f);
+                if p.filters.iter().any(|(g, _)| g == f) && !p.gone.contains(f) {
+                    p.gone.push(f.clone());
+                }
             }
         }
     }

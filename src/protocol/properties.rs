@@ -286,6 +286,33 @@ impl Properties {
         }
     }
 
+    /// A copy that owns its strings and binaries (decoded properties are slices of the
+    /// packet they came from, which a kept copy must not pin).
+    pub fn detached(&self) -> Properties {
+        let Some(p) = &self.0 else {
+            return Properties::new();
+        };
+        let s = |v: &Option<ByteString>| v.as_deref().map(ByteString::from);
+        let b = |v: &Option<Bytes>| v.as_deref().map(Bytes::copy_from_slice);
+        Properties(Some(Box::new(PropertySet {
+            content_type: s(&p.content_type),
+            response_topic: s(&p.response_topic),
+            correlation_data: b(&p.correlation_data),
+            assigned_client_identifier: s(&p.assigned_client_identifier),
+            authentication_method: s(&p.authentication_method),
+            authentication_data: b(&p.authentication_data),
+            response_information: s(&p.response_information),
+            server_reference: s(&p.server_reference),
+            reason_string: s(&p.reason_string),
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v)))
+                .collect(),
+            ..(**p).clone()
+        })))
+    }
+
     /// Mutable access, allocating the set on first use.
     pub fn get_mut(&mut self) -> &mut PropertySet {
         self.0.get_or_insert_with(Default::default)

@@ -72,8 +72,9 @@ impl Message {
         }
     }
 
-    /// A copy that owns its memory, for anything kept beyond the current read turn (queues,
-    /// retained store): a slice would pin the whole read buffer it came from.
+    /// A copy that owns its memory (topic, payload and 5.0 properties), for anything kept
+    /// beyond the current read turn (queues, retained store): a slice would pin the whole
+    /// read buffer it came from.
     pub fn detached(&self) -> Message {
         // One allocation for topic and payload (each a slice of it), so the copy costs one
         // malloc, and its clones (in flight, queued, per shard) share one reference count.
@@ -87,7 +88,7 @@ impl Message {
             payload: b.slice(t..),
             qos: self.qos,
             retain: self.retain,
-            properties: self.properties.clone(),
+            properties: self.properties.detached(),
         }
     }
 
@@ -234,7 +235,8 @@ pub enum Action {
         /// One code per requested filter.
         codes: Vec<ReasonCode>,
     },
-    /// Remove these subscriptions from the index (UNSUBACK is already written).
+    /// The session removed these subscriptions (the UNSUBSCRIBE's filters it held):
+    /// remove them from the index, then send the UNSUBACK.
     Unsubscribe(Vec<TopicFilter>),
     /// The client sent DISCONNECT: close without publishing the will (unless the 5.0
     /// reason is "Disconnect with Will Message").
@@ -434,7 +436,13 @@ impl Session {
         self.version = version;
         self.connected = true;
         let window = usize::from(self.limits.max_inflight);
-        let mut sent = 0usize;
+        // Every PUBREL goes out, wherever it stands in the window's order, so PUBLISHes
+        // get only the room the PUBRELs leave.
+        let mut sent = self
+            .inflight
+            .iter()
+            .filter(|f| f.stage == Stage::Released)
+            .count();
         self.unsent = 0;
         for f in &mut self.inflight {
             f.sent = match (&f.message, f.stage) {
@@ -452,6 +460,7 @@ impl Session {
                         true,
                         out,
                     );
+                    sent += 1;
                     true
                 }
                 (Some(_), _) => false,
@@ -459,9 +468,7 @@ impl Session {
                 // (`Released` is the only stage without a message).
                 (None, _) => true,
             };
-            if f.sent {
-                sent += 1;
-            } else {
+            if !f.sent {
                 self.unsent += 1;
             }
         }
@@ -623,8 +630,10 @@ impl Session {
             }
             Packet::Unsubscribe(u) => {
                 let mut codes = Vec::with_capacity(u.filters.len());
-                for f in &u.filters {
-                    codes.push(if self.subscriptions.remove(f).is_some() {
+                let mut removed = Vec::with_capacity(u.filters.len());
+                for f in u.filters {
+                    codes.push(if self.subscriptions.remove(&f).is_some() {
+                        removed.push(f);
                         ReasonCode::SUCCESS
                     } else {
                         ReasonCode::NO_SUBSCRIPTION_EXISTED
@@ -636,7 +645,7 @@ impl Session {
                         codes,
                         properties: Properties::new(),
                     })),
-                    action: Some(Action::Unsubscribe(u.filters)),
+                    action: Some(Action::Unsubscribe(removed)),
                 })
             }
             Packet::PingReq => Ok(Handled::respond(Response::PingResp)),
@@ -762,15 +771,14 @@ impl Session {
         self.subscriptions.len()
     }
 
-    /// The payloads of every message the session holds, in flight then queued (tests check
-    /// what they point into).
+    /// Every message the session holds, in flight then queued (tests check what they
+    /// point into).
     #[cfg(test)]
-    pub(crate) fn held_payloads(&self) -> impl Iterator<Item = &Bytes> {
+    pub(crate) fn held_messages(&self) -> impl Iterator<Item = &Message> {
         self.inflight
             .iter()
             .filter_map(|f| f.message.as_ref())
             .chain(self.queue.iter().map(|q| &q.message))
-            .map(|m| &m.payload)
     }
 
     /// Resets state for a clean start on an existing id (the old session is discarded).
