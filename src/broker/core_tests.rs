@@ -393,14 +393,7 @@ fn a_filter_subscribed_again_during_its_retained_stream_starts_anew() {
         let mut h = Harness::new(2, |c| c.limits.max_write_buffer = 256);
         let topics: Vec<String> = (0..100).map(|i| format!("j/{i:03}")).collect();
         for t in &topics {
-            let m = crate::session::Message {
-                topic: TopicName::new(t.as_str()).unwrap(),
-                payload: bytes::Bytes::from_static(b"v"),
-                qos: QoS::AtLeastOnce,
-                retain: true,
-                properties: Properties::new(),
-            };
-            h.shards[home_shard(t, 2)].store_retained(m);
+            h.store(t, b"v", QoS::AtLeastOnce);
         }
         let mut c = h.connect(0, v, "c", true);
         h.send(&c, subscribe(1, "j/#", QoS::AtMostOnce));
@@ -454,13 +447,7 @@ fn a_sparse_local_retained_walk_goes_on_in_later_turns() {
         } else {
             format!("w{i:05}/x")
         };
-        h.shards[0].store_retained(crate::session::Message {
-            topic: TopicName::new(t.as_str()).unwrap(),
-            payload: bytes::Bytes::from_static(b"v"),
-            qos: QoS::AtMostOnce,
-            retain: true,
-            properties: Properties::new(),
-        });
+        h.store(&t, b"v", QoS::AtMostOnce);
     }
     let mut c = h.connect(0, ProtocolVersion::V3_1_1, "c", true);
     h.send(&c, subscribe(1, "+/+/z", QoS::AtMostOnce));
@@ -492,13 +479,7 @@ fn a_retained_stream_is_not_held_by_answers_deferred_after_its_suback() {
             .take(50)
             .collect();
         for t in &topics {
-            h.shards[0].store_retained(crate::session::Message {
-                topic: TopicName::new(t.as_str()).unwrap(),
-                payload: bytes::Bytes::from_static(b"v"),
-                qos: QoS::AtMostOnce,
-                retain: true,
-                properties: Properties::new(),
-            });
+            h.store(t, b"v", QoS::AtMostOnce);
         }
         let mut c = h.connect(0, v, "c", true);
         h.send(&c, subscribe(1, "k/#", QoS::AtMostOnce));

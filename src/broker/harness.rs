@@ -272,6 +272,19 @@ impl Harness {
         p
     }
 
+    /// Stores a retained message on the topic's owner shard directly, as a publisher would
+    /// have: for tests that need many of them.
+    pub(crate) fn store(&mut self, topic: &str, payload: &'static [u8], qos: QoS) {
+        let owner = super::home_shard(topic, self.shards.len());
+        self.shards[owner].store_retained(crate::session::Message {
+            topic: TopicName::new(topic).expect("valid topic"),
+            payload: bytes::Bytes::from_static(payload),
+            qos,
+            retain: true,
+            properties: Properties::new(),
+        });
+    }
+
     pub(crate) fn deliver_held(&mut self, m: InFlight) {
         self.shards[m.to].on_mesh(m.msg);
         self.collect();
