@@ -91,40 +91,41 @@ impl ShardSummary {
 }
 
 /// Which connection serves which session: kept beside the [`SessionStore`] (which holds
-/// no connection handles), indexed by the session's slot, with its generation so that a
-/// stale id finds nothing.
+/// no connection handles), indexed by the session's slot. A link counts only while its
+/// connection names the same session (slot and generation) in `ConnShared::session`, so
+/// a stale id finds nothing, at no memory cost beyond one pointer per slot.
 #[derive(Debug, Default)]
-pub(crate) struct Links(Vec<Option<(u32, Rc<ConnShared>)>>);
+pub(crate) struct Links(Vec<Option<Rc<ConnShared>>>);
 
 impl Links {
     /// The connection serving session `id`, if any.
     #[inline]
     pub(crate) fn get(&self, id: SessionId) -> Option<&Rc<ConnShared>> {
         match self.0.get(id.slot() as usize) {
-            Some(Some((g, c))) if *g == id.generation() => Some(c),
+            Some(Some(c)) if c.session.get() == Some(id) => Some(c),
             _ => None,
         }
     }
 
-    /// `conn` serves session `id` from now on; returns the connection that did.
-    pub(crate) fn set(&mut self, id: SessionId, conn: Rc<ConnShared>) -> Option<Rc<ConnShared>> {
+    /// `conn` (whose `session` is already `id`) serves session `id` from now on.
+    pub(crate) fn set(&mut self, id: SessionId, conn: Rc<ConnShared>) {
+        debug_assert_eq!(conn.session.get(), Some(id));
         let slot = id.slot() as usize;
         if self.0.len() <= slot {
             self.0.resize_with(slot + 1, || None);
         }
-        let old = self.take(id);
         if let Some(s) = self.0.get_mut(slot) {
-            *s = Some((id.generation(), conn));
+            *s = Some(conn);
         }
-        old
     }
 
     /// No connection serves session `id` any more; returns the one that did.
     pub(crate) fn take(&mut self, id: SessionId) -> Option<Rc<ConnShared>> {
         let s = self.0.get_mut(id.slot() as usize)?;
-        match s {
-            Some((g, _)) if *g == id.generation() => s.take().map(|(_, c)| c),
-            _ => None,
+        if s.as_ref().is_some_and(|c| c.session.get() == Some(id)) {
+            s.take()
+        } else {
+            None
         }
     }
 }

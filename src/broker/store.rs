@@ -55,11 +55,6 @@ impl SessionId {
     pub(crate) fn slot(self) -> u32 {
         self.slot
     }
-
-    /// The generation that tells this session from others in the same slot.
-    pub(crate) fn generation(self) -> u32 {
-        self.generation
-    }
 }
 
 /// A change to what a persistent store keeps, keyed by client id (stable across restarts,

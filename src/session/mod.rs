@@ -330,8 +330,9 @@ pub struct Session {
     /// Incoming QoS 2 ids that got PUBREC and wait for PUBREL (up to 65,535: a set, so
     /// each PUBLISH and PUBREL costs O(1)).
     incoming_qos2: IdSet,
-    /// Flows in `inflight` with `sent == false` (see [`Session::resume`]).
-    unsent: usize,
+    /// Flows in `inflight` with `sent == false` (see [`Session::resume`]); at most the
+    /// window, itself a `u16`.
+    unsent: u16,
     last_id: u16,
     connected: bool,
     stats: SessionStats,
@@ -548,7 +549,7 @@ impl Session {
         let window = usize::from(self.limits.max_inflight);
         if self.unsent > 0 {
             let version = self.version;
-            let room = window.saturating_sub(self.inflight.len() - self.unsent);
+            let room = window.saturating_sub(self.inflight.len() - usize::from(self.unsent));
             let mut resent = 0;
             for f in self.inflight.iter_mut().filter(|f| !f.sent).take(room) {
                 if let Some(m) = &f.message {
