@@ -235,9 +235,8 @@ config_section! {
         /// outgoing in-flight window); a 5.0 client's Receive Maximum lowers it for that
         /// client. When the window is full, further messages wait in the session queue
         /// (max_queued_messages, max_queued_bytes). The window divided by the round trip
-        /// time caps one subscriber's QoS 1/2 rate (128 messages per 0.2 ms is 640k/s);
-        /// in-flight messages of a session that goes offline are copied out of the read
-        /// buffers they came from. 1 ..= 65535. Default: `128`.
+        /// time caps one subscriber's QoS 1/2 rate (128 messages per 0.2 ms is 640k/s).
+        /// 1 ..= 65535. Default: `128`.
         max_inflight: u16 = 128,
 
         /// Most QoS 1 and 2 messages queued for one session beyond its in-flight window,
@@ -297,6 +296,15 @@ config_section! {
         /// invalid); a deeper filter is refused in SUBACK (0x80 in 3.1 / 3.1.1, 0x8F Topic
         /// Filter invalid in 5.0). 1 ..= 256. Default: `32`.
         max_topic_levels: usize = 32,
+    }
+}
+
+impl Limits {
+    /// `session_expiry_max` in seconds as a session expiry interval (unset, or 4294967295
+    /// and more: never expires).
+    pub fn session_expiry_cap(&self) -> u32 {
+        self.session_expiry_max
+            .map_or(u32::MAX, |m| u32::try_from(m).unwrap_or(u32::MAX))
     }
 }
 

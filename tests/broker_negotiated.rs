@@ -58,7 +58,7 @@ fn receive_maximum_limits_what_is_in_flight_also_after_resuming_with_a_smaller_o
         let id = b.id_on(sub_shard, "rmax");
         let topic = format!("rmax/{sub_shard}");
         let mut sub = b.raw(V5);
-        sub.connect_with(connect_v5(&id, false, 60, Some(4)));
+        sub.connect_with(with_expiry(connect_v5(&id, false, 60, Some(4)), Some(600)));
         sub.subscribe(1, &[(&topic, QoS::AtLeastOnce)]);
         let mut publ = b.client(V5, &b.id_on(1 - sub_shard, "rmax-pub"), true);
         for i in 0..6u16 {
@@ -75,7 +75,7 @@ fn receive_maximum_limits_what_is_in_flight_also_after_resuming_with_a_smaller_o
         // The client goes away without acknowledging, and comes back allowing 2.
         drop(sub);
         let mut sub = b.raw(V5);
-        let ack = sub.connect_with(connect_v5(&id, false, 60, Some(2)));
+        let ack = sub.connect_with(with_expiry(connect_v5(&id, false, 60, Some(2)), Some(600)));
         assert!(ack.session_present, "{id}");
         let again: Vec<Publish> = (0..2).map(|_| sub.recv_publish_noack()).collect();
         assert_eq!(
@@ -112,4 +112,111 @@ fn receive_maximum_limits_what_is_in_flight_also_after_resuming_with_a_smaller_o
         }
         assert_eq!(got, [0, 1, 2, 3, 4, 5], "{id}");
     }
+}
+
+fn with_expiry(mut c: Connect, seconds: Option<u32>) -> Connect {
+    c.properties.get_mut().session_expiry_interval = seconds;
+    c
+}
+
+/// Connects `id` (5.0) and returns whether the broker had a session for it.
+fn present(b: &Broker, id: &str, clean: bool, expiry: Option<u32>) -> (Raw, bool) {
+    let mut c = b.raw(V5);
+    let ack = c.connect_with(with_expiry(connect_v5(id, clean, 60, None), expiry));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS, "{id}");
+    (c, ack.session_present)
+}
+
+#[test]
+fn session_expiry_interval_decides_how_long_a_5_0_session_outlives_its_connection() {
+    let b = Broker::start(2);
+    for shard in 0..2 {
+        // Clean Start 0 without an interval: the session ends with the connection
+        // (expiry 0 is the default) [MQTT-3.1.2-23].
+        let id = b.id_on(shard, "sx-zero");
+        let (c, was) = present(&b, &id, false, None);
+        assert!(!was);
+        c.disconnect_and_wait();
+        let (c, was) = present(&b, &id, false, None);
+        assert!(!was, "{id}: an expiry of 0 keeps nothing");
+        c.disconnect_and_wait();
+        // Clean Start 1 with an interval: a new session, kept after the connection.
+        let id = b.id_on(shard, "sx-kept");
+        let (mut c, _) = present(&b, &id, true, Some(60));
+        c.subscribe(1, &[("sx/kept", QoS::AtLeastOnce)]);
+        c.disconnect_and_wait();
+        let (c, was) = present(&b, &id, false, Some(60));
+        assert!(was, "{id}: kept for its interval");
+        // A DISCONNECT may shorten it to 0: the session ends then [MQTT-3.14.2-2 allows
+        // a change except from 0].
+        let mut c = c;
+        c.send(&Packet::Disconnect(Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: {
+                let mut p = Properties::new();
+                p.get_mut().session_expiry_interval = Some(0);
+                p
+            },
+        }));
+        c.expect_closed();
+        let (c, was) = present(&b, &id, false, Some(60));
+        assert!(!was, "{id}: ended by DISCONNECT with expiry 0");
+        c.disconnect_and_wait();
+        // A short interval runs out (the sweep runs twice a second).
+        let id = b.id_on(shard, "sx-short");
+        let (c, _) = present(&b, &id, false, Some(1));
+        c.disconnect_and_wait();
+        std::thread::sleep(Duration::from_millis(2200));
+        let (c, was) = present(&b, &id, false, Some(1));
+        assert!(!was, "{id}: expired after 1 s");
+        c.disconnect_and_wait();
+    }
+}
+
+#[test]
+fn a_disconnect_cannot_make_a_session_with_expiry_0_outlive_its_connection() {
+    let b = Broker::start(2);
+    for shard in 0..2 {
+        let id = b.id_on(shard, "sx-bad");
+        let (mut c, _) = present(&b, &id, true, None);
+        c.send(&Packet::Disconnect(Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: {
+                let mut p = Properties::new();
+                p.get_mut().session_expiry_interval = Some(30);
+                p
+            },
+        }));
+        let got = c.expect_closed();
+        assert!(
+            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR),
+            "{id}: DISCONNECT 0x82 [MQTT-3.14.2-2]: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn connack_carries_the_assigned_client_identifier_and_the_capped_expiry() {
+    let b = Broker::with(2, |c| c.limits.session_expiry_max = Some(100));
+    let mut c = b.raw(V5);
+    let ack = c.connect_with(with_expiry(connect_v5("", true, 60, None), Some(5000)));
+    let assigned = ack
+        .properties
+        .assigned_client_identifier
+        .clone()
+        .expect("an assigned id [MQTT-3.2.2-16]");
+    assert!(!assigned.is_empty());
+    assert_eq!(ack.properties.session_expiry_interval, Some(100));
+    assert_eq!(ack.properties.maximum_packet_size, Some(1 << 20));
+    // The assigned id is the session's: it works for the rest of the connection.
+    c.subscribe(1, &[("assigned/t", QoS::AtLeastOnce)]);
+    c.disconnect_and_wait();
+    // A 5.0 client asking for less than the cap is not told anything.
+    let mut c = b.raw(V5);
+    let ack = c.connect_with(with_expiry(
+        connect_v5("sx-under", true, 60, None),
+        Some(50),
+    ));
+    assert_eq!(ack.properties.session_expiry_interval, None);
+    assert_eq!(ack.properties.assigned_client_identifier, None);
 }

@@ -49,8 +49,8 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
             // Served here: the serving task is spawned on its own, so this task's state
             // (sized for the CONNECT phase) is freed instead of being carried for the life
             // of the connection.
-            Ok(Some((stream, connect, buf))) => {
-                spawn_serving(shard, stream, key, conn, connect, buf)
+            Ok(Some((stream, connect, buf, assigned))) => {
+                spawn_serving(shard, stream, key, conn, connect, buf, assigned)
             }
             Ok(None) => {}
             Err(panic) => guard_end(&shard, key, &conn, &*panic),
@@ -69,7 +69,9 @@ pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
         );
         return;
     };
-    spawn_serving(shard, stream, key, conn, a.connect, a.rest);
+    // A moved connection's id was the client's own: assigned ids hash to the shard that
+    // accepted the connection, so they never move.
+    spawn_serving(shard, stream, key, conn, a.connect, a.rest, false);
 }
 
 /// Spawns the task that serves an accepted CONNECT on the session's home shard.
@@ -80,12 +82,21 @@ fn spawn_serving<S: Transport>(
     conn: Rc<ConnShared>,
     connect: Box<Connect>,
     buf: BytesMut,
+    assigned: bool,
 ) {
     glommio::spawn_local(async move {
         let mut stream = stream;
-        let r = AssertUnwindSafe(serve(&shard, &mut stream, key, &conn, connect, buf))
-            .catch_unwind()
-            .await;
+        let r = AssertUnwindSafe(serve(
+            &shard,
+            &mut stream,
+            key,
+            &conn,
+            connect,
+            buf,
+            assigned,
+        ))
+        .catch_unwind()
+        .await;
         if let Err(panic) = r {
             guard_end(&shard, key, &conn, &*panic);
         }
@@ -110,14 +121,15 @@ fn guard_end(
     });
 }
 
-/// The CONNECT phase. Returns the CONNECT and the bytes read after it when the connection
-/// is to be served on this shard; None when it ended or moved home.
+/// The CONNECT phase. Returns the CONNECT, the bytes read after it and whether the server
+/// assigned the client identifier, when the connection is to be served on this shard;
+/// None when it ended or moved home.
 async fn accept_phase<S: Transport>(
     shard: &Rc<Shard>,
     mut stream: S,
     key: ConnId,
     conn: &Rc<ConnShared>,
-) -> Option<(S, Box<Connect>, BytesMut)> {
+) -> Option<(S, Box<Connect>, BytesMut, bool)> {
     let mut buf = BytesMut::new();
     let opts = DecodeOptions {
         version: ProtocolVersion::V3_1_1,
@@ -186,8 +198,8 @@ async fn accept_phase<S: Transport>(
     };
     let mut connect = connect;
     // Identify the client; refusals get CONNACK with the code and a close.
-    match check_connect(shard, &mut connect) {
-        Ok(()) => {}
+    let assigned = match check_connect(shard, &mut connect) {
+        Ok(assigned) => assigned,
         Err(code) => {
             let mut out = BytesMut::new();
             write_refusal(&mut out, connect.version, code);
@@ -196,7 +208,7 @@ async fn accept_phase<S: Transport>(
             shard.connection_closed(key, conn, CloseReason::Refused);
             return None;
         }
-    }
+    };
     let home = home_shard(&connect.client_id, shard.shards);
     if home != shard.id {
         // Move to the home shard with whatever the client sent after CONNECT.
@@ -224,7 +236,7 @@ async fn accept_phase<S: Transport>(
         }
         return None;
     }
-    Some((stream, connect, buf))
+    Some((stream, connect, buf, assigned))
 }
 
 /// The protocol level byte of a CONNECT whose body failed to decode, if it got that far.
@@ -240,8 +252,10 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
 }
 
 /// CONNECT rules that need configuration: client identifier, anonymous access,
-/// authentication. Assigns an identifier where the protocol allows an empty one.
-fn check_connect(shard: &Shard, c: &mut Connect) -> Result<(), ReasonCode> {
+/// authentication. Assigns an identifier where the protocol allows an empty one (and
+/// returns true then).
+fn check_connect(shard: &Shard, c: &mut Connect) -> Result<bool, ReasonCode> {
+    let mut assigned = false;
     if c.client_id.is_empty() {
         // 3.1.1 [MQTT-3.1.3-6]/[MQTT-3.1.3-8]: an empty id is allowed with clean session
         // only; 3.1 requires 1..23 characters; 5.0 always assigns.
@@ -254,6 +268,7 @@ fn check_connect(shard: &Shard, c: &mut Connect) -> Result<(), ReasonCode> {
             return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
         c.client_id = assign_client_id(shard);
+        assigned = true;
     } else if c.version == ProtocolVersion::V3_1 && c.client_id.len() > 23 {
         // MQTT 3.1 §3.1: "Client Identifier ... between 1 and 23 characters" (mosquitto
         // refuses longer ones the same way).
@@ -264,7 +279,8 @@ fn check_connect(shard: &Shard, c: &mut Connect) -> Result<(), ReasonCode> {
     }
     shard
         .auth
-        .authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())
+        .authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())?;
+    Ok(assigned)
 }
 
 /// An identifier that hashes to this shard, so the session is local.

@@ -108,7 +108,9 @@ impl Harness {
         }
     }
 
-    /// A client with `client_id` whose session lives on `shard` (CONNECT accepted there).
+    /// A client with `client_id` whose session lives on `shard` (CONNECT accepted there);
+    /// not `clean`: a session kept after the connection (5.0: Session Expiry Interval
+    /// 0xFFFFFFFF).
     pub(crate) fn connect(
         &mut self,
         shard: usize,
@@ -118,6 +120,11 @@ impl Harness {
     ) -> Client {
         let s = &self.shards[shard];
         let (key, conn) = s.register_conn(-1, 60).expect("room for a connection");
+        let mut properties = Properties::new();
+        if version.is_v5() && !clean {
+            // A persistent session, as clean session 0 is for 3.x.
+            properties.get_mut().session_expiry_interval = Some(crate::session::NEVER_EXPIRES);
+        }
         let connect = Connect {
             version,
             clean_start: clean,
@@ -126,9 +133,9 @@ impl Harness {
             will: None,
             username: None,
             password: None,
-            properties: Properties::new(),
+            properties,
         };
-        let terms = Negotiated::new(&connect, &s.cfg.limits, s.limits);
+        let terms = Negotiated::new(&connect, &s.cfg, s.limits, false);
         let (session, _) = s.attach(&conn, &terms).expect("CONNECT accepted");
         let mut c = Client {
             shard,

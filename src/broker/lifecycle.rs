@@ -30,7 +30,7 @@ use super::connection::{CloseReason, ConnId, ConnShared};
 use super::negotiated::Negotiated;
 use super::shard::{Shard, State};
 use super::store::SessionId;
-use crate::protocol::{Properties, ReasonCode};
+use crate::protocol::ReasonCode;
 use crate::session::{Message, Session};
 
 impl Shard {
@@ -110,6 +110,8 @@ impl Shard {
                         !clean_start,
                         terms.limits,
                     ));
+                    let mut session = session;
+                    session.set_expiry(terms.session_expiry);
                     (st.sessions.insert(session), false)
                 }
             }
@@ -126,6 +128,8 @@ impl Shard {
         if let Some(session) = st_.sessions.get_mut(id) {
             st_.links.set(id, conn.clone());
             if present {
+                // The new CONNECT's interval applies from now on (5.0 §3.1.2.11.2).
+                session.set_expiry(terms.session_expiry);
                 session.set_limits(terms.limits);
                 session.resume(version, &mut conn.out.borrow_mut());
             }
@@ -137,6 +141,35 @@ impl Shard {
         drop(st);
         conn.wake.notify();
         Ok((id, present))
+    }
+
+    /// A 5.0 DISCONNECT sets the session's expiry interval (capped by
+    /// `session_expiry_max`). A session that was to end with its connection cannot be
+    /// made to outlive it this way [MQTT-3.14.2-2]: a Protocol Error, answered with
+    /// DISCONNECT 0x82. (When `session_expiry_max` is 0 every session ends with its
+    /// connection, and a non-zero interval is only capped: the client cannot tell.)
+    pub(crate) fn change_session_expiry(
+        &self,
+        conn: &ConnShared,
+        id: SessionId,
+        seconds: u32,
+    ) -> Result<(), CloseReason> {
+        let cap = self.cfg.limits.session_expiry_cap();
+        let mut st = self.state.borrow_mut();
+        let Some(session) = st.sessions.get_mut(id) else {
+            return Ok(());
+        };
+        if session.expiry() == 0 && seconds != 0 && cap != 0 {
+            drop(st);
+            self.count(|m| m.protocol_errors += 1);
+            tracing::info!(
+                "DISCONNECT sets a session expiry after 0 [MQTT-3.14.2-2]: protocol error"
+            );
+            super::process::disconnect_v5(conn, conn.version.get(), ReasonCode::PROTOCOL_ERROR);
+            return Err(CloseReason::ProtocolError);
+        }
+        session.set_expiry(seconds.min(cap));
+        Ok(())
     }
 
     /// The connection task is ending (or has panicked). Detaches or removes the session,
@@ -168,9 +201,9 @@ impl Shard {
                 let serves = st.links.get(id).is_some_and(|c| Rc::ptr_eq(c, conn));
                 if let (Some(session), true) = (st.sessions.get_mut(id), serves) {
                     st.links.take(id);
-                    let keep =
-                        session.is_persistent() && self.cfg.limits.session_expiry_max != Some(0);
-                    if keep {
+                    // The expiry interval was decided at CONNECT (capped by
+                    // `session_expiry_max`) or changed by a 5.0 DISCONNECT.
+                    if session.is_persistent() {
                         session.detach();
                         st.sessions.mark_offline(id, Instant::now());
                     } else {
@@ -190,12 +223,18 @@ impl Shard {
         let will = conn.will.borrow_mut().take();
         if let (Some(w), true) = (will, reason.publishes_will()) {
             let w = *w;
+            // The will's properties travel with it, except the one about the will itself
+            // (5.0 §3.1.3.2: Will Delay Interval is not a PUBLISH property).
+            let mut properties = w.properties;
+            if !properties.is_empty() {
+                properties.get_mut().will_delay_interval = None;
+            }
             self.route(Message {
                 topic: w.topic,
                 payload: w.payload,
                 qos: w.qos,
                 retain: w.retain,
-                properties: Properties::new(),
+                properties,
             });
         }
         self.flush_mesh();
@@ -246,20 +285,19 @@ impl Shard {
         }
     }
 
-    /// Removes persistent sessions offline for longer than `session_expiry_max`, with
-    /// their subscriptions and queued messages.
+    /// Removes the offline sessions whose expiry interval has passed since their
+    /// connection ended (each its own: 5.0 Session Expiry Interval, or a 3.x persistent
+    /// session capped by `session_expiry_max`), with their subscriptions and queued
+    /// messages [MQTT-4.1.0-2].
     pub(crate) fn expire_sessions(&self, now: Instant) {
-        let Some(max) = self.cfg.limits.session_expiry_max else {
-            return;
-        };
-        let max = Duration::from_secs(max);
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        for id in st.sessions.take_expired(now, max) {
+        for id in st.sessions.take_expired(now) {
             let Some(session) = self.remove_session(st, id) else {
                 continue;
             };
-            tracing::debug!(client_id = %session.client_id(), "persistent session expired");
+            self.count(|m| m.sessions_expired += 1);
+            tracing::debug!(client_id = %session.client_id(), "session expired");
         }
     }
 

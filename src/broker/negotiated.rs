@@ -3,9 +3,18 @@
 //! session takes its limits from it, the connection task its keep alive and packet size,
 //! and the CONNACK writer what the client must be told.
 //!
-//! 5.0's remaining terms (the client's Maximum Packet Size and Topic Alias Maximum, the
-//! session expiry, the assigned client identifier) belong here too, so each is decided in
-//! one place.
+//! For 5.0 the CONNACK tells the client every capability the server has that differs from
+//! the protocol's defaults (5.0 §3.2.2.3): Maximum Packet Size, Retain Available, Topic
+//! Alias Maximum, Subscription Identifier and Shared Subscription Available, Server Keep
+//! Alive, the Assigned Client Identifier, and the Session Expiry Interval when the server
+//! keeps the session for another time than asked.
+//!
+//! ## Session expiry
+//! One number per session, in seconds, decides how long it outlives its connection: 3.x
+//! clean session 1 is 0 and clean session 0 is "never"; a 5.0 client asks with the Session
+//! Expiry Interval property (absent: 0) [MQTT-3.1.2-23]. `session_expiry_max` caps both;
+//! a 5.0 client is told the capped value. Clean Start only decides whether an existing
+//! session is resumed [MQTT-3.1.2-4] [MQTT-3.1.2-5].
 //!
 //! **Owns:** the rules that turn a client's requests into the connection's terms.
 //!
@@ -14,9 +23,9 @@
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use crate::config::Limits;
+use crate::config::Config;
 use crate::protocol::{ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode};
-use crate::session::SessionLimits;
+use crate::session::{SessionLimits, NEVER_EXPIRES};
 
 /// A connection's terms (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,14 +41,29 @@ pub(crate) struct Negotiated {
     pub server_keep_alive: Option<u16>,
     /// Largest packet accepted from the client.
     pub max_packet_in: u32,
+    /// Seconds the session outlives the connection (see the module docs).
+    pub session_expiry: u32,
+    /// 5.0: the expiry the client must be told, when it differs from what it asked.
+    pub told_session_expiry: Option<u32>,
+    /// 5.0: the client identifier the server assigned (the CONNECT's was empty).
+    pub assigned_client_id: bool,
+    /// The server keeps retained messages (`retain_available`).
+    pub retain_available: bool,
     /// The session's limits for this client: 5.0's Receive Maximum lowers the in-flight
     /// window [MQTT-3.3.4-9].
     pub limits: SessionLimits,
 }
 
 impl Negotiated {
-    /// The terms for `connect` under `limits`, starting from the shard's session limits.
-    pub(crate) fn new(connect: &Connect, limits: &Limits, session: SessionLimits) -> Negotiated {
+    /// The terms for `connect` under the configuration, starting from the shard's session
+    /// limits. `assigned` says the server chose the client identifier.
+    pub(crate) fn new(
+        connect: &Connect,
+        cfg: &Config,
+        session: SessionLimits,
+        assigned: bool,
+    ) -> Negotiated {
+        let limits = &cfg.limits;
         let asked = connect.keep_alive;
         let (keep_alive, server_keep_alive) = if connect.version.is_v5() {
             let mut k = asked;
@@ -58,6 +82,13 @@ impl Negotiated {
         if let Some(rm) = connect.properties.receive_maximum {
             session.max_inflight = session.max_inflight.min(rm.max(1));
         }
+        let v5 = connect.version.is_v5();
+        let asked_expiry = match (v5, connect.clean_start) {
+            (true, _) => connect.properties.session_expiry_interval.unwrap_or(0),
+            (false, true) => 0,
+            (false, false) => NEVER_EXPIRES,
+        };
+        let session_expiry = asked_expiry.min(limits.session_expiry_cap());
         Negotiated {
             version: connect.version,
             client_id: ByteString::from(&*connect.client_id),
@@ -65,15 +96,33 @@ impl Negotiated {
             keep_alive,
             server_keep_alive,
             max_packet_in: limits.max_packet_size,
+            session_expiry,
+            told_session_expiry: (v5 && session_expiry != asked_expiry).then_some(session_expiry),
+            assigned_client_id: v5 && assigned,
+            retain_available: cfg.retain_available,
             limits: session,
         }
     }
 
-    /// Writes the CONNACK accepting the connection.
+    /// Writes the CONNACK accepting the connection (5.0: with the server's capabilities,
+    /// see the module docs).
     pub(crate) fn write_connack(&self, out: &mut BytesMut, session_present: bool) {
         let mut properties = Properties::new();
-        if let Some(k) = self.server_keep_alive {
-            properties.get_mut().server_keep_alive = Some(k);
+        if self.version.is_v5() {
+            let p = properties.get_mut();
+            p.server_keep_alive = self.server_keep_alive;
+            p.session_expiry_interval = self.told_session_expiry;
+            if self.assigned_client_id {
+                // [MQTT-3.2.2-16]
+                p.assigned_client_identifier = Some(self.client_id.clone());
+            }
+            p.maximum_packet_size = Some(self.max_packet_in);
+            if !self.retain_available {
+                p.retain_available = Some(false);
+            }
+            // Not yet supported: the client must not use them (5.0 §3.2.2.3.12, §3.2.2.3.13).
+            p.subscription_identifier_available = Some(false);
+            p.shared_subscription_available = Some(false);
         }
         write_connack(
             out,
@@ -138,12 +187,11 @@ mod tests {
         }
     }
 
-    fn limits(min: u16, max: u16) -> Limits {
-        Limits {
-            keepalive_min: min,
-            keepalive_max: max,
-            ..Limits::default()
-        }
+    fn limits(min: u16, max: u16) -> Config {
+        let mut c = Config::default();
+        c.limits.keepalive_min = min;
+        c.limits.keepalive_max = max;
+        c
     }
 
     const SESSION: SessionLimits = SessionLimits {
@@ -167,6 +215,7 @@ mod tests {
                 &connect(ProtocolVersion::V5, asked, None),
                 &limits(min, max),
                 SESSION,
+                false,
             );
             assert_eq!(
                 (n.keep_alive, n.server_keep_alive),
@@ -174,7 +223,8 @@ mod tests {
                 "{asked} {min} {max}"
             );
             for v in [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1] {
-                let n = Negotiated::new(&connect(v, asked, None), &limits(min, max), SESSION);
+                let n =
+                    Negotiated::new(&connect(v, asked, None), &limits(min, max), SESSION, false);
                 assert_eq!((n.keep_alive, n.server_keep_alive), (asked, None));
             }
         }
@@ -182,10 +232,20 @@ mod tests {
 
     #[test]
     fn receive_maximum_lowers_the_window_only() {
-        let l = Limits::default();
-        let n = Negotiated::new(&connect(ProtocolVersion::V5, 0, Some(5)), &l, SESSION);
+        let l = Config::default();
+        let n = Negotiated::new(
+            &connect(ProtocolVersion::V5, 0, Some(5)),
+            &l,
+            SESSION,
+            false,
+        );
         assert_eq!(n.limits.max_inflight, 5);
-        let n = Negotiated::new(&connect(ProtocolVersion::V5, 0, Some(1000)), &l, SESSION);
+        let n = Negotiated::new(
+            &connect(ProtocolVersion::V5, 0, Some(1000)),
+            &l,
+            SESSION,
+            false,
+        );
         assert_eq!(n.limits.max_inflight, 128);
     }
 
@@ -195,6 +255,7 @@ mod tests {
             &connect(ProtocolVersion::V5, 0, None),
             &limits(30, 0),
             SESSION,
+            false,
         );
         let mut out = BytesMut::new();
         n.write_connack(&mut out, false);
@@ -211,5 +272,76 @@ mod tests {
             ReasonCode::NOT_AUTHORIZED,
         );
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x05]);
+    }
+
+    #[test]
+    fn session_expiry_follows_clean_start_for_3_x_and_the_interval_for_5_0() {
+        let mut c = connect(ProtocolVersion::V5, 0, None);
+        let cfg = Config::default();
+        for (v, clean, asked, want) in [
+            (ProtocolVersion::V3_1_1, true, None, 0),
+            (ProtocolVersion::V3_1_1, false, None, NEVER_EXPIRES),
+            (ProtocolVersion::V3_1, false, Some(5), NEVER_EXPIRES),
+            (ProtocolVersion::V5, false, None, 0),
+            (ProtocolVersion::V5, true, Some(60), 60),
+            (
+                ProtocolVersion::V5,
+                false,
+                Some(NEVER_EXPIRES),
+                NEVER_EXPIRES,
+            ),
+        ] {
+            c.version = v;
+            c.clean_start = clean;
+            c.properties = Properties::new();
+            c.properties.get_mut().session_expiry_interval = asked;
+            let n = Negotiated::new(&c, &cfg, SESSION, false);
+            assert_eq!((n.session_expiry, n.told_session_expiry), (want, None));
+        }
+        // Capped by session_expiry_max; a 5.0 client is told (5.0 §3.2.2.3.2).
+        let mut capped = Config::default();
+        capped.limits.session_expiry_max = Some(100);
+        c.version = ProtocolVersion::V5;
+        c.properties.get_mut().session_expiry_interval = Some(1000);
+        let n = Negotiated::new(&c, &capped, SESSION, false);
+        assert_eq!((n.session_expiry, n.told_session_expiry), (100, Some(100)));
+        c.version = ProtocolVersion::V3_1_1;
+        c.clean_start = false;
+        let n = Negotiated::new(&c, &capped, SESSION, false);
+        assert_eq!((n.session_expiry, n.told_session_expiry), (100, None));
+    }
+
+    #[test]
+    fn connack_tells_a_5_0_client_the_servers_capabilities() {
+        let mut cfg = Config {
+            retain_available: false,
+            ..Config::default()
+        };
+        cfg.limits.max_packet_size = 5000;
+        let mut c = connect(ProtocolVersion::V5, 0, None);
+        c.client_id = ByteString::from("surgemq-assigned");
+        let n = Negotiated::new(&c, &cfg, SESSION, true);
+        let mut out = BytesMut::new();
+        n.write_connack(&mut out, false);
+        let Ok(Some(Packet::ConnAck(a))) =
+            decode(&mut out, &DecodeOptions::new(ProtocolVersion::V5))
+        else {
+            panic!("a CONNACK");
+        };
+        let p = &a.properties;
+        assert_eq!(
+            p.assigned_client_identifier.as_deref(),
+            Some("surgemq-assigned")
+        );
+        assert_eq!(p.maximum_packet_size, Some(5000));
+        assert_eq!(p.retain_available, Some(false));
+        assert_eq!(p.shared_subscription_available, Some(false));
+        assert_eq!(p.subscription_identifier_available, Some(false));
+        // 3.x: nothing but the four bytes.
+        c.version = ProtocolVersion::V3_1_1;
+        let n = Negotiated::new(&c, &cfg, SESSION, true);
+        let mut out = BytesMut::new();
+        n.write_connack(&mut out, false);
+        assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x00]);
     }
 }

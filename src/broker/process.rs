@@ -154,6 +154,12 @@ pub(crate) fn process_with(
             // session is gone) stops here, so its last acks cannot move the session's
             // window into a connection that is closing.
             if !st.links.get(slot).is_some_and(|c| Rc::ptr_eq(c, conn)) {
+                // Its DISCONNECT still says how it ends (no will), session untouched.
+                if let Packet::Disconnect(d) = &packet {
+                    return Err(CloseReason::ClientDisconnect {
+                        publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+                    });
+                }
                 return Err(conn.close.get().unwrap_or(CloseReason::TakenOver));
             }
             let Some(session) = st.sessions.get_mut(slot) else {
@@ -199,7 +205,13 @@ pub(crate) fn process_with(
                     shard.respond(conn, r);
                 }
             }
-            Some(Action::Disconnect { publish_will }) => {
+            Some(Action::Disconnect {
+                publish_will,
+                session_expiry,
+            }) => {
+                if let Some(seconds) = session_expiry {
+                    shard.change_session_expiry(conn, slot, seconds)?;
+                }
                 return Err(CloseReason::ClientDisconnect { publish_will });
             }
             None => {
@@ -216,7 +228,7 @@ pub(crate) fn process_with(
 }
 
 /// 5.0: tells the client why the server closes (3.x simply closes).
-fn disconnect_v5(conn: &ConnShared, version: ProtocolVersion, reason: ReasonCode) {
+pub(crate) fn disconnect_v5(conn: &ConnShared, version: ProtocolVersion, reason: ReasonCode) {
     if version.is_v5() {
         let mut out = conn.out.borrow_mut();
         out.clear();

@@ -37,7 +37,8 @@
 //!   dropped.
 //! - A retained message that reached the session live after the SUBSCRIBE is at least as
 //!   new as any snapshot of that topic, so that SUBSCRIBE's snapshot copy is skipped
-//!   (a bounded set per job).
+//!   (a bounded set per job; when a SUBSCRIBE's filters join a waiting job, what that job
+//!   saw under filters it still holds stays, with what the new SUBSCRIBE saw).
 //! - This shard's own part is walked in steps of `FETCH_BUDGET` nodes, one step per
 //!   stream and shard turn (a step that finds nothing schedules the next with
 //!   [`Shard::continue_retained`]), as other shards answer fetches: a filter matching
@@ -247,6 +248,7 @@ impl Shard {
                     i += 1;
                     keep
                 });
+                let kept_old = last.filters.len();
                 for ((f, q), _) in filters.into_iter().zip(gone).filter(|(_, g)| !*g) {
                     match last.filters.iter_mut().find(|(g, _)| *g == f) {
                         Some((_, g)) => *g = (*g).max(q),
@@ -258,9 +260,14 @@ impl Shard {
                     .collect();
                 last.gone = vec![false; last.filters.len()];
                 last.suback = token;
-                // Every part is fetched from now on, after anything seen live so far, so
-                // no snapshot can be older than those (module invariants).
-                last.seen_live.clear();
+                // What was seen live under a filter the job still held before the merge
+                // stays valid (a fetch may still be older than it); what was seen under a
+                // filter no longer held does not count for one subscribed again.
+                let kept = &last.filters[..kept_old];
+                last.seen_live
+                    .retain(|t| kept.iter().any(|(f, _)| f.matches(t)));
+                let room = MAX_SEEN_LIVE.saturating_sub(last.seen_live.len());
+                last.seen_live.extend(seen_live.into_iter().take(room));
                 self.pump_retained(st, id);
                 return;
             }
@@ -485,18 +492,21 @@ impl Shard {
     /// Goes on with the streams whose walk of this shard's store stopped at its budget
     /// (one step each; run by the shard's runtime between turns).
     pub(crate) fn continue_retained(&self) {
-        let n = self.state.borrow().retained_later.len();
-        for _ in 0..n {
-            let id = {
-                let mut st = self.state.borrow_mut();
-                let Some(id) = st.retained_later.pop() else {
-                    break;
-                };
-                if let Some(s) = st.streams.get_mut(&id) {
+        // Every stream listed gets one step, in the order listed; a stream that needs more
+        // lists itself again for the next round. Flags are cleared first, so a step that
+        // panics (caught by the runtime) leaves no stream marked as listed when it is not.
+        let later = {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            let later = std::mem::take(&mut st.retained_later);
+            for id in &later {
+                if let Some(s) = st.streams.get_mut(id) {
                     s.later = false;
                 }
-                id
-            };
+            }
+            later
+        };
+        for id in later {
             self.resume_retained(Some(id));
         }
     }

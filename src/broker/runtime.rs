@@ -140,8 +140,10 @@ pub(crate) async fn shard_main(
                 }
                 crate::broker::guarded("retained walk", || s.continue_retained());
                 s.flush_mesh();
-                // One step per stream, then every other task of the shard gets its turn.
-                glommio::executor().yield_now().await;
+                // One step per stream, then every other task of the shard gets its turn,
+                // sockets included: a timer goes through the reactor, which a plain yield
+                // would not (glommio polls it only between task-queue runs).
+                glommio::timer::sleep(Duration::from_micros(10)).await;
             }
         })
         .detach();

@@ -174,8 +174,9 @@ pub(crate) async fn serve<S: Transport>(
     conn: &Rc<ConnShared>,
     connect: Box<Connect>,
     mut buf: BytesMut,
+    assigned: bool,
 ) {
-    let terms = Negotiated::new(&connect, &shard.cfg.limits, shard.limits);
+    let terms = Negotiated::new(&connect, &shard.cfg, shard.limits, assigned);
     let version = terms.version;
     conn.keep_alive.set(terms.keep_alive);
     conn.last_read.set(Instant::now());
@@ -348,9 +349,11 @@ pub(crate) async fn serve<S: Transport>(
             | CloseReason::ServerShutdown
             | CloseReason::ClientDisconnect { .. }
     ) {
-        // Best effort: what was queued before the end (acks, a 5.0 DISCONNECT).
+        // Best effort: what was queued before the end (acks, a 5.0 DISCONNECT). After a
+        // protocol error a 3.x client gets nothing more; a 5.0 client gets only the
+        // DISCONNECT with the reason (`disconnect_v5` leaves nothing else in `out`).
         let data = std::mem::take(&mut *conn.out.borrow_mut());
-        if !data.is_empty() && reason != CloseReason::ProtocolError {
+        if !data.is_empty() && (reason != CloseReason::ProtocolError || version.is_v5()) {
             let _ = futures::future::select(
                 Box::pin(stream.write_all(&data)),
                 Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(100))),

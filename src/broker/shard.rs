@@ -61,6 +61,8 @@ pub struct ShardSummary {
     pub retained_delivery_dropped: u64,
     /// CONNECTs refused because the shard holds `max_sessions` sessions.
     pub sessions_refused_limit: u64,
+    /// Offline sessions removed at the end of their expiry interval.
+    pub sessions_expired: u64,
     /// Mesh messages dropped because their destination shard had stopped.
     pub mesh_undeliverable: u64,
     /// Connection tasks that panicked (a bug), cleaned up and closed.
@@ -85,6 +87,7 @@ impl ShardSummary {
         self.retained_dropped += o.retained_dropped;
         self.retained_delivery_dropped += o.retained_delivery_dropped;
         self.sessions_refused_limit += o.sessions_refused_limit;
+        self.sessions_expired += o.sessions_expired;
         self.mesh_undeliverable += o.mesh_undeliverable;
         self.connection_panics += o.connection_panics;
     }

@@ -2,9 +2,10 @@
 //! in behind.
 //!
 //! **Owns:** the sessions of one shard, their lookup by client id, their ids (slot plus
-//! generation), the `max_sessions` bound, which of them are offline since when (a
-//! deadline heap for `session_expiry_max`, so expiry is not a scan of every session), and
-//! the record of changes a persistent store needs.
+//! generation), the `max_sessions` bound, which of them are offline and until when (each
+//! session's own expiry interval from the moment its connection ended, in a deadline
+//! heap, so expiry is not a scan of every session), and the record of changes a
+//! persistent store needs.
 //!
 //! **Must not touch:** connections (which connection serves a session is the shard's
 //! [`Links`](super::shard::Links), not stored here), the topic index, other shards,
@@ -65,10 +66,12 @@ pub(crate) enum Change {
     Created { client_id: ByteString },
     /// The session and everything in it are gone.
     Removed { client_id: ByteString },
-    /// It lost its connection at this wall-clock time (expiry counts from it).
+    /// It lost its connection at this wall-clock time and expires `expiry` seconds later
+    /// ([`crate::session::NEVER_EXPIRES`]: never).
     Offline {
         client_id: ByteString,
         since: std::time::SystemTime,
+        expiry: u32,
     },
     /// A connection resumed it.
     Online { client_id: ByteString },
@@ -92,11 +95,11 @@ pub(crate) struct SessionStore {
     /// rather than a whole session.
     slots: slab::Slab<(u32, Box<Session>)>,
     by_client: AHashMap<ByteString, SessionId>,
-    /// Persistent sessions without a connection, and since when.
-    offline: AHashMap<SessionId, Instant>,
-    /// `offline` by time, oldest first; entries whose session came back (or went offline
-    /// again later) are skipped when they surface, and the heap is rebuilt when such stale
-    /// entries outnumber the live ones.
+    /// Persistent sessions without a connection, and when they expire (None: never).
+    offline: AHashMap<SessionId, Option<Instant>>,
+    /// The deadlines of `offline`, soonest first; entries whose session came back (or went
+    /// offline again later) are skipped when they surface, and the heap is rebuilt when
+    /// such stale entries outnumber the live ones.
     by_time: BinaryHeap<Reverse<(Instant, SessionId)>>,
     next_generation: u32,
     /// Changes of persistent sessions not taken yet; `None` while nobody records them.
@@ -220,24 +223,31 @@ impl SessionStore {
         Some(session)
     }
 
-    /// The session lost its connection at `since` and is kept.
+    /// The session lost its connection at `since` and is kept for its expiry interval.
     pub fn mark_offline(&mut self, id: SessionId, since: Instant) {
-        if let Some(s) = self.get(id) {
-            let client_id = s.client_id().clone();
-            // Wall-clock time for a store: `Instant` means nothing after a restart.
-            let wall = std::time::SystemTime::now() - since.elapsed();
-            self.record(true, || Change::Offline {
-                client_id,
-                since: wall,
-            });
+        let Some(s) = self.get(id) else {
+            return;
+        };
+        let (client_id, expiry) = (s.client_id().clone(), s.expiry());
+        // Wall-clock time for a store: `Instant` means nothing after a restart.
+        let wall = std::time::SystemTime::now() - since.elapsed();
+        self.record(true, || Change::Offline {
+            client_id,
+            since: wall,
+            expiry,
+        });
+        let deadline = (expiry != crate::session::NEVER_EXPIRES)
+            .then(|| since.checked_add(Duration::from_secs(u64::from(expiry))))
+            .flatten();
+        self.offline.insert(id, deadline);
+        if let Some(d) = deadline {
+            self.by_time.push(Reverse((d, id)));
         }
-        self.offline.insert(id, since);
-        self.by_time.push(Reverse((since, id)));
         if self.by_time.len() > 2 * self.offline.len() + 1024 {
             self.by_time = self
                 .offline
                 .iter()
-                .map(|(id, since)| Reverse((*since, *id)))
+                .filter_map(|(id, d)| d.map(|d| Reverse((d, *id))))
                 .collect();
         }
     }
@@ -252,15 +262,15 @@ impl SessionStore {
         }
     }
 
-    /// Takes the sessions offline for at least `max`, oldest first.
-    pub fn take_expired(&mut self, now: Instant, max: Duration) -> Vec<SessionId> {
+    /// Takes the offline sessions whose expiry is due at `now`, soonest first.
+    pub fn take_expired(&mut self, now: Instant) -> Vec<SessionId> {
         let mut due = Vec::new();
-        while let Some(Reverse((since, id))) = self.by_time.peek().copied() {
-            if now.saturating_duration_since(since) < max {
+        while let Some(Reverse((deadline, id))) = self.by_time.peek().copied() {
+            if deadline > now {
                 break;
             }
             self.by_time.pop();
-            if self.offline.get(&id) == Some(&since) {
+            if self.offline.get(&id) == Some(&Some(deadline)) {
                 due.push(id);
             }
         }
@@ -329,7 +339,9 @@ mod tests {
             filter: f.clone(),
             options: opts,
         };
-        assert!(matches!(&got[3], Change::Offline { client_id, .. } if client_id == "p"));
+        assert!(
+            matches!(&got[3], Change::Offline { client_id, expiry, .. } if client_id == "p" && *expiry == crate::session::NEVER_EXPIRES)
+        );
         let mut want = vec![
             Change::Created { client_id: id("p") },
             sub.clone(),
@@ -353,14 +365,24 @@ mod tests {
         let t0 = Instant::now();
         let a = s.insert(entry("a"));
         let b = s.insert(entry("b"));
+        let c = s.insert(entry("c"));
+        let never = s.insert(entry("never"));
+        for id in [a, b] {
+            s.get_mut(id).unwrap().set_expiry(10);
+        }
+        s.get_mut(c).unwrap().set_expiry(2);
         s.mark_offline(a, t0);
         s.mark_offline(b, t0 + Duration::from_secs(5));
+        s.mark_offline(c, t0 + Duration::from_secs(5));
+        s.mark_offline(never, t0);
         // `a` came back and left again later: only its second departure counts.
         s.mark_online(a);
         s.mark_offline(a, t0 + Duration::from_secs(8));
-        let max = Duration::from_secs(10);
-        assert!(s.take_expired(t0 + Duration::from_secs(9), max).is_empty());
-        assert_eq!(s.take_expired(t0 + Duration::from_secs(15), max), vec![b]);
-        assert_eq!(s.take_expired(t0 + Duration::from_secs(18), max), vec![a]);
+        assert!(s.take_expired(t0 + Duration::from_secs(6)).is_empty());
+        // Each session's own interval: c (2 s) before b (10 s), though it left with it.
+        assert_eq!(s.take_expired(t0 + Duration::from_secs(7)), vec![c]);
+        assert_eq!(s.take_expired(t0 + Duration::from_secs(15)), vec![b]);
+        assert_eq!(s.take_expired(t0 + Duration::from_secs(18)), vec![a]);
+        assert!(s.take_expired(t0 + Duration::from_secs(1 << 40)).is_empty());
     }
 }

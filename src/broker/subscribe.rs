@@ -248,7 +248,7 @@ impl Shard {
             }
             for p in st.pending.values_mut().filter(|p| p.session == id) {
                 if p.filters.iter().any(|(g, _)| g == f) && !p.gone.contains(f) {
-                    p.gone.push(f.clone());
+                    p.gone.push(f.detached());
                 }
             }
         }

@@ -295,21 +295,37 @@ impl Properties {
         let s = |v: &Option<ByteString>| v.as_deref().map(ByteString::from);
         let b = |v: &Option<Bytes>| v.as_deref().map(Bytes::copy_from_slice);
         Properties(Some(Box::new(PropertySet {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
             content_type: s(&p.content_type),
             response_topic: s(&p.response_topic),
             correlation_data: b(&p.correlation_data),
+            subscription_identifiers: p.subscription_identifiers.clone(),
+            session_expiry_interval: p.session_expiry_interval,
             assigned_client_identifier: s(&p.assigned_client_identifier),
+            server_keep_alive: p.server_keep_alive,
             authentication_method: s(&p.authentication_method),
             authentication_data: b(&p.authentication_data),
+            request_problem_information: p.request_problem_information,
+            will_delay_interval: p.will_delay_interval,
+            request_response_information: p.request_response_information,
             response_information: s(&p.response_information),
             server_reference: s(&p.server_reference),
             reason_string: s(&p.reason_string),
+            receive_maximum: p.receive_maximum,
+            topic_alias_maximum: p.topic_alias_maximum,
+            topic_alias: p.topic_alias,
+            maximum_qos: p.maximum_qos,
+            retain_available: p.retain_available,
             user_properties: p
                 .user_properties
                 .iter()
                 .map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v)))
                 .collect(),
-            ..(**p).clone()
+            maximum_packet_size: p.maximum_packet_size,
+            wildcard_subscription_available: p.wildcard_subscription_available,
+            subscription_identifier_available: p.subscription_identifier_available,
+            shared_subscription_available: p.shared_subscription_available,
         })))
     }
 

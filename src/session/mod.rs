@@ -103,6 +103,10 @@ impl Message {
     }
 }
 
+/// A session expiry interval that never ends (5.0 §3.1.2.11.2: 0xFFFFFFFF), and what a 3.x
+/// persistent session gets unless the configuration caps it.
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
 /// Session limits (from the broker configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
@@ -243,6 +247,8 @@ pub enum Action {
     Disconnect {
         /// Publish the will anyway (5.0 reason 0x04).
         publish_will: bool,
+        /// 5.0: the session expiry interval from now on, if the DISCONNECT changes it.
+        session_expiry: Option<u32>,
     },
 }
 
@@ -320,8 +326,10 @@ pub struct SessionStats {
 pub struct Session {
     client_id: ByteString,
     version: ProtocolVersion,
-    /// Clean session = 0 / 5.0 session kept after disconnect.
-    persistent: bool,
+    /// Seconds the session outlives its connection: 0 ends it with the connection (3.x
+    /// clean session 1, 5.0 Session Expiry Interval 0), [`NEVER_EXPIRES`] keeps it until a
+    /// clean start replaces it (3.x clean session 0, 5.0 0xFFFFFFFF).
+    expiry: u32,
     limits: SessionLimits,
     subscriptions: ahash::AHashMap<TopicFilter, SubscriptionOptions>,
     inflight: VecDeque<Inflight>,
@@ -339,7 +347,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new, connected session.
+    /// A new, connected session; `persistent` keeps it forever after its connection
+    /// ([`NEVER_EXPIRES`]) until [`Session::set_expiry`] says otherwise.
     pub fn new(
         client_id: ByteString,
         version: ProtocolVersion,
@@ -349,7 +358,7 @@ impl Session {
         Session {
             client_id,
             version,
-            persistent,
+            expiry: if persistent { NEVER_EXPIRES } else { 0 },
             limits,
             subscriptions: ahash::AHashMap::new(),
             inflight: VecDeque::new(),
@@ -375,7 +384,18 @@ impl Session {
 
     /// Whether the session outlives its connection.
     pub fn is_persistent(&self) -> bool {
-        self.persistent
+        self.expiry != 0
+    }
+
+    /// Seconds the session is kept after its connection ends (see [`NEVER_EXPIRES`]).
+    pub fn expiry(&self) -> u32 {
+        self.expiry
+    }
+
+    /// Sets how long the session is kept after its connection ends: from the CONNECT
+    /// that attaches it, or from a 5.0 DISCONNECT [MQTT-3.14.2-2].
+    pub fn set_expiry(&mut self, seconds: u32) {
+        self.expiry = seconds;
     }
 
     /// Whether a connection is attached.
@@ -653,6 +673,7 @@ impl Session {
             Packet::Disconnect(d) => Ok(Handled {
                 action: Some(Action::Disconnect {
                     publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+                    session_expiry: d.properties.session_expiry_interval,
                 }),
                 response: None,
             }),

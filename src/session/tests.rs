@@ -456,7 +456,8 @@ fn ping_disconnect_and_violations() {
         s.handle_all(Packet::Disconnect(Disconnect::default()), &mut out)
             .unwrap(),
         Some(Action::Disconnect {
-            publish_will: false
+            publish_will: false,
+            session_expiry: None,
         })
     );
     let connect = Packet::Connect(Box::new(Connect {
