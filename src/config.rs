@@ -209,6 +209,13 @@ config_section! {
         /// Default: `1048576` (1 MiB).
         max_packet_size: u32 = 1 << 20,
 
+        /// Topic aliases a 5.0 client may use when it publishes (Topic Alias Maximum in
+        /// CONNACK), per connection; each holds a copy of its topic name for the life of
+        /// the connection. 0 disables them. An alias of 0 or above this closes the
+        /// connection with DISCONNECT 0x94 (Topic Alias invalid), an alias never set with
+        /// 0x82 (Protocol Error). mosquitto's `max_topic_alias`. Default: `10`.
+        max_topic_alias: u16 = 10,
+
         /// Lowest keep alive a client may use, in seconds; 0 = no lower bound. A 5.0
         /// client asking for less (or for 0, no keep alive) is told to use this value in
         /// CONNACK (Server Keep Alive); a 3.1 / 3.1.1 client cannot be told and keeps its
@@ -719,6 +726,7 @@ mod tests {
                 max_sessions: 11,
                 connect_timeout: 3,
                 max_packet_size: 4096,
+                max_topic_alias: 3,
                 keepalive_min: 5,
                 keepalive_max: 600,
                 session_expiry_max: Some(3600),

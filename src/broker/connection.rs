@@ -122,14 +122,31 @@ pub(crate) struct ConnShared {
     /// Did not drain for a whole second while publishers were held back: no longer holds
     /// them back; QoS 0 beyond `max_write_buffer` is dropped for it.
     pub slow: Cell<bool>,
+    /// What few connections need: held packets and 5.0 topic aliases ([`Rare`]). Boxed
+    /// and absent while empty: almost every connection never holds anything, 3.x ones
+    /// never have aliases, and this struct exists per connection.
+    rare: RefCell<Option<Box<Rare>>>,
+}
+
+/// Per-connection state most connections never need (see `ConnShared::rare`).
+#[derive(Debug, Default)]
+struct Rare {
     /// Packets of a connection that is behind (congested or slow), read while the shard
     /// holds publishers back so that its acks can drain its own window, but held, in
     /// order and unacknowledged, because they are PUBLISHes or must stay behind one. At
     /// most `max_write_buffer` bytes, each packet counted with its own size plus topic and
-    /// payload (`held_cost`); beyond that the connection is
-    /// not read until the shard drains. Boxed and absent while empty: almost every
-    /// connection never holds anything, and this struct exists per connection.
-    held: RefCell<Option<Box<Held>>>,
+    /// payload (`held_cost`); beyond that the connection is not read until the shard
+    /// drains.
+    held: Held,
+    /// 5.0 topic aliases the client set, by alias - 1 (at most `max_topic_alias`, each a
+    /// copy of its topic name): they live as long as the connection [MQTT-3.3.2-7].
+    aliases: Vec<Option<crate::protocol::TopicName>>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.held.packets.is_empty() && self.aliases.is_empty()
+    }
 }
 
 /// An answer in the acknowledgement gate (see [`super::gate`]).
@@ -145,7 +162,7 @@ pub(crate) struct Deferred {
     pub bytes: BytesMut,
 }
 
-/// What a connection holds back (see `ConnShared::held`).
+/// What a connection holds back (see `Rare::held`).
 #[derive(Debug, Default)]
 struct Held {
     packets: std::collections::VecDeque<Packet>,
@@ -156,39 +173,70 @@ struct Held {
 impl ConnShared {
     /// Whether packets are held.
     pub fn holding(&self) -> bool {
-        self.held.borrow().is_some()
+        self.rare
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| !r.held.packets.is_empty())
     }
 
     /// What the held packets cost (packet size plus topic and payload).
     pub fn held_bytes(&self) -> usize {
-        self.held.borrow().as_ref().map_or(0, |h| h.bytes)
+        self.rare.borrow().as_ref().map_or(0, |r| r.held.bytes)
     }
 
     /// Holds a packet (last in order) that costs `cost` bytes.
     pub fn hold(&self, p: Packet, cost: usize) {
-        let mut h = self.held.borrow_mut();
-        let h = h.get_or_insert_with(Box::default);
+        let mut r = self.rare.borrow_mut();
+        let h = &mut r.get_or_insert_with(Box::default).held;
         h.bytes += cost;
         h.packets.push_back(p);
     }
 
     /// The oldest held packet and its cost, to be handled now.
     pub fn unhold(&self, cost: impl Fn(&Packet) -> usize) -> Option<Packet> {
-        let mut slot = self.held.borrow_mut();
-        let h = slot.as_mut()?;
-        let p = h.packets.pop_front();
+        let mut slot = self.rare.borrow_mut();
+        let r = slot.as_mut()?;
+        let p = r.held.packets.pop_front();
         if let Some(p) = &p {
-            h.bytes = h.bytes.saturating_sub(cost(p));
+            r.held.bytes = r.held.bytes.saturating_sub(cost(p));
         }
-        if h.packets.is_empty() {
-            *slot = None;
+        if r.held.packets.is_empty() {
+            r.held = Held::default();
+            if r.is_empty() {
+                *slot = None;
+            }
         }
         p
     }
 
-    /// Forgets what is held (the connection is gone).
+    /// Forgets what is held and the aliases (the connection is gone).
     pub fn clear_held(&self) {
-        *self.held.borrow_mut() = None;
+        *self.rare.borrow_mut() = None;
+    }
+
+    /// The topic the client mapped to 5.0 topic `alias` (1 ..= the maximum), if any.
+    pub fn topic_alias(&self, alias: u16) -> Option<crate::protocol::TopicName> {
+        let r = self.rare.borrow();
+        r.as_ref()?
+            .aliases
+            .get(usize::from(alias).checked_sub(1)?)?
+            .clone()
+    }
+
+    /// The client maps topic `alias` (1 ..= the maximum, checked by the caller) to `topic`
+    /// from now on.
+    pub fn set_topic_alias(&self, alias: u16, topic: crate::protocol::TopicName) {
+        let Some(i) = usize::from(alias).checked_sub(1) else {
+            return;
+        };
+        let mut r = self.rare.borrow_mut();
+        let aliases = &mut r.get_or_insert_with(Box::default).aliases;
+        if aliases.len() <= i {
+            aliases.resize(i + 1, None);
+        }
+        if let Some(a) = aliases.get_mut(i) {
+            *a = Some(topic);
+        }
     }
 }
 
@@ -225,7 +273,7 @@ impl ConnShared {
             writing: Cell::new(0),
             queued: Cell::new(0),
             congested: Cell::new(false),
-            held: RefCell::new(None),
+            rare: RefCell::new(None),
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
         }

@@ -49,6 +49,8 @@ pub(crate) struct Negotiated {
     pub assigned_client_id: bool,
     /// The server keeps retained messages (`retain_available`).
     pub retain_available: bool,
+    /// 5.0: topic aliases the client may use towards the server (`max_topic_alias`).
+    pub topic_alias_max_in: u16,
     /// The session's limits for this client: 5.0's Receive Maximum lowers the in-flight
     /// window [MQTT-3.3.4-9].
     pub limits: SessionLimits,
@@ -100,6 +102,7 @@ impl Negotiated {
             told_session_expiry: (v5 && session_expiry != asked_expiry).then_some(session_expiry),
             assigned_client_id: v5 && assigned,
             retain_available: cfg.retain_available,
+            topic_alias_max_in: if v5 { limits.max_topic_alias } else { 0 },
             limits: session,
         }
     }
@@ -119,6 +122,9 @@ impl Negotiated {
             p.maximum_packet_size = Some(self.max_packet_in);
             if !self.retain_available {
                 p.retain_available = Some(false);
+            }
+            if self.topic_alias_max_in > 0 {
+                p.topic_alias_maximum = Some(self.topic_alias_max_in);
             }
             // Not yet supported: the client must not use them (5.0 §3.2.2.3.12, §3.2.2.3.13).
             p.subscription_identifier_available = Some(false);
@@ -335,6 +341,7 @@ mod tests {
         );
         assert_eq!(p.maximum_packet_size, Some(5000));
         assert_eq!(p.retain_available, Some(false));
+        assert_eq!(p.topic_alias_maximum, Some(10));
         assert_eq!(p.shared_subscription_available, Some(false));
         assert_eq!(p.subscription_identifier_available, Some(false));
         // 3.x: nothing but the four bytes.

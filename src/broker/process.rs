@@ -118,8 +118,17 @@ pub(crate) fn process_with(
                         return Err(CloseReason::ProtocolError);
                     }
                 };
-                if let Packet::Publish(p) = &packet {
+                let mut packet = packet;
+                if let Packet::Publish(p) = &mut packet {
                     shard.count(|m| m.publishes_received += 1);
+                    if opts.version.is_v5() {
+                        if let Err((code, why)) = publisher_properties(shard, conn, p) {
+                            shard.count(|m| m.protocol_errors += 1);
+                            tracing::info!(reason = %code, "{why}: connection closed");
+                            disconnect_v5(conn, opts.version, code);
+                            return Err(CloseReason::ProtocolError);
+                        }
+                    }
                     if p.topic.levels().count() > shard.cfg.limits.max_topic_levels {
                         tracing::info!(topic = %p.topic, "topic deeper than max_topic_levels: connection closed");
                         disconnect_v5(conn, opts.version, ReasonCode::TOPIC_NAME_INVALID);
@@ -192,7 +201,7 @@ pub(crate) fn process_with(
                 if let Some(r) = &response {
                     shard.respond(conn, r);
                 }
-                shard.route(m);
+                shard.route_from(m, slot);
             }
             Some(Action::Subscribe {
                 packet_id,
@@ -225,6 +234,44 @@ pub(crate) fn process_with(
             conn.wake.notify();
         }
     }
+}
+
+/// 5.0: the properties of a client's PUBLISH that are about the client's connection, not
+/// the message. A topic alias is resolved (an empty topic takes its alias's topic; a topic
+/// with an alias sets it) and removed, so neither an empty topic nor the alias is ever
+/// routed or forwarded; a Subscription Identifier is the server's to send
+/// [MQTT-3.3.4-6]. Checked in arrival order, before any hold, so an alias is set before
+/// a later PUBLISH uses it.
+fn publisher_properties(
+    shard: &Shard,
+    conn: &ConnShared,
+    p: &mut Publish,
+) -> Result<(), (ReasonCode, &'static str)> {
+    if !p.properties.subscription_identifiers.is_empty() {
+        return Err((
+            ReasonCode::PROTOCOL_ERROR,
+            "PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]",
+        ));
+    }
+    let Some(alias) = p.properties.topic_alias else {
+        return Ok(());
+    };
+    if alias == 0 || alias > shard.cfg.limits.max_topic_alias {
+        return Err((
+            ReasonCode::TOPIC_ALIAS_INVALID,
+            "topic alias 0 or above the Topic Alias Maximum [MQTT-3.3.2-8] [MQTT-3.3.2-9]",
+        ));
+    }
+    if p.topic.is_empty() {
+        p.topic = conn.topic_alias(alias).ok_or((
+            ReasonCode::PROTOCOL_ERROR,
+            "empty topic with a topic alias never set on this connection (5.0 §3.3.2.3.4)",
+        ))?;
+    } else {
+        conn.set_topic_alias(alias, p.topic.detached());
+    }
+    p.properties.get_mut().topic_alias = None;
+    Ok(())
 }
 
 /// 5.0: tells the client why the server closes (3.x simply closes).

@@ -25,6 +25,7 @@ use std::rc::Rc;
 use super::connection::ConnShared;
 use super::home_shard;
 use super::shard::Shard;
+use super::store::SessionId;
 use crate::protocol::*;
 use crate::session::*;
 
@@ -32,7 +33,13 @@ impl Shard {
     /// Routes a message published on this shard: retained store, local subscribers, and
     /// one mesh item per other interested shard.
     pub(crate) fn route(&self, msg: Message) {
-        self.route_with_ack(msg, None);
+        self.route_with_ack(msg, None, None);
+    }
+
+    /// Routes a message session `origin` of this shard published (its own subscriptions
+    /// with No Local do not get it back).
+    pub(crate) fn route_from(&self, msg: Message, origin: SessionId) {
+        self.route_with_ack(msg, None, Some(origin));
     }
 
     /// Whether a retained message to `topic` is stored on another shard (so its ack must
@@ -41,7 +48,10 @@ impl Shard {
         self.cfg.retain_available && home_shard(topic, self.shards) != self.id
     }
 
-    pub(crate) fn route_with_ack(&self, msg: Message, ack: Option<u64>) {
+    /// Routes `msg`; with `ack`, the owner shard of its retained topic answers
+    /// `RetainStored` with that token; `origin` is the publishing session, if on this
+    /// shard (see [`Shard::deliver_local`]).
+    pub(crate) fn route_with_ack(&self, msg: Message, ack: Option<u64>, origin: Option<SessionId>) {
         let retained = msg.retain && self.cfg.retain_available;
         let mask = self.state.borrow().interest.match_mask(&msg.topic);
         // Kept beyond this turn: in the retained store, by a QoS 1/2 delivery, or in a
@@ -61,7 +71,7 @@ impl Shard {
         }
         for shard in mask.iter() {
             if shard == self.id {
-                self.deliver_local(&msg);
+                self.deliver_local(&msg, origin);
             } else {
                 self.send_publish(shard, msg.clone());
             }
@@ -69,14 +79,19 @@ impl Shard {
     }
 
     /// Delivers to this shard's subscribers, once per session at the highest granted QoS
-    /// of its matching subscriptions.
-    pub(crate) fn deliver_local(&self, msg: &Message) {
+    /// of its matching subscriptions. `origin` is the session that published it, when it
+    /// lives here: a session's subscriptions live on its home shard, so only this shard
+    /// can owe it No Local, and its subscriptions with No Local do not match its own
+    /// messages [MQTT-3.8.3-3] (another of its subscriptions without it still does).
+    pub(crate) fn deliver_local(&self, msg: &Message, origin: Option<SessionId>) {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut matches = std::mem::take(&mut st.matches);
         matches.clear();
         st.subs.for_each_match(&msg.topic, |_, slot, opts| {
-            matches.push((slot, opts.qos, opts.retain_as_published));
+            if !(opts.no_local && origin == Some(slot)) {
+                matches.push((slot, opts.qos, opts.retain_as_published));
+            }
         });
         if matches.len() > 1 {
             // Overlapping subscriptions of one client: one delivery at the highest QoS.

@@ -315,7 +315,7 @@ impl Shard {
     /// Handles one message from another shard. Never awaits.
     pub(crate) fn on_mesh(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Publish(m) => self.deliver_local(&m),
+            ShardMsg::Publish(m) => self.deliver_local(&m, None),
             ShardMsg::Retain { msg, ack } => {
                 self.store_retained(msg);
                 if let Some((from, token)) = ack {

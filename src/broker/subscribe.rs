@@ -40,6 +40,8 @@ use crate::protocol::{
 pub(crate) struct PendingSub {
     pub(crate) conn: Rc<ConnShared>,
     pub(crate) session: SessionId,
+    /// The accepted filters whose retained messages follow the SUBACK, in the order of
+    /// the other shards' first batches.
     pub(crate) filters: Vec<(TopicFilter, SubscriptionOptions)>,
     pub(crate) waiting: usize,
     /// Other shards' first batches of those, by shard.
@@ -65,7 +67,8 @@ impl Shard {
     ) {
         let version = conn.version.get();
         let l = &self.cfg.limits;
-        let mut accepted: Vec<(TopicFilter, SubscriptionOptions)> = Vec::with_capacity(added.len());
+        let mut accepted: Vec<TopicFilter> = Vec::with_capacity(added.len());
+        let mut retained: Vec<(TopicFilter, SubscriptionOptions)> = Vec::new();
         let token = self.next_token();
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
@@ -77,6 +80,9 @@ impl Shard {
             // was.
             let refuse = if i >= l.max_filters_per_subscribe {
                 Some(ReasonCode::QUOTA_EXCEEDED)
+            } else if version.is_v5() && filter.shared().is_some() {
+                // CONNACK said Shared Subscription Available 0 (5.0 §3.2.2.3.13).
+                Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
             } else if filter.levels().count() > l.max_topic_levels {
                 Some(ReasonCode::TOPIC_FILTER_INVALID)
             } else if !exists && count >= l.max_subscriptions_per_client {
@@ -105,13 +111,22 @@ impl Shard {
                     st.interest.add(&filter, self.id);
                 }
             }
-            accepted.push((filter, opts));
+            // Retained messages follow the SUBACK unless the server keeps none, the
+            // client asked for none, or only for a new subscription and this one replaces
+            // an existing one [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+            let wants_retained = self.cfg.retain_available
+                && match opts.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !exists,
+                    RetainHandling::DoNotSend => false,
+                };
+            if wants_retained {
+                retained.push((filter.clone(), opts));
+            }
+            accepted.push(filter);
         }
-        let filters: Vec<TopicFilter> = accepted.iter().map(|(f, _)| f.clone()).collect();
-        let fetch: Vec<TopicFilter> = self
-            .retained_wanted(&accepted)
-            .map(|(f, _)| f.clone())
-            .collect();
+        let filters = accepted;
+        let fetch: Vec<TopicFilter> = retained.iter().map(|(f, _)| f.clone()).collect();
         let mut suback = BytesMut::new();
         let ack = Packet::SubAck(SubAck {
             packet_id,
@@ -126,7 +141,7 @@ impl Shard {
         let pending = PendingSub {
             conn: conn.clone(),
             session: id,
-            filters: accepted,
+            filters: retained,
             waiting: if filters.is_empty() {
                 0
             } else {
@@ -200,17 +215,6 @@ impl Shard {
         );
     }
 
-    /// The accepted filters whose retained messages follow the SUBACK.
-    fn retained_wanted<'a>(
-        &self,
-        filters: &'a [(TopicFilter, SubscriptionOptions)],
-    ) -> impl Iterator<Item = &'a (TopicFilter, SubscriptionOptions)> {
-        let on = self.cfg.retain_available;
-        filters
-            .iter()
-            .filter(move |(_, o)| on && o.retain_handling != RetainHandling::DoNotSend)
-    }
-
     /// Every shard routes the filters: SUBACK, then the retained messages.
     fn complete_subscribe(&self, st: &mut State, token: u64, p: PendingSub) {
         let conn = p.conn;
@@ -227,8 +231,9 @@ impl Shard {
         self.release_deferred(&conn, token);
         // [MQTT-3.8.4-3]: retained messages matching the filters follow the SUBACK,
         // streamed (see `retained_stream`).
-        let wanted = self
-            .retained_wanted(&p.filters)
+        let wanted = p
+            .filters
+            .iter()
             .map(|(f, o)| ((f.clone(), o.qos), p.gone.contains(f)))
             .collect();
         self.stream_retained(st, p.session, token, wanted, p.first, p.seen_live);

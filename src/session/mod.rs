@@ -148,6 +148,10 @@ pub enum SessionError {
     /// A PUBLISH with a QoS above what the server supports.
     #[error("PUBLISH QoS above the server maximum [MQTT-3.2.2-11]")]
     QoSNotSupported,
+    /// A SUBSCRIBE with a Subscription Identifier, which CONNACK said the server does
+    /// not support (5.0 §3.2.2.3.12).
+    #[error("SUBSCRIBE with a Subscription Identifier, not supported (5.0 §3.2.2.3.12)")]
+    SubscriptionIdentifiersNotSupported,
 }
 
 impl SessionError {
@@ -156,6 +160,9 @@ impl SessionError {
         match self {
             SessionError::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
             SessionError::QoSNotSupported => ReasonCode::QOS_NOT_SUPPORTED,
+            SessionError::SubscriptionIdentifiersNotSupported => {
+                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
+            }
             _ => ReasonCode::PROTOCOL_ERROR,
         }
     }
@@ -632,6 +639,9 @@ impl Session {
                 Ok(Handled::nothing())
             }
             Packet::Subscribe(s) => {
+                if !s.properties.subscription_identifiers.is_empty() {
+                    return Err(SessionError::SubscriptionIdentifiersNotSupported);
+                }
                 let mut added = Vec::with_capacity(s.subscriptions.len());
                 let mut codes = Vec::with_capacity(s.subscriptions.len());
                 // The shard applies limits first and records what it accepts with
