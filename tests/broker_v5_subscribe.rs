@@ -5,46 +5,10 @@
 
 mod common;
 
-use bytestring::ByteString;
 use common::*;
 use surgemq::protocol::*;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
-
-fn connect5(b: &Broker, id: &str) -> Raw {
-    let mut c = b.raw(V5);
-    let ack = c.connect_with(Connect {
-        version: V5,
-        clean_start: true,
-        keep_alive: 60,
-        client_id: ByteString::from(id),
-        will: None,
-        username: None,
-        password: None,
-        properties: Properties::new(),
-    });
-    assert_eq!(ack.reason, ReasonCode::SUCCESS);
-    c
-}
-
-/// SUBSCRIBE with full options; returns the SUBACK codes.
-fn subscribe_with(c: &mut Raw, id: u16, subs: &[(&str, SubscriptionOptions)]) -> Vec<ReasonCode> {
-    c.send(&Packet::Subscribe(Subscribe {
-        packet_id: pid(id),
-        subscriptions: subs
-            .iter()
-            .map(|(f, o)| Subscription {
-                filter: TopicFilter::new(*f).unwrap(),
-                options: *o,
-            })
-            .collect(),
-        properties: Properties::new(),
-    }));
-    match c.recv() {
-        Packet::SubAck(a) => a.codes,
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
-}
 
 fn opts(qos: QoS, f: impl FnOnce(&mut SubscriptionOptions)) -> SubscriptionOptions {
     let mut o = SubscriptionOptions::new(qos);
@@ -56,18 +20,15 @@ fn opts(qos: QoS, f: impl FnOnce(&mut SubscriptionOptions)) -> SubscriptionOptio
 fn no_local_keeps_a_clients_own_messages_from_it() {
     let b = Broker::start(2);
     for shard in 0..2 {
-        let mut a = connect5(&b, &b.id_on(shard, "nl-a"));
-        let mut same = connect5(&b, &b.id_on(shard, "nl-same"));
-        let mut other = connect5(&b, &b.id_on(1 - shard, "nl-other"));
+        let mut a = b.client(V5, &b.id_on(shard, "nl-a"), true);
+        let mut same = b.client(V5, &b.id_on(shard, "nl-same"), true);
+        let mut other = b.client(V5, &b.id_on(1 - shard, "nl-other"), true);
         let t = format!("nl{shard}/x");
         let f = format!("nl{shard}/#");
         let no_local = opts(QoS::AtLeastOnce, |o| o.no_local = true);
-        assert_eq!(
-            subscribe_with(&mut a, 1, &[(&f, no_local)]),
-            [ReasonCode(1)]
-        );
+        assert_eq!(a.subscribe_with(1, &[(&f, no_local)]), [ReasonCode(1)]);
         for c in [&mut same, &mut other] {
-            assert_eq!(subscribe_with(c, 1, &[(&f, no_local)]), [ReasonCode(1)]);
+            assert_eq!(c.subscribe_with(1, &[(&f, no_local)]), [ReasonCode(1)]);
         }
         a.publish_acked(&t, b"mine", QoS::AtLeastOnce, false, 1);
         for c in [&mut same, &mut other] {
@@ -78,11 +39,7 @@ fn no_local_keeps_a_clients_own_messages_from_it() {
         // it, once [MQTT-3.8.3-3].
         let plain = format!("nl{shard}/+");
         assert_eq!(
-            subscribe_with(
-                &mut a,
-                2,
-                &[(&plain, SubscriptionOptions::new(QoS::AtLeastOnce))]
-            ),
+            a.subscribe_with(2, &[(&plain, SubscriptionOptions::new(QoS::AtLeastOnce))]),
             [ReasonCode(1)]
         );
         a.publish_acked(&t, b"again", QoS::AtLeastOnce, false, 2);
@@ -102,16 +59,12 @@ fn retain_as_published_keeps_the_retain_flag_of_live_messages() {
     let b = Broker::start(2);
     for shard in 0..2 {
         let f = format!("rap{shard}/#");
-        let mut keep = connect5(&b, &b.id_on(shard, "rap-keep"));
-        let mut clear = connect5(&b, &b.id_on(1 - shard, "rap-clear"));
+        let mut keep = b.client(V5, &b.id_on(shard, "rap-keep"), true);
+        let mut clear = b.client(V5, &b.id_on(1 - shard, "rap-clear"), true);
         let rap = opts(QoS::AtMostOnce, |o| o.retain_as_published = true);
-        subscribe_with(&mut keep, 1, &[(&f, rap)]);
-        subscribe_with(
-            &mut clear,
-            1,
-            &[(&f, SubscriptionOptions::new(QoS::AtMostOnce))],
-        );
-        let mut p = connect5(&b, &b.id_on(shard, "rap-pub"));
+        keep.subscribe_with(1, &[(&f, rap)]);
+        clear.subscribe_with(1, &[(&f, SubscriptionOptions::new(QoS::AtMostOnce))]);
+        let mut p = b.client(V5, &b.id_on(shard, "rap-pub"), true);
         p.publish_acked(&format!("rap{shard}/t"), b"r", QoS::AtLeastOnce, true, 1);
         assert!(keep.recv_publish().retain, "[MQTT-3.3.1-13]");
         assert!(!clear.recv_publish().retain, "[MQTT-3.3.1-12]");
@@ -123,29 +76,24 @@ fn retain_handling_decides_whether_retained_messages_follow_the_suback() {
     let b = Broker::start(2);
     for shard in 0..2 {
         let t = format!("rh{shard}/t");
-        let mut p = connect5(&b, &b.id_on(1 - shard, "rh-pub"));
+        let mut p = b.client(V5, &b.id_on(1 - shard, "rh-pub"), true);
         p.publish_acked(&t, b"kept", QoS::AtLeastOnce, true, 1);
-        let mut c = connect5(&b, &b.id_on(shard, "rh-sub"));
+        let mut c = b.client(V5, &b.id_on(shard, "rh-sub"), true);
         let with = |rh| opts(QoS::AtMostOnce, |o| o.retain_handling = rh);
         let f = format!("rh{shard}/#");
         // 0: at every SUBSCRIBE [MQTT-3.3.1-9].
-        subscribe_with(&mut c, 1, &[(&f, with(RetainHandling::SendAtSubscribe))]);
+        c.subscribe_with(1, &[(&f, with(RetainHandling::SendAtSubscribe))]);
         assert_eq!(&c.recv_publish().payload[..], b"kept");
-        subscribe_with(&mut c, 2, &[(&f, with(RetainHandling::SendAtSubscribe))]);
+        c.subscribe_with(2, &[(&f, with(RetainHandling::SendAtSubscribe))]);
         assert_eq!(&c.recv_publish().payload[..], b"kept");
         // 1: only for a subscription that did not exist [MQTT-3.3.1-10].
-        subscribe_with(&mut c, 3, &[(&f, with(RetainHandling::SendIfNew))]);
+        c.subscribe_with(3, &[(&f, with(RetainHandling::SendIfNew))]);
         c.expect_nothing();
-        subscribe_with(&mut c, 4, &[(&t, with(RetainHandling::SendIfNew))]);
+        c.subscribe_with(4, &[(&t, with(RetainHandling::SendIfNew))]);
         assert_eq!(&c.recv_publish().payload[..], b"kept");
         // 2: never [MQTT-3.3.1-11].
-        subscribe_with(
-            &mut c,
-            5,
-            &[("rh-other/#", with(RetainHandling::DoNotSend))],
-        );
-        subscribe_with(
-            &mut c,
+        c.subscribe_with(5, &[("rh-other/#", with(RetainHandling::DoNotSend))]);
+        c.subscribe_with(
             6,
             &[(&format!("rh{shard}/+"), with(RetainHandling::DoNotSend))],
         );
@@ -157,9 +105,8 @@ fn retain_handling_decides_whether_retained_messages_follow_the_suback() {
 fn unsupported_shared_subscriptions_and_identifiers_are_refused_as_connack_said() {
     let b = Broker::start(2);
     for shard in 0..2 {
-        let mut c = connect5(&b, &b.id_on(shard, "unsup"));
-        let codes = subscribe_with(
-            &mut c,
+        let mut c = b.client(V5, &b.id_on(shard, "unsup"), true);
+        let codes = c.subscribe_with(
             1,
             &[
                 (

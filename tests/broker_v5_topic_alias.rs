@@ -6,7 +6,6 @@
 
 mod common;
 
-use bytestring::ByteString;
 use common::*;
 use surgemq::protocol::*;
 
@@ -32,16 +31,7 @@ fn aliased(topic: &str, alias: u16, payload: &[u8]) -> Packet {
 
 fn connect5(b: &Broker, id: &str) -> (Raw, ConnAck) {
     let mut c = b.raw(V5);
-    let ack = c.connect_with(Connect {
-        version: V5,
-        clean_start: true,
-        keep_alive: 60,
-        client_id: ByteString::from(id),
-        will: None,
-        username: None,
-        password: None,
-        properties: Properties::new(),
-    });
+    let ack = c.connect(id, true, 60, None);
     (c, ack)
 }
 

@@ -262,13 +262,26 @@ impl Raw {
 
     /// SUBSCRIBE and wait for SUBACK; returns the codes.
     pub fn subscribe(&mut self, id: u16, filters: &[(&str, QoS)]) -> Vec<ReasonCode> {
+        let with: Vec<_> = filters
+            .iter()
+            .map(|(f, q)| (*f, SubscriptionOptions::new(*q)))
+            .collect();
+        self.subscribe_with(id, &with)
+    }
+
+    /// SUBSCRIBE with every option chosen, and wait for SUBACK; returns the codes.
+    pub fn subscribe_with(
+        &mut self,
+        id: u16,
+        filters: &[(&str, SubscriptionOptions)],
+    ) -> Vec<ReasonCode> {
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: pid(id),
             subscriptions: filters
                 .iter()
-                .map(|(f, q)| Subscription {
+                .map(|(f, o)| Subscription {
                     filter: TopicFilter::new(*f).unwrap(),
-                    options: SubscriptionOptions::new(*q),
+                    options: *o,
                 })
                 .collect(),
             properties: Properties::new(),
