@@ -52,7 +52,7 @@ impl Shard {
             ack.encode(conn.version.get(), &mut bytes);
         }
         self.defer(conn, token, bytes);
-        self.route_with_ack(msg, Some(token), conn.session.get());
+        self.route_with_ack(msg, Some(token), conn.session.get(), |_| ());
     }
 
     /// Writes an answer behind whatever the gate holds back for `conn`.

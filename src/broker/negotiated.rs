@@ -52,7 +52,8 @@ pub(crate) struct Negotiated {
     /// 5.0: topic aliases the client may use towards the server (`max_topic_alias`).
     pub topic_alias_max_in: u16,
     /// The session's limits for this client: 5.0's Receive Maximum lowers the in-flight
-    /// window [MQTT-3.3.4-9].
+    /// window [MQTT-3.3.4-9], its Maximum Packet Size bounds what is sent to it
+    /// (5.0 §3.1.2.11.4).
     pub limits: SessionLimits,
 }
 
@@ -83,6 +84,9 @@ impl Negotiated {
         let mut session = session;
         if let Some(rm) = connect.properties.receive_maximum {
             session.max_inflight = session.max_inflight.min(rm.max(1));
+        }
+        if let Some(max) = connect.properties.maximum_packet_size {
+            session.max_packet_out = max;
         }
         let v5 = connect.version.is_v5();
         let asked_expiry = match (v5, connect.clean_start) {
@@ -205,6 +209,7 @@ mod tests {
         max_inflight_incoming: u16::MAX,
         max_queued_messages: 1000,
         max_queued_bytes: 1 << 20,
+        max_packet_out: u32::MAX,
     };
 
     #[test]

@@ -15,7 +15,7 @@ use super::connection::{CloseReason, ConnShared};
 use super::shard::Shard;
 use super::store::SessionId;
 use crate::protocol::*;
-use crate::session::{Action, Handled};
+use crate::session::{Action, Handled, Response};
 
 /// Decodes and handles every complete packet in `buf`.
 /// The connection's output or queue is above its watermark (or it was marked slow): it
@@ -198,10 +198,17 @@ pub(crate) fn process_with(
         match action {
             Some(Action::Route(m)) if defer_ack => shard.route_deferring_ack(m, conn, response),
             Some(Action::Route(m)) => {
-                if let Some(r) = &response {
-                    shard.respond(conn, r);
-                }
-                shard.route_from(m, slot);
+                // The ack goes out before any delivery; a 5.0 one says whether anyone
+                // subscribed (0x10), known once the topic is matched.
+                let v5 = opts.version.is_v5();
+                shard.route_from(m, slot, |matched| {
+                    if let Some(mut r) = response {
+                        if v5 && !matched {
+                            r.no_matching_subscribers();
+                        }
+                        shard.respond(conn, &r);
+                    }
+                });
             }
             Some(Action::Subscribe {
                 packet_id,
@@ -225,6 +232,11 @@ pub(crate) fn process_with(
             }
             None => {
                 if let Some(r) = &response {
+                    if matches!(r, Response::PubAck(_, c) | Response::PubRec(_, c) if *c == ReasonCode::PAYLOAD_FORMAT_INVALID)
+                    {
+                        shard.count(|m| m.payload_format_invalid += 1);
+                        tracing::debug!("PUBLISH payload is not the UTF-8 its format indicator says: not routed (0x99)");
+                    }
                     shard.respond(conn, r);
                 }
             }

@@ -435,6 +435,9 @@ impl Shard {
                 DeliverOutcome::Dropped(DropReason::QueueFull) => {
                     self.count(|m| m.retained_delivery_dropped += 1)
                 }
+                DeliverOutcome::Dropped(DropReason::TooLarge) => {
+                    self.count(|m| m.dropped_too_large += 1)
+                }
                 DeliverOutcome::Dropped(DropReason::Offline) => {}
             }
         }

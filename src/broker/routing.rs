@@ -33,13 +33,16 @@ impl Shard {
     /// Routes a message published on this shard: retained store, local subscribers, and
     /// one mesh item per other interested shard.
     pub(crate) fn route(&self, msg: Message) {
-        self.route_with_ack(msg, None, None);
+        self.route_with_ack(msg, None, None, |_| ());
     }
 
     /// Routes a message session `origin` of this shard published (its own subscriptions
-    /// with No Local do not get it back).
-    pub(crate) fn route_from(&self, msg: Message, origin: SessionId) {
-        self.route_with_ack(msg, None, Some(origin));
+    /// with No Local do not get it back). `before` runs once it is known whether any shard
+    /// has a subscriber for it, before anything is delivered (so the publisher's ack,
+    /// which may say "no matching subscribers", still goes out before a delivery of its
+    /// own message to itself).
+    pub(crate) fn route_from(&self, msg: Message, origin: SessionId, before: impl FnOnce(bool)) {
+        self.route_with_ack(msg, None, Some(origin), before)
     }
 
     /// Whether a retained message to `topic` is stored on another shard (so its ack must
@@ -50,8 +53,16 @@ impl Shard {
 
     /// Routes `msg`; with `ack`, the owner shard of its retained topic answers
     /// `RetainStored` with that token; `origin` is the publishing session, if on this
-    /// shard (see [`Shard::deliver_local`]).
-    pub(crate) fn route_with_ack(&self, msg: Message, ack: Option<u64>, origin: Option<SessionId>) {
+    /// shard (see [`Shard::deliver_local`]). `before` is told whether any shard has a
+    /// subscriber for it (the interest replica knows every shard's filters), before
+    /// delivery.
+    pub(crate) fn route_with_ack(
+        &self,
+        msg: Message,
+        ack: Option<u64>,
+        origin: Option<SessionId>,
+        before: impl FnOnce(bool),
+    ) {
         let retained = msg.retain && self.cfg.retain_available;
         let mask = self.state.borrow().interest.match_mask(&msg.topic);
         // Kept beyond this turn: in the retained store, by a QoS 1/2 delivery, or in a
@@ -61,6 +72,7 @@ impl Shard {
             || mask.iter().any(|s| s != self.id)
             || (msg.qos != QoS::AtMostOnce && !mask.is_empty());
         let msg = if kept { msg.detached() } else { msg };
+        before(!mask.is_empty());
         if retained {
             let owner = home_shard(&msg.topic, self.shards);
             if owner == self.id {
@@ -139,6 +151,9 @@ impl Shard {
                 }
                 DeliverOutcome::Dropped(DropReason::Offline) => {
                     self.count(|m| m.dropped_offline_qos0 += 1)
+                }
+                DeliverOutcome::Dropped(DropReason::TooLarge) => {
+                    self.count(|m| m.dropped_too_large += 1)
                 }
             }
         }

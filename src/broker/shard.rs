@@ -55,6 +55,8 @@ pub struct ShardSummary {
     pub dropped_queue_full: u64,
     /// QoS 0 deliveries dropped for offline sessions.
     pub dropped_offline_qos0: u64,
+    /// Deliveries discarded because they exceed the subscriber's 5.0 Maximum Packet Size.
+    pub dropped_too_large: u64,
     /// Retained messages not stored (limits).
     pub retained_dropped: u64,
     /// Retained messages for a new subscription dropped at a full session queue.
@@ -63,6 +65,9 @@ pub struct ShardSummary {
     pub sessions_refused_limit: u64,
     /// Offline sessions removed at the end of their expiry interval.
     pub sessions_expired: u64,
+    /// 5.0 QoS 1/2 PUBLISHes refused with 0x99: Payload Format Indicator 1 and a payload
+    /// that is not UTF-8 (QoS 0 ones close the connection: `protocol_errors`).
+    pub payload_format_invalid: u64,
     /// Mesh messages dropped because their destination shard had stopped.
     pub mesh_undeliverable: u64,
     /// Connection tasks that panicked (a bug), cleaned up and closed.
@@ -84,10 +89,12 @@ impl ShardSummary {
         self.dropped_qos0_write_buffer += o.dropped_qos0_write_buffer;
         self.dropped_queue_full += o.dropped_queue_full;
         self.dropped_offline_qos0 += o.dropped_offline_qos0;
+        self.dropped_too_large += o.dropped_too_large;
         self.retained_dropped += o.retained_dropped;
         self.retained_delivery_dropped += o.retained_delivery_dropped;
         self.sessions_refused_limit += o.sessions_refused_limit;
         self.sessions_expired += o.sessions_expired;
+        self.payload_format_invalid += o.payload_format_invalid;
         self.mesh_undeliverable += o.mesh_undeliverable;
         self.connection_panics += o.connection_panics;
     }
@@ -219,6 +226,7 @@ impl Shard {
                 max_inflight_incoming: u16::MAX,
                 max_queued_messages: l.max_queued_messages,
                 max_queued_bytes: l.max_queued_bytes,
+                max_packet_out: u32::MAX,
             },
             cfg,
             mesh,

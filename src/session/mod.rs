@@ -118,6 +118,9 @@ pub struct SessionLimits {
     pub max_queued_messages: usize,
     /// Bytes (topic + payload) waiting behind the window.
     pub max_queued_bytes: usize,
+    /// Largest packet the client accepts (5.0 Maximum Packet Size; `u32::MAX`: no limit
+    /// beyond the protocol's). A message whose PUBLISH would be larger is not sent to it.
+    pub max_packet_out: u32,
 }
 
 impl Default for SessionLimits {
@@ -127,6 +130,7 @@ impl Default for SessionLimits {
             max_inflight_incoming: 65_535,
             max_queued_messages: 1000,
             max_queued_bytes: 16 << 20,
+            max_packet_out: u32::MAX,
         }
     }
 }
@@ -148,6 +152,9 @@ pub enum SessionError {
     /// A PUBLISH with a QoS above what the server supports.
     #[error("PUBLISH QoS above the server maximum [MQTT-3.2.2-11]")]
     QoSNotSupported,
+    /// A QoS 0 PUBLISH whose payload is not the UTF-8 its Payload Format Indicator says.
+    #[error("QoS 0 PUBLISH with Payload Format Indicator 1 and a payload that is not UTF-8")]
+    PayloadFormatInvalid,
     /// A SUBSCRIBE with a Subscription Identifier, which CONNACK said the server does
     /// not support (5.0 §3.2.2.3.12).
     #[error("SUBSCRIBE with a Subscription Identifier, not supported (5.0 §3.2.2.3.12)")]
@@ -160,6 +167,7 @@ impl SessionError {
         match self {
             SessionError::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
             SessionError::QoSNotSupported => ReasonCode::QOS_NOT_SUPPORTED,
+            SessionError::PayloadFormatInvalid => ReasonCode::PAYLOAD_FORMAT_INVALID,
             SessionError::SubscriptionIdentifiersNotSupported => {
                 ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
             }
@@ -172,10 +180,10 @@ impl SessionError {
 /// so that answers keep the order of the packets [MQTT-4.6.0-2] [MQTT-4.6.0-3].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// PUBACK for a QoS 1 PUBLISH.
-    PubAck(PacketId),
+    /// PUBACK for a QoS 1 PUBLISH (5.0: with its reason code; 3.x has none).
+    PubAck(PacketId, ReasonCode),
     /// PUBREC for a QoS 2 PUBLISH (also for a resend of one already forwarded).
-    PubRec(PacketId),
+    PubRec(PacketId, ReasonCode),
     /// PUBCOMP for a PUBREL (5.0: with Packet Identifier Not Found for an unknown id).
     PubComp(PacketId, ReasonCode),
     /// UNSUBACK.
@@ -185,23 +193,22 @@ pub enum Response {
 }
 
 impl Response {
+    /// 5.0: the PUBLISH this acknowledges matched no subscription (0x10, a success code:
+    /// the flow goes on as usual) (5.0 §3.4.2.1).
+    pub fn no_matching_subscribers(&mut self) {
+        if let Response::PubAck(_, r) | Response::PubRec(_, r) = self {
+            if *r == ReasonCode::SUCCESS {
+                *r = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+            }
+        }
+    }
+
     /// Appends the packet to `out`.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
         match self {
-            Response::PubAck(id) => write_ack(version, 0x40, *id, out),
-            Response::PubRec(id) => write_ack(version, 0x50, *id, out),
-            Response::PubComp(id, reason) if reason.is_success() || !version.is_v5() => {
-                write_ack(version, 0x70, *id, out)
-            }
-            Response::PubComp(id, reason) => encode(
-                &Packet::PubComp(Ack {
-                    packet_id: *id,
-                    reason: *reason,
-                    properties: Properties::new(),
-                }),
-                version,
-                out,
-            ),
+            Response::PubAck(id, reason) => write_ack_with(version, 0x40, *id, *reason, out),
+            Response::PubRec(id, reason) => write_ack_with(version, 0x50, *id, *reason, out),
+            Response::PubComp(id, reason) => write_ack_with(version, 0x70, *id, *reason, out),
             Response::UnsubAck(u) => encode(&Packet::UnsubAck(u.clone()), version, out),
             Response::PingResp => out.put_slice(&[0xD0, 0x00]),
         }
@@ -277,6 +284,9 @@ pub enum DropReason {
     QueueFull,
     /// QoS 0 for a session with no connection.
     Offline,
+    /// The PUBLISH would exceed the client's Maximum Packet Size: discarded as if it had
+    /// been sent (5.0 §3.1.2.11.4).
+    TooLarge,
 }
 
 /// State of one outgoing QoS 1/2 flow.
@@ -326,6 +336,8 @@ pub struct SessionStats {
     pub unknown_acks: u64,
     /// Incoming QoS 2 duplicates not forwarded again.
     pub qos2_duplicates: u64,
+    /// Deliveries larger than the client's Maximum Packet Size, discarded.
+    pub dropped_too_large: u64,
 }
 
 /// One client's session.
@@ -513,6 +525,10 @@ impl Session {
         retain: bool,
         out: Option<&mut BytesMut>,
     ) -> DeliverOutcome {
+        if self.limits.max_packet_out != u32::MAX && self.too_large(message, qos) {
+            self.stats.dropped_too_large += 1;
+            return DeliverOutcome::Dropped(DropReason::TooLarge);
+        }
         let out = match out {
             Some(out) if self.connected => out,
             _ => {
@@ -533,6 +549,19 @@ impl Session {
         }
         self.send_new(message.clone(), qos, retain, out);
         DeliverOutcome::Written
+    }
+
+    /// Whether the PUBLISH of `message` at `qos` would exceed the client's Maximum Packet
+    /// Size (with the properties it is sent with).
+    fn too_large(&self, message: &Message, qos: QoS) -> bool {
+        crate::protocol::publish_len(
+            self.version,
+            &message.topic,
+            qos != QoS::AtMostOnce,
+            &message.properties,
+            message.payload.len(),
+        )
+        .map_or(true, |n| n > self.limits.max_packet_out as usize)
     }
 
     fn enqueue(&mut self, message: &Message, qos: QoS, retain: bool) -> DeliverOutcome {
@@ -693,21 +722,38 @@ impl Session {
     }
 
     fn on_publish(&mut self, p: Publish) -> Result<Handled, SessionError> {
+        let ok = ReasonCode::SUCCESS;
         match (p.qos, p.packet_id) {
-            (QoS::AtMostOnce, _) | (_, None) => Ok(Handled {
-                action: Some(Action::Route(Message::from_publish(p))),
-                response: None,
-            }),
-            (QoS::AtLeastOnce, Some(id)) => Ok(Handled {
-                action: Some(Action::Route(Message::from_publish(p))),
-                response: Some(Response::PubAck(id)),
-            }),
+            (QoS::AtMostOnce, _) | (_, None) => {
+                if self.payload_format_invalid(&p) {
+                    return Err(SessionError::PayloadFormatInvalid);
+                }
+                Ok(Handled {
+                    action: Some(Action::Route(Message::from_publish(p))),
+                    response: None,
+                })
+            }
+            (QoS::AtLeastOnce, Some(id)) => {
+                if self.payload_format_invalid(&p) {
+                    let bad = ReasonCode::PAYLOAD_FORMAT_INVALID;
+                    return Ok(Handled::respond(Response::PubAck(id, bad)));
+                }
+                Ok(Handled {
+                    action: Some(Action::Route(Message::from_publish(p))),
+                    response: Some(Response::PubAck(id, ok)),
+                })
+            }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Exactly once: an id still awaiting PUBREL is a resend of a message already
                 // forwarded; acknowledge it again and do not forward it twice [MQTT-4.3.3-2].
                 if self.incoming_qos2.contains(&id.get()) {
                     self.stats.qos2_duplicates += 1;
-                    return Ok(Handled::respond(Response::PubRec(id)));
+                    return Ok(Handled::respond(Response::PubRec(id, ok)));
+                }
+                if self.payload_format_invalid(&p) {
+                    // A PUBREC with an error code ends the flow: no id is kept.
+                    let bad = ReasonCode::PAYLOAD_FORMAT_INVALID;
+                    return Ok(Handled::respond(Response::PubRec(id, bad)));
                 }
                 if self.incoming_qos2.len() >= usize::from(self.limits.max_inflight_incoming) {
                     return Err(SessionError::ReceiveMaximumExceeded);
@@ -715,10 +761,20 @@ impl Session {
                 self.incoming_qos2.insert(id.get());
                 Ok(Handled {
                     action: Some(Action::Route(Message::from_publish(p))),
-                    response: Some(Response::PubRec(id)),
+                    response: Some(Response::PubRec(id, ok)),
                 })
             }
         }
+    }
+
+    /// 5.0: a PUBLISH that says its payload is UTF-8 (Payload Format Indicator 1) and is
+    /// not. The server validates it, as 5.0 §3.3.2.3.2 allows, so that no subscriber is
+    /// sent text that is not text: QoS 1/2 get PUBACK / PUBREC 0x99 and the message is
+    /// not routed; QoS 0, which has no ack, DISCONNECT 0x99.
+    fn payload_format_invalid(&self, p: &Publish) -> bool {
+        self.version.is_v5()
+            && p.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&p.payload).is_err()
     }
 
     fn on_pubrel(&mut self, a: Ack) -> Response {
@@ -843,6 +899,32 @@ fn encode(p: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
     if let Err(e) = p.encode(version, out) {
         tracing::error!(error = %e, "failed to encode a session packet");
     }
+}
+
+/// A PUBACK, PUBREC or PUBCOMP with `reason`: the four bytes of [`write_ack`] when the
+/// reason is Success or the client speaks 3.x (which has no reason codes), else a 5.0 ack
+/// with its reason code.
+fn write_ack_with(
+    version: ProtocolVersion,
+    first: u8,
+    id: PacketId,
+    reason: ReasonCode,
+    out: &mut BytesMut,
+) {
+    if reason == ReasonCode::SUCCESS || !version.is_v5() {
+        return write_ack(version, first, id, out);
+    }
+    let ack = Ack {
+        packet_id: id,
+        reason,
+        properties: Properties::new(),
+    };
+    let p = match first {
+        0x40 => Packet::PubAck(ack),
+        0x50 => Packet::PubRec(ack),
+        _ => Packet::PubComp(ack),
+    };
+    encode(&p, version, out);
 }
 
 /// Writes a 3.x-shaped ack (PUBACK 0x40, PUBREC 0x50, PUBREL 0x62, PUBCOMP 0x70): on 5.0 a

@@ -46,6 +46,7 @@ fn session(max_inflight: u16) -> Session {
             max_inflight_incoming: 4,
             max_queued_messages: 3,
             max_queued_bytes: 1 << 20,
+            max_packet_out: u32::MAX,
         },
     )
 }
@@ -272,6 +273,7 @@ fn queue_byte_limit_drops() {
             max_queued_messages: 100,
             // Room for a little more than one message of 7 bytes (topic + payload).
             max_queued_bytes: QUEUE_ENTRY_OVERHEAD + 10,
+            max_packet_out: u32::MAX,
         },
     );
     let mut out = BytesMut::new();
