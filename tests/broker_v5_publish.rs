@@ -213,3 +213,98 @@ fn properties_reach_5_0_subscribers_in_order_and_3_1_1_subscribers_get_the_messa
         assert_eq!(&s3.recv_publish().payload[..], b"from 3.1.1");
     }
 }
+
+fn expiring(seconds: u32) -> Properties {
+    let mut p = Properties::new();
+    p.get_mut().message_expiry_interval = Some(seconds);
+    p
+}
+
+#[test]
+fn message_expiry_is_counted_down_and_expired_messages_are_not_delivered() {
+    let b = Broker::start(2);
+    for shard in 0..2 {
+        let t = format!("exp{shard}/t");
+        // A persistent 5.0 subscriber that goes offline, on the other shard.
+        let sub_id = b.id_on(1 - shard, "exp-sub");
+        let mut s = b.raw(V5);
+        let mut props = Properties::new();
+        props.get_mut().session_expiry_interval = Some(600);
+        s.connect_with(Connect {
+            version: V5,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: ByteString::from(sub_id.as_str()),
+            will: None,
+            username: None,
+            password: None,
+            properties: props.clone(),
+        });
+        s.subscribe(1, &[(&t, QoS::AtLeastOnce)]);
+        let mut live3 = b.client(V311, &b.id_on(shard, "exp-live3"), true);
+        live3.subscribe(1, &[(&t, QoS::AtLeastOnce)]);
+        let mut p = b.client(V5, &b.id_on(shard, "exp-pub"), true);
+        // Live: the interval arrives counted down from what was published [MQTT-3.3.2-6].
+        p.send(&publish(
+            &t,
+            b"live",
+            QoS::AtLeastOnce,
+            Some(1),
+            expiring(30),
+        ));
+        assert!(matches!(p.recv(), Packet::PubAck(_)));
+        let m = s.recv_publish();
+        let left = m.properties.message_expiry_interval.expect("an expiry");
+        assert!((28..=30).contains(&left), "{left}");
+        let m = live3.recv_publish();
+        assert_eq!(&m.payload[..], b"live");
+        // Offline: one message that expires while it waits, one that does not, and a
+        // retained one that expires in the store.
+        s.disconnect_and_wait();
+        p.send(&publish(
+            &t,
+            b"short",
+            QoS::AtLeastOnce,
+            Some(2),
+            expiring(1),
+        ));
+        assert!(matches!(p.recv(), Packet::PubAck(_)));
+        p.publish_acked(&t, b"lasting", QoS::AtLeastOnce, false, 3);
+        let r = format!("exp{shard}/retained");
+        p.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: TopicName::new(r.as_str()).unwrap(),
+            packet_id: Some(pid(4)),
+            properties: expiring(1),
+            payload: Bytes::from_static(b"stale soon"),
+        }));
+        assert!(matches!(p.recv(), Packet::PubAck(_)));
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let mut s = b.raw(V5);
+        let ack = s.connect_with(Connect {
+            version: V5,
+            clean_start: false,
+            keep_alive: 60,
+            client_id: ByteString::from(sub_id.as_str()),
+            will: None,
+            username: None,
+            password: None,
+            properties: props,
+        });
+        assert!(ack.session_present);
+        let m = s.recv_publish();
+        assert_eq!(
+            &m.payload[..],
+            b"lasting",
+            "the expired one is gone [MQTT-3.3.2-5]"
+        );
+        assert_eq!(m.properties.message_expiry_interval, None);
+        s.expect_nothing();
+        // The retained message has expired in the store too.
+        let mut late = b.client(V5, &b.id_on(shard, "exp-late"), true);
+        late.subscribe(1, &[(&r, QoS::AtLeastOnce)]);
+        late.expect_nothing();
+    }
+}

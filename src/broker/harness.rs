@@ -289,6 +289,7 @@ impl Harness {
             qos,
             retain: true,
             properties: Properties::new(),
+            expires: None,
         });
     }
 

@@ -132,6 +132,8 @@ impl Shard {
                 session.set_expiry(terms.session_expiry);
                 session.set_limits(terms.limits);
                 session.resume(version, &mut conn.out.borrow_mut());
+                let expired = session.take_expired_drops();
+                self.count(|m| m.dropped_expired += u64::from(expired));
             }
         }
         // A stream of retained messages the session had not finished goes on.
@@ -234,6 +236,7 @@ impl Shard {
                 payload: w.payload,
                 qos: w.qos,
                 retain: w.retain,
+                expires: Message::expiry_of(&properties),
                 properties,
             });
         }

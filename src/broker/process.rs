@@ -178,6 +178,10 @@ pub(crate) fn process_with(
             // straight to the connection; the answer goes through the gate below.
             let h = session.handle(packet, &mut conn.out.borrow_mut());
             conn.queued.set(session.queued_len());
+            let expired = session.take_expired_drops();
+            if expired > 0 {
+                shard.count(|m| m.dropped_expired += u64::from(expired));
+            }
             // An ack may let a paused stream of retained messages go on.
             if frees_window && !st.streams.is_empty() && st.streams.contains_key(&slot) {
                 shard.pump_retained(&mut st, slot);

@@ -8,6 +8,7 @@
 //! store and delivers.
 
 use super::shard::Shard;
+use crate::index::{Matches, RetainedTrie};
 use crate::session::*;
 
 impl Shard {
@@ -34,5 +35,32 @@ impl Shard {
         let mut msg = msg;
         msg.retain = true;
         st.retained.insert(&topic, msg);
+    }
+
+    /// The store's next matches of `filter` after `after` (see
+    /// [`RetainedTrie::matching`]), without messages whose 5.0 Message Expiry Interval has
+    /// run out: those are removed from the store as they are met, and counted
+    /// [MQTT-3.3.2-5]. (A store with no expiring message never checks the time.)
+    pub(crate) fn retained_matching(
+        &self,
+        store: &mut RetainedTrie<Message>,
+        filter: &str,
+        after: Option<&str>,
+        max: usize,
+        budget: usize,
+    ) -> Matches<Message> {
+        let mut m = store.matching(filter, after, max, budget);
+        if m.values.iter().any(|v| v.expires.is_some()) {
+            let now = std::time::Instant::now();
+            m.values.retain(|v| {
+                if !v.expired(now) {
+                    return true;
+                }
+                store.remove(&v.topic);
+                self.count(|c| c.dropped_expired += 1);
+                false
+            });
+        }
+        m
     }
 }

@@ -160,14 +160,15 @@ pub(crate) fn fetch_max(filters: usize) -> usize {
 
 /// The first batch of every filter, from `retained` (this shard's store).
 pub(crate) fn first_batch(
-    retained: &crate::index::RetainedTrie<Message>,
+    shard: &Shard,
+    retained: &mut crate::index::RetainedTrie<Message>,
     filters: &[TopicFilter],
 ) -> FirstBatch {
     let max = fetch_max(filters.len());
     filters
         .iter()
         .map(|f| {
-            let m = retained.matching(f.as_str(), None, max, FETCH_BUDGET);
+            let m = shard.retained_matching(retained, f.as_str(), None, max, FETCH_BUDGET);
             (m.values, m.resume)
         })
         .collect()
@@ -363,9 +364,13 @@ impl Shard {
                     continue;
                 };
                 if shard == self.id {
-                    let m =
-                        st.retained
-                            .matching(filter.as_str(), after.as_deref(), max, FETCH_BUDGET);
+                    let m = self.retained_matching(
+                        &mut st.retained,
+                        filter.as_str(),
+                        after.as_deref(),
+                        max,
+                        FETCH_BUDGET,
+                    );
                     part.buf.extend(m.values);
                     part.next = m.resume.map_or(Next::Done, Next::After);
                     local_more |= part.buf.is_empty() && part.next != Next::Done;
@@ -438,6 +443,9 @@ impl Shard {
                 DeliverOutcome::Dropped(DropReason::TooLarge) => {
                     self.count(|m| m.dropped_too_large += 1)
                 }
+                DeliverOutcome::Dropped(DropReason::Expired) => {
+                    self.count(|m| m.dropped_expired += 1)
+                }
                 DeliverOutcome::Dropped(DropReason::Offline) => {}
             }
         }
@@ -448,7 +456,8 @@ impl Shard {
 
     /// Another shard asks for this shard's next retained matches of a part of a job.
     pub(crate) fn on_retained_fetch(&self, f: Fetch) {
-        let m = self.state.borrow().retained.matching(
+        let m = self.retained_matching(
+            &mut self.state.borrow_mut().retained,
             f.filter.as_str(),
             f.after.as_deref(),
             f.max.clamp(1, PART_BUDGET),

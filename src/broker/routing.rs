@@ -155,6 +155,9 @@ impl Shard {
                 DeliverOutcome::Dropped(DropReason::TooLarge) => {
                     self.count(|m| m.dropped_too_large += 1)
                 }
+                DeliverOutcome::Dropped(DropReason::Expired) => {
+                    self.count(|m| m.dropped_expired += 1)
+                }
             }
         }
         st.matches = matches;

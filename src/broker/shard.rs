@@ -57,6 +57,9 @@ pub struct ShardSummary {
     pub dropped_offline_qos0: u64,
     /// Deliveries discarded because they exceed the subscriber's 5.0 Maximum Packet Size.
     pub dropped_too_large: u64,
+    /// 5.0 messages dropped because their Message Expiry Interval ran out before
+    /// delivery (offered, queued, or in the retained store).
+    pub dropped_expired: u64,
     /// Retained messages not stored (limits).
     pub retained_dropped: u64,
     /// Retained messages for a new subscription dropped at a full session queue.
@@ -90,6 +93,7 @@ impl ShardSummary {
         self.dropped_queue_full += o.dropped_queue_full;
         self.dropped_offline_qos0 += o.dropped_offline_qos0;
         self.dropped_too_large += o.dropped_too_large;
+        self.dropped_expired += o.dropped_expired;
         self.retained_dropped += o.retained_dropped;
         self.retained_delivery_dropped += o.retained_delivery_dropped;
         self.sessions_refused_limit += o.sessions_refused_limit;

@@ -203,7 +203,7 @@ impl Shard {
             for f in &filters {
                 st.interest.add(f, from);
             }
-            first_batch(&st.retained, &fetch)
+            first_batch(self, &mut st.retained, &fetch)
         };
         self.send_control(
             from,

@@ -58,18 +58,38 @@ pub struct Message {
     pub retain: bool,
     /// 5.0 properties to forward (expiry, content type, user properties, ...).
     pub properties: Properties,
+    /// When its 5.0 Message Expiry Interval runs out, counted from when the server
+    /// received it; None: never. Deliveries carry what is left of the interval
+    /// [MQTT-3.3.2-6]; a copy that has not started onward delivery by then is dropped
+    /// [MQTT-3.3.2-5].
+    pub expires: Option<std::time::Instant>,
 }
 
 impl Message {
     /// A message from a received PUBLISH.
     pub fn from_publish(p: Publish) -> Message {
+        let expires = Message::expiry_of(&p.properties);
         Message {
             topic: p.topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
             properties: p.properties,
+            expires,
         }
+    }
+
+    /// When a message published now with these properties expires (their Message Expiry
+    /// Interval from now), if ever.
+    pub fn expiry_of(properties: &Properties) -> Option<std::time::Instant> {
+        properties.message_expiry_interval.and_then(|s| {
+            std::time::Instant::now().checked_add(std::time::Duration::from_secs(u64::from(s)))
+        })
+    }
+
+    /// Whether its expiry interval has run out at `now`.
+    pub fn expired(&self, now: std::time::Instant) -> bool {
+        self.expires.is_some_and(|e| e <= now)
     }
 
     /// A copy that owns its memory (topic, payload and 5.0 properties), for anything kept
@@ -89,6 +109,7 @@ impl Message {
             qos: self.qos,
             retain: self.retain,
             properties: self.properties.detached(),
+            expires: self.expires,
         }
     }
 
@@ -287,6 +308,8 @@ pub enum DropReason {
     /// The PUBLISH would exceed the client's Maximum Packet Size: discarded as if it had
     /// been sent (5.0 §3.1.2.11.4).
     TooLarge,
+    /// Its 5.0 Message Expiry Interval ran out before delivery started [MQTT-3.3.2-5].
+    Expired,
 }
 
 /// State of one outgoing QoS 1/2 flow.
@@ -338,6 +361,9 @@ pub struct SessionStats {
     pub qos2_duplicates: u64,
     /// Deliveries larger than the client's Maximum Packet Size, discarded.
     pub dropped_too_large: u64,
+    /// Messages whose expiry interval ran out before they were sent (offered, or waiting
+    /// in the queue).
+    pub dropped_expired: u64,
 }
 
 /// One client's session.
@@ -363,6 +389,8 @@ pub struct Session {
     last_id: u16,
     connected: bool,
     stats: SessionStats,
+    /// Queued messages dropped as expired, not yet taken by [`Session::take_expired_drops`].
+    expired_unreported: u32,
 }
 
 impl Session {
@@ -388,6 +416,7 @@ impl Session {
             last_id: 0,
             connected: true,
             stats: SessionStats::default(),
+            expired_unreported: 0,
         }
     }
 
@@ -430,6 +459,12 @@ impl Session {
     /// Counters.
     pub fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// Messages dropped from the queue because they expired, since the last call (the
+    /// shard adds them to its counters).
+    pub fn take_expired_drops(&mut self) -> u32 {
+        std::mem::take(&mut self.expired_unreported)
     }
 
     /// Outgoing flows in progress.
@@ -529,6 +564,10 @@ impl Session {
             self.stats.dropped_too_large += 1;
             return DeliverOutcome::Dropped(DropReason::TooLarge);
         }
+        if message.expires.is_some() && message.expired(std::time::Instant::now()) {
+            self.stats.dropped_expired += 1;
+            return DeliverOutcome::Dropped(DropReason::Expired);
+        }
         let out = match out {
             Some(out) if self.connected => out,
             _ => {
@@ -624,11 +663,21 @@ impl Session {
             }
             self.unsent -= resent;
         }
+        let mut now = None;
         while self.inflight.len() < window {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
             self.queued_bytes -= q.message.cost();
+            if q.message.expires.is_some()
+                && q.message
+                    .expired(*now.get_or_insert_with(std::time::Instant::now))
+            {
+                // Waited in the queue past its expiry [MQTT-3.3.2-5].
+                self.stats.dropped_expired += 1;
+                self.expired_unreported = self.expired_unreported.saturating_add(1);
+                continue;
+            }
             self.send_new(q.message, q.qos, q.retain, out);
         }
     }
@@ -945,6 +994,22 @@ fn write_publish(
     dup: bool,
     out: &mut BytesMut,
 ) {
+    // A message with an expiry is sent with what is left of it [MQTT-3.3.2-6] (at least
+    // a second: one whose delivery had started before it ran out is still resent).
+    let remaining;
+    let properties = match (m.expires, version.is_v5()) {
+        (Some(deadline), true) => {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let secs = u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let mut p = m.properties.clone();
+            p.get_mut().message_expiry_interval = Some(secs);
+            remaining = p;
+            &remaining
+        }
+        _ => &m.properties,
+    };
     match encode_publish_header(
         version,
         dup,
@@ -952,7 +1017,7 @@ fn write_publish(
         retain,
         &m.topic,
         id,
-        &m.properties,
+        properties,
         m.payload.len(),
         out,
     ) {

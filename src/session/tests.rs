@@ -58,6 +58,7 @@ fn msg(topic: &str, payload: &'static [u8], qos: QoS) -> Message {
         qos,
         retain: false,
         properties: Properties::new(),
+        expires: None,
     }
 }
 
@@ -505,6 +506,7 @@ fn the_session_keeps_messages_as_given() {
         qos: QoS::AtLeastOnce,
         retain: false,
         properties: Properties::new(),
+        expires: None,
     };
     s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
     s.deliver(&m, QoS::AtLeastOnce, false, Some(&mut out));
