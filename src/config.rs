@@ -213,7 +213,8 @@ config_section! {
         /// CONNACK), per connection; each holds a copy of its topic name for the life of
         /// the connection. 0 disables them. An alias of 0 or above this closes the
         /// connection with DISCONNECT 0x94 (Topic Alias invalid), an alias never set with
-        /// 0x82 (Protocol Error). mosquitto's `max_topic_alias`. Default: `10`.
+        /// 0x82 (Protocol Error). The table grows to the highest alias a client uses (8
+        /// bytes a slot): keep this small. mosquitto's `max_topic_alias`. Default: `10`.
         max_topic_alias: u16 = 10,
 
         /// Lowest keep alive a client may use, in seconds; 0 = no lower bound. A 5.0

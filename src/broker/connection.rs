@@ -196,6 +196,9 @@ impl ConnShared {
     pub fn unhold(&self, cost: impl Fn(&Packet) -> usize) -> Option<Packet> {
         let mut slot = self.rare.borrow_mut();
         let r = slot.as_mut()?;
+        if r.held.packets.is_empty() {
+            return None;
+        }
         let p = r.held.packets.pop_front();
         if let Some(p) = &p {
             r.held.bytes = r.held.bytes.saturating_sub(cost(p));
@@ -237,6 +240,19 @@ impl ConnShared {
         if let Some(a) = aliases.get_mut(i) {
             *a = Some(topic);
         }
+    }
+
+    /// Whether topic `alias` already stands for `topic` (a client that sends both every
+    /// time need not have its topic copied again).
+    pub fn topic_alias_is(&self, alias: u16, topic: &str) -> bool {
+        let Some(i) = usize::from(alias).checked_sub(1) else {
+            return false;
+        };
+        self.rare
+            .borrow()
+            .as_ref()
+            .and_then(|r| r.aliases.get(i))
+            .is_some_and(|a| a.as_deref() == Some(topic))
     }
 }
 

@@ -204,8 +204,9 @@ impl Shard {
                 if let (Some(session), true) = (st.sessions.get_mut(id), serves) {
                     st.links.take(id);
                     // The expiry interval was decided at CONNECT (capped by
-                    // `session_expiry_max`) or changed by a 5.0 DISCONNECT.
-                    if session.is_persistent() {
+                    // `session_expiry_max`; 0 ends every session here) or changed by a
+                    // 5.0 DISCONNECT.
+                    if session.is_persistent() && self.cfg.limits.session_expiry_cap() != 0 {
                         session.detach();
                         st.sessions.mark_offline(id, Instant::now());
                     } else {

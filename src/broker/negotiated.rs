@@ -94,7 +94,15 @@ impl Negotiated {
             (false, true) => 0,
             (false, false) => NEVER_EXPIRES,
         };
-        let session_expiry = asked_expiry.min(limits.session_expiry_cap());
+        let cap = limits.session_expiry_cap();
+        // A 3.x persistent session under a cap of 0 still lasts while it is connected
+        // (a takeover with clean session 0 resumes it, as before 5.0 sessions had an
+        // interval); it ends at disconnect (`Shard::connection_closed`).
+        let session_expiry = if cap == 0 && !v5 {
+            asked_expiry
+        } else {
+            asked_expiry.min(cap)
+        };
         Negotiated {
             version: connect.version,
             client_id: ByteString::from(&*connect.client_id),

@@ -283,7 +283,7 @@ fn publisher_properties(
             ReasonCode::PROTOCOL_ERROR,
             "empty topic with a topic alias never set on this connection (5.0 §3.3.2.3.4)",
         ))?;
-    } else {
+    } else if !conn.topic_alias_is(alias, &p.topic) {
         conn.set_topic_alias(alias, p.topic.detached());
     }
     p.properties.get_mut().topic_alias = None;

@@ -193,6 +193,10 @@ pub(crate) async fn serve<S: Transport>(
         })
     });
     let attached = shard.attach(conn, &terms);
+    // Not kept across an await: a connection task's state stays the size of what the
+    // loop below needs.
+    let max_packet_in = terms.max_packet_in;
+    drop(terms);
     let (slot, _present) = match attached {
         Ok(a) => a,
         Err(code) => {
@@ -209,9 +213,8 @@ pub(crate) async fn serve<S: Transport>(
     drop(connect);
     let opts = DecodeOptions {
         version,
-        max_packet_size: terms.max_packet_in,
+        max_packet_size: max_packet_in,
     };
-    drop(terms);
     let mut chunk = shard.cfg.limits.read_buffer_size.min(MAX_CHUNK);
     // Packets the client sent right behind CONNECT.
     let mut result = process(shard, conn, slot, &mut buf, &opts);

@@ -217,7 +217,10 @@ impl SessionStore {
         let (_, session) = self.slots.try_remove(id.slot as usize)?;
         self.by_client.remove(session.client_id());
         self.offline.remove(&id);
-        self.record(session.is_persistent(), || Change::Removed {
+        // Recorded whatever the session's expiry is now: it may have been persistent when
+        // it was created (a later CONNECT or DISCONNECT can set its expiry to 0), and a
+        // store ignores a removal of a session it never had.
+        self.record(true, || Change::Removed {
             client_id: session.client_id().clone(),
         });
         Some(session)
@@ -323,6 +326,12 @@ mod tests {
         s.subscribe(clean, f.clone(), opts);
         s.unsubscribed(clean, &f);
         s.remove(clean);
+        assert_eq!(
+            s.take_changes(),
+            vec![Change::Removed {
+                client_id: ByteString::from("clean")
+            }]
+        );
         let p = s.insert(session("p", true));
         assert!(s.subscribe(p, f.clone(), opts));
         assert!(!s.subscribe(p, f.clone(), opts), "a replacement");
@@ -354,7 +363,7 @@ mod tests {
             },
             Change::Removed { client_id: id("p") },
         ];
-        assert_eq!(got, want, "clean sessions record nothing");
+        assert_eq!(got, want, "clean sessions record nothing but their removal");
         want.clear();
         assert_eq!(s.take_changes(), want, "taken once");
     }

@@ -59,7 +59,8 @@ pub struct Message {
     /// 5.0 properties to forward (expiry, content type, user properties, ...).
     pub properties: Properties,
     /// When its 5.0 Message Expiry Interval runs out, counted from when the server
-    /// received it; None: never. Deliveries carry what is left of the interval
+    /// received it; None: never. (An interval of 0, which the specification leaves open,
+    /// expires on receipt: the message reaches no one and is not retained.) Deliveries carry what is left of the interval
     /// [MQTT-3.3.2-6]; a copy that has not started onward delivery by then is dropped
     /// [MQTT-3.3.2-5].
     pub expires: Option<std::time::Instant>,
@@ -348,22 +349,23 @@ struct Queued {
     retain: bool,
 }
 
-/// Counters a session keeps; the shard adds them to its metrics.
+/// Counters a session keeps (32 bits each, saturating: they exist per session, and the
+/// shard's own counters are the totals).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SessionStats {
     /// Deliveries dropped because the queue was full.
-    pub dropped_queue_full: u64,
+    pub dropped_queue_full: u32,
     /// QoS 0 deliveries dropped while offline.
-    pub dropped_offline: u64,
+    pub dropped_offline: u32,
     /// Acks for packet ids with no flow (ignored).
-    pub unknown_acks: u64,
+    pub unknown_acks: u32,
     /// Incoming QoS 2 duplicates not forwarded again.
-    pub qos2_duplicates: u64,
+    pub qos2_duplicates: u32,
     /// Deliveries larger than the client's Maximum Packet Size, discarded.
-    pub dropped_too_large: u64,
+    pub dropped_too_large: u32,
     /// Messages whose expiry interval ran out before they were sent (offered, or waiting
     /// in the queue).
-    pub dropped_expired: u64,
+    pub dropped_expired: u32,
 }
 
 /// One client's session.
@@ -511,6 +513,22 @@ impl Session {
         self.version = version;
         self.connected = true;
         let window = usize::from(self.limits.max_inflight);
+        // The new connection may accept smaller packets: a PUBLISH in flight that no
+        // longer fits is discarded as if it had been delivered (5.0 §3.1.2.11.4).
+        if self.limits.max_packet_out != u32::MAX {
+            let before = self.inflight.len();
+            let limits = self.limits;
+            self.inflight.retain(|f| {
+                f.message
+                    .as_ref()
+                    .map_or(true, |m| !too_large(version, limits, m, stage_qos(f.stage)))
+            });
+            let dropped = before - self.inflight.len();
+            self.stats.dropped_too_large = self
+                .stats
+                .dropped_too_large
+                .saturating_add(u32::try_from(dropped).unwrap_or(u32::MAX));
+        }
         // Every PUBREL goes out, wherever it stands in the window's order, so PUBLISHes
         // get only the room the PUBRELs leave.
         let mut sent = self
@@ -561,18 +579,18 @@ impl Session {
         out: Option<&mut BytesMut>,
     ) -> DeliverOutcome {
         if self.limits.max_packet_out != u32::MAX && self.too_large(message, qos) {
-            self.stats.dropped_too_large += 1;
+            self.stats.dropped_too_large = self.stats.dropped_too_large.saturating_add(1);
             return DeliverOutcome::Dropped(DropReason::TooLarge);
         }
         if message.expires.is_some() && message.expired(std::time::Instant::now()) {
-            self.stats.dropped_expired += 1;
+            self.stats.dropped_expired = self.stats.dropped_expired.saturating_add(1);
             return DeliverOutcome::Dropped(DropReason::Expired);
         }
         let out = match out {
             Some(out) if self.connected => out,
             _ => {
                 if qos == QoS::AtMostOnce {
-                    self.stats.dropped_offline += 1;
+                    self.stats.dropped_offline = self.stats.dropped_offline.saturating_add(1);
                     return DeliverOutcome::Dropped(DropReason::Offline);
                 }
                 return self.enqueue(message, qos, retain);
@@ -593,14 +611,7 @@ impl Session {
     /// Whether the PUBLISH of `message` at `qos` would exceed the client's Maximum Packet
     /// Size (with the properties it is sent with).
     fn too_large(&self, message: &Message, qos: QoS) -> bool {
-        crate::protocol::publish_len(
-            self.version,
-            &message.topic,
-            qos != QoS::AtMostOnce,
-            &message.properties,
-            message.payload.len(),
-        )
-        .map_or(true, |n| n > self.limits.max_packet_out as usize)
+        too_large(self.version, self.limits, message, qos)
     }
 
     fn enqueue(&mut self, message: &Message, qos: QoS, retain: bool) -> DeliverOutcome {
@@ -610,7 +621,7 @@ impl Session {
         if self.queue.len() >= self.limits.max_queued_messages
             || self.queued_bytes >= self.limits.max_queued_bytes
         {
-            self.stats.dropped_queue_full += 1;
+            self.stats.dropped_queue_full = self.stats.dropped_queue_full.saturating_add(1);
             return DeliverOutcome::Dropped(DropReason::QueueFull);
         }
         self.queued_bytes += cost;
@@ -674,8 +685,13 @@ impl Session {
                     .expired(*now.get_or_insert_with(std::time::Instant::now))
             {
                 // Waited in the queue past its expiry [MQTT-3.3.2-5].
-                self.stats.dropped_expired += 1;
+                self.stats.dropped_expired = self.stats.dropped_expired.saturating_add(1);
                 self.expired_unreported = self.expired_unreported.saturating_add(1);
+                continue;
+            }
+            if self.too_large(&q.message, q.qos) {
+                // Queued for an earlier connection that accepted larger packets.
+                self.stats.dropped_too_large = self.stats.dropped_too_large.saturating_add(1);
                 continue;
             }
             self.send_new(q.message, q.qos, q.retain, out);
@@ -796,7 +812,7 @@ impl Session {
                 // Exactly once: an id still awaiting PUBREL is a resend of a message already
                 // forwarded; acknowledge it again and do not forward it twice [MQTT-4.3.3-2].
                 if self.incoming_qos2.contains(&id.get()) {
-                    self.stats.qos2_duplicates += 1;
+                    self.stats.qos2_duplicates = self.stats.qos2_duplicates.saturating_add(1);
                     return Ok(Handled::respond(Response::PubRec(id, ok)));
                 }
                 if self.payload_format_invalid(&p) {
@@ -833,7 +849,7 @@ impl Session {
         } else {
             // A PUBREL for a flow we completed already (our PUBCOMP was lost): answer again
             // so the client can finish; 5.0 says which case it was.
-            self.stats.unknown_acks += 1;
+            self.stats.unknown_acks = self.stats.unknown_acks.saturating_add(1);
             Response::PubComp(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
         }
     }
@@ -844,7 +860,7 @@ impl Session {
             .iter_mut()
             .find(|f| f.id == a.packet_id && f.stage == Stage::Qos2Sent)
         else {
-            self.stats.unknown_acks += 1;
+            self.stats.unknown_acks = self.stats.unknown_acks.saturating_add(1);
             if self.version.is_v5() {
                 let rel = Packet::PubRel(Ack {
                     packet_id: a.packet_id,
@@ -888,7 +904,7 @@ impl Session {
                 }
                 self.drain_queue(out);
             }
-            _ => self.stats.unknown_acks += 1,
+            _ => self.stats.unknown_acks = self.stats.unknown_acks.saturating_add(1),
         }
     }
 
@@ -927,6 +943,20 @@ impl Session {
         self.queued_bytes = 0;
         self.incoming_qos2.clear();
     }
+}
+
+/// Whether the PUBLISH of `message` at `qos` would exceed `limits.max_packet_out` (the
+/// Message Expiry Interval it is sent with has the size of the one it was published with).
+fn too_large(version: ProtocolVersion, limits: SessionLimits, message: &Message, qos: QoS) -> bool {
+    limits.max_packet_out != u32::MAX
+        && crate::protocol::publish_len(
+            version,
+            &message.topic,
+            qos != QoS::AtMostOnce,
+            &message.properties,
+            message.payload.len(),
+        )
+        .map_or(true, |n| n > limits.max_packet_out as usize)
 }
 
 /// The QoS a flow at `stage` was sent with (`Released` only resends a PUBREL).

@@ -642,3 +642,48 @@ fn resume_counts_a_pubrel_behind_a_publish() {
         .unwrap();
     assert_eq!(published_ids(&packets(&mut out)), vec![(1, true)]);
 }
+
+/// A client that comes back accepting smaller packets gets nothing larger, neither in
+/// flight nor queued: those messages are discarded as if delivered (5.0 §3.1.2.11.4).
+#[test]
+fn resume_discards_what_no_longer_fits_the_maximum_packet_size() {
+    let mut s = session(1);
+    let mut out = BytesMut::new();
+    let big = msg(
+        "t",
+        b"a message far larger than the new limit allows",
+        QoS::AtLeastOnce,
+    );
+    let small = msg("t", b"ok", QoS::AtLeastOnce);
+    for m in [&big, &small, &big, &small] {
+        s.deliver(m, QoS::AtLeastOnce, false, Some(&mut out));
+    }
+    out.clear();
+    s.detach();
+    let mut limits = s.limits;
+    limits.max_packet_out = 20;
+    s.set_limits(limits);
+    s.resume(V4, &mut out);
+    let sent = |out: &mut BytesMut| -> Vec<(usize, u16)> {
+        packets(out)
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some((p.payload.len(), p.packet_id.map_or(0, |i| i.get()))),
+                _ => None,
+            })
+            .collect()
+    };
+    let got = sent(&mut out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].0, 2,
+        "the big one in flight is gone; the small queued one follows"
+    );
+    assert_eq!(s.stats().dropped_too_large, 1);
+    // When the window frees up, the big queued one is discarded in turn.
+    s.handle_all(Packet::PubAck(Ack::new(id(got[0].1))), &mut out)
+        .unwrap();
+    let got = sent(&mut out);
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(s.stats().dropped_too_large, 2);
+}
