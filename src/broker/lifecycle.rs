@@ -31,7 +31,7 @@ use super::negotiated::Negotiated;
 use super::shard::{Shard, State};
 use super::store::SessionId;
 use crate::protocol::ReasonCode;
-use crate::session::{Message, Session};
+use crate::session::Session;
 
 impl Shard {
     /// Registers a new connection; None when the shard is at its connection limit.
@@ -81,8 +81,15 @@ impl Shard {
                         // task still owns its socket; shutting it down now makes the close
                         // visible to that client before the new one gets CONNACK.
                         self.count(|m| m.takeovers += 1);
-                        if keep && !old.version.get().is_v5() {
-                            // The session goes on: its will is not due (module docs).
+                        let delayed = old
+                            .will
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(|w| w.properties.will_delay_interval.unwrap_or(0) > 0);
+                        if keep && (!old.version.get().is_v5() || delayed) {
+                            // The session goes on: its will is not due (module docs; 5.0:
+                            // a will with a delay is not published when the session is
+                            // resumed in time [MQTT-3.1.3-10], one without is).
                             old.will.borrow_mut().take();
                         }
                         old.request_close(CloseReason::TakenOver);
@@ -101,6 +108,8 @@ impl Shard {
             match reuse {
                 Some(id) => {
                     st.sessions.mark_online(id);
+                    // Resumed in time: its delayed will is not published [MQTT-3.1.3-10].
+                    Self::cancel_will(st, id);
                     (id, true)
                 }
                 None => {
@@ -142,6 +151,8 @@ impl Shard {
         }
         drop(st);
         conn.wake.notify();
+        // The delayed will of a session this CONNECT discarded is due now.
+        self.publish_due_wills(Instant::now());
         Ok((id, present))
     }
 
@@ -186,6 +197,8 @@ impl Shard {
         if !conn.open.replace(false) {
             return;
         }
+        // The session, if it outlives this connection (a delayed will waits for it).
+        let mut kept = None;
         {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
@@ -215,6 +228,8 @@ impl Shard {
                 }
                 if remove {
                     self.remove_session(st, id);
+                } else {
+                    kept = Some(id);
                 }
             }
         }
@@ -225,23 +240,10 @@ impl Shard {
         conn.deferred.borrow_mut().clear();
         let will = conn.will.borrow_mut().take();
         if let (Some(w), true) = (will, reason.publishes_will()) {
-            let w = *w;
-            // The will's properties travel with it, except the one about the will itself
-            // (5.0 §3.1.3.2: Will Delay Interval is not a PUBLISH property).
-            let mut properties = w.properties;
-            if !properties.is_empty() {
-                properties.get_mut().will_delay_interval = None;
-            }
-            self.route(Message {
-                topic: w.topic,
-                payload: w.payload,
-                qos: w.qos,
-                retain: w.retain,
-                expires: Message::expiry_of(&properties),
-                properties,
-            });
+            self.will_due(w, kept);
         }
-        self.flush_mesh();
+        // Wills of sessions that ended here.
+        self.publish_due_wills(Instant::now());
     }
 
     /// Closes connections silent for 1.5 times their keep alive [MQTT-3.1.2-24] (and those
@@ -294,15 +296,19 @@ impl Shard {
     /// session capped by `session_expiry_max`), with their subscriptions and queued
     /// messages [MQTT-4.1.0-2].
     pub(crate) fn expire_sessions(&self, now: Instant) {
-        let mut st = self.state.borrow_mut();
-        let st = &mut *st;
-        for id in st.sessions.take_expired(now) {
-            let Some(session) = self.remove_session(st, id) else {
-                continue;
-            };
-            self.count(|m| m.sessions_expired += 1);
-            tracing::debug!(client_id = %session.client_id(), "session expired");
+        {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            for id in st.sessions.take_expired(now) {
+                let Some(session) = self.remove_session(st, id) else {
+                    continue;
+                };
+                self.count(|m| m.sessions_expired += 1);
+                tracing::debug!(client_id = %session.client_id(), "session expired");
+            }
         }
+        // Delayed wills whose time came, and those of the sessions that just ended.
+        self.publish_due_wills(now);
     }
 
     /// Removes a session with everything that names it: its subscriptions in the index
@@ -311,6 +317,7 @@ impl Shard {
     fn remove_session(&self, st: &mut State, id: SessionId) -> Option<Box<Session>> {
         let session = st.sessions.remove(id)?;
         st.links.take(id);
+        Self::session_ended_will(st, id);
         st.streams.remove(&id);
         for (f, _) in session.subscriptions() {
             self.unsubscribe_one(st, f, id);

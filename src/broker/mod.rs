@@ -20,7 +20,8 @@
 //! | [`negotiated`] | a connection's terms, decided once at CONNECT; the CONNACK |
 //! | [`serve`] | the connection task after CONNECT: socket reads and writes |
 //! | [`process`] | decoding and handling a connection's packets, holds |
-//! | [`lifecycle`] | attach, takeover, close, will, keep alive, session expiry |
+//! | [`lifecycle`] | attach, takeover, close, keep alive, session expiry |
+//! | [`will`] | when a will is published: now, or after its 5.0 Will Delay Interval |
 //! | [`routing`] | where a PUBLISH goes; delivery to local sessions |
 //! | [`gate`] | acknowledgements in order, waiting for tokens |
 //! | [`flow`] | congestion, hold-back of publishers, slow consumers |
@@ -55,6 +56,7 @@ pub(crate) mod shard;
 pub(crate) mod store;
 pub(crate) mod subscribe;
 pub(crate) mod transport;
+pub(crate) mod will;
 
 use bytes::BytesMut;
 

@@ -157,6 +157,13 @@ pub(crate) struct State {
     pub(crate) retained: RetainedTrie<Message>,
     /// Retained messages on their way to new subscriptions, per session.
     pub(crate) streams: AHashMap<SessionId, RetainedStream>,
+    /// 5.0 wills waiting for their Will Delay Interval, by session (see [`super::will`]).
+    pub(crate) delayed_wills: AHashMap<SessionId, (Instant, Box<crate::protocol::Will>)>,
+    /// The deadlines of `delayed_wills`, soonest first (stale entries skipped).
+    pub(crate) will_deadlines:
+        std::collections::BinaryHeap<std::cmp::Reverse<(Instant, SessionId)>>,
+    /// Delayed wills of sessions that ended, to publish once the state is not borrowed.
+    pub(crate) wills_due: Vec<crate::protocol::Will>,
     /// Streams whose walk of this shard's store goes on in a later turn (bounded by the
     /// number of streams: a session is listed once).
     pub(crate) retained_later: Vec<SessionId>,
@@ -244,6 +251,9 @@ impl Shard {
                 retained: RetainedTrie::new(),
                 streams: AHashMap::new(),
                 retained_later: Vec::new(),
+                delayed_wills: AHashMap::new(),
+                will_deadlines: std::collections::BinaryHeap::new(),
+                wills_due: Vec::new(),
                 pending: AHashMap::new(),
                 retain_acks: AHashMap::new(),
                 next_token: 0,

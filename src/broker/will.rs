@@ -1,0 +1,108 @@
+//! Wills: when a connection's will is published, now or after its 5.0 Will Delay
+//! Interval.
+//!
+//! A will is due when its connection ends without a DISCONNECT (or with 5.0's "disconnect
+//! with will") [MQTT-3.1.2-8]. It is published at once, unless it has a Will Delay
+//! Interval and its session outlives the connection: then it waits, and is published at
+//! the end of the delay or when the session ends, whichever comes first [MQTT-3.1.3-9],
+//! and not at all if a connection resumes the session in time [MQTT-3.1.3-10].
+//!
+//! ## Invariants and limits
+//! - At most one delayed will per session (a session has one connection at a time), so
+//!   the table is bounded by the sessions of the shard; it names sessions by
+//!   [`SessionId`] (with generation), and a deadline for a session whose will was
+//!   cancelled or published is skipped when it comes up.
+//! - A session that ends (expiry, a clean start discarding it) hands its delayed will to
+//!   `State::wills_due`, published by the caller once it no longer borrows the state.
+//!
+//! **Owns:** delayed wills and their deadlines.
+//!
+//! **Must not touch:** sockets, sessions (it is told when one ends or resumes), the
+//! routing of the message itself ([`Shard::route`]).
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use super::shard::{Shard, State};
+use super::store::SessionId;
+use crate::protocol::Will;
+use crate::session::Message;
+
+impl Shard {
+    /// A connection's will is due; `kept` is its session if the session outlives the
+    /// connection (so a Will Delay Interval can apply).
+    pub(crate) fn will_due(&self, will: Box<Will>, kept: Option<SessionId>) {
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        match kept {
+            Some(id) if delay > 0 => {
+                let at = Instant::now() + Duration::from_secs(u64::from(delay));
+                let mut st = self.state.borrow_mut();
+                st.will_deadlines.push(Reverse((at, id)));
+                st.delayed_wills.insert(id, (at, will));
+            }
+            _ => self.publish_will(*will),
+        }
+    }
+
+    /// Publishes a will as an application message. Its properties travel with it, except
+    /// the one about the will itself (5.0 §3.1.3.2: Will Delay Interval is not a PUBLISH
+    /// property); a Message Expiry Interval counts from now.
+    pub(crate) fn publish_will(&self, w: Will) {
+        let mut properties = w.properties;
+        if !properties.is_empty() {
+            properties.get_mut().will_delay_interval = None;
+        }
+        self.route(Message {
+            topic: w.topic,
+            payload: w.payload,
+            qos: w.qos,
+            retain: w.retain,
+            expires: Message::expiry_of(&properties),
+            properties,
+        });
+    }
+
+    /// A connection resumed session `id`: its delayed will, if any, is not published.
+    pub(crate) fn cancel_will(st: &mut State, id: SessionId) {
+        st.delayed_wills.remove(&id);
+    }
+
+    /// Session `id` ends: its delayed will, if any, is due now (`State::wills_due`).
+    pub(crate) fn session_ended_will(st: &mut State, id: SessionId) {
+        if let Some((_, w)) = st.delayed_wills.remove(&id) {
+            st.wills_due.push(*w);
+        }
+    }
+
+    /// Publishes the wills whose delay has passed by `now`, and those of sessions that
+    /// ended (run by the sweep, and after a session ends).
+    pub(crate) fn publish_due_wills(&self, now: Instant) {
+        let due = {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            while let Some(Reverse((at, id))) = st.will_deadlines.peek().copied() {
+                if at > now {
+                    break;
+                }
+                st.will_deadlines.pop();
+                if st.delayed_wills.get(&id).is_some_and(|(a, _)| *a == at) {
+                    if let Some((_, w)) = st.delayed_wills.remove(&id) {
+                        st.wills_due.push(*w);
+                    }
+                }
+            }
+            if st.will_deadlines.len() > 2 * st.delayed_wills.len() + 1024 {
+                st.will_deadlines = st
+                    .delayed_wills
+                    .iter()
+                    .map(|(id, (at, _))| Reverse((*at, *id)))
+                    .collect();
+            }
+            std::mem::take(&mut st.wills_due)
+        };
+        for w in due {
+            self.publish_will(w);
+        }
+        self.flush_mesh();
+    }
+}
