@@ -52,6 +52,7 @@ fn will_delay_and_session_end_decide_when_a_will_is_published() {
     let b = Broker::start(2);
     let mut watchers = Vec::new();
     let mut resumed = Vec::new();
+    let mut back = Vec::new();
     let t0 = Instant::now();
     for shard in 0..2 {
         let topic = format!("wd{shard}/will");
@@ -63,19 +64,28 @@ fn will_delay_and_session_end_decide_when_a_will_is_published() {
             ("resumed", 60, 2),      // reconnects after 0.5 s: never
             ("session-ends", 1, 60), // when the session ends, about 1 s
             ("no-session", 0, 60),   // at once: the session ends with the connection
+            ("replaced", 60, 60),    // taken over with clean start: at once (session ended)
         ] {
             let id = b.id_on(shard, &format!("wd-{name}"));
             let mut c = b.raw(V5);
             c.connect_with(connect(&id, true, expiry, Some(delay), &topic));
             if name == "resumed" {
-                resumed.push((id, topic.clone()));
+                resumed.push((id.clone(), topic.clone()));
+            }
+            if name == "replaced" {
+                // A new connection with clean start ends the session: the old
+                // connection's delayed will is due now.
+                let mut new = b.raw(V5);
+                new.connect_with(connect(&id, true, 60, None, &topic));
+                let _ = c.closed_within(WAIT);
+                back.push(new);
+                continue;
             }
             drop(c); // no DISCONNECT: the will is due
         }
         watchers.push(w);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let mut back = Vec::new();
     for (id, topic) in &resumed {
         let mut c = b.raw(V5);
         let ack = c.connect_with(connect(id, false, 60, Some(2), topic));
@@ -130,6 +140,11 @@ fn will_delay_and_session_end_decide_when_a_will_is_published() {
             None,
             "shard {shard}: resumed in time: no will"
         );
-        assert_eq!(got.len(), 3, "shard {shard}: {got:?}");
+        let replaced = at("replaced").expect("published when the takeover ended the session");
+        assert!(
+            replaced < Duration::from_millis(1000),
+            "shard {shard}: {replaced:?}"
+        );
+        assert_eq!(got.len(), 4, "shard {shard}: {got:?}");
     }
 }

@@ -222,14 +222,16 @@ impl Shard {
                     if session.is_persistent() && self.cfg.limits.session_expiry_cap() != 0 {
                         session.detach();
                         st.sessions.mark_offline(id, Instant::now());
+                        kept = Some(id);
                     } else {
                         remove = true;
                     }
                 }
+                // A connection that no longer serves its session (taken over) has no
+                // session to delay its will for: the successor either resumed the session
+                // (and `attach` dropped a delayed will) or ended it (its will is due now).
                 if remove {
                     self.remove_session(st, id);
-                } else {
-                    kept = Some(id);
                 }
             }
         }

@@ -177,6 +177,8 @@ pub(crate) async fn shard_main(
     while shard.connection_count() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    // Best effort, like the connections' own wills at shutdown.
+    crate::broker::guarded("wills at shutdown", || shard.publish_all_wills());
     let summary = shard.summary();
     tracing::info!(shard = id, summary = ?summary, "shard stopped");
     summary

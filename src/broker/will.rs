@@ -33,9 +33,9 @@ impl Shard {
     /// connection (so a Will Delay Interval can apply).
     pub(crate) fn will_due(&self, will: Box<Will>, kept: Option<SessionId>) {
         let delay = will.properties.will_delay_interval.unwrap_or(0);
-        match kept {
-            Some(id) if delay > 0 => {
-                let at = Instant::now() + Duration::from_secs(u64::from(delay));
+        let at = Instant::now().checked_add(Duration::from_secs(u64::from(delay)));
+        match (kept, at) {
+            (Some(id), Some(at)) if delay > 0 => {
                 let mut st = self.state.borrow_mut();
                 st.will_deadlines.push(Reverse((at, id)));
                 st.delayed_wills.insert(id, (at, will));
@@ -60,6 +60,19 @@ impl Shard {
             expires: Message::expiry_of(&properties),
             properties,
         });
+    }
+
+    /// The shard stops: sessions do not outlive it (nothing is on disk yet), so every
+    /// delayed will is due now [MQTT-3.1.3-9].
+    pub(crate) fn publish_all_wills(&self) {
+        {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            let all: Vec<_> = st.delayed_wills.drain().map(|(_, (_, w))| *w).collect();
+            st.wills_due.extend(all);
+            st.will_deadlines.clear();
+        }
+        self.publish_due_wills(Instant::now());
     }
 
     /// A connection resumed session `id`: its delayed will, if any, is not published.
