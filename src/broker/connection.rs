@@ -128,6 +128,11 @@ pub(crate) struct ConnShared {
     rare: RefCell<Option<Box<Rare>>>,
 }
 
+/// Where 5.0 topic `alias` (1 ..=) is kept in `Rare::aliases`.
+fn alias_slot(alias: u16) -> Option<usize> {
+    usize::from(alias).checked_sub(1)
+}
+
 /// Per-connection state most connections never need (see `ConnShared::rare`).
 #[derive(Debug, Default)]
 struct Rare {
@@ -220,16 +225,13 @@ impl ConnShared {
     /// The topic the client mapped to 5.0 topic `alias` (1 ..= the maximum), if any.
     pub fn topic_alias(&self, alias: u16) -> Option<crate::protocol::TopicName> {
         let r = self.rare.borrow();
-        r.as_ref()?
-            .aliases
-            .get(usize::from(alias).checked_sub(1)?)?
-            .clone()
+        r.as_ref()?.aliases.get(alias_slot(alias)?)?.clone()
     }
 
     /// The client maps topic `alias` (1 ..= the maximum, checked by the caller) to `topic`
     /// from now on.
     pub fn set_topic_alias(&self, alias: u16, topic: crate::protocol::TopicName) {
-        let Some(i) = usize::from(alias).checked_sub(1) else {
+        let Some(i) = alias_slot(alias) else {
             return;
         };
         let mut r = self.rare.borrow_mut();
@@ -245,14 +247,7 @@ impl ConnShared {
     /// Whether topic `alias` already stands for `topic` (a client that sends both every
     /// time need not have its topic copied again).
     pub fn topic_alias_is(&self, alias: u16, topic: &str) -> bool {
-        let Some(i) = usize::from(alias).checked_sub(1) else {
-            return false;
-        };
-        self.rare
-            .borrow()
-            .as_ref()
-            .and_then(|r| r.aliases.get(i))
-            .is_some_and(|a| a.as_deref() == Some(topic))
+        self.topic_alias(alias).as_deref() == Some(topic)
     }
 }
 

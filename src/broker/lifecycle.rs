@@ -85,7 +85,7 @@ impl Shard {
                             .will
                             .borrow()
                             .as_ref()
-                            .is_some_and(|w| w.properties.will_delay_interval.unwrap_or(0) > 0);
+                            .is_some_and(|w| super::will::will_delay(w) > 0);
                         if keep && (!old.version.get().is_v5() || delayed) {
                             // The session goes on: its will is not due (module docs; 5.0:
                             // a will with a delay is not published when the session is

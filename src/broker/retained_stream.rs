@@ -440,13 +440,10 @@ impl Shard {
                 DeliverOutcome::Dropped(DropReason::QueueFull) => {
                     self.count(|m| m.retained_delivery_dropped += 1)
                 }
-                DeliverOutcome::Dropped(DropReason::TooLarge) => {
-                    self.count(|m| m.dropped_too_large += 1)
-                }
-                DeliverOutcome::Dropped(DropReason::Expired) => {
-                    self.count(|m| m.dropped_expired += 1)
-                }
-                DeliverOutcome::Dropped(DropReason::Offline) => {}
+                // Counted by `offer`; offline never happens (the stream pauses).
+                DeliverOutcome::Dropped(
+                    DropReason::TooLarge | DropReason::Expired | DropReason::Offline,
+                ) => {}
             }
         }
         if fetched_remote {

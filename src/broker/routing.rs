@@ -152,12 +152,8 @@ impl Shard {
                 DeliverOutcome::Dropped(DropReason::Offline) => {
                     self.count(|m| m.dropped_offline_qos0 += 1)
                 }
-                DeliverOutcome::Dropped(DropReason::TooLarge) => {
-                    self.count(|m| m.dropped_too_large += 1)
-                }
-                DeliverOutcome::Dropped(DropReason::Expired) => {
-                    self.count(|m| m.dropped_expired += 1)
-                }
+                // Counted by `offer`.
+                DeliverOutcome::Dropped(DropReason::TooLarge | DropReason::Expired) => {}
             }
         }
         st.matches = matches;
@@ -165,7 +161,8 @@ impl Shard {
 
     /// Offers `msg` to a session: written to its connection (or queued behind its window),
     /// or, offline, queued or dropped by the session's rules; the connection's queue
-    /// mirror and congestion mark follow. The caller counts the outcome.
+    /// mirror and congestion mark follow. Drops that do not depend on who offers (too
+    /// large for the client, expired) are counted here; the caller counts the rest.
     pub(crate) fn offer(
         &self,
         session: &mut Session,
@@ -174,7 +171,7 @@ impl Shard {
         qos: QoS,
         retain: bool,
     ) -> DeliverOutcome {
-        match conn {
+        let o = match conn {
             Some(conn) => {
                 let o = session.deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
                 conn.queued.set(session.queued_len());
@@ -183,6 +180,14 @@ impl Shard {
                 o
             }
             None => session.deliver(msg, qos, retain, None),
+        };
+        match o {
+            DeliverOutcome::Dropped(DropReason::TooLarge) => {
+                self.count(|m| m.dropped_too_large += 1)
+            }
+            DeliverOutcome::Dropped(DropReason::Expired) => self.count(|m| m.dropped_expired += 1),
+            _ => {}
         }
+        o
     }
 }

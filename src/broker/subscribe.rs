@@ -67,7 +67,7 @@ impl Shard {
     ) {
         let version = conn.version.get();
         let l = &self.cfg.limits;
-        let mut accepted: Vec<TopicFilter> = Vec::with_capacity(added.len());
+        let mut filters: Vec<TopicFilter> = Vec::with_capacity(added.len());
         let mut retained: Vec<(TopicFilter, SubscriptionOptions)> = Vec::new();
         let token = self.next_token();
         let mut st = self.state.borrow_mut();
@@ -123,9 +123,8 @@ impl Shard {
             if wants_retained {
                 retained.push((filter.clone(), opts));
             }
-            accepted.push(filter);
+            filters.push(filter);
         }
-        let filters = accepted;
         let fetch: Vec<TopicFilter> = retained.iter().map(|(f, _)| f.clone()).collect();
         let mut suback = BytesMut::new();
         let ack = Packet::SubAck(SubAck {

@@ -28,11 +28,16 @@ use super::store::SessionId;
 use crate::protocol::Will;
 use crate::session::Message;
 
+/// A will's 5.0 Will Delay Interval in seconds (0: none; always 0 for 3.x).
+pub(crate) fn will_delay(will: &Will) -> u32 {
+    will.properties.will_delay_interval.unwrap_or(0)
+}
+
 impl Shard {
     /// A connection's will is due; `kept` is its session if the session outlives the
     /// connection (so a Will Delay Interval can apply).
     pub(crate) fn will_due(&self, will: Box<Will>, kept: Option<SessionId>) {
-        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        let delay = will_delay(&will);
         let at = Instant::now().checked_add(Duration::from_secs(u64::from(delay)));
         match (kept, at) {
             (Some(id), Some(at)) if delay > 0 => {

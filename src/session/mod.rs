@@ -524,10 +524,7 @@ impl Session {
                     .map_or(true, |m| !too_large(version, limits, m, stage_qos(f.stage)))
             });
             let dropped = before - self.inflight.len();
-            self.stats.dropped_too_large = self
-                .stats
-                .dropped_too_large
-                .saturating_add(u32::try_from(dropped).unwrap_or(u32::MAX));
+            bump_by(&mut self.stats.dropped_too_large, dropped);
         }
         // Every PUBREL goes out, wherever it stands in the window's order, so PUBLISHes
         // get only the room the PUBRELs leave.
@@ -578,19 +575,19 @@ impl Session {
         retain: bool,
         out: Option<&mut BytesMut>,
     ) -> DeliverOutcome {
-        if self.limits.max_packet_out != u32::MAX && self.too_large(message, qos) {
-            self.stats.dropped_too_large = self.stats.dropped_too_large.saturating_add(1);
+        if self.too_large(message, qos) {
+            bump(&mut self.stats.dropped_too_large);
             return DeliverOutcome::Dropped(DropReason::TooLarge);
         }
         if message.expires.is_some() && message.expired(std::time::Instant::now()) {
-            self.stats.dropped_expired = self.stats.dropped_expired.saturating_add(1);
+            bump(&mut self.stats.dropped_expired);
             return DeliverOutcome::Dropped(DropReason::Expired);
         }
         let out = match out {
             Some(out) if self.connected => out,
             _ => {
                 if qos == QoS::AtMostOnce {
-                    self.stats.dropped_offline = self.stats.dropped_offline.saturating_add(1);
+                    bump(&mut self.stats.dropped_offline);
                     return DeliverOutcome::Dropped(DropReason::Offline);
                 }
                 return self.enqueue(message, qos, retain);
@@ -621,7 +618,7 @@ impl Session {
         if self.queue.len() >= self.limits.max_queued_messages
             || self.queued_bytes >= self.limits.max_queued_bytes
         {
-            self.stats.dropped_queue_full = self.stats.dropped_queue_full.saturating_add(1);
+            bump(&mut self.stats.dropped_queue_full);
             return DeliverOutcome::Dropped(DropReason::QueueFull);
         }
         self.queued_bytes += cost;
@@ -685,13 +682,13 @@ impl Session {
                     .expired(*now.get_or_insert_with(std::time::Instant::now))
             {
                 // Waited in the queue past its expiry [MQTT-3.3.2-5].
-                self.stats.dropped_expired = self.stats.dropped_expired.saturating_add(1);
-                self.expired_unreported = self.expired_unreported.saturating_add(1);
+                bump(&mut self.stats.dropped_expired);
+                bump(&mut self.expired_unreported);
                 continue;
             }
             if self.too_large(&q.message, q.qos) {
                 // Queued for an earlier connection that accepted larger packets.
-                self.stats.dropped_too_large = self.stats.dropped_too_large.saturating_add(1);
+                bump(&mut self.stats.dropped_too_large);
                 continue;
             }
             self.send_new(q.message, q.qos, q.retain, out);
@@ -812,7 +809,7 @@ impl Session {
                 // Exactly once: an id still awaiting PUBREL is a resend of a message already
                 // forwarded; acknowledge it again and do not forward it twice [MQTT-4.3.3-2].
                 if self.incoming_qos2.contains(&id.get()) {
-                    self.stats.qos2_duplicates = self.stats.qos2_duplicates.saturating_add(1);
+                    bump(&mut self.stats.qos2_duplicates);
                     return Ok(Handled::respond(Response::PubRec(id, ok)));
                 }
                 if self.payload_format_invalid(&p) {
@@ -849,7 +846,7 @@ impl Session {
         } else {
             // A PUBREL for a flow we completed already (our PUBCOMP was lost): answer again
             // so the client can finish; 5.0 says which case it was.
-            self.stats.unknown_acks = self.stats.unknown_acks.saturating_add(1);
+            bump(&mut self.stats.unknown_acks);
             Response::PubComp(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
         }
     }
@@ -860,7 +857,7 @@ impl Session {
             .iter_mut()
             .find(|f| f.id == a.packet_id && f.stage == Stage::Qos2Sent)
         else {
-            self.stats.unknown_acks = self.stats.unknown_acks.saturating_add(1);
+            bump(&mut self.stats.unknown_acks);
             if self.version.is_v5() {
                 let rel = Packet::PubRel(Ack {
                     packet_id: a.packet_id,
@@ -904,7 +901,7 @@ impl Session {
                 }
                 self.drain_queue(out);
             }
-            _ => self.stats.unknown_acks = self.stats.unknown_acks.saturating_add(1),
+            _ => bump(&mut self.stats.unknown_acks),
         }
     }
 
@@ -943,6 +940,16 @@ impl Session {
         self.queued_bytes = 0;
         self.incoming_qos2.clear();
     }
+}
+
+/// Adds one to a session counter (they saturate: see [`SessionStats`]).
+fn bump(counter: &mut u32) {
+    bump_by(counter, 1);
+}
+
+/// Adds `n` to a session counter, saturating.
+fn bump_by(counter: &mut u32, n: usize) {
+    *counter = counter.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
 }
 
 /// Whether the PUBLISH of `message` at `qos` would exceed `limits.max_packet_out` (the
