@@ -34,6 +34,8 @@
 //! 2. The session state machine on A validates the packet and acknowledges it.
 //! 3. A matches the topic once. Local subscribers get the message at once; every other
 //!    interested shard gets one item in its outbox (one per shard, not per subscriber).
+//!    A share group `$share/{group}/{filter}` is one more choice at this step: A picks one
+//!    shard with members, and that shard picks one member.
 //! 4. Outboxes are flushed as one batch per destination at the end of the read turn. When a
 //!    channel is full the batch waits and A stops reading from its publishers, which is TCP
 //!    back-pressure; no other shard waits.

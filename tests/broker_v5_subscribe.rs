@@ -1,7 +1,6 @@
 //! 5.0 subscription options over TCP with 2 shards (clients on the same and on different
-//! shards): No Local, Retain As Published, Retain Handling 0/1/2; and what the server says
-//! it does not support yet (shared subscriptions: SUBACK 0x9E; Subscription Identifiers:
-//! DISCONNECT 0xA1), as its CONNACK told the client.
+//! shards): No Local, Retain As Published, Retain Handling 0/1/2. (Shared subscriptions
+//! and Subscription Identifiers: `broker_v5_shared.rs`.)
 
 mod common;
 
@@ -98,45 +97,5 @@ fn retain_handling_decides_whether_retained_messages_follow_the_suback() {
             &[(&format!("rh{shard}/+"), with(RetainHandling::DoNotSend))],
         );
         c.expect_nothing();
-    }
-}
-
-#[test]
-fn unsupported_shared_subscriptions_and_identifiers_are_refused_as_connack_said() {
-    let b = Broker::start(2);
-    for shard in 0..2 {
-        let mut c = b.client(V5, &b.id_on(shard, "unsup"), true);
-        let codes = c.subscribe_with(
-            1,
-            &[
-                (
-                    "$share/g/unsup/t",
-                    SubscriptionOptions::new(QoS::AtLeastOnce),
-                ),
-                ("unsup/t", SubscriptionOptions::new(QoS::AtLeastOnce)),
-            ],
-        );
-        assert_eq!(
-            codes,
-            [
-                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
-                ReasonCode(1)
-            ]
-        );
-        let mut properties = Properties::new();
-        properties.get_mut().subscription_identifiers = vec![7];
-        c.send(&Packet::Subscribe(Subscribe {
-            packet_id: pid(2),
-            subscriptions: vec![Subscription {
-                filter: TopicFilter::new("unsup/x").unwrap(),
-                options: SubscriptionOptions::new(QoS::AtMostOnce),
-            }],
-            properties,
-        }));
-        let got = c.expect_closed();
-        assert!(
-            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED),
-            "{got:?}"
-        );
     }
 }

@@ -333,14 +333,7 @@ fn retained_messages_of_a_filter_unsubscribed_before_suback_are_not_sent() {
                 properties: Properties::new(),
             }),
         );
-        h.send(
-            &c,
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id: PacketId::new(2).unwrap(),
-                filters: vec![TopicFilter::new("ua/#").unwrap()],
-                properties: Properties::new(),
-            }),
-        );
+        h.send(&c, unsubscribe(2, "ua/#"));
         let got = h.drain(&mut c);
         assert!(
             matches!(got.as_slice(), [Packet::SubAck(_), Packet::UnsubAck(_), ..]),
@@ -405,14 +398,7 @@ fn a_filter_subscribed_again_during_its_retained_stream_starts_anew() {
             first.len()
         );
         // UNSUBSCRIBE and SUBSCRIBE again at QoS 1, before the rest went out.
-        h.send(
-            &c,
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id: PacketId::new(2).unwrap(),
-                filters: vec![TopicFilter::new("j/#").unwrap()],
-                properties: Properties::new(),
-            }),
-        );
+        h.send(&c, unsubscribe(2, "j/#"));
         h.send(&c, subscribe(3, "j/#", QoS::AtLeastOnce));
         let got = h.drain(&mut c);
         let qos: Vec<QoS> = got

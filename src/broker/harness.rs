@@ -321,6 +321,14 @@ pub(crate) fn subscribe(id: u16, filter: &str, qos: QoS) -> Packet {
     })
 }
 
+pub(crate) fn unsubscribe(id: u16, filter: &str) -> Packet {
+    Packet::Unsubscribe(Unsubscribe {
+        packet_id: PacketId::new(id).expect("non-zero"),
+        filters: vec![TopicFilter::new(filter).expect("valid filter")],
+        properties: Properties::new(),
+    })
+}
+
 pub(crate) fn publish(topic: &str, payload: &[u8], qos: QoS, retain: bool, id: u16) -> Packet {
     Packet::Publish(Publish {
         dup: false,

@@ -151,8 +151,10 @@ impl Shard {
         }
         drop(st);
         conn.wake.notify();
-        // The delayed will of a session this CONNECT discarded is due now.
+        // The delayed will of a session this CONNECT discarded is due now, and what it
+        // held for share groups goes to other members.
         self.publish_due_wills(Instant::now());
+        self.redeliver_shared();
         Ok((id, present))
     }
 
@@ -244,8 +246,9 @@ impl Shard {
         if let (Some(w), true) = (will, reason.publishes_will()) {
             self.will_due(w, kept);
         }
-        // Wills of sessions that ended here.
+        // Wills of sessions that ended here; their share groups' messages.
         self.publish_due_wills(Instant::now());
+        self.redeliver_shared();
     }
 
     /// Closes connections silent for 1.5 times their keep alive [MQTT-3.1.2-24] (and those
@@ -309,21 +312,26 @@ impl Shard {
                 tracing::debug!(client_id = %session.client_id(), "session expired");
             }
         }
-        // Delayed wills whose time came, and those of the sessions that just ended.
+        // Delayed wills whose time came, and those of the sessions that just ended; their
+        // share groups' messages.
         self.publish_due_wills(now);
+        self.redeliver_shared();
     }
 
     /// Removes a session with everything that names it: its subscriptions in the index
     /// (and, for a filter's last subscriber, the other shards' interest) and its stream of
     /// retained messages.
+    /// What it held through shared subscriptions and its client had not acknowledged goes
+    /// to `State::shared_orphans`, for other members of the groups (`redeliver_shared`).
     fn remove_session(&self, st: &mut State, id: SessionId) -> Option<Box<Session>> {
-        let session = st.sessions.remove(id)?;
+        let mut session = st.sessions.remove(id)?;
         st.links.take(id);
         Self::session_ended_will(st, id);
         st.streams.remove(&id);
         for (f, _) in session.subscriptions() {
             self.unsubscribe_one(st, f, id);
         }
+        st.shared_orphans.extend(session.take_shared());
         Some(session)
     }
 }

@@ -23,6 +23,7 @@
 //! | [`lifecycle`] | attach, takeover, close, keep alive, session expiry |
 //! | [`will`] | when a will is published: now, or after its 5.0 Will Delay Interval |
 //! | [`routing`] | where a PUBLISH goes; delivery to local sessions |
+//! | [`shared`] | shared subscriptions: one member per message, across shards |
 //! | [`gate`] | acknowledgements in order, waiting for tokens |
 //! | [`flow`] | congestion, hold-back of publishers, slow consumers |
 //! | [`subscribe`] | SUBSCRIBE / UNSUBSCRIBE and the interest protocol |
@@ -53,6 +54,9 @@ pub(crate) mod routing;
 pub(crate) mod runtime;
 pub(crate) mod serve;
 pub(crate) mod shard;
+pub(crate) mod shared;
+#[cfg(test)]
+mod shared_tests;
 pub(crate) mod store;
 pub(crate) mod subscribe;
 pub(crate) mod transport;
@@ -101,6 +105,9 @@ pub fn home_shard(client_id: &str, shards: usize) -> usize {
 pub(crate) enum ShardMsg {
     /// Deliver to this shard's subscribers of the topic.
     Publish(Message),
+    /// Deliver to one member of each of these share groups here (and maybe to the plain
+    /// subscribers too): see [`shared`].
+    SharedPublish(Box<shared::SharedPublish>),
     /// Store (or, with an empty payload, clear) a retained message: this shard owns the
     /// topic. With `ack`, answer `RetainStored` to that shard once stored.
     Retain {
@@ -144,6 +151,7 @@ impl ShardMsg {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             ShardMsg::Publish(_) => "Publish",
+            ShardMsg::SharedPublish(_) => "SharedPublish",
             ShardMsg::Retain { .. } => "Retain",
             ShardMsg::RetainStored { .. } => "RetainStored",
             ShardMsg::Adopt(_) => "Adopt",

@@ -138,9 +138,8 @@ impl Negotiated {
             if self.topic_alias_max_in > 0 {
                 p.topic_alias_maximum = Some(self.topic_alias_max_in);
             }
-            // Not yet supported: the client must not use them (5.0 §3.2.2.3.12, §3.2.2.3.13).
-            p.subscription_identifier_available = Some(false);
-            p.shared_subscription_available = Some(false);
+            // Subscription identifiers, shared subscriptions and wildcards are supported:
+            // their absence says so (5.0 §3.2.2.3.11-13).
         }
         write_connack(
             out,
@@ -355,8 +354,12 @@ mod tests {
         assert_eq!(p.maximum_packet_size, Some(5000));
         assert_eq!(p.retain_available, Some(false));
         assert_eq!(p.topic_alias_maximum, Some(10));
-        assert_eq!(p.shared_subscription_available, Some(false));
-        assert_eq!(p.subscription_identifier_available, Some(false));
+        assert_eq!(p.shared_subscription_available, None, "absent: available");
+        assert_eq!(
+            p.subscription_identifier_available, None,
+            "absent: available"
+        );
+        assert_eq!(p.wildcard_subscription_available, None, "absent: available");
         // 3.x: nothing but the four bytes.
         c.version = ProtocolVersion::V3_1_1;
         let n = Negotiated::new(&c, &cfg, SESSION, true);

@@ -63,7 +63,7 @@ use super::store::SessionId;
 use super::ShardMsg;
 use crate::index::tree_order;
 use crate::protocol::{QoS, TopicFilter, TopicName};
-use crate::session::{DeliverOutcome, DropReason, Message};
+use crate::session::{tag_identifier, DeliverOutcome, DropReason, Message, Subscribed, Tagged};
 
 /// Messages one job buffers per shard at most (split between its filters).
 pub(crate) const PART_BUDGET: usize = 64;
@@ -92,8 +92,8 @@ struct Job {
     /// that SUBACK is in the gate (answers leave the gate in order, so earlier SUBACKs
     /// are out too).
     suback: u64,
-    /// Filters and granted QoS.
-    filters: Vec<(TopicFilter, QoS)>,
+    /// Filters with their granted QoS and subscription identifier.
+    filters: Vec<(TopicFilter, Subscribed)>,
     /// `parts[shard * filters.len() + filter]`.
     parts: Vec<Part>,
     /// Topics of retained messages delivered live to the session since the SUBSCRIBE.
@@ -227,14 +227,15 @@ impl Shard {
         st: &mut State,
         id: SessionId,
         token: u64,
-        wanted: Vec<((TopicFilter, QoS), bool)>,
+        wanted: Vec<((TopicFilter, Subscribed), bool)>,
         first: Vec<(usize, FirstBatch)>,
         seen_live: AHashSet<TopicName>,
     ) {
         if wanted.iter().all(|(_, gone)| *gone) {
             return;
         }
-        let (filters, gone): (Vec<(TopicFilter, QoS)>, Vec<bool>) = wanted.into_iter().unzip();
+        let (filters, gone): (Vec<(TopicFilter, Subscribed)>, Vec<bool>) =
+            wanted.into_iter().unzip();
         let stream = st.streams.entry(id).or_default();
         if stream.jobs.len() >= MAX_JOBS {
             let waiting = stream.jobs.len() > 1;
@@ -252,7 +253,12 @@ impl Shard {
                 let kept_old = last.filters.len();
                 for ((f, q), _) in filters.into_iter().zip(gone).filter(|(_, g)| !*g) {
                     match last.filters.iter_mut().find(|(g, _)| *g == f) {
-                        Some((_, g)) => *g = (*g).max(q),
+                        Some((_, g)) => {
+                            // Subscribed again: the higher QoS of the two, the newer
+                            // identifier (the subscription now has it).
+                            g.options.qos = g.options.qos.max(q.options.qos);
+                            g.identifier = q.identifier;
+                        }
                         None => last.filters.push((f, q)),
                     }
                 }
@@ -419,12 +425,21 @@ impl Shard {
             };
             // The same topic at the head of other filters' parts is the same message:
             // sent once, at the highest granted QoS of the filters that match it.
-            let mut granted = job.filters.get(pick % n).map_or(QoS::AtMostOnce, |f| f.1);
+            // Each with the identifiers of the filters that match it [MQTT-3.3.4-3].
+            let mut tags: Tagged = None;
+            let mut granted = QoS::AtMostOnce;
+            if let Some((_, sub)) = job.filters.get(pick % n) {
+                granted = sub.options.qos;
+                tag_identifier(&mut tags, sub.identifier);
+            }
             for (i, part) in job.parts.iter_mut().enumerate() {
                 if part.buf.front().is_some_and(|m| m.topic == msg.topic) {
                     part.buf.pop_front();
                     if held.get(i % n).copied().unwrap_or(false) {
-                        granted = granted.max(job.filters.get(i % n).map_or(granted, |f| f.1));
+                        if let Some((_, sub)) = job.filters.get(i % n) {
+                            granted = granted.max(sub.options.qos);
+                            tag_identifier(&mut tags, sub.identifier);
+                        }
                     }
                 }
             }
@@ -433,7 +448,7 @@ impl Shard {
             }
             // [MQTT-3.3.1-8]: RETAIN set; at the lower of its QoS and the granted QoS.
             let qos = msg.qos.min(granted);
-            match self.offer(session, conn, &msg, qos, true) {
+            match self.offer(session, conn, &msg, qos, true, tags) {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
                     self.count(|m| m.messages_delivered += 1)
                 }

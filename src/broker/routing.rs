@@ -25,6 +25,7 @@ use std::rc::Rc;
 use super::connection::ConnShared;
 use super::home_shard;
 use super::shard::Shard;
+use super::shared::SharedPublish;
 use super::store::SessionId;
 use crate::protocol::*;
 use crate::session::*;
@@ -64,7 +65,13 @@ impl Shard {
         before: impl FnOnce(bool),
     ) {
         let retained = msg.retain && self.cfg.retain_available;
-        let mask = self.state.borrow().interest.match_mask(&msg.topic);
+        // `plain`: the shards with plain subscribers; `picks`: one shard per matching share
+        // group (see `shared`), only when shared subscriptions exist anywhere.
+        let (plain, picks) = self.match_shards(&msg.topic);
+        let mut mask = plain;
+        for (shard, _) in &picks {
+            mask.set(*shard);
+        }
         // Kept beyond this turn: in the retained store, by a QoS 1/2 delivery, or in a
         // batch to another shard (nothing is kept when no shard has a subscriber). One
         // copy serves all of them (module docs).
@@ -82,45 +89,116 @@ impl Shard {
             }
         }
         for shard in mask.iter() {
-            if shard == self.id {
-                self.deliver_local(&msg, origin);
-            } else {
-                self.send_publish(shard, msg.clone());
+            let groups: Vec<Box<str>> = picks
+                .iter()
+                .filter(|(s, _)| *s == shard)
+                .map(|(_, g)| g.clone())
+                .collect();
+            match (shard == self.id, groups.is_empty()) {
+                (true, true) => self.deliver_local(&msg, origin),
+                (false, true) => self.send_publish(shard, msg.clone()),
+                (true, false) => {
+                    let unserved = self.deliver_here(&msg, origin, plain.contains(shard), &groups);
+                    self.forward_shared(&msg, unserved, 1);
+                }
+                (false, false) => self.send_shared(
+                    shard,
+                    SharedPublish {
+                        msg: msg.clone(),
+                        plain: plain.contains(shard),
+                        groups,
+                        hops: 0,
+                    },
+                ),
             }
         }
     }
 
-    /// Delivers to this shard's subscribers, once per session at the highest granted QoS
-    /// of its matching subscriptions. `origin` is the session that published it, when it
-    /// lives here: a session's subscriptions live on its home shard, so only this shard
-    /// can owe it No Local, and its subscriptions with No Local do not match its own
-    /// messages [MQTT-3.8.3-3] (another of its subscriptions without it still does).
+    /// Delivers to this shard's plain subscribers (see [`Shard::deliver_here`]).
     pub(crate) fn deliver_local(&self, msg: &Message, origin: Option<SessionId>) {
+        self.deliver_here(msg, origin, true, &[]);
+    }
+
+    /// Delivers to this shard's subscribers: with `plain`, to every session with a
+    /// matching plain subscription, once per session at the highest granted QoS of its
+    /// matching subscriptions, with all their identifiers [MQTT-3.3.4-3]
+    /// [MQTT-3.3.4-4]; and to one member of each share group in `groups` (the groups
+    /// routing chose this shard for: see [`super::shared`]), a delivery of its own
+    /// (5.0 §4.8.2). Returns the groups of `groups` with no member here.
+    ///
+    /// `origin` is the session that published it, when it lives here: a session's
+    /// subscriptions live on its home shard, so only this shard can owe it No Local, and
+    /// its subscriptions with No Local do not match its own messages [MQTT-3.8.3-3]
+    /// (another of its subscriptions without it still does).
+    pub(crate) fn deliver_here(
+        &self,
+        msg: &Message,
+        origin: Option<SessionId>,
+        plain: bool,
+        groups: &[Box<str>],
+    ) -> Vec<Box<str>> {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut matches = std::mem::take(&mut st.matches);
         matches.clear();
-        st.subs.for_each_match(&msg.topic, |_, slot, opts| {
-            if !(opts.no_local && origin == Some(slot)) {
-                matches.push((slot, opts.qos, opts.retain_as_published));
-            }
-        });
-        if matches.len() > 1 {
-            // Overlapping subscriptions of one client: one delivery at the highest QoS.
-            matches.sort_unstable_by_key(|m| m.0);
-            matches.dedup_by(|b, a| {
-                if a.0 == b.0 {
-                    a.1 = a.1.max(b.1);
-                    a.2 |= b.2;
-                    true
-                } else {
-                    false
-                }
-            });
-        }
+        let mut shares: Vec<TopicFilter> = Vec::new();
+        let mut unserved: Vec<Box<str>> = groups.to_vec();
         let max_write = self.cfg.limits.max_write_buffer;
+        {
+            let (sessions, links) = (&st.sessions, &st.links);
+            st.subs
+                .for_each_matching_filter(&msg.topic, |filter, members, cursor| {
+                    if !crate::index::is_shared(filter) {
+                        if plain {
+                            for (slot, sub) in members {
+                                if !(sub.options.no_local && origin == Some(*slot)) {
+                                    matches.push(Match::plain(*slot, sub));
+                                }
+                            }
+                        }
+                        return;
+                    }
+                    let Some(at) = unserved.iter().position(|g| &**g == filter) else {
+                        return;
+                    };
+                    let Some((slot, sub)) =
+                        super::shared::pick_member(members, cursor, sessions, links, max_write)
+                    else {
+                        return;
+                    };
+                    let Ok(share) = TopicFilter::new(filter.to_owned()) else {
+                        return;
+                    };
+                    unserved.swap_remove(at);
+                    matches.push(Match::shared(slot, &sub, shares.len()));
+                    shares.push(share);
+                });
+        }
+        if matches.len() > 1 {
+            // Overlapping plain subscriptions of one client: one delivery (below); a share
+            // group's delivery stays apart.
+            matches.sort_unstable_by_key(|m| (m.slot, m.share));
+        }
         let watch_pending = msg.retain && !(st.pending.is_empty() && st.streams.is_empty());
-        for &(id, granted, rap) in &matches {
+        let mut i = 0;
+        while let Some(first) = matches.get(i).copied() {
+            let (id, mut granted, mut rap) = (first.slot, first.qos, first.rap);
+            let mut tags: Tagged = None;
+            tag_identifier(&mut tags, first.identifier);
+            i += 1;
+            if first.share == Match::PLAIN {
+                while let Some(m) = matches
+                    .get(i)
+                    .filter(|m| m.slot == id && m.share == Match::PLAIN)
+                {
+                    granted = granted.max(m.qos);
+                    rap |= m.rap;
+                    tag_identifier(&mut tags, m.identifier);
+                    i += 1;
+                }
+            } else if let Some(share) = shares.get(first.share as usize) {
+                tags.get_or_insert_with(Box::default).share = Some(share.clone());
+            }
             if watch_pending {
                 Self::note_live_retained(st, id, &msg.topic);
             }
@@ -134,7 +212,7 @@ impl Shard {
                 self.count(|m| m.dropped_qos0_write_buffer += 1);
                 continue;
             }
-            match self.offer(session, conn, msg, qos, retain) {
+            match self.offer(session, conn, msg, qos, retain, tags) {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
                     self.count(|m| m.messages_delivered += 1)
                 }
@@ -157,6 +235,7 @@ impl Shard {
             }
         }
         st.matches = matches;
+        unserved
     }
 
     /// Offers `msg` to a session: written to its connection (or queued behind its window),
@@ -170,16 +249,23 @@ impl Shard {
         msg: &Message,
         qos: QoS,
         retain: bool,
+        tags: Tagged,
     ) -> DeliverOutcome {
         let o = match conn {
             Some(conn) => {
-                let o = session.deliver(msg, qos, retain, Some(&mut conn.out.borrow_mut()));
+                let o = session.deliver_tagged(
+                    msg,
+                    qos,
+                    retain,
+                    tags,
+                    Some(&mut conn.out.borrow_mut()),
+                );
                 conn.queued.set(session.queued_len());
                 self.note_output(conn);
                 conn.wake.notify();
                 o
             }
-            None => session.deliver(msg, qos, retain, None),
+            None => session.deliver_tagged(msg, qos, retain, tags, None),
         };
         match o {
             DeliverOutcome::Dropped(DropReason::TooLarge) => {
@@ -189,5 +275,39 @@ impl Shard {
             _ => {}
         }
         o
+    }
+}
+
+/// One session's delivery of the message being routed, as collected from the index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Match {
+    slot: SessionId,
+    qos: QoS,
+    rap: bool,
+    /// The subscription's identifier (0: none).
+    identifier: u32,
+    /// [`Match::PLAIN`], or which share group (an index into the walk's list of them) it is
+    /// the chosen member of.
+    share: u32,
+}
+
+impl Match {
+    const PLAIN: u32 = u32::MAX;
+
+    fn plain(slot: SessionId, sub: &Subscribed) -> Match {
+        Match {
+            slot,
+            qos: sub.options.qos,
+            rap: sub.options.retain_as_published,
+            identifier: sub.identifier,
+            share: Match::PLAIN,
+        }
+    }
+
+    fn shared(slot: SessionId, sub: &Subscribed, share: usize) -> Match {
+        Match {
+            share: u32::try_from(share).unwrap_or(Match::PLAIN - 1),
+            ..Match::plain(slot, sub)
+        }
     }
 }

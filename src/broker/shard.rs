@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::index::{InterestTrie, RetainedTrie, SubscriptionTrie};
 use crate::mesh::MeshTx;
 use crate::notify::WaitList;
-use crate::protocol::{QoS, SubscriptionOptions, TopicFilter};
-use crate::session::{Message, SessionLimits};
+use crate::protocol::TopicFilter;
+use crate::session::{Message, SessionLimits, Subscribed};
 
 /// One shard's counters (kept in a `Cell` on the shard; returned when it stops and
 /// summed over shards).
@@ -71,6 +71,11 @@ pub struct ShardSummary {
     /// 5.0 QoS 1/2 PUBLISHes refused with 0x99: Payload Format Indicator 1 and a payload
     /// that is not UTF-8 (QoS 0 ones close the connection: `protocol_errors`).
     pub payload_format_invalid: u64,
+    /// Messages a session held through a shared subscription when it ended, given to
+    /// another member of the group.
+    pub shared_redelivered: u64,
+    /// Messages for a share group that had no member left to take them.
+    pub shared_undeliverable: u64,
     /// Mesh messages dropped because their destination shard had stopped.
     pub mesh_undeliverable: u64,
     /// Connection tasks that panicked (a bug), cleaned up and closed.
@@ -99,6 +104,8 @@ impl ShardSummary {
         self.sessions_refused_limit += o.sessions_refused_limit;
         self.sessions_expired += o.sessions_expired;
         self.payload_format_invalid += o.payload_format_invalid;
+        self.shared_redelivered += o.shared_redelivered;
+        self.shared_undeliverable += o.shared_undeliverable;
         self.mesh_undeliverable += o.mesh_undeliverable;
         self.connection_panics += o.connection_panics;
     }
@@ -150,7 +157,7 @@ pub(crate) struct State {
     pub sessions: SessionStore,
     /// The connection serving each session that has one.
     pub(crate) links: Links,
-    pub(crate) subs: SubscriptionTrie<SessionId, SubscriptionOptions>,
+    pub(crate) subs: SubscriptionTrie<SessionId, Subscribed>,
     /// Local subscriptions per filter; the shard's interest bit is set while above 0.
     pub(crate) local_filters: AHashMap<TopicFilter, u32>,
     pub(crate) interest: InterestTrie,
@@ -175,7 +182,10 @@ pub(crate) struct State {
     pub conns: slab::Slab<(u32, Rc<ConnShared>)>,
     pub(crate) next_conn_generation: u32,
     /// Scratch for collecting matches (reused to avoid an allocation per message).
-    pub(crate) matches: Vec<(SessionId, QoS, bool)>,
+    pub(crate) matches: Vec<super::routing::Match>,
+    /// Messages of ended sessions' shared subscriptions, to give to other members once
+    /// the state is not borrowed (see [`super::shared`]).
+    pub(crate) shared_orphans: Vec<(TopicFilter, Message)>,
 }
 
 /// One shard.
@@ -201,6 +211,9 @@ pub(crate) struct Shard {
     pub(crate) retained_work: WaitList,
     /// When a queue-full drop was last logged (drops are logged at most once a second).
     pub(crate) drop_logged: Cell<Instant>,
+    /// Rotates the choice of shard for messages a share group's chosen shard could not
+    /// take (see [`super::shared`]).
+    pub(crate) share_turn: Cell<u32>,
     /// This shard's share of `max_connections`.
     pub max_connections: usize,
     /// This shard's share of `max_sessions`.
@@ -260,6 +273,7 @@ impl Shard {
                 conns: slab::Slab::new(),
                 next_conn_generation: 0,
                 matches: Vec::new(),
+                shared_orphans: Vec::new(),
             }),
             metrics: Cell::new(ShardSummary::default()),
             auth,
@@ -272,6 +286,7 @@ impl Shard {
                     .checked_sub(Duration::from_secs(2))
                     .unwrap_or_else(Instant::now),
             ),
+            share_turn: Cell::new(0),
         }
     }
 
@@ -319,7 +334,7 @@ impl Shard {
     }
 
     /// A mesh message handed back: its destination is not a peer or has stopped (shutdown).
-    fn undeliverable(&self, dest: usize, msg: &ShardMsg) {
+    pub(crate) fn undeliverable(&self, dest: usize, msg: &ShardMsg) {
         self.count(|m| m.mesh_undeliverable += 1);
         tracing::debug!(
             dest,
@@ -338,6 +353,7 @@ impl Shard {
     pub(crate) fn on_mesh(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Publish(m) => self.deliver_local(&m, None),
+            ShardMsg::SharedPublish(p) => self.on_shared_publish(*p),
             ShardMsg::Retain { msg, ack } => {
                 self.store_retained(msg);
                 if let Some((from, token)) = ack {

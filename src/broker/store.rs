@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytestring::ByteString;
 
-use crate::protocol::{SubscriptionOptions, TopicFilter};
-use crate::session::Session;
+use crate::protocol::TopicFilter;
+use crate::session::{Session, Subscribed};
 
 /// A session of this shard: slot and generation (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,7 +79,7 @@ pub(crate) enum Change {
     Subscribed {
         client_id: ByteString,
         filter: TopicFilter,
-        options: SubscriptionOptions,
+        sub: Subscribed,
     },
     /// A subscription was removed.
     Unsubscribed {
@@ -148,25 +148,20 @@ impl SessionStore {
     }
 
     /// Adds or replaces the session's subscription to `filter`; true if it is new.
-    pub fn subscribe(
-        &mut self,
-        id: SessionId,
-        filter: TopicFilter,
-        options: SubscriptionOptions,
-    ) -> bool {
+    pub fn subscribe(&mut self, id: SessionId, filter: TopicFilter, sub: Subscribed) -> bool {
         let recording = self.changes.is_some();
         let Some(s) = self.get_mut(id) else {
             return false;
         };
         let (persistent, client_id) = (s.is_persistent(), s.client_id().clone());
         if !(recording && persistent) {
-            return s.add_subscription(filter, options);
+            return s.add_subscription(filter, sub);
         }
-        let new = s.add_subscription(filter.clone(), options);
+        let new = s.add_subscription(filter.clone(), sub);
         self.record(true, || Change::Subscribed {
             client_id,
             filter,
-            options,
+            sub,
         });
         new
     }
@@ -316,7 +311,9 @@ mod tests {
     fn changes_of_persistent_sessions_are_recorded_by_client_id() {
         let mut s = SessionStore::default();
         let f = TopicFilter::new("a/#").unwrap();
-        let opts = SubscriptionOptions::new(crate::protocol::QoS::AtLeastOnce);
+        let opts = Subscribed::new(crate::protocol::SubscriptionOptions::new(
+            crate::protocol::QoS::AtLeastOnce,
+        ));
         // Nothing is kept while nobody records.
         let early = s.insert(session("early", true));
         s.subscribe(early, f.clone(), opts);
@@ -346,7 +343,7 @@ mod tests {
         let sub = Change::Subscribed {
             client_id: id("p"),
             filter: f.clone(),
-            options: opts,
+            sub: opts,
         };
         assert!(
             matches!(&got[3], Change::Offline { client_id, expiry, .. } if client_id == "p" && *expiry == crate::session::NEVER_EXPIRES)

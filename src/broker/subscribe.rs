@@ -31,9 +31,9 @@ use super::shard::{Shard, State};
 use super::store::SessionId;
 use super::ShardMsg;
 use crate::protocol::{
-    Packet, PacketId, Properties, ReasonCode, RetainHandling, SubAck, SubscriptionOptions,
-    TopicFilter, TopicName,
+    Packet, PacketId, Properties, ReasonCode, RetainHandling, SubAck, TopicFilter, TopicName,
 };
+use crate::session::Subscribed;
 
 /// A SUBSCRIBE waiting for every other shard to route its filters.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub(crate) struct PendingSub {
     pub(crate) session: SessionId,
     /// The accepted filters whose retained messages follow the SUBACK, in the order of
     /// the other shards' first batches.
-    pub(crate) filters: Vec<(TopicFilter, SubscriptionOptions)>,
+    pub(crate) filters: Vec<(TopicFilter, Subscribed)>,
     pub(crate) waiting: usize,
     /// Other shards' first batches of those, by shard.
     pub(crate) first: Vec<(usize, FirstBatch)>,
@@ -62,17 +62,17 @@ impl Shard {
         conn: &Rc<ConnShared>,
         id: SessionId,
         packet_id: PacketId,
-        added: Vec<(TopicFilter, SubscriptionOptions)>,
+        added: Vec<(TopicFilter, Subscribed)>,
         mut codes: Vec<ReasonCode>,
     ) {
         let version = conn.version.get();
         let l = &self.cfg.limits;
         let mut filters: Vec<TopicFilter> = Vec::with_capacity(added.len());
-        let mut retained: Vec<(TopicFilter, SubscriptionOptions)> = Vec::new();
+        let mut retained: Vec<(TopicFilter, Subscribed)> = Vec::new();
         let token = self.next_token();
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
-        for (i, (filter, opts)) in added.into_iter().enumerate() {
+        for (i, (filter, sub)) in added.into_iter().enumerate() {
             let (exists, count) = st.sessions.get(id).map_or((false, 0), |s| {
                 (s.has_subscription(&filter), s.subscription_count())
             });
@@ -80,9 +80,6 @@ impl Shard {
             // was.
             let refuse = if i >= l.max_filters_per_subscribe {
                 Some(ReasonCode::QUOTA_EXCEEDED)
-            } else if version.is_v5() && filter.shared().is_some() {
-                // CONNACK said Shared Subscription Available 0 (5.0 §3.2.2.3.13).
-                Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
             } else if filter.levels().count() > l.max_topic_levels {
                 Some(ReasonCode::TOPIC_FILTER_INVALID)
             } else if !exists && count >= l.max_subscriptions_per_client {
@@ -103,8 +100,8 @@ impl Shard {
             // Kept for the life of the subscription: its own bytes, not a slice of the
             // SUBSCRIBE's read buffer.
             let filter = filter.detached();
-            st.sessions.subscribe(id, filter.clone(), opts);
-            if st.subs.insert(&filter, id, opts).is_none() {
+            st.sessions.subscribe(id, filter.clone(), sub);
+            if st.subs.insert(&filter, id, sub).is_none() {
                 let n = st.local_filters.entry(filter.clone()).or_insert(0);
                 *n += 1;
                 if *n == 1 {
@@ -113,15 +110,18 @@ impl Shard {
             }
             // Retained messages follow the SUBACK unless the server keeps none, the
             // client asked for none, or only for a new subscription and this one replaces
-            // an existing one [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+            // an existing one [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11], or it is a
+            // shared subscription (5.0 §3.3.1.3 sends them for "a new Non-shared
+            // Subscription").
             let wants_retained = self.cfg.retain_available
-                && match opts.retain_handling {
+                && filter.shared().is_none()
+                && match sub.options.retain_handling {
                     RetainHandling::SendAtSubscribe => true,
                     RetainHandling::SendIfNew => !exists,
                     RetainHandling::DoNotSend => false,
                 };
             if wants_retained {
-                retained.push((filter.clone(), opts));
+                retained.push((filter.clone(), sub));
             }
             filters.push(filter);
         }
@@ -233,7 +233,7 @@ impl Shard {
         let wanted = p
             .filters
             .iter()
-            .map(|(f, o)| ((f.clone(), o.qos), p.gone.contains(f)))
+            .map(|(f, s)| ((f.clone(), *s), p.gone.contains(f)))
             .collect();
         self.stream_retained(st, p.session, token, wanted, p.first, p.seen_live);
     }

@@ -1,5 +1,6 @@
 //! [`InterestTrie`]: which shards have subscribers for which filters, and [`ShardMask`].
 
+use std::cell::Cell;
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};
 
@@ -158,8 +159,18 @@ struct Masks {
     shared: Option<Box<SharedMasks>>,
 }
 
-/// (full `$share/...` filter text, mask) of the shared subscriptions on one filter part.
-type SharedMasks = Vec<(Box<str>, ShardMask)>;
+/// The shared subscriptions on one filter part.
+type SharedMasks = Vec<Shared>;
+
+/// One shared subscription's shards.
+struct Shared {
+    /// Its full `$share/{group}/{filter}` text.
+    filter: Box<str>,
+    mask: ShardMask,
+    /// Kept for the caller, which rotates through the group's shards with it (see
+    /// [`InterestTrie::for_each_match`]).
+    cursor: Cell<u32>,
+}
 
 impl Slot for Masks {
     fn is_empty(&self) -> bool {
@@ -170,8 +181,8 @@ impl Slot for Masks {
 impl Masks {
     fn union(&self) -> ShardMask {
         let mut mask = self.plain;
-        for (_, m) in self.shared.iter().flat_map(|s| s.iter()) {
-            mask |= *m;
+        for s in self.shared.iter().flat_map(|s| s.iter()) {
+            mask |= s.mask;
         }
         mask
     }
@@ -205,6 +216,8 @@ impl Masks {
 pub struct InterestTrie {
     trie: Trie<Masks>,
     filters: usize,
+    /// How many of `filters` are shared subscriptions.
+    shared: usize,
 }
 
 impl fmt::Debug for InterestTrie {
@@ -248,12 +261,17 @@ impl InterestTrie {
             None => set(&mut slot.plain),
             Some(_) => {
                 let shared = slot.shared.get_or_insert_with(Box::default);
-                if let Some((_, mask)) = shared.iter_mut().find(|(f, _)| &**f == filter) {
-                    return set(mask);
+                if let Some(s) = shared.iter_mut().find(|s| &*s.filter == filter) {
+                    return set(&mut s.mask);
                 }
                 let mut mask = ShardMask::EMPTY;
                 let new = set(&mut mask);
-                shared.push((Box::from(filter), mask));
+                shared.push(Shared {
+                    filter: Box::from(filter),
+                    mask,
+                    cursor: Cell::new(0),
+                });
+                self.shared += 1;
                 new
             }
         }
@@ -267,6 +285,7 @@ impl InterestTrie {
         }
         let (share, part) = split_shared(filter);
         let filters = &mut self.filters;
+        let shared_count = &mut self.shared;
         self.trie
             .modify(part, |slot| match share {
                 None => {
@@ -280,16 +299,17 @@ impl InterestTrie {
                     let Some(shared) = slot.shared.as_mut() else {
                         return false;
                     };
-                    let Some(at) = shared.iter().position(|(f, _)| &**f == filter) else {
+                    let Some(at) = shared.iter().position(|s| &*s.filter == filter) else {
                         return false;
                     };
-                    let Some((_, mask)) = shared.get_mut(at) else {
+                    let Some(Shared { mask, .. }) = shared.get_mut(at) else {
                         return false;
                     };
                     let had = mask.clear(shard);
                     if mask.is_empty() {
                         shared.swap_remove(at);
                         *filters -= 1;
+                        *shared_count -= 1;
                         if shared.is_empty() {
                             slot.shared = None;
                         }
@@ -312,8 +332,8 @@ impl InterestTrie {
                 .shared
                 .iter()
                 .flat_map(|s| s.iter())
-                .find(|(f, _)| &**f == filter)
-                .map_or(ShardMask::EMPTY, |(_, m)| *m),
+                .find(|s| &*s.filter == filter)
+                .map_or(ShardMask::EMPTY, |s| s.mask),
         }
     }
 
@@ -327,18 +347,30 @@ impl InterestTrie {
     }
 
     /// Calls `f(shared, mask)` for every filter matching `topic`: `shared` is the full
-    /// `$share/...` text of a shared subscription and `None` for the plain filters (whose
-    /// text is not stored). For a caller that must treat share groups apart, e.g. deliver
-    /// to one shard of the group rather than to all.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(Option<&str>, ShardMask)) {
+    /// `$share/...` text of a shared subscription with a counter of its own that the caller
+    /// may use to rotate through the group's shards, and `None` for the plain filters
+    /// (whose text is not stored). For a caller that must treat share groups apart, e.g.
+    /// deliver to one shard of the group rather than to all.
+    pub fn for_each_match(
+        &self,
+        topic: &str,
+        mut f: impl FnMut(Option<(&str, &Cell<u32>)>, ShardMask),
+    ) {
         self.trie.for_each_match(topic, |slot| {
             if !slot.plain.is_empty() {
                 f(None, slot.plain);
             }
-            for (filter, mask) in slot.shared.iter().flat_map(|s| s.iter()) {
-                f(Some(filter), *mask);
+            for s in slot.shared.iter().flat_map(|s| s.iter()) {
+                f(Some((&s.filter, &s.cursor)), s.mask);
             }
         });
+    }
+
+    /// Whether any shared subscription matches `topic` (checked before
+    /// [`for_each_match`](Self::for_each_match) only where that walk costs more than this
+    /// one; a trie without shared subscriptions answers at once).
+    pub fn has_shared(&self) -> bool {
+        self.shared > 0
     }
 
     /// Number of filters with at least one shard.

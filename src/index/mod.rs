@@ -63,6 +63,14 @@ pub use interest::{InterestTrie, ShardIter, ShardMask};
 pub use retained::{tree_order, Matches, RetainedTrie};
 pub use subscriptions::SubscriptionTrie;
 
+/// Whether `filter` is a shared subscription `$share/{group}/{filter}` (as
+/// [`TopicFilter::shared`](crate::protocol::TopicFilter::shared) says), which the index
+/// matches on its filter part.
+#[inline]
+pub fn is_shared(filter: &str) -> bool {
+    split_shared(filter).0.is_some()
+}
+
 /// Splits a filter into (share name, filter part) the way
 /// [`TopicFilter::shared`](crate::protocol::TopicFilter::shared) does: `$share/g/a/+` is
 /// `(Some("g"), "a/+")`, anything else is `(None, filter)`.

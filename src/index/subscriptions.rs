@@ -1,5 +1,6 @@
 //! [`SubscriptionTrie`]: a shard's own subscribers, filter -> set of (key, value).
 
+use std::cell::Cell;
 use std::fmt;
 use std::hash::Hash;
 use std::mem;
@@ -108,6 +109,9 @@ impl<K: Copy + Eq + Hash, V> Subscribers<K, V> {
 struct Group<K, V> {
     filter: Box<str>,
     subs: Subscribers<K, V>,
+    /// Kept for the caller, which rotates through a share group's members with it (see
+    /// [`SubscriptionTrie::for_each_matching_filter`]).
+    cursor: Cell<u32>,
 }
 
 /// The payload of a trie slot: its filter texts. Boxed so that the many slots without
@@ -239,6 +243,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
         groups.push(Group {
             filter: Box::from(filter),
             subs,
+            cursor: Cell::new(0),
         });
         self.filters += 1;
         self.subscriptions += 1;
@@ -301,6 +306,24 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
                 for (key, value) in &group.subs.entries {
                     f(&group.filter, *key, value);
                 }
+            }
+        });
+    }
+
+    /// Calls `f(filter, subscribers, cursor)` once for every filter text matching the topic
+    /// name `topic` (as [`for_each_match`](Self::for_each_match) matches), with its
+    /// subscribers (in no particular order) and a counter of its own that the caller may
+    /// use to rotate through them, e.g. to pick one member of a share group per message.
+    /// The counter lives as long as the filter has subscribers.
+    #[inline]
+    pub fn for_each_matching_filter(
+        &self,
+        topic: &str,
+        mut f: impl FnMut(&str, &[(K, V)], &Cell<u32>),
+    ) {
+        self.trie.for_each_match(topic, |slot| {
+            for group in slot.iter() {
+                f(&group.filter, &group.subs.entries, &group.cursor);
             }
         });
     }

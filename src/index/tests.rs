@@ -390,8 +390,9 @@ fn interest_for_each_match_separates_share_groups() {
     i.add("$share/g/a/+", 3);
     i.add("$share/g/a/#", 4);
     let mut seen = Vec::new();
+    assert!(i.has_shared());
     i.for_each_match("a/b", |share, mask| {
-        seen.push((share.map(str::to_string), mask.bits()))
+        seen.push((share.map(|(f, _)| f.to_string()), mask.bits()))
     });
     seen.sort();
     assert_eq!(
@@ -407,6 +408,30 @@ fn interest_for_each_match_separates_share_groups() {
     assert!(i.remove("a/+", 2));
     assert_eq!(i.match_mask("a/b"), ShardMask::from_bits(0b11110));
     assert_eq!(i.filter_count(), 3);
+    // Each share group keeps its own cursor, across walks, until it is gone.
+    let bump = |i: &InterestTrie| {
+        i.for_each_match("a/b", |share, _| {
+            if let Some((f, c)) = share.filter(|(f, _)| *f == "$share/g/a/+") {
+                assert_eq!(f, "$share/g/a/+");
+                c.set(c.get() + 1);
+            }
+        })
+    };
+    bump(&i);
+    bump(&i);
+    let mut cursor = 0;
+    i.for_each_match("a/b", |share, _| {
+        if let Some((f, c)) = share {
+            if f == "$share/g/a/+" {
+                cursor = c.get();
+            }
+        }
+    });
+    assert_eq!(cursor, 2);
+    assert!(i.remove("$share/g/a/+", 2));
+    assert!(i.remove("$share/g/a/+", 3));
+    assert!(i.remove("$share/g/a/#", 4));
+    assert!(!i.has_shared());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -177,10 +177,12 @@ pub enum SessionError {
     /// A QoS 0 PUBLISH whose payload is not the UTF-8 its Payload Format Indicator says.
     #[error("QoS 0 PUBLISH with Payload Format Indicator 1 and a payload that is not UTF-8")]
     PayloadFormatInvalid,
-    /// A SUBSCRIBE with a Subscription Identifier, which CONNACK said the server does
-    /// not support (5.0 §3.2.2.3.12).
-    #[error("SUBSCRIBE with a Subscription Identifier, not supported (5.0 §3.2.2.3.12)")]
-    SubscriptionIdentifiersNotSupported,
+    /// A SUBSCRIBE with more than one Subscription Identifier (5.0 §3.8.2.1.2).
+    #[error("SUBSCRIBE with more than one Subscription Identifier (5.0 §3.8.2.1.2)")]
+    SubscriptionIdentifierRepeated,
+    /// No Local on a shared subscription [MQTT-3.8.3-4].
+    #[error("No Local set on a shared subscription [MQTT-3.8.3-4]")]
+    NoLocalOnSharedSubscription,
 }
 
 impl SessionError {
@@ -190,9 +192,6 @@ impl SessionError {
             SessionError::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
             SessionError::QoSNotSupported => ReasonCode::QOS_NOT_SUPPORTED,
             SessionError::PayloadFormatInvalid => ReasonCode::PAYLOAD_FORMAT_INVALID,
-            SessionError::SubscriptionIdentifiersNotSupported => {
-                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
-            }
             _ => ReasonCode::PROTOCOL_ERROR,
         }
     }
@@ -270,8 +269,8 @@ pub enum Action {
     Subscribe {
         /// SUBSCRIBE packet id, for the SUBACK.
         packet_id: PacketId,
-        /// Accepted subscriptions (filter, options) to add or replace.
-        added: Vec<(TopicFilter, SubscriptionOptions)>,
+        /// Accepted subscriptions (filter, options and identifier) to add or replace.
+        added: Vec<(TopicFilter, Subscribed)>,
         /// One code per requested filter.
         codes: Vec<ReasonCode>,
     },
@@ -332,6 +331,8 @@ struct Inflight {
     message: Option<Message>,
     /// RETAIN flag as delivered (resends repeat it).
     retain: bool,
+    /// Subscription identifiers and share group as delivered (resends repeat them).
+    tags: Tagged,
     /// Sent on the current connection. False for a flow a resumed session has not resent
     /// yet because the new connection's window is smaller than what is in flight.
     sent: bool,
@@ -341,12 +342,84 @@ struct Inflight {
 /// (with the message's handles to its bytes) and the heap blocks of topic and payload.
 pub const QUEUE_ENTRY_OVERHEAD: usize = std::mem::size_of::<Queued>() + 2 * 16;
 
-/// A queued delivery: the message and the QoS and RETAIN it will be sent with.
+/// A queued delivery: the message and the QoS, RETAIN and tags it will be sent with.
 #[derive(Debug)]
 struct Queued {
     message: Message,
     qos: QoS,
     retain: bool,
+    tags: Tagged,
+}
+
+impl Queued {
+    /// What it counts against `max_queued_bytes`: the message and its tags.
+    fn cost(&self) -> usize {
+        self.message.cost() + self.tags.as_ref().map_or(0, |t| t.cost())
+    }
+}
+
+/// A subscription as the session and the index keep it: the options it was made with and
+/// its 5.0 Subscription Identifier (0: none; the codec refuses 0 on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The SUBSCRIBE's options for this filter.
+    pub options: SubscriptionOptions,
+    /// The SUBSCRIBE's Subscription Identifier, 0 when it had none.
+    pub identifier: u32,
+}
+
+impl Subscribed {
+    /// A subscription with these options and no identifier.
+    pub fn new(options: SubscriptionOptions) -> Subscribed {
+        Subscribed {
+            options,
+            identifier: 0,
+        }
+    }
+}
+
+/// What a delivery carries besides the message, for what few subscriptions use: boxed, so
+/// that a plain delivery carries one null pointer ([`Tagged`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags {
+    /// The 5.0 Subscription Identifiers of the client's subscriptions it matched, each
+    /// once, sent with it [MQTT-3.3.4-3] [MQTT-3.3.4-4]. Never sent to a 3.x client.
+    pub identifiers: smallvec::SmallVec<[u32; 2]>,
+    /// The shared subscription it was delivered through: if the session ends before the
+    /// client acknowledges it, it goes to another member of the group (5.0 §4.8.2).
+    pub share: Option<TopicFilter>,
+}
+
+impl Tags {
+    /// Adds a matching subscription's identifier (0, none, adds nothing; one already there
+    /// is not repeated).
+    pub fn add_identifier(&mut self, id: u32) {
+        if id != 0 && !self.identifiers.contains(&id) {
+            self.identifiers.push(id);
+        }
+    }
+
+    /// Heap bytes it holds, counted with a queued message.
+    fn cost(&self) -> usize {
+        std::mem::size_of::<Tags>()
+            + if self.identifiers.spilled() {
+                4 * self.identifiers.capacity()
+            } else {
+                0
+            }
+            + self.share.as_ref().map_or(0, |f| f.len())
+    }
+}
+
+/// A delivery's [`Tags`], if any.
+pub type Tagged = Option<Box<Tags>>;
+
+/// Adds a matching subscription's identifier to a delivery's tags (0, none, adds nothing
+/// and allocates nothing).
+pub fn tag_identifier(tags: &mut Tagged, id: u32) {
+    if id != 0 {
+        tags.get_or_insert_with(Box::default).add_identifier(id);
+    }
 }
 
 /// Counters a session keeps (32 bits each, saturating: they exist per session, and the
@@ -378,7 +451,7 @@ pub struct Session {
     /// clean start replaces it (3.x clean session 0, 5.0 0xFFFFFFFF).
     expiry: u32,
     limits: SessionLimits,
-    subscriptions: ahash::AHashMap<TopicFilter, SubscriptionOptions>,
+    subscriptions: ahash::AHashMap<TopicFilter, Subscribed>,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -454,7 +527,7 @@ impl Session {
     }
 
     /// Current subscriptions (restored into the index when a persistent session resumes).
-    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, &SubscriptionOptions)> {
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&TopicFilter, &Subscribed)> {
         self.subscriptions.iter()
     }
 
@@ -467,6 +540,14 @@ impl Session {
     /// shard adds them to its counters).
     pub fn take_expired_drops(&mut self) -> u32 {
         std::mem::take(&mut self.expired_unreported)
+    }
+
+    /// Whether a QoS 1/2 delivery would go out now: connected, nothing queued, room in
+    /// the in-flight window.
+    pub fn has_room(&self) -> bool {
+        self.connected
+            && self.queue.is_empty()
+            && self.inflight.len() < usize::from(self.limits.max_inflight)
     }
 
     /// Outgoing flows in progress.
@@ -519,9 +600,9 @@ impl Session {
             let before = self.inflight.len();
             let limits = self.limits;
             self.inflight.retain(|f| {
-                f.message
-                    .as_ref()
-                    .map_or(true, |m| !too_large(version, limits, m, stage_qos(f.stage)))
+                f.message.as_ref().map_or(true, |m| {
+                    !too_large(version, limits, m, stage_qos(f.stage), f.tags.as_deref())
+                })
             });
             let dropped = before - self.inflight.len();
             bump_by(&mut self.stats.dropped_too_large, dropped);
@@ -546,6 +627,7 @@ impl Session {
                         m,
                         stage_qos(stage),
                         f.retain,
+                        f.tags.as_deref(),
                         Some(f.id),
                         true,
                         out,
@@ -575,7 +657,20 @@ impl Session {
         retain: bool,
         out: Option<&mut BytesMut>,
     ) -> DeliverOutcome {
-        if self.too_large(message, qos) {
+        self.deliver_tagged(message, qos, retain, None, out)
+    }
+
+    /// [`Session::deliver`] with the subscription identifiers and share group it is
+    /// delivered with.
+    pub fn deliver_tagged(
+        &mut self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        tags: Tagged,
+        out: Option<&mut BytesMut>,
+    ) -> DeliverOutcome {
+        if self.too_large(message, qos, tags.as_deref()) {
             bump(&mut self.stats.dropped_too_large);
             return DeliverOutcome::Dropped(DropReason::TooLarge);
         }
@@ -590,29 +685,50 @@ impl Session {
                     bump(&mut self.stats.dropped_offline);
                     return DeliverOutcome::Dropped(DropReason::Offline);
                 }
-                return self.enqueue(message, qos, retain);
+                return self.enqueue(message, qos, retain, tags);
             }
         };
         if qos == QoS::AtMostOnce {
-            write_publish(self.version, message, qos, retain, None, false, out);
+            write_publish(
+                self.version,
+                message,
+                qos,
+                retain,
+                tags.as_deref(),
+                None,
+                false,
+                out,
+            );
             return DeliverOutcome::Written;
         }
         // Order: nothing may overtake what already waits in the queue.
         if !self.queue.is_empty() || self.inflight.len() >= usize::from(self.limits.max_inflight) {
-            return self.enqueue(message, qos, retain);
+            return self.enqueue(message, qos, retain, tags);
         }
-        self.send_new(message.clone(), qos, retain, out);
+        self.send_new(message.clone(), qos, retain, tags, out);
         DeliverOutcome::Written
     }
 
     /// Whether the PUBLISH of `message` at `qos` would exceed the client's Maximum Packet
     /// Size (with the properties it is sent with).
-    fn too_large(&self, message: &Message, qos: QoS) -> bool {
-        too_large(self.version, self.limits, message, qos)
+    fn too_large(&self, message: &Message, qos: QoS, tags: Option<&Tags>) -> bool {
+        too_large(self.version, self.limits, message, qos, tags)
     }
 
-    fn enqueue(&mut self, message: &Message, qos: QoS, retain: bool) -> DeliverOutcome {
-        let cost = message.cost();
+    fn enqueue(
+        &mut self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        tags: Tagged,
+    ) -> DeliverOutcome {
+        let entry = Queued {
+            message: message.clone(),
+            qos,
+            retain,
+            tags,
+        };
+        let cost = entry.cost();
         // A message is refused when the queue already holds the limit (so one message
         // larger than the byte limit still fits an empty queue).
         if self.queue.len() >= self.limits.max_queued_messages
@@ -622,17 +738,29 @@ impl Session {
             return DeliverOutcome::Dropped(DropReason::QueueFull);
         }
         self.queued_bytes += cost;
-        self.queue.push_back(Queued {
-            message: message.clone(),
-            qos,
-            retain,
-        });
+        self.queue.push_back(entry);
         DeliverOutcome::Queued
     }
 
-    fn send_new(&mut self, message: Message, qos: QoS, retain: bool, out: &mut BytesMut) {
+    fn send_new(
+        &mut self,
+        message: Message,
+        qos: QoS,
+        retain: bool,
+        tags: Tagged,
+        out: &mut BytesMut,
+    ) {
         let id = self.next_id();
-        write_publish(self.version, &message, qos, retain, Some(id), false, out);
+        write_publish(
+            self.version,
+            &message,
+            qos,
+            retain,
+            tags.as_deref(),
+            Some(id),
+            false,
+            out,
+        );
         self.inflight.push_back(Inflight {
             id,
             stage: if qos == QoS::AtLeastOnce {
@@ -642,6 +770,7 @@ impl Session {
             },
             message: Some(message),
             retain,
+            tags,
             sent: true,
         });
     }
@@ -661,6 +790,7 @@ impl Session {
                         m,
                         stage_qos(f.stage),
                         f.retain,
+                        f.tags.as_deref(),
                         Some(f.id),
                         true,
                         out,
@@ -676,7 +806,7 @@ impl Session {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
-            self.queued_bytes -= q.message.cost();
+            self.queued_bytes -= q.cost();
             if q.message.expires.is_some()
                 && q.message
                     .expired(*now.get_or_insert_with(std::time::Instant::now))
@@ -686,12 +816,12 @@ impl Session {
                 bump(&mut self.expired_unreported);
                 continue;
             }
-            if self.too_large(&q.message, q.qos) {
+            if self.too_large(&q.message, q.qos, q.tags.as_deref()) {
                 // Queued for an earlier connection that accepted larger packets.
                 bump(&mut self.stats.dropped_too_large);
                 continue;
             }
-            self.send_new(q.message, q.qos, q.retain, out);
+            self.send_new(q.message, q.qos, q.retain, q.tags, out);
         }
     }
 
@@ -730,16 +860,29 @@ impl Session {
                 Ok(Handled::nothing())
             }
             Packet::Subscribe(s) => {
-                if !s.properties.subscription_identifiers.is_empty() {
-                    return Err(SessionError::SubscriptionIdentifiersNotSupported);
-                }
+                // One identifier at most: "a Protocol Error to include the Subscription
+                // Identifier more than once" (5.0 §3.8.2.1.2); the codec already refuses 0.
+                let identifier = match s.properties.subscription_identifiers.as_slice() {
+                    [] => 0,
+                    [id] => *id,
+                    _ => return Err(SessionError::SubscriptionIdentifierRepeated),
+                };
                 let mut added = Vec::with_capacity(s.subscriptions.len());
                 let mut codes = Vec::with_capacity(s.subscriptions.len());
                 // The shard applies limits first and records what it accepts with
                 // `add_subscription`; nothing changes here until then.
                 for sub in s.subscriptions {
+                    if sub.options.no_local && sub.filter.shared().is_some() {
+                        return Err(SessionError::NoLocalOnSharedSubscription);
+                    }
                     codes.push(ReasonCode(sub.options.qos as u8));
-                    added.push((sub.filter, sub.options));
+                    added.push((
+                        sub.filter,
+                        Subscribed {
+                            options: sub.options,
+                            identifier,
+                        },
+                    ));
                 }
                 Ok(Handled {
                     action: Some(Action::Subscribe {
@@ -907,8 +1050,48 @@ impl Session {
 
     /// Records an accepted subscription (replacing one to the same filter). Returns true
     /// if it is new.
-    pub fn add_subscription(&mut self, filter: TopicFilter, options: SubscriptionOptions) -> bool {
-        self.subscriptions.insert(filter, options).is_none()
+    pub fn add_subscription(&mut self, filter: TopicFilter, sub: Subscribed) -> bool {
+        self.subscriptions.insert(filter, sub).is_none()
+    }
+
+    /// Takes out the messages the session holds through a shared subscription that the
+    /// client has not acknowledged (sent and waiting for PUBACK or PUBREC, or queued), in
+    /// order: when the session ends they go to another member of their group (5.0
+    /// §4.8.2). A QoS 2 message the client has acknowledged with PUBREC is its own and
+    /// is not taken.
+    pub fn take_shared(&mut self) -> Vec<(TopicFilter, Message)> {
+        let mut taken = Vec::new();
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let shared = self.inflight.get(i).is_some_and(|f| {
+                f.stage != Stage::Released
+                    && f.message.is_some()
+                    && f.tags.as_ref().is_some_and(|t| t.share.is_some())
+            });
+            match shared.then(|| self.inflight.remove(i)).flatten() {
+                Some(f) => {
+                    if !f.sent {
+                        self.unsent -= 1;
+                    }
+                    if let (Some(m), Some(share)) = (f.message, f.tags.and_then(|t| t.share)) {
+                        taken.push((share, m));
+                    }
+                }
+                None => i += 1,
+            }
+        }
+        let queue = std::mem::take(&mut self.queue);
+        for q in queue {
+            let share = q.tags.as_ref().and_then(|t| t.share.clone());
+            match share {
+                Some(share) => {
+                    self.queued_bytes -= q.cost();
+                    taken.push((share, q.message));
+                }
+                None => self.queue.push_back(q),
+            }
+        }
+        taken
     }
 
     /// Whether the session holds a subscription to exactly this filter.
@@ -954,13 +1137,19 @@ fn bump_by(counter: &mut u32, n: usize) {
 
 /// Whether the PUBLISH of `message` at `qos` would exceed `limits.max_packet_out` (the
 /// Message Expiry Interval it is sent with has the size of the one it was published with).
-fn too_large(version: ProtocolVersion, limits: SessionLimits, message: &Message, qos: QoS) -> bool {
+fn too_large(
+    version: ProtocolVersion,
+    limits: SessionLimits,
+    message: &Message,
+    qos: QoS,
+    tags: Option<&Tags>,
+) -> bool {
     limits.max_packet_out != u32::MAX
         && crate::protocol::publish_len(
             version,
             &message.topic,
             qos != QoS::AtMostOnce,
-            &message.properties,
+            &outgoing_properties(version, message, tags),
             message.payload.len(),
         )
         .map_or(true, |n| n > limits.max_packet_out as usize)
@@ -1022,31 +1211,50 @@ fn write_ack(_version: ProtocolVersion, first: u8, id: PacketId, out: &mut Bytes
 }
 
 #[inline]
+/// The properties a delivery of `m` is sent with: its own, with what is left of its
+/// expiry interval and the subscription identifiers it matched (5.0 only; a clone only
+/// when one of those applies).
+fn outgoing_properties<'a>(
+    version: ProtocolVersion,
+    m: &'a Message,
+    tags: Option<&Tags>,
+) -> std::borrow::Cow<'a, Properties> {
+    use std::borrow::Cow;
+    let ids = tags.map_or(&[][..], |t| &t.identifiers[..]);
+    if !version.is_v5() || (m.expires.is_none() && ids.is_empty()) {
+        return Cow::Borrowed(&m.properties);
+    }
+    let mut p = m.properties.clone();
+    if let Some(deadline) = m.expires {
+        // A message with an expiry is sent with what is left of it [MQTT-3.3.2-6] (at
+        // least a second: one whose delivery had started before it ran out is still
+        // resent).
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let secs = u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        p.get_mut().message_expiry_interval = Some(secs);
+    }
+    if !ids.is_empty() {
+        // A publisher's own identifiers never reach here (it may not send any
+        // [MQTT-3.3.4-6]); these are the receiver's [MQTT-3.3.4-3].
+        p.get_mut().subscription_identifiers = ids.to_vec();
+    }
+    Cow::Owned(p)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_publish(
     version: ProtocolVersion,
     m: &Message,
     qos: QoS,
     retain: bool,
+    tags: Option<&Tags>,
     id: Option<PacketId>,
     dup: bool,
     out: &mut BytesMut,
 ) {
-    // A message with an expiry is sent with what is left of it [MQTT-3.3.2-6] (at least
-    // a second: one whose delivery had started before it ran out is still resent).
-    let remaining;
-    let properties = match (m.expires, version.is_v5()) {
-        (Some(deadline), true) => {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let secs = u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
-                .unwrap_or(u32::MAX)
-                .max(1);
-            let mut p = m.properties.clone();
-            p.get_mut().message_expiry_interval = Some(secs);
-            remaining = p;
-            &remaining
-        }
-        _ => &m.properties,
-    };
+    let properties = outgoing_properties(version, m, tags);
     match encode_publish_header(
         version,
         dup,
@@ -1054,7 +1262,7 @@ fn write_publish(
         retain,
         &m.topic,
         id,
-        properties,
+        &properties,
         m.payload.len(),
         out,
     ) {

@@ -431,7 +431,7 @@ fn subscribe_and_unsubscribe() {
     assert_eq!(s.subscriptions().count(), 2);
     assert!(!s.add_subscription(
         TopicFilter::new("b/#").unwrap(),
-        SubscriptionOptions::new(QoS::AtLeastOnce)
+        Subscribed::new(SubscriptionOptions::new(QoS::AtLeastOnce))
     ));
     let unsub = Packet::Unsubscribe(Unsubscribe {
         packet_id: id(6),
@@ -686,4 +686,208 @@ fn resume_discards_what_no_longer_fits_the_maximum_packet_size() {
     let got = sent(&mut out);
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [2]);
     assert_eq!(s.stats().dropped_too_large, 2);
+}
+
+fn v5_session(max_inflight: u16) -> Session {
+    let mut s = session(max_inflight);
+    s.version = ProtocolVersion::V5;
+    s
+}
+
+fn subscribe_v5(filters: &[(&str, bool)], ids: &[u32]) -> Packet {
+    let mut properties = Properties::new();
+    if !ids.is_empty() {
+        properties.get_mut().subscription_identifiers = ids.to_vec();
+    }
+    Packet::Subscribe(Subscribe {
+        packet_id: id(1),
+        subscriptions: filters
+            .iter()
+            .map(|(f, no_local)| Subscription {
+                filter: TopicFilter::new(*f).unwrap(),
+                options: SubscriptionOptions {
+                    no_local: *no_local,
+                    ..SubscriptionOptions::new(QoS::AtLeastOnce)
+                },
+            })
+            .collect(),
+        properties,
+    })
+}
+
+#[test]
+fn subscribe_carries_its_identifier_to_every_filter() {
+    let mut s = v5_session(8);
+    let mut out = BytesMut::new();
+    match s.handle_all(
+        subscribe_v5(&[("a", false), ("b/+", false)], &[7]),
+        &mut out,
+    ) {
+        Ok(Some(Action::Subscribe { added, .. })) => {
+            assert_eq!(added.len(), 2);
+            assert!(added.iter().all(|(_, sub)| sub.identifier == 7));
+        }
+        other => panic!("{other:?}"),
+    }
+    match s.handle_all(subscribe_v5(&[("a", false)], &[]), &mut out) {
+        Ok(Some(Action::Subscribe { added, .. })) => assert_eq!(added[0].1.identifier, 0),
+        other => panic!("{other:?}"),
+    }
+    // 5.0 §3.8.2.1.2: more than one identifier is a protocol error.
+    assert_eq!(
+        s.handle_all(subscribe_v5(&[("a", false)], &[1, 2]), &mut out),
+        Err(SessionError::SubscriptionIdentifierRepeated)
+    );
+    // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
+    let e = s
+        .handle_all(
+            subscribe_v5(&[("a", true), ("$share/g/a", true)], &[]),
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(e, SessionError::NoLocalOnSharedSubscription);
+    assert_eq!(e.reason_code(), ReasonCode::PROTOCOL_ERROR);
+    assert!(s
+        .handle_all(subscribe_v5(&[("a", true)], &[]), &mut out)
+        .is_ok());
+}
+
+#[test]
+fn deliveries_carry_their_subscription_identifiers_at_5_0_only() {
+    let tags = || {
+        let mut t: Tagged = None;
+        tag_identifier(&mut t, 0);
+        assert!(t.is_none(), "0 is no identifier");
+        tag_identifier(&mut t, 5);
+        tag_identifier(&mut t, 300);
+        tag_identifier(&mut t, 5);
+        t
+    };
+    let ids = |out: &mut BytesMut, version| -> Vec<Vec<u32>> {
+        let opts = DecodeOptions::new(version);
+        let mut v = Vec::new();
+        while let Some(p) = decode(out, &opts).unwrap() {
+            if let Packet::Publish(p) = p {
+                v.push(p.properties.subscription_identifiers.clone());
+            }
+        }
+        v
+    };
+    let mut s = v5_session(1);
+    let mut out = BytesMut::new();
+    let m = msg("t", b"x", QoS::AtLeastOnce);
+    // Written at once (QoS 0 and 1), and queued behind the window: each keeps its own.
+    s.deliver_tagged(&m, QoS::AtMostOnce, false, tags(), Some(&mut out));
+    s.deliver_tagged(&m, QoS::AtLeastOnce, false, tags(), Some(&mut out));
+    s.deliver_tagged(&m, QoS::AtLeastOnce, false, None, Some(&mut out));
+    assert_eq!(
+        ids(&mut out, ProtocolVersion::V5),
+        [vec![5, 300], vec![5, 300]]
+    );
+    s.handle_all(Packet::PubAck(Ack::new(id(1))), &mut out)
+        .unwrap();
+    assert_eq!(ids(&mut out, ProtocolVersion::V5), [Vec::<u32>::new()]);
+    // A resend repeats them.
+    s.handle_all(Packet::PubAck(Ack::new(id(2))), &mut out)
+        .unwrap();
+    s.deliver_tagged(&m, QoS::AtLeastOnce, false, tags(), Some(&mut out));
+    out.clear();
+    s.detach();
+    s.resume(ProtocolVersion::V5, &mut out);
+    assert_eq!(ids(&mut out, ProtocolVersion::V5), [vec![5, 300]]);
+    // 3.x has no properties at all.
+    let mut s = session(4);
+    s.deliver_tagged(&m, QoS::AtLeastOnce, false, tags(), Some(&mut out));
+    let ps = packets(&mut out);
+    assert!(matches!(&ps[..], [Packet::Publish(_)]));
+}
+
+#[test]
+fn identifiers_count_against_the_maximum_packet_size() {
+    let mut s = v5_session(4);
+    let m = msg("t", b"abc", QoS::AtLeastOnce);
+    // 2 header + 3 topic + 2 id + 1 property length + 3 payload = 11 bytes bare; a
+    // subscription identifier of 300 adds 3.
+    let mut limits = s.limits;
+    limits.max_packet_out = 12;
+    s.set_limits(limits);
+    let mut out = BytesMut::new();
+    let mut t: Tagged = None;
+    tag_identifier(&mut t, 300);
+    assert_eq!(
+        s.deliver_tagged(&m, QoS::AtLeastOnce, false, t, Some(&mut out)),
+        DeliverOutcome::Dropped(DropReason::TooLarge)
+    );
+    assert_eq!(
+        s.deliver_tagged(&m, QoS::AtLeastOnce, false, None, Some(&mut out)),
+        DeliverOutcome::Written
+    );
+}
+
+#[test]
+fn take_shared_hands_back_what_the_client_has_not_acknowledged() {
+    let shared = |g: &str| {
+        Some(Box::new(Tags {
+            identifiers: Default::default(),
+            share: Some(TopicFilter::new(g).unwrap()),
+        }))
+    };
+    let mut s = session(2);
+    let mut out = BytesMut::new();
+    let m = |p: &'static [u8]| msg("t", p, QoS::ExactlyOnce);
+    // In flight: 1 (shared, will be PUBREC'd), 2 (plain); queued: 3 (shared), 4 (plain),
+    // 5 (shared).
+    s.deliver_tagged(
+        &m(b"1"),
+        QoS::ExactlyOnce,
+        false,
+        shared("$share/g/t"),
+        Some(&mut out),
+    );
+    s.deliver(&m(b"2"), QoS::ExactlyOnce, false, Some(&mut out));
+    s.deliver_tagged(
+        &m(b"3"),
+        QoS::AtLeastOnce,
+        false,
+        shared("$share/h/t"),
+        Some(&mut out),
+    );
+    s.deliver(&m(b"4"), QoS::ExactlyOnce, false, Some(&mut out));
+    assert_eq!(s.queued_len(), 2);
+    let before = s.queued_bytes();
+    // The client has taken 1 (PUBREC): it is its own now.
+    s.handle_all(Packet::PubRec(Ack::new(id(1))), &mut out)
+        .unwrap();
+    s.detach();
+    s.deliver_tagged(
+        &m(b"5"),
+        QoS::ExactlyOnce,
+        false,
+        shared("$share/g/t"),
+        None,
+    );
+    assert!(s.queued_bytes() > before);
+    let taken = s.take_shared();
+    let got: Vec<(&str, &[u8])> = taken
+        .iter()
+        .map(|(g, m)| (g.as_str(), &m.payload[..]))
+        .collect();
+    assert_eq!(got, [("$share/h/t", &b"3"[..]), ("$share/g/t", &b"5"[..])]);
+    assert_eq!(s.queued_len(), 1, "the plain one stays");
+    assert_eq!(s.queued_bytes(), m(b"4").cost());
+    assert_eq!(s.inflight_len(), 2);
+    // A shared one in flight and not acknowledged is taken too.
+    let mut s = session(2);
+    s.deliver_tagged(
+        &m(b"6"),
+        QoS::AtLeastOnce,
+        false,
+        shared("$share/g/t"),
+        Some(&mut out),
+    );
+    s.deliver(&m(b"7"), QoS::AtLeastOnce, false, Some(&mut out));
+    let taken = s.take_shared();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(&taken[0].1.payload[..], b"6");
+    assert_eq!(s.inflight_len(), 1);
 }
