@@ -161,6 +161,13 @@ config_section! {
         /// Default: `true`.
         retain_available: bool = true,
 
+        /// 5.0 Response Information: what CONNACK tells a client that asks for it (Request
+        /// Response Information 1), as the basis of its response topics (5.0 §4.10). `%c`
+        /// is replaced by the client identifier, e.g. `"response/%c"`. Empty: none is sent
+        /// (the specification lets the server send none; EMQX's default too). At most 256
+        /// bytes, no wildcard characters. Default: `""`.
+        response_information: String = String::new(),
+
         /// Log filter: a level name ("off", "error", "warn", "info", "debug", "trace") or
         /// tracing EnvFilter directives such as "warn,surgemq=debug". A bare word that is
         /// not a level name is rejected (a target needs a level: "surgemq=debug").
@@ -507,6 +514,15 @@ impl Config {
             }
         }
 
+        if self.response_information.len() > 256
+            || self.response_information.contains(['+', '#', '\0'])
+        {
+            return Err(ConfigError::invalid(
+                "response_information",
+                "must be at most 256 bytes, without '+', '#' or NUL",
+            ));
+        }
+
         // Shards and CPUs.
         check_range("shards", self.shards, 0, MAX_SHARDS)?;
         if let Some(cpus) = &self.cpus {
@@ -721,6 +737,7 @@ mod tests {
             accept_mode: AcceptMode::RoundRobin,
             allow_anonymous: false,
             retain_available: false,
+            response_information: "response/%c".to_owned(),
             log_level: "warn,surgemq=debug".to_owned(),
             limits: Limits {
                 max_connections: 7,

@@ -15,6 +15,7 @@ use bytestring::ByteString;
 use futures::AsyncWriteExt;
 use glommio::net::TcpStream;
 
+use super::auth::{ConnectAuth, ConnectStep};
 use super::connection::{CloseReason, ConnId, ConnShared};
 use super::negotiated::write_refusal;
 use super::serve::{read_some, serve, ReadEv, CONNECT_CHUNK, MAX_CHUNK};
@@ -139,28 +140,11 @@ async fn accept_phase<S: Transport>(
     // connections holds one of these buffers each: start small, double while reads fill it.
     let mut chunk = CONNECT_CHUNK.min(shard.cfg.limits.read_buffer_size);
     // The first packet must be CONNECT [MQTT-3.1.0-1].
-    let first = loop {
-        match decode(&mut buf, &opts) {
-            Ok(Some(p)) => break Ok(p),
-            Ok(None) => {}
-            Err(e) => break Err(e),
-        }
-        match read_some(&mut stream, &mut buf, chunk, conn).await {
-            ReadEv::Data(n) => {
-                if n == chunk {
-                    chunk = (chunk * 2).min(MAX_CHUNK);
-                }
-            }
-            ReadEv::Eof => {
-                shard.connection_closed(key, conn, CloseReason::SocketClosed);
-                return None;
-            }
-            ReadEv::Woken => {
-                if let Some(r) = conn.close.get() {
-                    shard.connection_closed(key, conn, r);
-                    return None;
-                }
-            }
+    let first = match next_packet(&mut stream, &mut buf, &opts, conn, &mut chunk).await {
+        Ok(p) => p,
+        Err(r) => {
+            shard.connection_closed(key, conn, r);
+            return None;
         }
     };
     let connect = match first {
@@ -209,6 +193,47 @@ async fn accept_phase<S: Transport>(
             return None;
         }
     };
+    // 5.0 enhanced authentication runs here, before CONNACK (see `super::auth`).
+    if let Some(mut exchange) = ConnectAuth::new(shard, &connect) {
+        let opts = DecodeOptions {
+            version: ProtocolVersion::V5,
+            ..opts
+        };
+        let mut step = exchange.start(&mut connect);
+        loop {
+            let refused = match step {
+                ConnectStep::Done => break,
+                ConnectStep::Refused(code) => code,
+                ConnectStep::Continue(out) => {
+                    if stream.write_all(&out).await.is_err() {
+                        shard.connection_closed(key, conn, CloseReason::SocketClosed);
+                        return None;
+                    }
+                    match next_packet(&mut stream, &mut buf, &opts, conn, &mut chunk).await {
+                        Ok(Ok(p)) => {
+                            step = exchange.next(p, &mut connect);
+                            continue;
+                        }
+                        Ok(Err(e)) => {
+                            shard.count(|m| m.malformed_packets += 1);
+                            e.reason_code()
+                        }
+                        Err(r) => {
+                            shard.connection_closed(key, conn, r);
+                            return None;
+                        }
+                    }
+                }
+            };
+            let mut out = BytesMut::new();
+            write_refusal(&mut out, connect.version, refused);
+            let _ = stream.write_all(&out).await;
+            shard.count(|m| m.auth_refused += 1);
+            tracing::info!(client_id = %connect.client_id, code = %refused, "enhanced authentication refused");
+            shard.connection_closed(key, conn, CloseReason::Refused);
+            return None;
+        }
+    }
     let home = home_shard(&connect.client_id, shard.shards);
     if home != shard.id {
         // Move to the home shard with whatever the client sent after CONNECT.
@@ -237,6 +262,38 @@ async fn accept_phase<S: Transport>(
         return None;
     }
     Some((stream, connect, buf, assigned))
+}
+
+/// Reads until `buf` holds a whole packet and decodes it (a decode error is the caller's
+/// to answer); `Err` with the reason when the connection ended or was told to close
+/// (the connect timeout) first.
+async fn next_packet<S: Transport>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    opts: &DecodeOptions,
+    conn: &ConnShared,
+    chunk: &mut usize,
+) -> Result<Result<Packet, DecodeError>, CloseReason> {
+    loop {
+        match decode(buf, opts) {
+            Ok(Some(p)) => return Ok(Ok(p)),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        match read_some(stream, buf, *chunk, conn).await {
+            ReadEv::Data(n) => {
+                if n == *chunk {
+                    *chunk = (*chunk * 2).min(MAX_CHUNK);
+                }
+            }
+            ReadEv::Eof => return Err(CloseReason::SocketClosed),
+            ReadEv::Woken => {
+                if let Some(r) = conn.close.get() {
+                    return Err(r);
+                }
+            }
+        }
+    }
 }
 
 /// The protocol level byte of a CONNECT whose body failed to decode, if it got that far.

@@ -146,11 +146,14 @@ struct Rare {
     /// 5.0 topic aliases the client set, by alias - 1 (at most `max_topic_alias`, each a
     /// copy of its topic name): they live as long as the connection [MQTT-3.3.2-7].
     aliases: Vec<Option<crate::protocol::TopicName>>,
+    /// 5.0 enhanced authentication: the method, for re-authentication (see
+    /// [`super::auth`]).
+    auth: Option<Box<super::auth::AuthState>>,
 }
 
 impl Rare {
     fn is_empty(&self) -> bool {
-        self.held.packets.is_empty() && self.aliases.is_empty()
+        self.held.packets.is_empty() && self.aliases.is_empty() && self.auth.is_none()
     }
 }
 
@@ -242,6 +245,16 @@ impl ConnShared {
         if let Some(a) = aliases.get_mut(i) {
             *a = Some(topic);
         }
+    }
+
+    /// Takes the enhanced authentication state out (to be put back with `put_auth`).
+    pub fn take_auth(&self) -> Option<Box<super::auth::AuthState>> {
+        self.rare.borrow_mut().as_mut()?.auth.take()
+    }
+
+    /// Keeps the enhanced authentication state (see [`super::auth`]).
+    pub fn put_auth(&self, state: Box<super::auth::AuthState>) {
+        self.rare.borrow_mut().get_or_insert_with(Box::default).auth = Some(state);
     }
 
     /// Whether topic `alias` already stands for `topic` (a client that sends both every

@@ -1,5 +1,5 @@
-//! Hooks: the extension points an embedder plugs into the broker (authentication now,
-//! authorization next). They are called on the shard's thread, so they must be quick.
+//! Hooks: the extension points an embedder plugs into the broker (authentication, with
+//! 5.0 enhanced authentication; authorization next). They are called on the shard's thread, so they must be quick.
 //!
 //! **Owns:** the hook traits and their default implementations.
 //!
@@ -19,6 +19,48 @@ pub trait Authenticator: Send + Sync + 'static {
         username: Option<&str>,
         password: Option<&[u8]>,
     ) -> Result<(), ReasonCode>;
+
+    /// Enhanced authentication (5.0 §4.12): an exchange for a client whose CONNECT names
+    /// Authentication Method `method`, or None when the method is not supported (the
+    /// client gets CONNACK 0x8C, Bad authentication method). Re-authentication
+    /// (AUTH 0x19) starts a new exchange with the same method. The broker runs the
+    /// exchange (AUTH packets, the connect timeout); the exchange decides. [`authenticate`]
+    /// still runs for the CONNECT's user name and password. The default supports no
+    /// method.
+    ///
+    /// [`authenticate`]: Authenticator::authenticate
+    fn start_auth(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        method: &str,
+    ) -> Option<Box<dyn AuthExchange>> {
+        let _ = (client_id, username, method);
+        None
+    }
+}
+
+/// One step of an enhanced authentication exchange, as the hook decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthStep {
+    /// More is needed: the server sends AUTH "Continue authentication" (0x18) with this
+    /// Authentication Data, and the client answers with AUTH 0x18.
+    Continue(Option<bytes::Bytes>),
+    /// Authenticated: CONNACK (or, for a re-authentication, AUTH 0x00) carries this
+    /// Authentication Data.
+    Success(Option<bytes::Bytes>),
+    /// Refused with this reason code (5.0, 0x80 or above): CONNACK with it at connect, a
+    /// DISCONNECT with it on re-authentication [MQTT-4.12.1-2].
+    Fail(ReasonCode),
+}
+
+/// One enhanced authentication exchange (5.0 §4.12): created by
+/// [`Authenticator::start_auth`] for a CONNECT or a re-authentication, and fed each
+/// Authentication Data the client sends, the first being the CONNECT's (or the
+/// re-authenticating AUTH's).
+pub trait AuthExchange: 'static {
+    /// The client sent `data` (None when its packet had no Authentication Data).
+    fn step(&mut self, data: Option<&[u8]>) -> AuthStep;
 }
 
 /// Admits every client (the default).

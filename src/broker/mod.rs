@@ -17,6 +17,7 @@
 //! | [`runtime`] | a shard's main loop: accept, mesh receivers, sweeps, shutdown |
 //! | [`connection`] | what the shard knows of one connection (output, close, congestion) |
 //! | [`connect`] | the CONNECT phase: checks, authentication hook, moving home |
+//! | [`auth`] | 5.0 enhanced authentication: AUTH at CONNECT and re-authentication |
 //! | [`negotiated`] | a connection's terms, decided once at CONNECT; the CONNACK |
 //! | [`serve`] | the connection task after CONNECT: socket reads and writes |
 //! | [`process`] | decoding and handling a connection's packets, holds |
@@ -35,6 +36,7 @@
 //! | [`net`] | listeners, socket options, moving a socket to another shard |
 //! | `harness` | (tests) shards on one thread with a hand-driven mesh, no sockets |
 
+pub(crate) mod auth;
 pub(crate) mod connect;
 pub(crate) mod connection;
 #[cfg(test)]

@@ -51,6 +51,12 @@ pub(crate) struct Negotiated {
     pub retain_available: bool,
     /// 5.0: topic aliases the client may use towards the server (`max_topic_alias`).
     pub topic_alias_max_in: u16,
+    /// 5.0: the Authentication Method of an enhanced authentication, echoed in CONNACK
+    /// with the exchange's last Authentication Data (5.0 §4.12).
+    pub auth: Option<(ByteString, Option<bytes::Bytes>)>,
+    /// 5.0: Response Information for a client that asked for it (`response_information`,
+    /// `%c` replaced by the client identifier) (5.0 §3.1.2.11.7).
+    pub response_information: Option<ByteString>,
     /// The session's limits for this client: 5.0's Receive Maximum lowers the in-flight
     /// window [MQTT-3.3.4-9], its Maximum Packet Size bounds what is sent to it
     /// (5.0 §3.1.2.11.4).
@@ -115,6 +121,22 @@ impl Negotiated {
             assigned_client_id: v5 && assigned,
             retain_available: cfg.retain_available,
             topic_alias_max_in: if v5 { limits.max_topic_alias } else { 0 },
+            auth: connect
+                .properties
+                .authentication_method
+                .as_ref()
+                .filter(|_| v5)
+                .map(|m| {
+                    let data = connect.properties.authentication_data.as_ref();
+                    (
+                        ByteString::from(&**m),
+                        data.map(|d| bytes::Bytes::copy_from_slice(d)),
+                    )
+                }),
+            response_information: (v5
+                && connect.properties.request_response_information == Some(true)
+                && !cfg.response_information.is_empty())
+            .then(|| ByteString::from(cfg.response_information.replace("%c", &connect.client_id))),
             limits: session,
         }
     }
@@ -140,6 +162,12 @@ impl Negotiated {
             }
             // Subscription identifiers, shared subscriptions and wildcards are supported:
             // their absence says so (5.0 §3.2.2.3.11-13).
+            if let Some((method, data)) = &self.auth {
+                // The method the exchange used, and its last data (5.0 §4.12).
+                p.authentication_method = Some(method.clone());
+                p.authentication_data = data.clone();
+            }
+            p.response_information = self.response_information.clone();
         }
         write_connack(
             out,

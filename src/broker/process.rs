@@ -118,6 +118,20 @@ pub(crate) fn process_with(
                         return Err(CloseReason::ProtocolError);
                     }
                 };
+                // Re-authentication goes on beside the session's traffic (5.0 §4.12.1).
+                let packet = match packet {
+                    Packet::Auth(a) if opts.version.is_v5() => {
+                        if let Err((code, why)) = super::auth::on_auth(shard, conn, a) {
+                            shard.count(|m| m.auth_refused += 1);
+                            tracing::info!(reason = %code, "{why}: connection closed");
+                            disconnect_v5(conn, opts.version, code);
+                            return Err(CloseReason::ProtocolError);
+                        }
+                        conn.wake.notify();
+                        continue;
+                    }
+                    p => p,
+                };
                 let mut packet = packet;
                 if let Packet::Publish(p) = &mut packet {
                     shard.count(|m| m.publishes_received += 1);
@@ -293,6 +307,14 @@ fn publisher_properties(
 /// 5.0: tells the client why the server closes (3.x simply closes).
 pub(crate) fn disconnect_v5(conn: &ConnShared, version: ProtocolVersion, reason: ReasonCode) {
     if version.is_v5() {
+        // A code DISCONNECT cannot carry would not encode and the client would be told
+        // nothing: a bug, reported, and the generic code sent instead.
+        let reason = if crate::protocol::reason::DISCONNECT_CODES.contains(reason.0) {
+            reason
+        } else {
+            tracing::error!(code = %reason, "not a DISCONNECT reason code: sending 0x80");
+            ReasonCode::UNSPECIFIED_ERROR
+        };
         let mut out = conn.out.borrow_mut();
         out.clear();
         let _ = Packet::Disconnect(Disconnect {

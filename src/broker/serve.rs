@@ -192,6 +192,10 @@ pub(crate) async fn serve<S: Transport>(
             properties: w.properties.detached(),
         })
     });
+    // A client that authenticated with a method may re-authenticate with it.
+    if let Some(state) = super::auth::AuthState::of(&connect) {
+        conn.put_auth(state);
+    }
     let attached = shard.attach(conn, &terms);
     // Not kept across an await: a connection task's state stays the size of what the
     // loop below needs.

@@ -71,6 +71,10 @@ pub struct ShardSummary {
     /// 5.0 QoS 1/2 PUBLISHes refused with 0x99: Payload Format Indicator 1 and a payload
     /// that is not UTF-8 (QoS 0 ones close the connection: `protocol_errors`).
     pub payload_format_invalid: u64,
+    /// 5.0 enhanced authentications refused (unsupported method, the hook's failure, or
+    /// a protocol error during the exchange): CONNACK with the code, or DISCONNECT on
+    /// re-authentication.
+    pub auth_refused: u64,
     /// Messages a session held through a shared subscription when it ended, given to
     /// another member of the group.
     pub shared_redelivered: u64,
@@ -104,6 +108,7 @@ impl ShardSummary {
         self.sessions_refused_limit += o.sessions_refused_limit;
         self.sessions_expired += o.sessions_expired;
         self.payload_format_invalid += o.payload_format_invalid;
+        self.auth_refused += o.auth_refused;
         self.shared_redelivered += o.shared_redelivered;
         self.shared_undeliverable += o.shared_undeliverable;
         self.mesh_undeliverable += o.mesh_undeliverable;

@@ -53,7 +53,7 @@ mod encode;
 mod error;
 mod packet;
 pub mod properties;
-mod reason;
+pub(crate) mod reason;
 mod topic;
 mod wire;
 
