@@ -248,3 +248,42 @@ fn connack_says_shared_subscriptions_and_identifiers_are_available() {
     assert_eq!(ack.properties.subscription_identifier_available, None);
     assert_eq!(ack.properties.wildcard_subscription_available, None);
 }
+
+#[test]
+fn a_leaving_members_messages_reach_another_shard_with_no_other_traffic() {
+    let b = Broker::start(2);
+    for (shard, v) in [(0, V5), (1, V311)] {
+        let g = format!("$share/idle/idle{shard}");
+        let t = &g["$share/idle/".len()..];
+        let mut leaver = b.client(v, &b.id_on(shard, "idle-leave"), true);
+        let mut stayer = b.client(V5, &b.id_on(1 - shard, "idle-stay"), true);
+        leaver.subscribe(1, &[(&g, QoS::AtLeastOnce)]);
+        stayer.subscribe(1, &[(&g, QoS::AtLeastOnce)]);
+        let mut p = b.client(V5, &b.id_on(1 - shard, "idle-pub"), true);
+        for i in 0..4u32 {
+            p.publish_acked(
+                t,
+                i.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                i as u16 + 1,
+            );
+        }
+        // Each holds two: the leaver does not acknowledge.
+        let mut seen: BTreeSet<u32> = drain(&mut stayer, QUIET).iter().map(n_of).collect();
+        let held: Vec<u32> = (0..2).map(|_| n_of(&leaver.recv_publish_noack())).collect();
+        assert_eq!(seen.len() + held.len(), 4);
+        // Then all is quiet on the leaver's shard: its going is the last thing there.
+        std::thread::sleep(QUIET);
+        drop(leaver);
+        let deadline = Instant::now() + WAIT;
+        while seen.len() < 4 && Instant::now() < deadline {
+            seen.extend(
+                drain(&mut stayer, Duration::from_millis(200))
+                    .iter()
+                    .map(n_of),
+            );
+        }
+        assert_eq!(seen, (0..4).collect(), "leaver on shard {shard}");
+    }
+}

@@ -175,6 +175,18 @@ pub(crate) fn first_batch(
 }
 
 impl RetainedStream {
+    /// The session subscribed to `filter` again (replacing its subscription): what the
+    /// running jobs still send for it goes with the new subscription's QoS and identifier.
+    pub(crate) fn resubscribed(&mut self, filter: &TopicFilter, sub: Subscribed) {
+        for job in self.jobs.iter_mut() {
+            for (f, s) in job.filters.iter_mut() {
+                if f == filter {
+                    *s = sub;
+                }
+            }
+        }
+    }
+
     /// The session unsubscribed from `filter`: no job sends anything more for it.
     pub(crate) fn forget(&mut self, filter: &TopicFilter) {
         for job in self.jobs.iter_mut() {

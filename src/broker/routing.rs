@@ -98,7 +98,8 @@ impl Shard {
                 (true, true) => self.deliver_local(&msg, origin),
                 (false, true) => self.send_publish(shard, msg.clone()),
                 (true, false) => {
-                    let unserved = self.deliver_here(&msg, origin, plain.contains(shard), &groups);
+                    let unserved =
+                        self.deliver_here(&msg, origin, plain.contains(shard), &groups, 0);
                     self.forward_shared(&msg, unserved, 1);
                 }
                 (false, false) => self.send_shared(
@@ -116,7 +117,7 @@ impl Shard {
 
     /// Delivers to this shard's plain subscribers (see [`Shard::deliver_here`]).
     pub(crate) fn deliver_local(&self, msg: &Message, origin: Option<SessionId>) {
-        self.deliver_here(msg, origin, true, &[]);
+        self.deliver_here(msg, origin, true, &[], 0);
     }
 
     /// Delivers to this shard's subscribers: with `plain`, to every session with a
@@ -124,7 +125,9 @@ impl Shard {
     /// matching subscriptions, with all their identifiers [MQTT-3.3.4-3]
     /// [MQTT-3.3.4-4]; and to one member of each share group in `groups` (the groups
     /// routing chose this shard for: see [`super::shared`]), a delivery of its own
-    /// (5.0 §4.8.2). Returns the groups of `groups` with no member here.
+    /// (5.0 §4.8.2). Returns the groups of `groups` with no member here, or only offline
+    /// ones while another shard may still have a connected one (`hops`: times the
+    /// message was handed on already).
     ///
     /// `origin` is the session that published it, when it lives here: a session's
     /// subscriptions live on its home shard, so only this shard can owe it No Local, and
@@ -136,7 +139,9 @@ impl Shard {
         origin: Option<SessionId>,
         plain: bool,
         groups: &[Box<str>],
+        hops: u8,
     ) -> Vec<Box<str>> {
+        let last_hop = usize::from(hops) + 1 >= self.shards;
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut matches = std::mem::take(&mut st.matches);
@@ -145,7 +150,7 @@ impl Shard {
         let mut unserved: Vec<Box<str>> = groups.to_vec();
         let max_write = self.cfg.limits.max_write_buffer;
         {
-            let (sessions, links) = (&st.sessions, &st.links);
+            let (sessions, links, interest) = (&st.sessions, &st.links, &st.interest);
             st.subs
                 .for_each_matching_filter(&msg.topic, |filter, members, cursor| {
                     if !crate::index::is_shared(filter) {
@@ -161,11 +166,20 @@ impl Shard {
                     let Some(at) = unserved.iter().position(|g| &**g == filter) else {
                         return;
                     };
-                    let Some((slot, sub)) =
+                    let Some((slot, sub, ready)) =
                         super::shared::pick_member(members, cursor, sessions, links, max_write)
                     else {
                         return;
                     };
+                    // All offline here: another shard with members may have a connected
+                    // one (the replica cannot say), so it goes on there, unless this is
+                    // its last chance.
+                    if ready == super::shared::Readiness::Offline
+                        && !last_hop
+                        && interest.mask(filter).iter().any(|s| s != self.id)
+                    {
+                        return;
+                    }
                     let Ok(share) = TopicFilter::new(filter.to_owned()) else {
                         return;
                     };
@@ -199,7 +213,9 @@ impl Shard {
             } else if let Some(share) = shares.get(first.share as usize) {
                 tags.get_or_insert_with(Box::default).share = Some(share.clone());
             }
-            if watch_pending {
+            // Only a plain subscription's delivery stands for a retained message its
+            // pending SUBSCRIBE would send (a share group's is another subscription's).
+            if watch_pending && first.share == Match::PLAIN {
                 Self::note_live_retained(st, id, &msg.topic);
             }
             let Some(session) = st.sessions.get_mut(id) else {

@@ -10,8 +10,11 @@
 //! - That shard picks one of its members in rotation (a cursor per group, kept in its
 //!   index), taking the first, from the cursor on, that can take the message now
 //!   (connected, nothing queued, room in its window and its write buffer); failing that,
-//!   the first connected member; failing that, the next member (an offline session with
-//!   a kept session queues QoS 1/2 messages for its return, as its queue limits allow).
+//!   the first connected member. A shard whose members are all offline hands the message
+//!   on to another shard with members (some may be connected there), unless it is the
+//!   last hop (see below); then the next offline member takes it (its kept session
+//!   queues QoS 1/2 messages for its return, as its queue limits allow; QoS 0 is dropped
+//!   for it, counted).
 //! - So rotation is over shards first, then members: when members are spread unevenly
 //!   over shards, each shard gets an even share of the group's messages.
 //! - A shard chosen for a group it has no member of any more (an unsubscribe crossing the
@@ -71,6 +74,15 @@ fn nth_shard(mask: ShardMask, n: u32) -> Option<usize> {
     mask.iter().nth(n as usize % len)
 }
 
+/// How a member can take a message: now, once its window or buffer drains, or when its
+/// client comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Readiness {
+    Now,
+    Connected,
+    Offline,
+}
+
 /// Picks the member of a share group that gets the next message (module docs), and moves
 /// the group's cursor past it.
 pub(crate) fn pick_member(
@@ -79,14 +91,13 @@ pub(crate) fn pick_member(
     sessions: &SessionStore,
     links: &Links,
     max_write: usize,
-) -> Option<(SessionId, Subscribed)> {
+) -> Option<(SessionId, Subscribed, Readiness)> {
     let n = members.len();
     if n == 0 {
         return None;
     }
     let start = cursor.get() as usize % n;
-    // (position, rank): 0 takes it now, 1 is connected, 2 has no connection.
-    let mut best: Option<(usize, u8)> = None;
+    let mut best: Option<(usize, Readiness)> = None;
     for k in 0..n {
         let at = (start + k) % n;
         let Some((slot, _)) = members.get(at) else {
@@ -102,21 +113,21 @@ pub(crate) fn pick_member(
                     && c.pending_output() < max_write
                     && session.has_room() =>
             {
-                0
+                Readiness::Now
             }
-            Some(_) => 1,
-            None => 2,
+            Some(_) => Readiness::Connected,
+            None => Readiness::Offline,
         };
         if best.map_or(true, |(_, r)| rank < r) {
             best = Some((at, rank));
-            if rank == 0 {
+            if rank == Readiness::Now {
                 break;
             }
         }
     }
-    let (at, _) = best?;
+    let (at, rank) = best?;
     cursor.set(u32::try_from(at + 1).unwrap_or(0));
-    members.get(at).copied()
+    members.get(at).map(|(slot, sub)| (*slot, *sub, rank))
 }
 
 impl Shard {
@@ -154,7 +165,7 @@ impl Shard {
 
     /// Another shard chose this one for some share groups of a message.
     pub(crate) fn on_shared_publish(&self, p: SharedPublish) {
-        let unserved = self.deliver_here(&p.msg, None, p.plain, &p.groups);
+        let unserved = self.deliver_here(&p.msg, None, p.plain, &p.groups, p.hops);
         self.forward_shared(&p.msg, unserved, p.hops.saturating_add(1));
     }
 
@@ -194,16 +205,22 @@ impl Shard {
     /// `remove_session` in `State::shared_orphans`) to other members of their groups.
     pub(crate) fn redeliver_shared(&self) {
         let orphans = std::mem::take(&mut self.state.borrow_mut().shared_orphans);
+        if orphans.is_empty() {
+            return;
+        }
         for (group, msg) in orphans {
             self.count(|m| m.shared_redelivered += 1);
             let group: Box<str> = Box::from(group.as_str());
             let here = self.state.borrow().interest.mask(&group).contains(self.id);
             let unserved = if here {
-                self.deliver_here(&msg, None, false, std::slice::from_ref(&group))
+                self.deliver_here(&msg, None, false, std::slice::from_ref(&group), 0)
             } else {
                 vec![group]
             };
             self.forward_shared(&msg, unserved, 1);
         }
+        // Sessions end outside a read turn too (a connection's last call, the expiry
+        // sweep): nothing else would flush what was handed to other shards.
+        self.flush_mesh();
     }
 }

@@ -322,3 +322,95 @@ fn deliveries_carry_the_identifiers_of_every_matching_subscription() {
         h.drop_client(p);
     }
 }
+
+#[test]
+fn a_shard_with_only_offline_members_hands_messages_to_one_with_a_connected_member() {
+    for (online_shard, publisher_shard) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        let mut h = Harness::new(2, |_| {});
+        // An offline member with a kept session on one shard, a connected one on the other.
+        let away = h.connect(1 - online_shard, V5, "away", false);
+        h.send(&away, subscribe(1, "$share/g/t", QoS::AtLeastOnce));
+        let mut on = h.connect(online_shard, V311, "on", true);
+        h.send(&on, subscribe(1, "$share/g/t", QoS::AtLeastOnce));
+        h.deliver_all();
+        h.drain(&mut on);
+        let away_session = away.session;
+        h.drop_client(away);
+        let p = h.connect(publisher_shard, V5, "p", true);
+        for (i, qos) in [
+            QoS::AtMostOnce,
+            QoS::AtLeastOnce,
+            QoS::AtMostOnce,
+            QoS::AtLeastOnce,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            h.send(&p, publish("t", &[i as u8], qos, false, i as u16 + 1));
+        }
+        h.deliver_all();
+        let got = h.drain(&mut on);
+        ack_all(&mut h, &on, &got);
+        // (Those handed on arrive after those that were not.)
+        let mut got = payloads(&got);
+        got.sort();
+        assert_eq!(got, [[0], [1], [2], [3]], "online on {online_shard}");
+        let st = h.shards[1 - online_shard].state.borrow();
+        assert_eq!(
+            st.sessions.get(away_session).map(|s| s.queued_len()),
+            Some(0)
+        );
+    }
+    // With no connected member anywhere, the offline one still gets QoS 1/2 (queued).
+    let mut h = Harness::new(2, |_| {});
+    let away = h.connect(1, V5, "away", false);
+    h.send(&away, subscribe(1, "$share/g/t", QoS::AtLeastOnce));
+    h.deliver_all();
+    let away_session = away.session;
+    h.drop_client(away);
+    let p = h.connect(0, V5, "p", true);
+    h.send(&p, publish("t", b"q", QoS::AtLeastOnce, false, 1));
+    h.deliver_all();
+    let st = h.shards[1].state.borrow();
+    assert_eq!(
+        st.sessions.get(away_session).map(|s| s.queued_len()),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_running_retained_stream_follows_a_replaced_subscription() {
+    // A window of 1 and a stream that pauses once one message waits in the queue.
+    let mut h = Harness::new(1, |c| {
+        c.limits.max_inflight = 1;
+        c.limits.max_queued_messages = 4;
+    });
+    for t in ["r/0", "r/1", "r/2", "r/3", "r/4"] {
+        h.store(t, b"kept", QoS::AtLeastOnce);
+    }
+    let mut c = h.connect(0, V5, "c", true);
+    h.send(&c, subscribe_with(1, &["r/#"], QoS::AtLeastOnce, Some(1)));
+    let got = h.drain(&mut c);
+    // SUBACK and the first retained message (the window is 1): the stream waits.
+    assert_eq!(received(&got), [(b"kept".to_vec(), vec![1])]);
+    // Subscribed again with another identifier and no retained messages wanted.
+    let mut again = subscribe_with(2, &["r/#"], QoS::AtLeastOnce, Some(2));
+    if let Packet::Subscribe(s) = &mut again {
+        s.subscriptions[0].options.retain_handling = RetainHandling::DoNotSend;
+    }
+    h.send(&c, again);
+    let mut rest = Vec::new();
+    let mut next = got;
+    loop {
+        ack_all(&mut h, &c, &next);
+        next = h.drain(&mut c);
+        if next.is_empty() {
+            break;
+        }
+        rest.extend(received(&next));
+    }
+    // The one already queued was delivered under the old subscription; what the stream
+    // still held goes with the new identifier.
+    let ids: Vec<Vec<u32>> = rest.into_iter().map(|(_, ids)| ids).collect();
+    assert_eq!(ids, [vec![1], vec![2], vec![2], vec![2]]);
+}

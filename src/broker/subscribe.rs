@@ -101,6 +101,11 @@ impl Shard {
             // SUBSCRIBE's read buffer.
             let filter = filter.detached();
             st.sessions.subscribe(id, filter.clone(), sub);
+            if exists {
+                if let Some(s) = st.streams.get_mut(&id) {
+                    s.resubscribed(&filter, sub);
+                }
+            }
             if st.subs.insert(&filter, id, sub).is_none() {
                 let n = st.local_filters.entry(filter.clone()).or_insert(0);
                 *n += 1;

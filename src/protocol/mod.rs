@@ -55,7 +55,7 @@ mod packet;
 pub mod properties;
 pub(crate) mod reason;
 mod topic;
-mod wire;
+pub(crate) mod wire;
 
 pub use decode::{decode, decode_frame_bytes, DecodeOptions};
 pub use encode::{encode_publish_header, publish_len};

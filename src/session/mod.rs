@@ -1144,15 +1144,31 @@ fn too_large(
     qos: QoS,
     tags: Option<&Tags>,
 ) -> bool {
-    limits.max_packet_out != u32::MAX
-        && crate::protocol::publish_len(
-            version,
-            &message.topic,
-            qos != QoS::AtMostOnce,
-            &outgoing_properties(version, message, tags),
-            message.payload.len(),
-        )
-        .map_or(true, |n| n > limits.max_packet_out as usize)
+    if limits.max_packet_out == u32::MAX {
+        return false;
+    }
+    let Ok(n) = crate::protocol::publish_len(
+        version,
+        &message.topic,
+        qos != QoS::AtMostOnce,
+        &message.properties,
+        message.payload.len(),
+    ) else {
+        return true;
+    };
+    // What `outgoing_properties` changes, counted without building it: the remaining
+    // expiry replaces a 4-byte value of the same size; identifiers add one property each
+    // (and may lengthen the property length's own encoding).
+    let ids = tags.map_or(&[][..], |t| &t.identifiers[..]);
+    let extra = if version.is_v5() && !ids.is_empty() {
+        use crate::protocol::wire::varint_len;
+        let added: usize = ids.iter().map(|&i| 1 + varint_len(i as usize)).sum();
+        let base = message.properties.encoded_len().unwrap_or(0);
+        added + varint_len(base + added) - varint_len(base)
+    } else {
+        0
+    };
+    n + extra > limits.max_packet_out as usize
 }
 
 /// The QoS a flow at `stage` was sent with (`Released` only resends a PUBREL).
