@@ -224,6 +224,15 @@ config_section! {
         /// bytes a slot): keep this small. mosquitto's `max_topic_alias`. Default: `10`.
         max_topic_alias: u16 = 10,
 
+        /// Topic aliases the broker uses towards a 5.0 client that allows them (its Topic
+        /// Alias Maximum caps this further), per connection: each delivered topic takes
+        /// the next free alias, and once all are taken the least recently used is given to
+        /// the new topic; a topic the client knows by alias is sent without its name.
+        /// Each alias holds a copy of its topic for the life of the connection, and giving
+        /// one away scans the table: keep this small. 0: the broker sends no aliases.
+        /// Default: `10`.
+        max_topic_alias_out: u16 = 10,
+
         /// Lowest keep alive a client may use, in seconds; 0 = no lower bound. A 5.0
         /// client asking for less (or for 0, no keep alive) is told to use this value in
         /// CONNACK (Server Keep Alive); a 3.1 / 3.1.1 client cannot be told and keeps its
@@ -745,6 +754,7 @@ mod tests {
                 connect_timeout: 3,
                 max_packet_size: 4096,
                 max_topic_alias: 3,
+                max_topic_alias_out: 4,
                 keepalive_min: 5,
                 keepalive_max: 600,
                 session_expiry_max: Some(3600),

@@ -1,8 +1,9 @@
-//! 5.0 topic aliases from client to broker, over TCP with 2 shards: an alias set with a
+//! 5.0 topic aliases over TCP with 2 shards. From client to broker: an alias set with a
 //! topic stands for it in later PUBLISHes of the same connection; the message reaches 3.1.1
 //! and 5.0 subscribers on both shards with its full topic and without the alias; an alias
 //! of 0 or above the Topic Alias Maximum closes with DISCONNECT 0x94, an alias never set
-//! with 0x82, and no other client notices.
+//! with 0x82, and no other client notices. From broker to client: aliases within what the
+//! client allows, least recently used replaced, none for clients that allow none.
 
 mod common;
 
@@ -125,5 +126,57 @@ fn invalid_and_unknown_aliases_close_with_their_reason_codes() {
         assert_eq!(m.topic.as_str(), "al/kept");
         bystander.expect_nothing();
         bystander.ping();
+    }
+}
+
+#[test]
+fn the_broker_sends_aliases_within_what_the_client_allows() {
+    let b = Broker::start(2);
+    for shard in 0..2 {
+        // Allows 2 aliases; another allows none; a 3.1.1 subscriber has none.
+        let mut c = b.raw(V5);
+        let mut connect = connect_packet(V5, &b.id_on(shard, "out-al"), true, 60, None);
+        connect.properties.get_mut().topic_alias_maximum = Some(2);
+        c.connect_with(connect);
+        let mut none = b.client(V5, &b.id_on(shard, "out-none"), true);
+        let mut old = b.client(ProtocolVersion::V3_1_1, &b.id_on(shard, "out-311"), true);
+        let f = format!("oa{shard}/#");
+        for s in [&mut c, &mut none, &mut old] {
+            s.subscribe(1, &[(&f, QoS::AtLeastOnce)]);
+        }
+        let mut p = b.client(V5, &b.id_on(1 - shard, "out-pub"), true);
+        let topics = ["a", "b", "a", "c", "a", "b"];
+        for (i, t) in topics.iter().enumerate() {
+            let t = format!("oa{shard}/{t}");
+            p.publish_acked(&t, t.as_bytes(), QoS::AtLeastOnce, false, i as u16 + 1);
+        }
+        // The client resolves aliases as the specification says; each message's payload
+        // is its topic.
+        let mut table: std::collections::HashMap<u16, String> = Default::default();
+        let mut sent_names = 0;
+        for _ in topics {
+            let got = c.recv_publish();
+            let alias = got.properties.topic_alias.expect("an alias");
+            assert!((1..=2).contains(&alias), "{alias}");
+            let topic = if got.topic.is_empty() {
+                table.get(&alias).expect("a known alias").clone()
+            } else {
+                sent_names += 1;
+                table.insert(alias, got.topic.to_string());
+                got.topic.to_string()
+            };
+            assert_eq!(topic.as_bytes(), &got.payload[..]);
+        }
+        assert_eq!(
+            sent_names, 4,
+            "a, b, c, then b again after c took its alias"
+        );
+        for s in [&mut none, &mut old] {
+            for _ in topics {
+                let got = s.recv_publish();
+                assert_eq!(got.properties.topic_alias, None);
+                assert_eq!(got.topic.as_bytes(), &got.payload[..]);
+            }
+        }
     }
 }

@@ -94,6 +94,10 @@ impl Negotiated {
         if let Some(max) = connect.properties.maximum_packet_size {
             session.max_packet_out = max;
         }
+        if let Some(max) = connect.properties.topic_alias_maximum {
+            // Aliases towards the client: no more than it allows [MQTT-3.3.2-10].
+            session.max_topic_alias_out = max.min(limits.max_topic_alias_out);
+        }
         let v5 = connect.version.is_v5();
         let asked_expiry = match (v5, connect.clean_start) {
             (true, _) => connect.properties.session_expiry_interval.unwrap_or(0),
@@ -245,6 +249,7 @@ mod tests {
         max_queued_messages: 1000,
         max_queued_bytes: 1 << 20,
         max_packet_out: u32::MAX,
+        max_topic_alias_out: 0,
     };
 
     #[test]

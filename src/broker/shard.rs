@@ -256,6 +256,7 @@ impl Shard {
                 max_queued_messages: l.max_queued_messages,
                 max_queued_bytes: l.max_queued_bytes,
                 max_packet_out: u32::MAX,
+                max_topic_alias_out: 0,
             },
             cfg,
             mesh,

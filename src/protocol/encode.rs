@@ -50,6 +50,38 @@ pub fn encode_publish_header(
     payload_len: usize,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    encode_publish_header_aliased(
+        version,
+        dup,
+        qos,
+        retain,
+        topic,
+        packet_id,
+        properties,
+        None,
+        payload_len,
+        buf,
+    )
+}
+
+/// [`encode_publish_header`] with a 5.0 Topic Alias written after `properties` (which
+/// must not hold one), so a sender that assigns aliases per connection need not copy the
+/// message's properties to add it. `topic` is empty when the alias stands for it.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn encode_publish_header_aliased(
+    version: ProtocolVersion,
+    dup: bool,
+    qos: QoS,
+    retain: bool,
+    topic: &str,
+    packet_id: Option<PacketId>,
+    properties: &Properties,
+    topic_alias: Option<u16>,
+    payload_len: usize,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let topic_alias = topic_alias.filter(|_| version.is_v5());
     match (qos, packet_id) {
         (QoS::AtMostOnce, Some(_)) => return Err(EncodeError::UnexpectedPacketId),
         (QoS::AtLeastOnce | QoS::ExactlyOnce, None) => {
@@ -57,7 +89,12 @@ pub fn encode_publish_header(
         }
         _ => {}
     }
-    let (plen, plen_total) = props_len(properties, version.is_v5())?;
+    let (mut plen, mut plen_total) = props_len(properties, version.is_v5())?;
+    if topic_alias.is_some() {
+        // Identifier and two-byte value.
+        plen += 3;
+        plen_total = varint_len(plen) + plen;
+    }
     let remaining = check_len(topic.as_bytes(), "topic name")?
         + if packet_id.is_some() { 2 } else { 0 }
         + plen_total
@@ -80,6 +117,10 @@ pub fn encode_publish_header(
             buf.put_u8(0);
         } else {
             properties.encode(plen, buf)?;
+        }
+        if let Some(alias) = topic_alias {
+            buf.put_u8(crate::protocol::properties::id::TOPIC_ALIAS);
+            buf.put_u16(alias);
         }
     }
     Ok(())

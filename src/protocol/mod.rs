@@ -58,7 +58,7 @@ mod topic;
 pub(crate) mod wire;
 
 pub use decode::{decode, decode_frame_bytes, DecodeOptions};
-pub use encode::{encode_publish_header, publish_len};
+pub use encode::{encode_publish_header, encode_publish_header_aliased, publish_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::{Properties, PropertyContext, PropertySet};

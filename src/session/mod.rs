@@ -41,8 +41,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::protocol::{
-    encode_publish_header, Ack, Packet, PacketId, PacketType, Properties, ProtocolVersion, Publish,
-    QoS, ReasonCode, SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
+    encode_publish_header_aliased, Ack, Packet, PacketId, PacketType, Properties, ProtocolVersion,
+    Publish, QoS, ReasonCode, SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
 };
 
 /// An application message as it travels between sessions and shards. Plain `Send` data.
@@ -143,6 +143,9 @@ pub struct SessionLimits {
     /// Largest packet the client accepts (5.0 Maximum Packet Size; `u32::MAX`: no limit
     /// beyond the protocol's). A message whose PUBLISH would be larger is not sent to it.
     pub max_packet_out: u32,
+    /// 5.0 topic aliases the session may use towards the client on its current
+    /// connection (the client's Topic Alias Maximum, capped by the server); 0: none.
+    pub max_topic_alias_out: u16,
 }
 
 impl Default for SessionLimits {
@@ -153,6 +156,7 @@ impl Default for SessionLimits {
             max_queued_messages: 1000,
             max_queued_bytes: 16 << 20,
             max_packet_out: u32::MAX,
+            max_topic_alias_out: 0,
         }
     }
 }
@@ -451,7 +455,10 @@ pub struct Session {
     /// clean start replaces it (3.x clean session 0, 5.0 0xFFFFFFFF).
     expiry: u32,
     limits: SessionLimits,
-    subscriptions: ahash::AHashMap<TopicFilter, Subscribed>,
+    subscriptions: std::collections::HashMap<TopicFilter, Subscribed, ProcessHasher>,
+    /// The topic aliases of the current connection (5.0, only when the client allows
+    /// some): see [`OutAliases`].
+    aliases_out: Option<Box<OutAliases>>,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -482,7 +489,8 @@ impl Session {
             version,
             expiry: if persistent { NEVER_EXPIRES } else { 0 },
             limits,
-            subscriptions: ahash::AHashMap::new(),
+            subscriptions: Default::default(),
+            aliases_out: None,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -566,6 +574,8 @@ impl Session {
     /// window frees up; new messages wait behind them.
     pub fn set_limits(&mut self, limits: SessionLimits) {
         self.limits = limits;
+        // Aliases belong to a connection [MQTT-3.3.2-7]: new terms, a new table.
+        self.aliases_out = None;
     }
 
     /// What the queued messages count against `max_queued_bytes` ([`Message::cost`]).
@@ -578,6 +588,7 @@ impl Session {
     /// broker hands the session messages that own their memory (see [`Session::deliver`]).
     pub fn detach(&mut self) {
         self.connected = false;
+        self.aliases_out = None;
     }
 
     /// A new connection takes over this persistent session: resend every unacknowledged
@@ -593,6 +604,7 @@ impl Session {
     pub fn resume(&mut self, version: ProtocolVersion, out: &mut BytesMut) {
         self.version = version;
         self.connected = true;
+        self.aliases_out = None;
         let window = usize::from(self.limits.max_inflight);
         // The new connection may accept smaller packets: a PUBLISH in flight that no
         // longer fits is discarded as if it had been delivered (5.0 §3.1.2.11.4).
@@ -628,6 +640,7 @@ impl Session {
                         stage_qos(stage),
                         f.retain,
                         f.tags.as_deref(),
+                        alias_for(&mut self.aliases_out, &self.limits, version, &m.topic),
                         Some(f.id),
                         true,
                         out,
@@ -689,12 +702,19 @@ impl Session {
             }
         };
         if qos == QoS::AtMostOnce {
+            let alias = alias_for(
+                &mut self.aliases_out,
+                &self.limits,
+                self.version,
+                &message.topic,
+            );
             write_publish(
                 self.version,
                 message,
                 qos,
                 retain,
                 tags.as_deref(),
+                alias,
                 None,
                 false,
                 out,
@@ -751,12 +771,19 @@ impl Session {
         out: &mut BytesMut,
     ) {
         let id = self.next_id();
+        let alias = alias_for(
+            &mut self.aliases_out,
+            &self.limits,
+            self.version,
+            &message.topic,
+        );
         write_publish(
             self.version,
             &message,
             qos,
             retain,
             tags.as_deref(),
+            alias,
             Some(id),
             false,
             out,
@@ -791,6 +818,7 @@ impl Session {
                         stage_qos(f.stage),
                         f.retain,
                         f.tags.as_deref(),
+                        alias_for(&mut self.aliases_out, &self.limits, version, &m.topic),
                         Some(f.id),
                         true,
                         out,
@@ -1180,6 +1208,91 @@ fn stage_qos(stage: Stage) -> QoS {
     }
 }
 
+/// The topic aliases a session uses towards its client on one connection (5.0 §3.3.2.3.4):
+/// aliases 1 ..= the client's Topic Alias Maximum (capped by `max_topic_alias_out`)
+/// [MQTT-3.3.2-10], given to topics as they are delivered. When all are taken, the least
+/// recently used one is given to the new topic (sent with its topic name, which remaps the
+/// alias for the client); a topic whose alias the client knows is sent with an empty
+/// topic name. Each alias holds a copy of its topic; the table lives as long as the
+/// connection and is dropped with it, and memory is at most the maximum times a topic.
+/// A replacement costs a scan of the table, so the maximum should stay small.
+#[derive(Debug)]
+struct OutAliases {
+    by_topic: std::collections::HashMap<TopicName, u16, ProcessHasher>,
+    /// (topic, last use) by alias - 1.
+    slots: Vec<(TopicName, u64)>,
+    max: u16,
+    tick: u64,
+}
+
+impl OutAliases {
+    /// The alias `topic` goes with, and whether the client knows it already.
+    fn assign(&mut self, topic: &TopicName) -> (u16, bool) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(&alias) = self.by_topic.get(topic) {
+            if let Some(slot) = self.slots.get_mut(usize::from(alias) - 1) {
+                slot.1 = tick;
+            }
+            return (alias, true);
+        }
+        // Kept beyond this delivery: its own bytes, not a slice of a read buffer.
+        let topic = topic.detached();
+        if self.slots.len() < usize::from(self.max) {
+            self.slots.push((topic.clone(), tick));
+            let alias = self.slots.len() as u16;
+            self.by_topic.insert(topic, alias);
+            return (alias, false);
+        }
+        let Some((at, _)) = self.slots.iter().enumerate().min_by_key(|(_, s)| s.1) else {
+            return (0, false);
+        };
+        let alias = at as u16 + 1;
+        if let Some(slot) = self.slots.get_mut(at) {
+            let old = std::mem::replace(slot, (topic.clone(), tick));
+            self.by_topic.remove(&old.0);
+        }
+        self.by_topic.insert(topic, alias);
+        (alias, false)
+    }
+}
+
+/// The alias (and whether the client knows it) a delivery of `topic` goes with, when the
+/// connection uses outbound aliases (see [`OutAliases`]).
+fn alias_for(
+    aliases: &mut Option<Box<OutAliases>>,
+    limits: &SessionLimits,
+    version: ProtocolVersion,
+    topic: &TopicName,
+) -> Option<(u16, bool)> {
+    if limits.max_topic_alias_out == 0 || !version.is_v5() {
+        return None;
+    }
+    let table = aliases.get_or_insert_with(|| {
+        Box::new(OutAliases {
+            by_topic: Default::default(),
+            slots: Vec::new(),
+            max: limits.max_topic_alias_out,
+            tick: 0,
+        })
+    });
+    Some(table.assign(topic)).filter(|(a, _)| *a != 0)
+}
+
+/// A hasher keyed once per process at random: no per-map key state (an `AHashMap` carries
+/// 32 bytes of keys in every session), yet keys a client cannot predict.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessHasher;
+
+impl std::hash::BuildHasher for ProcessHasher {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> ahash::AHasher {
+        static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+        KEYS.get_or_init(ahash::RandomState::new).build_hasher()
+    }
+}
+
 /// A set of packet ids with a fixed-key hasher: no per-session hasher state (an
 /// `AHashSet` carries 32 bytes of keys), and placement never depends on it.
 type IdSet = std::collections::HashSet<u16, std::hash::BuildHasherDefault<ahash::AHasher>>;
@@ -1259,6 +1372,8 @@ fn outgoing_properties<'a>(
     Cow::Owned(p)
 }
 
+/// Writes a delivery of `m`; with `alias` (5.0), under that topic alias, the topic left
+/// out when the client already knows the alias.
 #[allow(clippy::too_many_arguments)]
 fn write_publish(
     version: ProtocolVersion,
@@ -1266,19 +1381,25 @@ fn write_publish(
     qos: QoS,
     retain: bool,
     tags: Option<&Tags>,
+    alias: Option<(u16, bool)>,
     id: Option<PacketId>,
     dup: bool,
     out: &mut BytesMut,
 ) {
     let properties = outgoing_properties(version, m, tags);
-    match encode_publish_header(
+    let topic = match alias {
+        Some((_, true)) => "",
+        _ => &m.topic,
+    };
+    match encode_publish_header_aliased(
         version,
         dup,
         qos,
         retain,
-        &m.topic,
+        topic,
         id,
         &properties,
+        alias.map(|(a, _)| a),
         m.payload.len(),
         out,
     ) {

@@ -47,6 +47,7 @@ fn session(max_inflight: u16) -> Session {
             max_queued_messages: 3,
             max_queued_bytes: 1 << 20,
             max_packet_out: u32::MAX,
+            max_topic_alias_out: 0,
         },
     )
 }
@@ -275,6 +276,7 @@ fn queue_byte_limit_drops() {
             // Room for a little more than one message of 7 bytes (topic + payload).
             max_queued_bytes: QUEUE_ENTRY_OVERHEAD + 10,
             max_packet_out: u32::MAX,
+            max_topic_alias_out: 0,
         },
     );
     let mut out = BytesMut::new();
@@ -890,4 +892,71 @@ fn take_shared_hands_back_what_the_client_has_not_acknowledged() {
     assert_eq!(taken.len(), 1);
     assert_eq!(&taken[0].1.payload[..], b"6");
     assert_eq!(s.inflight_len(), 1);
+}
+
+#[test]
+fn outbound_topic_aliases_replace_the_least_recently_used() {
+    let mut s = v5_session(16);
+    let mut limits = s.limits;
+    limits.max_topic_alias_out = 2;
+    s.set_limits(limits);
+    let mut out = BytesMut::new();
+    let topics = ["a", "b", "a", "c", "a", "b", "b"];
+    for t in topics {
+        s.deliver(
+            &msg(t, b"x", QoS::AtMostOnce),
+            QoS::AtMostOnce,
+            false,
+            Some(&mut out),
+        );
+    }
+    let opts = DecodeOptions::new(ProtocolVersion::V5);
+    let mut got = Vec::new();
+    while let Some(Packet::Publish(p)) = decode(&mut out, &opts).unwrap() {
+        got.push((p.topic.to_string(), p.properties.topic_alias));
+    }
+    let want: Vec<(String, Option<u16>)> = [
+        ("a", 1), // new: 1
+        ("b", 2), // new: 2
+        ("", 1),  // a known
+        ("c", 2), // full: b is the least recently used, 2 is c's now
+        ("", 1),  // a known
+        ("b", 2), // c least recent: 2 is b's again
+        ("", 2),  // b known
+    ]
+    .iter()
+    .map(|(t, a)| (t.to_string(), Some(*a)))
+    .collect();
+    assert_eq!(got, want);
+    // A new connection starts without aliases [MQTT-3.3.2-7]; 3.x and a client that
+    // allows none get none.
+    s.deliver(
+        &msg("a", b"x", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+        Some(&mut out),
+    );
+    out.clear();
+    s.detach();
+    s.resume(ProtocolVersion::V5, &mut out);
+    match decode(&mut out, &opts).unwrap() {
+        Some(Packet::Publish(p)) => {
+            assert!(p.dup);
+            assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("a", Some(1)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut limits = s.limits;
+    limits.max_topic_alias_out = 0;
+    s.set_limits(limits);
+    s.deliver(
+        &msg("a", b"x", QoS::AtMostOnce),
+        QoS::AtMostOnce,
+        false,
+        Some(&mut out),
+    );
+    match decode(&mut out, &opts).unwrap() {
+        Some(Packet::Publish(p)) => assert_eq!(p.properties.topic_alias, None),
+        other => panic!("{other:?}"),
+    }
 }
