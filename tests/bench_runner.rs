@@ -1,11 +1,12 @@
 //! The benchmark runner against SurgeMQ in-process: a tiny fan-in and fan-out at every
-//! QoS must deliver everything, with the runner's own loss / duplicate / order checks.
+//! QoS and both protocol versions must deliver everything, with the runner's own loss /
+//! duplicate / order checks.
 
 mod common;
 
 use common::*;
 use surgemq::bench::{run, RunSpec, Shape};
-use surgemq::protocol::QoS;
+use surgemq::protocol::{ProtocolVersion, QoS};
 
 /// A run of `shape` at `qos` on 2 runner threads, with a client-id prefix unique to this
 /// process and run.
@@ -22,8 +23,18 @@ fn spec(b: &Broker, shape: Shape, qos: QoS, pubs: usize, count: u64, size: usize
 }
 
 fn tiny(shape: Shape, qos: QoS) {
+    for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        tiny_at(shape, qos, version);
+    }
+}
+
+fn tiny_at(shape: Shape, qos: QoS, version: ProtocolVersion) {
     let b = Broker::start(2);
-    let r = run(&spec(&b, shape, qos, 4, 300, 64)).expect("run completes");
+    let mut spec = spec(&b, shape, qos, 4, 300, 64);
+    spec.version = version;
+    let r = run(&spec).expect("run completes");
+    let protocol = if version.is_v5() { "5.0" } else { "3.1.1" };
+    assert_eq!(r.protocol, protocol);
     // Fan-in: 4 publishers x 300 to one subscriber; fan-out: 300 to each of 4.
     let n = 4 * 300;
     let sent = if shape == Shape::FanIn { n } else { 300 };
@@ -43,7 +54,9 @@ fn tiny(shape: Shape, qos: QoS) {
     );
     let json = r.json();
     assert!(
-        json.starts_with('{') && json.contains("\"lost\":0"),
+        json.starts_with('{')
+            && json.contains("\"lost\":0")
+            && json.contains(&format!("\"protocol\":\"{protocol}\"")),
         "{json}"
     );
 }

@@ -223,3 +223,42 @@ fn receiving_messages_does_not_keep_a_silent_client_alive() {
         );
     }
 }
+
+/// 5.0: the server says why it closes: DISCONNECT 0x8D after 1.5 keep alives of silence,
+/// 0x8B when it shuts down; for connections on both shards.
+#[test]
+fn a_5_0_client_is_told_why_it_is_closed() {
+    let v = ProtocolVersion::V5;
+    let mut b = Broker::start(2);
+    let mut silent = Vec::new();
+    let mut idle = Vec::new();
+    for shard in 0..2 {
+        let mut c = b.raw(v);
+        c.connect(&b.id_on(shard, "ka8d"), true, 1, None);
+        silent.push(c);
+        let mut c = b.raw(v);
+        c.connect(&b.id_on(shard, "sd8b"), true, 0, None);
+        idle.push(c);
+    }
+    for mut c in silent {
+        let got = c
+            .closed_within(Duration::from_secs(5))
+            .expect("closed for silence");
+        assert!(
+            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::KEEP_ALIVE_TIMEOUT),
+            "{got:?}"
+        );
+    }
+    if let Some(h) = b.handle.take() {
+        h.shutdown();
+    }
+    for mut c in idle {
+        let got = c
+            .closed_within(Duration::from_secs(5))
+            .expect("closed at shutdown");
+        assert!(
+            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::SERVER_SHUTTING_DOWN),
+            "{got:?}"
+        );
+    }
+}

@@ -236,3 +236,31 @@ fn a_taken_over_connection_gets_no_more_messages() {
         }
     }
 }
+
+/// 5.0: the connection taken over is told why, DISCONNECT 0x8E, before its close
+/// (whatever the new connection's version); a 3.x one just sees the close.
+#[test]
+fn a_taken_over_5_0_connection_gets_disconnect_0x8e() {
+    let b = Broker::start(2);
+    for shard in 0..2 {
+        for (old_v, new_v) in [
+            (ProtocolVersion::V5, ProtocolVersion::V5),
+            (ProtocolVersion::V5, ProtocolVersion::V3_1_1),
+            (ProtocolVersion::V3_1_1, ProtocolVersion::V5),
+        ] {
+            let id = b.id_on(shard, "to8e");
+            let mut old = b.client(old_v, &id, true);
+            old.ping();
+            let _new = b.client(new_v, &id, true);
+            let got = old.expect_closed();
+            if old_v.is_v5() {
+                assert!(
+                    matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::SESSION_TAKEN_OVER),
+                    "{old_v:?} -> {new_v:?}: {got:?}"
+                );
+            } else {
+                assert!(got.is_empty(), "{got:?}");
+            }
+        }
+    }
+}

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use client_env::{run, within, Kind, Proxy, Target};
+use client_env::{conn, next, run, within, Kind, Proxy, Target};
 use futures::StreamExt;
-use surgemq::client::{glommio_connect, Backoff, Client, ClientError, ConnectOptions, Messages};
+use surgemq::client::{glommio_connect, Backoff, ClientError, ConnectOptions, Messages};
 use surgemq::protocol::{ProtocolVersion, QoS, ReasonCode};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -25,19 +25,6 @@ const QOS: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
 
 fn opts(id: &str, v: ProtocolVersion) -> ConnectOptions {
     ConnectOptions::new(id).version(v)
-}
-
-async fn conn(addr: std::net::SocketAddr, o: ConnectOptions) -> (Client, Messages, bool) {
-    glommio_connect(&addr.to_string(), o)
-        .await
-        .expect("client connects")
-}
-
-async fn next(m: &mut Messages) -> surgemq::client::Message {
-    within(WAIT, m.next())
-        .await
-        .expect("a message within the wait")
-        .expect("stream open")
 }
 
 async fn nothing(m: &mut Messages, d: Duration) {

@@ -73,6 +73,9 @@ pub struct RunSpec {
     pub topics: usize,
     /// QoS of publications and subscriptions.
     pub qos: QoS,
+    /// The protocol every client speaks (3.1.1 or 5.0; 5.0 clients send no properties, so
+    /// the two measure the same work side by side).
+    pub version: ProtocolVersion,
     /// Payload bytes (at least the 24-byte stamp).
     pub size: usize,
     /// Messages per publisher; None with `duration`.
@@ -118,6 +121,7 @@ impl RunSpec {
             subs,
             topics: 1,
             qos: QoS::AtMostOnce,
+            version: ProtocolVersion::V3_1_1,
             size: 1024,
             count: Some(100_000),
             duration: Duration::from_secs(10),
@@ -153,6 +157,8 @@ pub struct Report {
     pub shape: String,
     /// QoS.
     pub qos: u8,
+    /// Protocol version ("3.1.1" or "5.0").
+    pub protocol: String,
     /// Payload size.
     pub size: usize,
     /// Publishers and subscribers.
@@ -205,8 +211,9 @@ impl Report {
         let opt_f = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
         let opt_u = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
         format!(
-            "{{\"shape\":\"{}\",\"qos\":{},\"size\":{},\"pubs\":{},\"subs\":{},\"sent\":{},\"received\":{},\"expected\":{},\"lost\":{},\"dups\":{},\"reordered\":{},\"elapsed_s\":{:.3},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"connects_per_s\":{:.0},\"broker_cpu_s\":{},\"broker_rss_peak_kb\":{},\"runner_cpu_s\":{}}}",
+            "{{\"shape\":\"{}\",\"protocol\":\"{}\",\"qos\":{},\"size\":{},\"pubs\":{},\"subs\":{},\"sent\":{},\"received\":{},\"expected\":{},\"lost\":{},\"dups\":{},\"reordered\":{},\"elapsed_s\":{:.3},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"connects_per_s\":{:.0},\"broker_cpu_s\":{},\"broker_rss_peak_kb\":{},\"runner_cpu_s\":{}}}",
             self.shape,
+            self.protocol,
             self.qos,
             self.size,
             self.pubs,
@@ -239,8 +246,8 @@ impl Report {
             &mut s,
             "shape",
             format!(
-                "{} (qos {}, {} B, {} pub / {} sub)",
-                self.shape, self.qos, self.size, self.pubs, self.subs
+                "{} (MQTT {}, qos {}, {} B, {} pub / {} sub)",
+                self.shape, self.protocol, self.qos, self.size, self.pubs, self.subs
             ),
         );
         if self.shape == "connections" {
@@ -566,6 +573,7 @@ pub fn run(spec: &RunSpec) -> Result<Report, BenchError> {
             .replace("fanin", "fan-in")
             .replace("fanout", "fan-out"),
         qos: spec.qos as u8,
+        protocol: if spec.version.is_v5() { "5.0" } else { "3.1.1" }.to_string(),
         size: spec.size,
         pubs,
         subs,
@@ -673,6 +681,18 @@ const RUN_KEEP_ALIVE: u16 = 600;
 
 /// Connects and completes CONNECT / CONNACK.
 async fn open(spec: &RunSpec, id: &str, keep_alive: u16) -> Result<(TcpStream, BytesMut), String> {
+    open_with_terms(spec, id, keep_alive)
+        .await
+        .map(|(s, b, _)| (s, b))
+}
+
+/// [`open`], with the QoS 1/2 messages the broker takes at once from this client (its
+/// 5.0 Receive Maximum; 65,535 when it says nothing, and on 3.1.1).
+async fn open_with_terms(
+    spec: &RunSpec,
+    id: &str,
+    keep_alive: u16,
+) -> Result<(TcpStream, BytesMut, u16), String> {
     let stream = TcpStream::connect(spec.addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -680,7 +700,7 @@ async fn open(spec: &RunSpec, id: &str, keep_alive: u16) -> Result<(TcpStream, B
     let mut stream = stream;
     let mut out = BytesMut::new();
     Packet::Connect(Box::new(Connect {
-        version: ProtocolVersion::V3_1_1,
+        version: spec.version,
         clean_start: true,
         keep_alive,
         client_id: ByteString::from(id),
@@ -689,15 +709,18 @@ async fn open(spec: &RunSpec, id: &str, keep_alive: u16) -> Result<(TcpStream, B
         password: None,
         properties: Properties::new(),
     }))
-    .encode(ProtocolVersion::V3_1_1, &mut out)
+    .encode(spec.version, &mut out)
     .map_err(|e| e.to_string())?;
     stream
         .write_all(&out)
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut buf = BytesMut::new();
-    match read_packet(&mut stream, &mut buf).await? {
-        Packet::ConnAck(a) if a.reason.is_success() => Ok((stream, buf)),
+    match read_packet(&mut stream, &mut buf, spec.version).await? {
+        Packet::ConnAck(a) if a.reason.is_success() => {
+            let rm = a.properties.receive_maximum.unwrap_or(u16::MAX);
+            Ok((stream, buf, rm))
+        }
         Packet::ConnAck(a) => Err(format!("CONNECT refused: {}", a.reason)),
         other => Err(format!("expected CONNACK, got {:?}", other.packet_type())),
     }
@@ -723,8 +746,12 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, 
     }
 }
 
-async fn read_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Packet, String> {
-    let opts = DecodeOptions::new(ProtocolVersion::V3_1_1);
+async fn read_packet(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+) -> Result<Packet, String> {
+    let opts = DecodeOptions::new(version);
     loop {
         if let Some(p) = decode(buf, &opts).map_err(|e| format!("bad packet from broker: {e}"))? {
             return Ok(p);
@@ -788,6 +815,7 @@ struct Receiver {
     last_ns: u64,
     topic: usize,
     quiet_since: Option<Instant>,
+    opts: DecodeOptions,
 }
 
 /// Acks for our own publishes, seen by a peer's reader.
@@ -798,13 +826,14 @@ struct OwnAcks {
 }
 
 impl Receiver {
-    fn new(shared: &Shared, topic: usize) -> Receiver {
+    fn new(shared: &Shared, topic: usize, version: ProtocolVersion) -> Receiver {
         Receiver {
             tracker: SeqTracker::new(shared.pubs_total),
             hist: histogram(),
             last_ns: 0,
             topic,
             quiet_since: None,
+            opts: DecodeOptions::new(version),
         }
     }
 
@@ -817,7 +846,7 @@ impl Receiver {
         own: &mut OwnAcks,
         shared: &Shared,
     ) -> Result<u64, String> {
-        let opts = DecodeOptions::new(ProtocolVersion::V3_1_1);
+        let opts = self.opts;
         let mut got = 0u64;
         loop {
             match decode(buf, &opts) {
@@ -937,13 +966,13 @@ async fn subscribe_to(
         }],
         properties: Properties::new(),
     })
-    .encode(ProtocolVersion::V3_1_1, &mut out)
+    .encode(spec.version, &mut out)
     .map_err(|e| e.to_string())?;
     stream
         .write_all(&out)
         .await
         .map_err(|e| format!("write: {e}"))?;
-    match read_packet(stream, buf).await? {
+    match read_packet(stream, buf, spec.version).await? {
         Packet::SubAck(a) if a.codes.first().is_some_and(|c| c.is_success()) => Ok(()),
         other => Err(format!("SUBSCRIBE refused: {other:?}")),
     }
@@ -1000,7 +1029,7 @@ async fn publisher(
         shared,
         done: false,
     });
-    let (mut stream, mut buf) = open(spec, id, RUN_KEEP_ALIVE).await?;
+    let (mut stream, mut buf, receive_maximum) = open_with_terms(spec, id, RUN_KEEP_ALIVE).await?;
     if peer {
         subscribe_to(spec, &mut stream, &mut buf, topic).await?;
         shared.subs_ready.fetch_add(1, Ordering::Relaxed);
@@ -1025,10 +1054,11 @@ async fn publisher(
     let first_ns = shared.now_ns();
     let interval_ns = spec.rate.map(|r| 1_000_000_000 / r.max(1));
     let (mut rd, mut wr) = stream.split();
+    // Within the broker's 5.0 Receive Maximum [MQTT-3.3.4-7].
     let window = if spec.qos == QoS::AtMostOnce {
         usize::MAX
     } else {
-        spec.inflight.max(1)
+        spec.inflight.max(1).min(usize::from(receive_maximum))
     };
     // Acknowledged (QoS 1) or completed (QoS 2) count, maintained by the reader task.
     let done = Rc::new(Cell::new(0u64));
@@ -1045,7 +1075,7 @@ async fn publisher(
         let reader_done = reader_done.clone();
         let spec = spec.clone();
         let shared = shared.clone();
-        let mut recv = Receiver::new(&shared, topic);
+        let mut recv = Receiver::new(&shared, topic, spec.version);
         Some(glommio::spawn_local(async move {
             let mut own = OwnAcks::default();
             let r: Result<(), String> = async {
@@ -1129,7 +1159,7 @@ async fn publisher(
                 PacketId::new(next_id)
             };
             encode_publish_header(
-                ProtocolVersion::V3_1_1,
+                spec.version,
                 false,
                 spec.qos,
                 false,
@@ -1211,7 +1241,7 @@ async fn subscriber(
     let (mut stream, mut buf) = open(spec, id, RUN_KEEP_ALIVE).await?;
     subscribe_to(spec, &mut stream, &mut buf, topic).await?;
     shared.subs_ready.fetch_add(1, Ordering::Relaxed);
-    let mut recv = Receiver::new(shared, topic);
+    let mut recv = Receiver::new(shared, topic, spec.version);
     let mut own = OwnAcks::default();
     let mut out = BytesMut::new();
     loop {

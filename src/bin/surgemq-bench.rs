@@ -1,4 +1,4 @@
-//! `surgemq-bench`: drives any MQTT 3.1.1 broker and reports throughput, latency and
+//! `surgemq-bench`: drives any MQTT 3.1.1 or 5.0 broker and reports throughput, latency and
 //! delivery correctness. See `surgemq::bench` for what each shape does.
 
 use std::net::ToSocketAddrs;
@@ -34,6 +34,9 @@ struct Args {
     /// QoS 0, 1 or 2.
     #[arg(long, default_value_t = 0)]
     qos: u8,
+    /// MQTT version every client speaks: 3.1.1 (or 4) or 5 (or 5.0).
+    #[arg(long, default_value = "3.1.1")]
+    protocol: String,
     /// Payload bytes (at least 24: the stamp).
     #[arg(long, default_value_t = 1024)]
     size: usize,
@@ -113,7 +116,16 @@ fn main() -> ExitCode {
         eprintln!("surgemq-bench: --qos must be 0, 1 or 2");
         return ExitCode::from(2);
     };
+    let version = match a.protocol.as_str() {
+        "3.1.1" | "4" => surgemq::protocol::ProtocolVersion::V3_1_1,
+        "5" | "5.0" => surgemq::protocol::ProtocolVersion::V5,
+        other => {
+            eprintln!("surgemq-bench: --protocol must be 3.1.1 or 5, not {other}");
+            return ExitCode::from(2);
+        }
+    };
     let mut spec = RunSpec::new(addr, a.shape);
+    spec.version = version;
     if let Some(p) = a.pubs {
         spec.pubs = p;
     }

@@ -174,7 +174,7 @@ async fn accept_phase<S: Transport>(
                 _ => {}
             }
             if !out.is_empty() {
-                let _ = stream.write_all(&out).await;
+                let _ = write_bounded(&mut stream, &out, shard).await;
             }
             shard.connection_closed(key, conn, CloseReason::ProtocolError);
             return None;
@@ -187,7 +187,7 @@ async fn accept_phase<S: Transport>(
         Err(code) => {
             let mut out = BytesMut::new();
             write_refusal(&mut out, connect.version, code);
-            let _ = stream.write_all(&out).await;
+            let _ = write_bounded(&mut stream, &out, shard).await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
             shard.connection_closed(key, conn, CloseReason::Refused);
             return None;
@@ -205,7 +205,7 @@ async fn accept_phase<S: Transport>(
                 ConnectStep::Done => break,
                 ConnectStep::Refused(code) => code,
                 ConnectStep::Continue(out) => {
-                    if stream.write_all(&out).await.is_err() {
+                    if !write_bounded(&mut stream, &out, shard).await {
                         shard.connection_closed(key, conn, CloseReason::SocketClosed);
                         return None;
                     }
@@ -227,7 +227,7 @@ async fn accept_phase<S: Transport>(
             };
             let mut out = BytesMut::new();
             write_refusal(&mut out, connect.version, refused);
-            let _ = stream.write_all(&out).await;
+            let _ = write_bounded(&mut stream, &out, shard).await;
             shard.count(|m| m.auth_refused += 1);
             tracing::info!(client_id = %connect.client_id, code = %refused, "enhanced authentication refused");
             shard.connection_closed(key, conn, CloseReason::Refused);
@@ -262,6 +262,19 @@ async fn accept_phase<S: Transport>(
         return None;
     }
     Some((stream, connect, buf, assigned))
+}
+
+/// Writes what the CONNECT phase answers (a refusal, an AUTH), for at most the connect
+/// timeout: a client that does not read cannot hold the connection (and its slot) open.
+/// True when everything was written.
+async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8], shard: &Shard) -> bool {
+    let limit = std::time::Duration::from_secs(shard.cfg.limits.connect_timeout.max(1));
+    let write = Box::pin(stream.write_all(bytes));
+    let timer = Box::pin(glommio::timer::sleep(limit));
+    matches!(
+        futures::future::select(write, timer).await,
+        futures::future::Either::Left((Ok(()), _))
+    )
 }
 
 /// Reads until `buf` holds a whole packet and decodes it (a decode error is the caller's

@@ -94,6 +94,7 @@ impl Shard {
                         }
                         old.request_close(CloseReason::TakenOver);
                         if old.open.get() {
+                            Self::tell_taken_over(&old);
                             super::net::shutdown(old.fd);
                         }
                     }
@@ -156,6 +157,25 @@ impl Shard {
         self.publish_due_wills(Instant::now());
         self.redeliver_shared();
         Ok((id, present))
+    }
+
+    /// A 5.0 client whose connection is taken over is told so (DISCONNECT 0x8E) before its
+    /// socket is shut down, when the bytes can start at a packet boundary: nothing of its
+    /// output is being written (what waits in its buffer is dropped: the session resends
+    /// it to the new connection). Otherwise it only sees the close.
+    fn tell_taken_over(old: &ConnShared) {
+        if !old.version.get().is_v5() || old.writing.get() != 0 {
+            return;
+        }
+        let mut out = old.out.borrow_mut();
+        out.clear();
+        let _ = crate::protocol::Packet::Disconnect(crate::protocol::Disconnect {
+            reason: ReasonCode::SESSION_TAKEN_OVER,
+            properties: crate::protocol::Properties::new(),
+        })
+        .encode(crate::protocol::ProtocolVersion::V5, &mut out);
+        super::net::send_now(old.fd, &out);
+        out.clear();
     }
 
     /// A 5.0 DISCONNECT sets the session's expiry interval (capped by

@@ -137,10 +137,7 @@ impl Negotiated {
                         data.map(|d| bytes::Bytes::copy_from_slice(d)),
                     )
                 }),
-            response_information: (v5
-                && connect.properties.request_response_information == Some(true)
-                && !cfg.response_information.is_empty())
-            .then(|| ByteString::from(cfg.response_information.replace("%c", &connect.client_id))),
+            response_information: response_information(connect, cfg),
             limits: session,
         }
     }
@@ -181,6 +178,28 @@ impl Negotiated {
             properties,
         );
     }
+}
+
+/// 5.0 Response Information for a client that asked (`response_information`, `%c`
+/// replaced by its client identifier), unless the result is unfit to send: longer than a
+/// UTF-8 string may be, with wildcard or NUL characters from the client identifier (it is
+/// a topic prefix), or making CONNACK larger than the client accepts.
+fn response_information(connect: &Connect, cfg: &Config) -> Option<ByteString> {
+    if !connect.version.is_v5()
+        || connect.properties.request_response_information != Some(true)
+        || cfg.response_information.is_empty()
+    {
+        return None;
+    }
+    let s = cfg.response_information.replace("%c", &connect.client_id);
+    // CONNACK's other fields and properties stay well under 64 bytes.
+    let room = connect
+        .properties
+        .maximum_packet_size
+        .map_or(usize::MAX, |m| m as usize)
+        .saturating_sub(64);
+    let fit = s.len() <= usize::from(u16::MAX) && s.len() <= room;
+    (fit && !s.contains(['+', '#', '\0'])).then(|| ByteString::from(s))
 }
 
 /// Writes CONNACK for `version` refusing a connection with `reason`.
@@ -399,5 +418,28 @@ mod tests {
         let mut out = BytesMut::new();
         n.write_connack(&mut out, false);
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn response_information_is_left_out_where_it_cannot_go() {
+        let cfg = Config {
+            response_information: "r/%c".into(),
+            ..Config::default()
+        };
+        let ask = |id: &str, max: Option<u32>| {
+            let mut c = connect(ProtocolVersion::V5, 60, None);
+            c.client_id = ByteString::from(id);
+            c.properties.get_mut().request_response_information = Some(true);
+            c.properties.get_mut().maximum_packet_size = max;
+            Negotiated::new(&c, &cfg, SESSION, false).response_information
+        };
+        assert_eq!(ask("dev", None).as_deref(), Some("r/dev"));
+        // A client identifier may hold wildcards; a topic prefix may not.
+        assert_eq!(ask("a+b", None), None);
+        assert_eq!(ask("a#", None), None);
+        // Longer than a UTF-8 string may be, or than the client takes.
+        assert_eq!(ask(&"x".repeat(65_534), None), None);
+        assert_eq!(ask(&"x".repeat(100), Some(120)), None);
+        assert!(ask(&"x".repeat(100), Some(200)).is_some());
     }
 }

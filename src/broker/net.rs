@@ -78,6 +78,24 @@ pub(crate) fn shutdown(fd: RawFd) {
     }
 }
 
+/// Writes `bytes` to a connection's socket at once, without waiting (the connection task
+/// owns the socket and may be parked); true when the kernel took them all. For the few
+/// bytes of a DISCONNECT just before a takeover shuts the socket down: callers make sure
+/// no write of the task is under way, so the bytes start at a packet boundary.
+pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> bool {
+    // SAFETY: `send(2)` reads `bytes.len()` bytes from a valid slice; an invalid fd gives
+    // EBADF. MSG_NOSIGNAL: a peer that is gone must not raise SIGPIPE.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).is_ok_and(|n| n == bytes.len())
+}
+
 /// Bytes received on a connection's socket and not read yet (`SIOCINQ`); 0 when the fd is
 /// not a socket any more or the call fails. Used for keep alive: a client whose packets
 /// wait unread is alive. Callers check `ConnShared::open` first so the number still names

@@ -152,7 +152,12 @@ pub(crate) async fn flush<S: Transport>(
         let mut data = data;
         conn.writing.set(data.len());
         let r = write_out(shard, stream, &data, conn).await;
-        conn.writing.set(0);
+        // Interrupted (the connection is closing), `writing` keeps what was left: when a
+        // packet was cut, nothing may follow it on the socket (see the end of `serve`
+        // and `Shard::tell_taken_over`).
+        if r.is_ok() {
+            conn.writing.set(0);
+        }
         r?;
         shard.note_drained(conn);
         // Room again for a stream of retained messages paused on this connection.
@@ -354,13 +359,22 @@ pub(crate) async fn serve<S: Transport>(
         reason,
         CloseReason::ProtocolError
             | CloseReason::ServerShutdown
+            | CloseReason::KeepAliveTimeout
             | CloseReason::ClientDisconnect { .. }
     ) {
         // Best effort: what was queued before the end (acks, a 5.0 DISCONNECT). After a
         // protocol error a 3.x client gets nothing more; a 5.0 client gets only the
         // DISCONNECT with the reason (`disconnect_v5` leaves nothing else in `out`).
         let data = std::mem::take(&mut *conn.out.borrow_mut());
-        if !data.is_empty() && (reason != CloseReason::ProtocolError || version.is_v5()) {
+        // Not after a packet cut short (its rest would be read as the next packet).
+        let at_boundary = conn.writing.get() == 0;
+        if at_boundary
+            && !data.is_empty()
+            && (reason != CloseReason::ProtocolError || version.is_v5())
+        {
+            // Marked as writing, so a takeover meanwhile does not slip its DISCONNECT
+            // into these bytes.
+            conn.writing.set(data.len());
             let _ = futures::future::select(
                 Box::pin(stream.write_all(&data)),
                 Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(100))),

@@ -92,7 +92,8 @@ enum Completion {
 }
 
 enum Outcome {
-    Published,
+    /// With the PUBACK's success code (QoS 0 and PUBCOMP: 0x00).
+    Published(ReasonCode),
     SubAck(Vec<ReasonCode>),
     UnsubAck,
 }
@@ -127,11 +128,23 @@ struct Inner {
     messages_dropped: bool,
     callbacks: Vec<(u64, TopicFilter, Callback)>,
     next_callback: u64,
-    /// Granted subscriptions, renewed when a reconnect finds the session gone.
-    subscriptions: Vec<(TopicFilter, QoS)>,
+    /// Granted subscriptions (options with the granted QoS, 5.0 identifier or 0),
+    /// renewed when a reconnect finds the session gone.
+    subscriptions: Vec<(TopicFilter, SubscriptionOptions, u32)>,
     connected_once: bool,
     /// Session Present of the latest CONNACK.
     session_present: bool,
+    /// The latest CONNACK's 5.0 properties (Assigned Client Identifier, Response
+    /// Information, the server's limits...).
+    connack: Properties,
+    /// Requests waiting for their response, by correlation data (see `Client::request`).
+    responses: HashMap<Bytes, futures::channel::oneshot::Sender<Message>>,
+    /// The topic prefix responses to this client's requests come back under, once its
+    /// subscription is made.
+    response_base: Option<String>,
+    next_request: u64,
+    /// The client identifier of the CONNECT (empty when the broker assigns one).
+    client_id: ByteString,
     closed_waiters: Vec<Waker>,
 }
 
@@ -205,7 +218,7 @@ impl Inner {
                     self.complete(
                         token,
                         result
-                            .map(|()| Outcome::Published)
+                            .map(Outcome::Published)
                             .map_err(ClientError::PublishRefused),
                     );
                 }
@@ -221,19 +234,27 @@ impl Inner {
                 Event::Connected(ack) => {
                     self.status = Status::Up;
                     self.session_present = ack.session_present;
+                    self.connack = ack.properties;
                     if self.connected_once && !ack.session_present && !self.subscriptions.is_empty()
                     {
-                        // The broker has no record of our subscriptions: renew them. Nobody
-                        // waits on this request's token, so its SUBACK is dropped.
-                        let subs = self
-                            .subscriptions
-                            .iter()
-                            .map(|(f, q)| Subscription {
-                                filter: f.clone(),
-                                options: SubscriptionOptions::new(*q),
-                            })
-                            .collect();
-                        let _ = self.state.subscribe(subs);
+                        // The broker has no record of our subscriptions: renew them, one
+                        // SUBSCRIBE per 5.0 identifier (an identifier is per packet).
+                        // Nobody waits on these requests' tokens: their SUBACKs are dropped.
+                        let mut idents: Vec<u32> = self.subscriptions.iter().map(|s| s.2).collect();
+                        idents.sort_unstable();
+                        idents.dedup();
+                        for ident in idents {
+                            let subs = self
+                                .subscriptions
+                                .iter()
+                                .filter(|s| s.2 == ident)
+                                .map(|(f, o, _)| Subscription {
+                                    filter: f.clone(),
+                                    options: *o,
+                                })
+                                .collect();
+                            let _ = self.state.subscribe_with(subs, identifier_property(ident));
+                        }
                         tracing::debug!(
                             "renewed {} subscriptions after reconnect",
                             self.subscriptions.len()
@@ -274,6 +295,9 @@ impl Inner {
 
 struct Shared {
     inner: Mutex<Inner>,
+    /// Held while the first `Client::request` subscribes to the response topics, so two
+    /// concurrent first requests make one subscription.
+    response_setup: futures::lock::Mutex<()>,
 }
 
 impl Shared {
@@ -329,7 +353,11 @@ pub async fn connect<C: Connector, T: Timer>(
             payload: w.payload.clone(),
             qos: w.qos,
             retain: w.retain,
-            properties: Properties::new(),
+            properties: if options.version.is_v5() {
+                w.properties.clone()
+            } else {
+                Properties::new()
+            },
         }),
         None => None,
     };
@@ -342,7 +370,15 @@ pub async fn connect<C: Connector, T: Timer>(
         will,
         username: options.username.as_deref().map(ByteString::from),
         password: options.password.clone(),
-        properties: Properties::new(),
+        properties: {
+            let mut p = options.properties.clone();
+            if options.version.is_v5() && p.maximum_packet_size.is_none() {
+                // What the client decodes: a larger packet is not sent to it (5.0
+                // §3.1.2.11.4) instead of failing its decode.
+                p.get_mut().maximum_packet_size = Some(options.max_packet_size);
+            }
+            p
+        },
     };
     let keep_alive = std::time::Duration::from_secs(u64::from(keep_alive_secs));
     let state = ClientState::new(StateOptions {
@@ -371,8 +407,14 @@ pub async fn connect<C: Connector, T: Timer>(
             subscriptions: Vec::new(),
             connected_once: false,
             session_present: false,
+            connack: Properties::new(),
+            responses: HashMap::new(),
+            response_base: None,
+            next_request: 0,
+            client_id: ByteString::from(options.client_id.as_str()),
             closed_waiters: Vec::new(),
         }),
+        response_setup: futures::lock::Mutex::new(()),
     });
     let mut driver = Driver {
         shared: shared.clone(),
@@ -524,6 +566,13 @@ impl<C: Connector, T: Timer> Driver<C, T> {
             };
             {
                 let mut g = self.shared.lock();
+                // A 5.0 broker that said why it closed: that is the cause, not the close.
+                let err = match (err, g.state.disconnect_reason()) {
+                    (ClientError::ConnectionClosed | ClientError::Io(_), Some(r)) => {
+                        ClientError::Disconnected(r)
+                    }
+                    (e, _) => e,
+                };
                 g.state.connection_lost();
                 if g.closing {
                     g.finish(ClientError::Closed);
@@ -946,6 +995,34 @@ impl Future for Delivery {
     }
 }
 
+impl Delivery {
+    /// Resolves like the `Delivery` itself, with the broker's success code: 0x00, or on
+    /// 5.0 0x10 (no matching subscribers) for a QoS 1 message (QoS 0 and QoS 2: 0x00).
+    pub async fn reason(mut self) -> Result<ReasonCode, ClientError> {
+        let Some((shared, token)) = self.pending.take() else {
+            return Ok(ReasonCode::SUCCESS);
+        };
+        let r = CompletionFuture {
+            shared: &shared,
+            token,
+        }
+        .await;
+        match r? {
+            Outcome::Published(code) => Ok(code),
+            _ => Ok(ReasonCode::SUCCESS),
+        }
+    }
+}
+
+/// SUBSCRIBE properties carrying a 5.0 Subscription Identifier (none for 0).
+fn identifier_property(ident: u32) -> Properties {
+    let mut p = Properties::new();
+    if ident != 0 {
+        p.get_mut().subscription_identifiers = vec![ident];
+    }
+    p
+}
+
 impl Drop for Delivery {
     fn drop(&mut self) {
         if let Some((shared, token)) = &self.pending {
@@ -981,14 +1058,56 @@ impl Client {
         qos: QoS,
         retain: bool,
     ) -> Result<Delivery, ClientError> {
+        self.submit_with(topic, payload, qos, retain, Properties::new())
+            .await
+    }
+
+    /// 5.0: publishes with properties (Message Expiry Interval, Content Type, Payload
+    /// Format Indicator, Response Topic, Correlation Data, User Properties) and returns the
+    /// broker's success code: 0x00, or 0x10 when nobody subscribed (QoS 1). A refusal is
+    /// [`ClientError::PublishRefused`].
+    pub async fn publish_with(
+        &self,
+        topic: impl IntoTopicName,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+        properties: Properties,
+    ) -> Result<ReasonCode, ClientError> {
+        self.submit_with(topic, payload, qos, retain, properties)
+            .await?
+            .reason()
+            .await
+    }
+
+    /// [`Client::submit`] with 5.0 properties (see [`Client::publish_with`]).
+    pub async fn submit_with(
+        &self,
+        topic: impl IntoTopicName,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+        properties: Properties,
+    ) -> Result<Delivery, ClientError> {
         let topic = topic.into_topic_name().map_err(ClientError::InvalidTopic)?;
+        if !properties.is_empty() && !self.shared.lock().state.options().version.is_v5() {
+            return Err(ClientError::InvalidOptions(
+                "PUBLISH properties need MQTT 5.0",
+            ));
+        }
+        if !properties.subscription_identifiers.is_empty() || properties.topic_alias.is_some() {
+            // The broker's to send [MQTT-3.3.4-6]; aliases are the client's own business.
+            return Err(ClientError::InvalidOptions(
+                "a PUBLISH may not carry a Subscription Identifier or Topic Alias",
+            ));
+        }
         let mut msg = Some(Publish {
             dup: false,
             qos,
             retain,
             topic,
             packet_id: None,
-            properties: Properties::new(),
+            properties,
             payload: payload.into(),
         });
         let token = future::poll_fn(|cx| self.try_publish(&mut msg, cx)).await?;
@@ -1030,6 +1149,9 @@ impl Client {
                 Poll::Pending
             }
             Err(PublishError::Encode(e, _)) => Poll::Ready(Err(ClientError::Encode(e))),
+            Err(PublishError::NotAllowed(code, _)) => {
+                Poll::Ready(Err(ClientError::PublishRefused(code)))
+            }
         }
     }
 
@@ -1050,25 +1172,52 @@ impl Client {
         &self,
         filters: impl IntoIterator<Item = (&'f str, QoS)>,
     ) -> Result<Vec<Result<QoS, ReasonCode>>, ClientError> {
+        let filters: Vec<(&str, SubscriptionOptions)> = filters
+            .into_iter()
+            .map(|(f, q)| (f, SubscriptionOptions::new(q)))
+            .collect();
+        self.subscribe_opts(&filters, None).await
+    }
+
+    /// Subscribes to several filters in one SUBSCRIBE with every option chosen (5.0: No
+    /// Local, Retain As Published, Retain Handling) and, on 5.0, a Subscription
+    /// Identifier that the broker sends back with every message these filters match
+    /// (see `Message::properties.subscription_identifiers`). Shared subscriptions are
+    /// filters `$share/{group}/{filter}`. One result per filter, in order: the granted QoS
+    /// or the failure code.
+    pub async fn subscribe_opts(
+        &self,
+        filters: &[(&str, SubscriptionOptions)],
+        identifier: Option<u32>,
+    ) -> Result<Vec<Result<QoS, ReasonCode>>, ClientError> {
         let mut subs = Vec::new();
-        for (f, q) in filters {
+        for (f, o) in filters {
             subs.push(Subscription {
                 filter: topic_filter(f)?,
-                options: SubscriptionOptions::new(q),
+                options: *o,
             });
         }
         if subs.is_empty() {
             return Ok(Vec::new());
         }
-        let wanted: Vec<(TopicFilter, QoS)> = subs
-            .iter()
-            .map(|s| (s.filter.clone(), s.options.qos))
-            .collect();
+        let ident = identifier.unwrap_or(0);
+        if ident > 268_435_455 {
+            return Err(ClientError::InvalidOptions(
+                "a subscription identifier is 1 to 268,435,455",
+            ));
+        }
+        if identifier.is_some() && !self.shared.lock().state.options().version.is_v5() {
+            return Err(ClientError::InvalidOptions(
+                "subscription identifiers need MQTT 5.0",
+            ));
+        }
+        let wanted: Vec<(TopicFilter, SubscriptionOptions)> =
+            subs.iter().map(|s| (s.filter.clone(), s.options)).collect();
         let mut req = Some(subs);
         let token = future::poll_fn(|cx| {
             self.try_request(cx, |state| {
                 let subs = req.take().unwrap_or_default();
-                state.subscribe(subs).ok()
+                state.subscribe_with(subs, identifier_property(ident)).ok()
             })
         })
         .await?;
@@ -1085,10 +1234,11 @@ impl Client {
             .map(|c| QoS::from_u8(c.0).filter(|_| c.0 <= 2).ok_or(*c))
             .collect();
         let mut g = self.shared.lock();
-        for ((f, _), r) in wanted.into_iter().zip(&results) {
+        for ((f, mut o), r) in wanted.into_iter().zip(&results) {
             if let Ok(q) = r {
-                g.subscriptions.retain(|(g, _)| *g != f);
-                g.subscriptions.push((f, *q));
+                o.qos = *q;
+                g.subscriptions.retain(|s| s.0 != f);
+                g.subscriptions.push((f, o, ident));
             }
         }
         Ok(results)
@@ -1131,7 +1281,7 @@ impl Client {
         {
             let mut g = self.shared.lock();
             g.callbacks.retain(|(_, f, _)| !fs.contains(f));
-            g.subscriptions.retain(|(f, _)| !fs.contains(f));
+            g.subscriptions.retain(|s| !fs.contains(&s.0));
         }
         let mut req = Some(fs);
         let token = future::poll_fn(|cx| {
@@ -1195,6 +1345,135 @@ impl Client {
             }
         })
         .await
+    }
+
+    /// What the broker of the current (or last) connection said it allows (5.0 CONNACK:
+    /// Receive Maximum, Maximum Packet Size, Maximum QoS, Retain Available, Server Keep
+    /// Alive); the client keeps within it. Defaults on 3.x.
+    pub fn server_terms(&self) -> super::state::ServerTerms {
+        *self.shared.lock().state.server()
+    }
+
+    /// The latest CONNACK's 5.0 properties (e.g. the Assigned Client Identifier, or
+    /// Response Information).
+    pub fn connack_properties(&self) -> Properties {
+        self.shared.lock().connack.clone()
+    }
+
+    /// 5.0 request / response (§4.10): publishes `payload` to `topic` with a Response
+    /// Topic and Correlation Data, and resolves with the response, which a responder sends
+    /// with [`Client::respond`]. The first request subscribes the client to its response
+    /// topics: under the broker's Response Information when it gave one (see
+    /// [`ConnectOptions::request_response_information`]), otherwise under
+    /// `surgemq/response/{client id}`. Responses that match no waiting request (late ones,
+    /// after the caller gave up and dropped the future) are dropped. The caller bounds the
+    /// wait (e.g. with its executor's timeout).
+    pub async fn request(
+        &self,
+        topic: impl IntoTopicName,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+    ) -> Result<Message, ClientError> {
+        if !self.shared.lock().state.options().version.is_v5() {
+            return Err(ClientError::InvalidOptions(
+                "request / response needs MQTT 5.0",
+            ));
+        }
+        let base = self.response_base().await?;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let correlation = {
+            let mut g = self.shared.lock();
+            g.next_request += 1;
+            let c = Bytes::from(g.next_request.to_string());
+            g.responses.insert(c.clone(), tx);
+            c
+        };
+        // Dropped unanswered (the caller gave up, or the publish failed): no entry stays.
+        struct Forget<'a>(&'a Shared, Bytes);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.lock().responses.remove(&self.1);
+            }
+        }
+        let _forget = Forget(&self.shared, correlation.clone());
+        let mut properties = Properties::new();
+        let p = properties.get_mut();
+        p.response_topic = Some(ByteString::from(format!(
+            "{base}/{}",
+            String::from_utf8_lossy(&correlation)
+        )));
+        p.correlation_data = Some(correlation);
+        self.publish_with(topic, payload, qos, false, properties)
+            .await?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Answers a request received as `request`: publishes `payload` to its Response Topic
+    /// with its Correlation Data (5.0 §4.10). `Ok(false)` when the message asked for no
+    /// response.
+    pub async fn respond(
+        &self,
+        request: &Message,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+    ) -> Result<bool, ClientError> {
+        let Some(topic) = request.properties.response_topic.clone() else {
+            return Ok(false);
+        };
+        let mut properties = Properties::new();
+        properties.get_mut().correlation_data = request.properties.correlation_data.clone();
+        self.publish_with(&*topic, payload, qos, false, properties)
+            .await?;
+        Ok(true)
+    }
+
+    /// The prefix of this client's response topics, subscribing to them the first time.
+    async fn response_base(&self) -> Result<String, ClientError> {
+        let _setup = self.shared.response_setup.lock().await;
+        let (base, have) = {
+            let g = self.shared.lock();
+            match &g.response_base {
+                Some(b) => (b.clone(), true),
+                None => {
+                    let base = match &g.connack.response_information {
+                        Some(r) => r.trim_end_matches('/').to_string(),
+                        None => {
+                            let id = g
+                                .connack
+                                .assigned_client_identifier
+                                .as_deref()
+                                .unwrap_or(&g.client_id);
+                            // A topic level: no wildcard or separator of the id's.
+                            let id: String = id
+                                .chars()
+                                .map(|c| if matches!(c, '+' | '#' | '/') { '_' } else { c })
+                                .collect();
+                            format!("surgemq/response/{id}")
+                        }
+                    };
+                    (base, false)
+                }
+            }
+        };
+        if have {
+            return Ok(base);
+        }
+        let shared = Arc::downgrade(&self.shared);
+        self.subscribe_with(&format!("{base}/+"), QoS::AtLeastOnce, move |m: Message| {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let Some(c) = m.properties.correlation_data.clone() else {
+                return;
+            };
+            let waiting = shared.lock().responses.remove(&c);
+            if let Some(tx) = waiting {
+                let _ = tx.send(m);
+            }
+        })
+        .await?;
+        self.shared.lock().response_base = Some(base.clone());
+        Ok(base)
     }
 
     /// Whether a connection is up now.

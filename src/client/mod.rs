@@ -1,6 +1,6 @@
 //! The MQTT client library: an async client for any executor, on a sans-I/O core.
 //!
-//! **Owns:** the client side of MQTT 3.1 / 3.1.1 sessions. [`state`] is the protocol state
+//! **Owns:** the client side of MQTT 3.1 / 3.1.1 / 5.0 sessions. [`state`] is the protocol state
 //! machine (packet identifiers, QoS 1/2 flows in both directions, exactly-once receive,
 //! keep alive, what to resend after a reconnect) and does no I/O. The rest of this module
 //! drives it over any `futures::AsyncRead + AsyncWrite` transport.
@@ -55,6 +55,23 @@
 //! - A broker that stops answering is detected: PINGREQ after a keep-alive period without
 //!   traffic either way, and the connection is declared dead when the PINGRESP does not
 //!   come within [`ConnectOptions::ping_timeout`].
+//!
+//! ## MQTT 5.0
+//!
+//! With [`ConnectOptions::version`] 5.0: CONNECT properties (session expiry, Receive
+//! Maximum, Topic Alias Maximum, Request Response Information, user properties; will
+//! properties and delay), PUBLISH properties both ways ([`Client::publish_with`] returns
+//! the broker's success code, 0x10 included; a refusal is
+//! [`ClientError::PublishRefused`]), subscription options and identifiers
+//! ([`Client::subscribe_opts`]), shared subscriptions (`$share/{group}/{filter}`), topic
+//! aliases from the broker resolved (messages always carry their topic), request /
+//! response ([`Client::request`], [`Client::respond`]), and the broker's DISCONNECT
+//! reason as [`ClientError::Disconnected`]. What CONNACK says is kept: its Receive
+//! Maximum bounds the window, a publish above its Maximum QoS, against Retain Available
+//! or beyond its Maximum Packet Size is refused before it is sent, and Server Keep Alive
+//! replaces the client's ([`Client::server_terms`]). Not yet: enhanced authentication
+//! (AUTH), topic aliases towards the broker, and a lower Receive Maximum after a
+//! reconnect limiting the resend of what is already in flight.
 
 mod driver;
 pub mod state;
@@ -124,6 +141,9 @@ pub struct LastWill {
     pub qos: QoS,
     /// Retain flag.
     pub retain: bool,
+    /// 5.0 will properties (Will Delay Interval, Message Expiry, Content Type, Response
+    /// Topic, Correlation Data, User Properties); ignored on 3.x.
+    pub properties: Properties,
 }
 
 /// Reconnect back-off: the first retry after `initial`, each further one after twice the
@@ -158,8 +178,12 @@ pub struct ConnectOptions {
     pub keep_alive: Duration,
     /// How long a PINGREQ may go unanswered (default: the keep-alive period).
     pub ping_timeout: Option<Duration>,
-    /// Protocol version (default 3.1.1; 3.1 is supported; 5.0 comes with the 5.0 work).
+    /// Protocol version (default 3.1.1; 3.1 and 5.0 are supported).
     pub version: ProtocolVersion,
+    /// 5.0 CONNECT properties (Session Expiry Interval, Receive Maximum, Topic Alias
+    /// Maximum, Request Response Information, User Properties...); ignored on 3.x. The
+    /// builder methods below set the common ones.
+    pub properties: Properties,
     /// User name.
     pub username: Option<String>,
     /// Password.
@@ -189,6 +213,7 @@ impl ConnectOptions {
             keep_alive: Duration::from_secs(30),
             ping_timeout: None,
             version: ProtocolVersion::V3_1_1,
+            properties: Properties::new(),
             username: None,
             password: None,
             will: None,
@@ -245,7 +270,55 @@ impl ConnectOptions {
             payload: payload.into(),
             qos,
             retain,
+            properties: Properties::new(),
         });
+        self
+    }
+
+    /// 5.0: the will waits this many seconds after the connection ends, and is not
+    /// published if the client reconnects in time (Will Delay Interval). Set after
+    /// [`ConnectOptions::will`].
+    pub fn will_delay(mut self, seconds: u32) -> Self {
+        if let Some(w) = &mut self.will {
+            w.properties.get_mut().will_delay_interval = Some(seconds);
+        }
+        self
+    }
+
+    /// 5.0: seconds the broker keeps the session after the connection ends (Session
+    /// Expiry Interval; 0, the default, ends it with the connection; `u32::MAX` never).
+    pub fn session_expiry(mut self, seconds: u32) -> Self {
+        self.properties.get_mut().session_expiry_interval = Some(seconds);
+        self
+    }
+
+    /// 5.0: QoS 1/2 messages the broker may have in flight to this client at once
+    /// (Receive Maximum; default 65,535).
+    pub fn receive_maximum(mut self, n: u16) -> Self {
+        self.properties.get_mut().receive_maximum = Some(n);
+        self
+    }
+
+    /// 5.0: topic aliases the broker may use towards this client (Topic Alias Maximum;
+    /// default 0). The client resolves them: messages always carry their full topic.
+    pub fn topic_alias_maximum(mut self, n: u16) -> Self {
+        self.properties.get_mut().topic_alias_maximum = Some(n);
+        self
+    }
+
+    /// 5.0: asks the broker for Response Information (a topic prefix for responses,
+    /// used by [`Client::request`]).
+    pub fn request_response_information(mut self, ask: bool) -> Self {
+        self.properties.get_mut().request_response_information = Some(ask);
+        self
+    }
+
+    /// 5.0: adds a user property to the CONNECT.
+    pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties
+            .get_mut()
+            .user_properties
+            .push((ByteString::from(key.into()), ByteString::from(value.into())));
         self
     }
 
@@ -305,9 +378,17 @@ impl ConnectOptions {
                 "an empty client id needs a clean session [MQTT-3.1.3-7]",
             ));
         }
-        if self.version.is_v5() {
+        if !self.version.is_v5() && !self.properties.is_empty() {
             return Err(ClientError::InvalidOptions(
-                "MQTT 5.0 is not supported by the client yet",
+                "CONNECT properties need MQTT 5.0 (ConnectOptions::version)",
+            ));
+        }
+        if self.properties.receive_maximum == Some(0)
+            || self.properties.maximum_packet_size == Some(0)
+        {
+            // Both are a Protocol Error at 0 (5.0 §3.1.2.11.3, §3.1.2.11.4).
+            return Err(ClientError::InvalidOptions(
+                "receive_maximum and maximum packet size must not be 0",
             ));
         }
         Ok(())
@@ -350,9 +431,15 @@ pub enum ClientError {
     /// The broker refused a subscription (SUBACK failure code 0x80).
     #[error("subscription refused: {} ({:#04x})", .0.name(), .0.0)]
     SubscriptionRefused(ReasonCode),
-    /// The broker refused a publish (5.0 PUBACK / PUBREC reason code).
+    /// The broker refused a publish (5.0 PUBACK / PUBREC reason code), or the client did
+    /// not send it because the broker said it would not take it (its Maximum QoS, Retain
+    /// Available or Maximum Packet Size).
     #[error("publish refused: {} ({:#04x})", .0.name(), .0.0)]
     PublishRefused(ReasonCode),
+    /// The broker closed the connection with a 5.0 DISCONNECT and this reason code
+    /// (session taken over, keep alive timeout, server shutting down...).
+    #[error("disconnected by the broker: {} ({:#04x})", .0.name(), .0.0)]
+    Disconnected(ReasonCode),
     /// Options that cannot work.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),
@@ -369,6 +456,10 @@ impl ClientError {
     /// closed client, where retrying would only repeat the answer.
     pub fn is_transient(&self) -> bool {
         match self {
+            // Worth another try (shutting down, busy, quota, keep alive lost...), except a
+            // takeover (reconnecting would fight the other client), an authentication or
+            // authorization failure, or an administrative kick.
+            ClientError::Disconnected(r) => !matches!(r.0, 0x86 | 0x87 | 0x8C | 0x8E | 0x98),
             ClientError::Io(_)
             | ClientError::ConnectionClosed
             | ClientError::Timeout(_)

@@ -95,13 +95,14 @@ pub enum Event {
     Connected(ConnAck),
     /// An application message from the server.
     Message(Publish),
-    /// A QoS 1/2 publish completed: PUBACK or PUBCOMP arrived (`Ok`), or the server refused
-    /// it with a 5.0 reason code in PUBACK or PUBREC (`Err`).
+    /// A QoS 1/2 publish completed: PUBACK or PUBCOMP arrived (`Ok`, with the PUBACK's
+    /// success code: 5.0 may say 0x10, no matching subscribers), or the server refused it
+    /// with a 5.0 reason code in PUBACK or PUBREC (`Err`).
     PublishDone {
         /// The request.
         token: Token,
         /// Outcome.
-        result: Result<(), ReasonCode>,
+        result: Result<ReasonCode, ReasonCode>,
     },
     /// SUBACK: one code per requested filter (granted QoS 0/1/2 or a failure code).
     SubAck {
@@ -126,6 +127,9 @@ pub enum PublishError {
     WindowFull(Publish),
     /// QoS 0 while no connection is up: it would be lost, so it is not taken.
     NotConnected(Publish),
+    /// 5.0: beyond what the server said it takes (QoS above its Maximum QoS: 0x9B, RETAIN
+    /// where it keeps none: 0x9A, larger than its Maximum Packet Size: 0x95).
+    NotAllowed(ReasonCode, Publish),
     /// The message cannot be encoded (e.g. larger than the protocol allows).
     Encode(EncodeError, Publish),
 }
@@ -144,6 +148,11 @@ pub enum ProtocolViolation {
     /// Session Present set although the client asked for a clean session [MQTT-3.2.2-1].
     #[error("CONNACK with Session Present set in reply to a clean session [MQTT-3.2.2-1]")]
     SessionPresentOnClean,
+    /// 5.0: a PUBLISH with a Topic Alias of 0 or above the client's Topic Alias Maximum
+    /// [MQTT-3.3.2-9], or an empty topic with an alias the server never set (5.0
+    /// §3.3.2.3.4).
+    #[error("PUBLISH with an invalid or unknown topic alias {0} [MQTT-3.3.2-9]")]
+    TopicAlias(u16),
     /// A SUBACK whose code count differs from the SUBSCRIBE's filter count [MQTT-3.9.3-1].
     #[error("SUBACK has {got} codes for {want} filters [MQTT-3.9.3-1]")]
     SubAckCount {
@@ -152,6 +161,52 @@ pub enum ProtocolViolation {
         /// Codes received.
         got: usize,
     },
+}
+
+/// What a 5.0 server said about itself in CONNACK, with the protocol's defaults for what
+/// it left out (and for 3.x, which says nothing): the client keeps within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerTerms {
+    /// QoS 1/2 publishes the server takes at once (Receive Maximum) [MQTT-3.3.4-7].
+    pub receive_maximum: u16,
+    /// Largest packet the server accepts [MQTT-3.2.2-15].
+    pub maximum_packet_size: u32,
+    /// Topic aliases the client may use towards the server [MQTT-3.2.2-17].
+    pub topic_alias_maximum: u16,
+    /// Keep alive the server requires instead of the client's, seconds [MQTT-3.2.2-21].
+    pub keep_alive: Option<u16>,
+    /// Highest QoS the server takes [MQTT-3.2.2-11].
+    pub maximum_qos: QoS,
+    /// Whether the server keeps retained messages [MQTT-3.2.2-14].
+    pub retain_available: bool,
+}
+
+impl Default for ServerTerms {
+    fn default() -> Self {
+        ServerTerms {
+            receive_maximum: u16::MAX,
+            maximum_packet_size: u32::MAX,
+            topic_alias_maximum: 0,
+            keep_alive: None,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+        }
+    }
+}
+
+impl ServerTerms {
+    fn of(ack: &ConnAck) -> ServerTerms {
+        let p = &ack.properties;
+        let d = ServerTerms::default();
+        ServerTerms {
+            receive_maximum: p.receive_maximum.unwrap_or(d.receive_maximum),
+            maximum_packet_size: p.maximum_packet_size.unwrap_or(d.maximum_packet_size),
+            topic_alias_maximum: p.topic_alias_maximum.unwrap_or(0),
+            keep_alive: p.server_keep_alive,
+            maximum_qos: p.maximum_qos.unwrap_or(d.maximum_qos),
+            retain_available: p.retain_available.unwrap_or(true),
+        }
+    }
 }
 
 /// The CONNACK refused the connection.
@@ -215,6 +270,14 @@ pub struct ClientState {
     outgoing: HashMap<u16, OutFlight>,
     pending: HashMap<u16, Pending>,
     incoming_qos2: HashSet<u16>,
+    /// What the current connection's server allows (5.0 CONNACK).
+    server: ServerTerms,
+    /// Topic aliases the client announced it takes (its CONNECT's Topic Alias Maximum).
+    alias_max_in: u16,
+    /// The server's topic aliases on this connection, by alias - 1 [MQTT-3.3.2-7].
+    aliases_in: Vec<Option<crate::protocol::TopicName>>,
+    /// The reason of the server's 5.0 DISCONNECT on this connection, if it sent one.
+    disconnect_reason: Option<ReasonCode>,
     last_write: Option<Instant>,
     last_read: Option<Instant>,
     ping_sent: Option<Instant>,
@@ -234,6 +297,10 @@ impl ClientState {
             outgoing: HashMap::new(),
             pending: HashMap::new(),
             incoming_qos2: HashSet::new(),
+            server: ServerTerms::default(),
+            alias_max_in: 0,
+            aliases_in: Vec::new(),
+            disconnect_reason: None,
             last_write: None,
             last_read: None,
             ping_sent: None,
@@ -265,11 +332,22 @@ impl ClientState {
         self.outgoing.len()
     }
 
+    /// What the server of the current (or last) connection allows.
+    pub fn server(&self) -> &ServerTerms {
+        &self.server
+    }
+
+    /// The reason code of the 5.0 DISCONNECT the server sent on this connection, if any.
+    pub fn disconnect_reason(&self) -> Option<ReasonCode> {
+        self.disconnect_reason
+    }
+
     /// Whether a QoS 1/2 publish would be taken now.
     pub fn window_open(&self) -> bool {
         // The second bound keeps a packet identifier free whatever `max_inflight` is, so
-        // `alloc_pid` always finds one.
-        self.outgoing.len() < usize::from(self.opts.max_inflight)
+        // `alloc_pid` always finds one. A 5.0 server's Receive Maximum bounds it too
+        // [MQTT-3.3.4-7].
+        self.outgoing.len() < usize::from(self.opts.max_inflight.min(self.server.receive_maximum))
             && self.outgoing.len() + self.pending.len() < MAX_IDS_IN_USE
     }
 
@@ -308,6 +386,15 @@ impl ClientState {
         self.last_write = None;
         self.last_read = None;
         self.phase = Phase::AwaitConnAck;
+        // A new connection: its own terms and aliases.
+        self.server = ServerTerms::default();
+        self.alias_max_in = if self.opts.version.is_v5() {
+            connect.properties.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        };
+        self.aliases_in.clear();
+        self.disconnect_reason = None;
         Packet::Connect(Box::new(connect.clone())).encode(self.opts.version, &mut self.out)
     }
 
@@ -367,6 +454,11 @@ impl ClientState {
     /// `publish.packet_id` and `publish.dup` are set here.
     pub fn publish(&mut self, mut publish: Publish) -> Result<Option<Token>, PublishError> {
         publish.dup = false;
+        if self.opts.version.is_v5() {
+            if let Some(code) = self.not_allowed(&publish) {
+                return Err(PublishError::NotAllowed(code, publish));
+            }
+        }
         if publish.qos == QoS::AtMostOnce {
             if self.phase != Phase::Connected {
                 return Err(PublishError::NotConnected(publish));
@@ -418,15 +510,49 @@ impl ClientState {
         Ok(Some(token))
     }
 
+    /// What in `publish` the current server said it does not take (5.0).
+    fn not_allowed(&self, publish: &Publish) -> Option<ReasonCode> {
+        if publish.qos > self.server.maximum_qos {
+            return Some(ReasonCode::QOS_NOT_SUPPORTED);
+        }
+        if publish.retain && !self.server.retain_available {
+            return Some(ReasonCode::RETAIN_NOT_SUPPORTED);
+        }
+        if self.server.maximum_packet_size != u32::MAX {
+            let n = publish_len(
+                self.opts.version,
+                &publish.topic,
+                publish.qos != QoS::AtMostOnce,
+                &publish.properties,
+                publish.payload.len(),
+            )
+            .unwrap_or(usize::MAX);
+            if n > self.server.maximum_packet_size as usize {
+                return Some(ReasonCode::PACKET_TOO_LARGE);
+            }
+        }
+        None
+    }
+
     /// Takes a SUBSCRIBE; completes with [`Event::SubAck`].
     pub fn subscribe(&mut self, subscriptions: Vec<Subscription>) -> Result<Token, RequestsFull> {
+        self.subscribe_with(subscriptions, Properties::new())
+    }
+
+    /// Takes a SUBSCRIBE with 5.0 properties (a Subscription Identifier, user
+    /// properties); completes with [`Event::SubAck`].
+    pub fn subscribe_with(
+        &mut self,
+        subscriptions: Vec<Subscription>,
+        properties: Properties,
+    ) -> Result<Token, RequestsFull> {
         self.request(|pid| {
             let n = subscriptions.len();
             (
                 Packet::Subscribe(Subscribe {
                     packet_id: pid,
                     subscriptions,
-                    properties: Properties::new(),
+                    properties,
                 }),
                 n,
             )
@@ -482,14 +608,19 @@ impl ClientState {
             return self.connack(ack);
         }
         match packet {
-            Packet::Publish(p) => self.incoming_publish(p),
+            Packet::Publish(mut p) => {
+                if self.opts.version.is_v5() {
+                    self.resolve_alias(&mut p)?;
+                }
+                self.incoming_publish(p)
+            }
             Packet::PubAck(a) => {
                 if let Some(f) = self.outgoing.get(&a.packet_id.get()) {
                     if f.stage == Stage::PubAck {
                         let token = f.token;
                         self.outgoing.remove(&a.packet_id.get());
                         let result = if a.reason.is_success() {
-                            Ok(())
+                            Ok(a.reason)
                         } else {
                             Err(a.reason)
                         };
@@ -534,7 +665,7 @@ impl ClientState {
                         self.outgoing.remove(&a.packet_id.get());
                         self.events.push_back(Event::PublishDone {
                             token,
-                            result: Ok(()),
+                            result: Ok(ReasonCode::SUCCESS),
                         });
                     }
                 }
@@ -545,8 +676,10 @@ impl ClientState {
             Packet::ConnAck(_) => {
                 return Err(ProtocolViolation::Unexpected("second CONNACK").into())
             }
-            Packet::Disconnect(_) => {
-                // 5.0 server-initiated DISCONNECT; the driver sees the close next.
+            Packet::Disconnect(d) => {
+                // 5.0 server-initiated DISCONNECT; the driver sees the close next and
+                // reports this reason.
+                self.disconnect_reason = Some(d.reason);
             }
             Packet::Connect(_) => return Err(ProtocolViolation::Unexpected("CONNECT").into()),
             Packet::Subscribe(_) => return Err(ProtocolViolation::Unexpected("SUBSCRIBE").into()),
@@ -576,10 +709,53 @@ impl ClientState {
             // resend a PUBREL, and a new message may reuse an identifier.
             self.incoming_qos2.clear();
         }
+        if self.opts.version.is_v5() {
+            self.server = ServerTerms::of(&ack);
+        }
         self.phase = Phase::Connected;
         self.resend();
         self.events.push_back(Event::Connected(ack));
         Ok(())
+    }
+
+    /// 5.0: resolves and removes the server's topic alias (an empty topic takes its
+    /// alias's; a topic with an alias sets it), so the application sees full topics.
+    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), ProtocolViolation> {
+        let Some(alias) = p.properties.topic_alias else {
+            return Ok(());
+        };
+        let Some(slot) = usize::from(alias)
+            .checked_sub(1)
+            .filter(|_| alias <= self.alias_max_in)
+        else {
+            return Err(ProtocolViolation::TopicAlias(alias));
+        };
+        if p.topic.is_empty() {
+            p.topic = self
+                .aliases_in
+                .get(slot)
+                .cloned()
+                .flatten()
+                .ok_or(ProtocolViolation::TopicAlias(alias))?;
+        } else {
+            if self.aliases_in.len() <= slot {
+                self.aliases_in.resize(slot + 1, None);
+            }
+            if let Some(a) = self.aliases_in.get_mut(slot) {
+                // Kept for the connection: its own bytes, not a slice of a read buffer.
+                *a = Some(p.topic.detached());
+            }
+        }
+        p.properties.get_mut().topic_alias = None;
+        Ok(())
+    }
+
+    /// The keep alive in force: the server's, when it set one [MQTT-3.2.2-21].
+    fn keep_alive(&self) -> Duration {
+        match self.server.keep_alive {
+            Some(k) => Duration::from_secs(u64::from(k)),
+            None => self.opts.keep_alive,
+        }
     }
 
     /// Writes every unfinished flow and request again, oldest first (tokens grow with
@@ -680,7 +856,7 @@ impl ClientState {
 
     /// When [`ClientState::handle_timeout`] must next be called, if ever.
     pub fn next_timeout(&self) -> Option<Instant> {
-        if self.phase != Phase::Connected || self.opts.keep_alive.is_zero() {
+        if self.phase != Phase::Connected || self.keep_alive().is_zero() {
             return None;
         }
         if let Some(sent) = self.ping_sent {
@@ -693,13 +869,13 @@ impl ClientState {
             (Some(w), Some(r)) => w.min(r),
             (a, b) => a.or(b)?,
         };
-        Some(last + self.opts.keep_alive)
+        Some(last + self.keep_alive())
     }
 
     /// Sends PINGREQ when keep alive requires it; fails when a PINGREQ went unanswered for
     /// `ping_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), PingTimeout> {
-        if self.phase != Phase::Connected || self.opts.keep_alive.is_zero() {
+        if self.phase != Phase::Connected || self.keep_alive().is_zero() {
             return Ok(());
         }
         if let Some(sent) = self.ping_sent {

@@ -132,7 +132,7 @@ fn unsuback(id: u16) -> Packet {
 fn done(token: Token) -> Event {
     Event::PublishDone {
         token,
-        result: Ok(()),
+        result: Ok(ReasonCode::SUCCESS),
     }
 }
 
@@ -1673,7 +1673,7 @@ impl OutSim {
             let token = match e {
                 Event::Connected(_) => continue,
                 Event::PublishDone { token, result } => {
-                    prop_assert_eq!(result, Ok(()));
+                    prop_assert_eq!(result, Ok(ReasonCode::SUCCESS));
                     let seq = self.tokens.get(&token).map(|t| t.0);
                     prop_assert!(seq.is_some(), "PublishDone for unknown {:?}", token);
                     let holder = Holder::Message(seq.unwrap_or_default());
@@ -2163,4 +2163,126 @@ proptest! {
         }
         sim.settle()?;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 5.0: what CONNACK says, topic aliases from the server, the server's DISCONNECT
+// ---------------------------------------------------------------------------------------
+
+/// A 5.0 state connected with `connect_props` and a CONNACK carrying `ack_props`.
+fn v5_connected(connect_props: Properties, ack_props: Properties) -> Harness {
+    let mut h = Harness::new(StateOptions {
+        version: ProtocolVersion::V5,
+        max_inflight: 8,
+        ..StateOptions::default()
+    });
+    let mut c = connect_packet(ProtocolVersion::V5, true, 30);
+    c.properties = connect_props;
+    h.st.start_connect(&c).expect("CONNECT encodes");
+    h.written();
+    h.ok(Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason: ReasonCode::SUCCESS,
+        properties: ack_props,
+    }));
+    h.events();
+    h
+}
+
+#[test]
+fn v5_connack_terms_bound_what_the_client_sends() {
+    let mut ack = Properties::new();
+    ack.get_mut().receive_maximum = Some(2);
+    ack.get_mut().maximum_qos = Some(QoS::AtLeastOnce);
+    ack.get_mut().retain_available = Some(false);
+    ack.get_mut().maximum_packet_size = Some(30);
+    ack.get_mut().server_keep_alive = Some(5);
+    let mut h = v5_connected(Properties::new(), ack);
+    // Receive Maximum 2 closes the window after two, whatever max_inflight says.
+    h.publish(QoS::AtLeastOnce, "a");
+    h.publish(QoS::AtLeastOnce, "b");
+    assert!(!h.st.window_open());
+    let refused = |h: &mut Harness, m: Publish| match h.st.publish(m) {
+        Err(PublishError::NotAllowed(code, _)) => code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(&mut h, message(QoS::ExactlyOnce, "q")),
+        ReasonCode::QOS_NOT_SUPPORTED
+    );
+    let mut r = message(QoS::AtMostOnce, "r");
+    r.retain = true;
+    assert_eq!(refused(&mut h, r), ReasonCode::RETAIN_NOT_SUPPORTED);
+    assert_eq!(
+        refused(&mut h, message(QoS::AtMostOnce, &"x".repeat(40))),
+        ReasonCode::PACKET_TOO_LARGE
+    );
+    assert!(h.written().is_empty(), "nothing refused was sent");
+    // The server's keep alive replaces the client's 30 s.
+    assert_eq!(h.st.next_timeout(), Some(h.at(5_000)));
+}
+
+#[test]
+fn v5_topic_aliases_from_the_server_are_resolved_and_checked() {
+    let mut props = Properties::new();
+    props.get_mut().topic_alias_maximum = Some(2);
+    let mut h = v5_connected(props, Properties::new());
+    let aliased = |topic: &str, alias: u16| {
+        let mut p = server_publish(QoS::AtMostOnce, None, false, "x");
+        p.topic = if topic.is_empty() {
+            TopicName::empty()
+        } else {
+            TopicName::new(topic).unwrap()
+        };
+        p.properties.get_mut().topic_alias = Some(alias);
+        Packet::Publish(p)
+    };
+    h.ok(aliased("a/b", 1));
+    h.ok(aliased("", 1));
+    h.ok(aliased("c", 1));
+    h.ok(aliased("", 1));
+    let topics: Vec<(String, Option<u16>)> = h
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Message(p) => (p.topic.to_string(), p.properties.topic_alias),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        topics,
+        [("a/b", None), ("a/b", None), ("c", None), ("c", None)].map(|(t, a)| (t.to_string(), a))
+    );
+    // Above the maximum, 0, or never set: a protocol violation [MQTT-3.3.2-9].
+    for bad in [aliased("t", 3), aliased("t", 0), aliased("", 2)] {
+        assert!(matches!(
+            h.handle(bad),
+            Err(HandleError::Protocol(ProtocolViolation::TopicAlias(_)))
+        ));
+    }
+    // A new connection forgets them [MQTT-3.3.2-7].
+    let mut props = Properties::new();
+    props.get_mut().topic_alias_maximum = Some(2);
+    let mut c = connect_packet(ProtocolVersion::V5, true, 30);
+    c.properties = props;
+    h.st.start_connect(&c).unwrap();
+    h.ok(Packet::ConnAck(connack(false)));
+    assert!(h.handle(aliased("", 1)).is_err());
+}
+
+#[test]
+fn v5_the_servers_disconnect_reason_is_kept_for_the_connection() {
+    let mut h = v5_connected(Properties::new(), Properties::new());
+    assert_eq!(h.st.disconnect_reason(), None);
+    h.ok(Packet::Disconnect(Disconnect {
+        reason: ReasonCode::SESSION_TAKEN_OVER,
+        properties: Properties::new(),
+    }));
+    assert_eq!(
+        h.st.disconnect_reason(),
+        Some(ReasonCode::SESSION_TAKEN_OVER)
+    );
+    h.st.start_connect(&connect_packet(ProtocolVersion::V5, true, 30))
+        .unwrap();
+    assert_eq!(h.st.disconnect_reason(), None);
 }

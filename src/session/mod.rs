@@ -640,7 +640,14 @@ impl Session {
                         stage_qos(stage),
                         f.retain,
                         f.tags.as_deref(),
-                        alias_for(&mut self.aliases_out, &self.limits, version, &m.topic),
+                        alias_for(
+                            &mut self.aliases_out,
+                            &self.limits,
+                            version,
+                            m,
+                            stage_qos(f.stage),
+                            f.tags.as_deref(),
+                        ),
                         Some(f.id),
                         true,
                         out,
@@ -706,7 +713,9 @@ impl Session {
                 &mut self.aliases_out,
                 &self.limits,
                 self.version,
-                &message.topic,
+                message,
+                qos,
+                tags.as_deref(),
             );
             write_publish(
                 self.version,
@@ -775,7 +784,9 @@ impl Session {
             &mut self.aliases_out,
             &self.limits,
             self.version,
-            &message.topic,
+            &message,
+            qos,
+            tags.as_deref(),
         );
         write_publish(
             self.version,
@@ -818,7 +829,14 @@ impl Session {
                         stage_qos(f.stage),
                         f.retain,
                         f.tags.as_deref(),
-                        alias_for(&mut self.aliases_out, &self.limits, version, &m.topic),
+                        alias_for(
+                            &mut self.aliases_out,
+                            &self.limits,
+                            version,
+                            m,
+                            stage_qos(f.stage),
+                            f.tags.as_deref(),
+                        ),
                         Some(f.id),
                         true,
                         out,
@@ -1172,6 +1190,18 @@ fn too_large(
     qos: QoS,
     tags: Option<&Tags>,
 ) -> bool {
+    too_large_by(version, limits, message, qos, tags, 0)
+}
+
+/// [`too_large`] with `more` bytes added to the packet.
+fn too_large_by(
+    version: ProtocolVersion,
+    limits: SessionLimits,
+    message: &Message,
+    qos: QoS,
+    tags: Option<&Tags>,
+    more: usize,
+) -> bool {
     if limits.max_packet_out == u32::MAX {
         return false;
     }
@@ -1196,7 +1226,7 @@ fn too_large(
     } else {
         0
     };
-    n + extra > limits.max_packet_out as usize
+    n + extra + more > limits.max_packet_out as usize
 }
 
 /// The QoS a flow at `stage` was sent with (`Released` only resends a PUBREL).
@@ -1226,16 +1256,20 @@ struct OutAliases {
 }
 
 impl OutAliases {
-    /// The alias `topic` goes with, and whether the client knows it already.
+    /// The alias the client knows `topic` by, if any (counted as a use).
+    fn known(&mut self, topic: &TopicName) -> Option<u16> {
+        let alias = *self.by_topic.get(topic)?;
+        self.tick += 1;
+        if let Some(slot) = self.slots.get_mut(usize::from(alias) - 1) {
+            slot.1 = self.tick;
+        }
+        Some(alias)
+    }
+
+    /// Gives `topic` (not known yet) an alias: a free one, or the least recently used.
     fn assign(&mut self, topic: &TopicName) -> (u16, bool) {
         self.tick += 1;
         let tick = self.tick;
-        if let Some(&alias) = self.by_topic.get(topic) {
-            if let Some(slot) = self.slots.get_mut(usize::from(alias) - 1) {
-                slot.1 = tick;
-            }
-            return (alias, true);
-        }
         // Kept beyond this delivery: its own bytes, not a slice of a read buffer.
         let topic = topic.detached();
         if self.slots.len() < usize::from(self.max) {
@@ -1263,7 +1297,9 @@ fn alias_for(
     aliases: &mut Option<Box<OutAliases>>,
     limits: &SessionLimits,
     version: ProtocolVersion,
-    topic: &TopicName,
+    m: &Message,
+    qos: QoS,
+    tags: Option<&Tags>,
 ) -> Option<(u16, bool)> {
     if limits.max_topic_alias_out == 0 || !version.is_v5() {
         return None;
@@ -1276,7 +1312,17 @@ fn alias_for(
             tick: 0,
         })
     });
-    Some(table.assign(topic)).filter(|(a, _)| *a != 0)
+    if let Some(alias) = table.known(&m.topic) {
+        // Sent without its name: smaller than what the size check passed.
+        return Some((alias, true));
+    }
+    // Giving it an alias sends the name and the alias: 3 bytes more, and the length
+    // fields may grow by 2. A message that would then exceed the client's Maximum Packet
+    // Size goes without one [MQTT-3.1.2-24].
+    if too_large_by(version, *limits, m, qos, tags, 5) {
+        return None;
+    }
+    Some(table.assign(&m.topic)).filter(|(a, _)| *a != 0)
 }
 
 /// A hasher keyed once per process at random: no per-map key state (an `AHashMap` carries

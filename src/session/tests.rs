@@ -960,3 +960,34 @@ fn outbound_topic_aliases_replace_the_least_recently_used() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn no_alias_is_given_where_it_would_break_the_clients_maximum_packet_size() {
+    let mut s = v5_session(16);
+    let opts = DecodeOptions::new(ProtocolVersion::V5);
+    let mut out = BytesMut::new();
+    // QoS 0 "t/x" with 3 bytes: 2 + (2 + 3) + 1 + 3 = 11 bytes bare, 14 with an alias.
+    for (max, want) in [(12, [None, None]), (16, [Some(("t/x", 1)), Some(("", 1))])] {
+        let mut limits = s.limits;
+        limits.max_topic_alias_out = 2;
+        limits.max_packet_out = max;
+        s.set_limits(limits);
+        for w in want {
+            s.deliver(
+                &msg("t/x", b"abc", QoS::AtMostOnce),
+                QoS::AtMostOnce,
+                false,
+                Some(&mut out),
+            );
+            let Some(Packet::Publish(p)) = decode(&mut out, &opts).unwrap() else {
+                panic!("a PUBLISH");
+            };
+            match w {
+                None => assert_eq!((p.topic.as_str(), p.properties.topic_alias), ("t/x", None)),
+                Some((t, a)) => {
+                    assert_eq!((p.topic.as_str(), p.properties.topic_alias), (t, Some(a)))
+                }
+            }
+        }
+    }
+}

@@ -322,3 +322,23 @@ pub async fn within<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
         Either::Right(_) => None,
     }
 }
+
+/// Connects a glommio client (asserting it connects): handle, message stream, session
+/// present.
+pub async fn conn(
+    addr: SocketAddr,
+    o: surgemq::client::ConnectOptions,
+) -> (surgemq::client::Client, surgemq::client::Messages, bool) {
+    surgemq::client::glommio_connect(&addr.to_string(), o)
+        .await
+        .expect("client connects")
+}
+
+/// The next message, within 10 s (asserting it comes).
+pub async fn next(m: &mut surgemq::client::Messages) -> surgemq::client::Message {
+    use futures::StreamExt;
+    within(Duration::from_secs(10), m.next())
+        .await
+        .expect("a message within the wait")
+        .expect("stream open")
+}
