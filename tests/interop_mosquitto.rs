@@ -1,6 +1,8 @@
 //! Interoperability with the Eclipse Mosquitto command-line clients (`mosquitto_pub`,
 //! `mosquitto_sub`, Debian package mosquitto-clients) run as subprocesses against an
-//! in-process two-shard broker, in MQTT 3.1.1 (`-V mqttv311`) and 3.1 (`-V mqttv31`).
+//! in-process two-shard broker, in MQTT 3.1.1 (`-V mqttv311`), 3.1 (`-V mqttv31`) and 5.0
+//! (`-V mqttv5`: properties with `-D`, subscription identifiers, shared subscriptions,
+//! session expiry).
 //!
 //! The clients run with `-d`, whose debug lines show the packets they exchange
 //! (`Client ID received SUBACK`, `Client ID received PUBLISH (d0, q1, r0, m1, 'x/y', ...)`),
@@ -29,11 +31,13 @@ const FMT: &str = "%r %q %t %p";
 
 const V311: &str = "mqttv311";
 const V31: &str = "mqttv31";
+const V5: &str = "mqttv5";
 
 fn short(v: &str) -> &'static str {
     match v {
         V311 => "4",
         V31 => "3",
+        V5 => "5",
         _ => unreachable!(),
     }
 }
@@ -496,4 +500,176 @@ fn mosquitto_v311_persistent_session() {
 #[test]
 fn mosquitto_v31_persistent_session() {
     persistent(V31);
+}
+
+#[test]
+fn mosquitto_v5_qos0() {
+    pubsub(V5, 0);
+}
+
+#[test]
+fn mosquitto_v5_qos1() {
+    pubsub(V5, 1);
+}
+
+#[test]
+fn mosquitto_v5_qos2() {
+    pubsub(V5, 2);
+}
+
+/// 5.0 properties set with `mosquitto_pub -D publish ...` reach a `mosquitto_sub` on the
+/// other shard (and on the same one) as `-F` prints them, with the subscriber's
+/// Subscription Identifier and the expiry counted down.
+#[test]
+fn mosquitto_v5_properties_and_subscription_identifier() {
+    let b = Broker::start(2);
+    for (sub_shard, pub_shard) in [(0, 1), (1, 1)] {
+        let tag = format!("{sub_shard}{pub_shard}");
+        let mut s = sub(
+            &b,
+            &b.id_on(sub_shard, &format!("m5s{tag}")),
+            V5,
+            &[
+                "-t",
+                &format!("p5/{tag}/#"),
+                "-q",
+                "1",
+                "-C",
+                "1",
+                "-D",
+                "subscribe",
+                "subscription-identifier",
+                "7",
+                "-F",
+                "%t|%p|C=%C|E=%E|P=%P|S=%S|R=%R|D=%D|F=%F",
+            ],
+        );
+        wait_subscribed(&mut s);
+        let out = publish(
+            &b,
+            &b.id_on(pub_shard, &format!("m5p{tag}")),
+            V5,
+            &[
+                "-t",
+                &format!("p5/{tag}/x"),
+                "-q",
+                "1",
+                "-m",
+                "hello",
+                "-D",
+                "publish",
+                "user-property",
+                "k",
+                "v",
+                "-D",
+                "publish",
+                "content-type",
+                "text/plain",
+                "-D",
+                "publish",
+                "message-expiry-interval",
+                "60",
+                "-D",
+                "publish",
+                "response-topic",
+                "r/1",
+                "-D",
+                "publish",
+                "correlation-data",
+                "abc",
+                "-D",
+                "publish",
+                "payload-format-indicator",
+                "1",
+            ],
+            None,
+        );
+        assert_eq!(count(&out, "received PUBACK"), 1, "{out:#?}");
+        let got = messages(&s.wait_success(T));
+        let want = format!("p5/{tag}/x|hello|C=text/plain|E=60|P=k:v|S=7|R=r/1|D=abc|F=1");
+        // The expiry may have ticked down by a second on the way.
+        let alt = want.replace("E=60", "E=59");
+        assert!(got == [want.clone()] || got == [alt], "{got:#?}");
+    }
+}
+
+/// Two `mosquitto_sub -V mqttv5` in one share group, on different shards: every message
+/// reaches exactly one of them.
+#[test]
+fn mosquitto_v5_shared_subscription() {
+    let b = Broker::start(2);
+    let n = 20;
+    let mut subs: Vec<Proc> = (0..2)
+        .map(|shard| {
+            let mut s = sub(
+                &b,
+                &b.id_on(shard, "m5g"),
+                V5,
+                &["-t", "$share/g/s5/#", "-q", "1", "-F", "%p", "-W", "3"],
+            );
+            wait_subscribed(&mut s);
+            s
+        })
+        .collect();
+    let payloads: Vec<String> = (0..n).map(|i| format!("job{i}")).collect();
+    publish(
+        &b,
+        &b.id_on(1, "m5gp"),
+        V5,
+        &["-t", "s5/x", "-q", "1", "-l"],
+        Some(&(payloads.join("\n") + "\n")),
+    );
+    let mut got: Vec<String> = Vec::new();
+    for s in subs.iter_mut() {
+        // `-W 3` ends each subscriber once the messages are in.
+        let (_, lines) = s.wait_exit(T);
+        let mine = messages(&lines);
+        assert!(!mine.is_empty(), "each member gets a share: {lines:#?}");
+        got.extend(mine);
+    }
+    got.sort();
+    let mut want = payloads;
+    want.sort();
+    assert_eq!(got, want, "each message exactly once");
+}
+
+/// `-c -x 60`: a 5.0 session kept for a minute after the connection; queued messages
+/// arrive when the client comes back. `-x 0` would end it with the connection.
+#[test]
+fn mosquitto_v5_session_expiry() {
+    let b = Broker::start(2);
+    for (shard, expiry, kept) in [(0, "60", true), (1, "60", true), (0, "0", false)] {
+        let id = b.id_on(shard, &format!("m5x{expiry}"));
+        let t = format!("x5/{shard}{expiry}");
+        let mut s = sub(
+            &b,
+            &id,
+            V5,
+            &["-c", "-x", expiry, "-t", &t, "-q", "1", "-E"],
+        );
+        assert_eq!(wait_subscribed(&mut s), "1");
+        s.wait_success(T);
+        publish(
+            &b,
+            &b.id_on(1 - shard, "m5xp"),
+            V5,
+            &["-t", &t, "-q", "1", "-m", "queued"],
+            None,
+        );
+        let mut s = sub(
+            &b,
+            &id,
+            V5,
+            &[
+                "-c", "-x", expiry, "-t", &t, "-q", "1", "-C", "1", "-W", "2", "-F", "%p",
+            ],
+        );
+        let (_, lines) = s.wait_exit(T);
+        let got = messages(&lines);
+        if kept {
+            assert_eq!(got, ["queued"], "{lines:#?}");
+        } else {
+            assert!(got.is_empty(), "{lines:#?}");
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! against an in-process two-shard broker: CONNACK properties as paho reads them, a
 //! publish with properties reaching a subscriber with its user properties in order and its
 //! Message Expiry Interval counted down, No Local, PUBACK reason codes (0x10 with no
-//! subscriber), and Session Expiry Interval keeping a session for a reconnect.
+//! subscriber), Session Expiry Interval keeping a session for a reconnect, and a share
+//! group of two paho clients with their own Subscription Identifiers.
 //!
 //! One Python script ([`SCRIPT`]) runs the whole exchange with two paho clients (on
 //! different shards) and prints one JSON object per event; the test asserts on them.
@@ -150,4 +151,104 @@ fn paho_v5_properties_no_local_reason_codes_and_session_expiry() {
     assert!(has(r#""payload": "after""#), "{text}");
     // Session kept for its expiry interval.
     assert!(has(r#""event": "reconnect", "present": true"#), "{text}");
+}
+
+const SHARED_SCRIPT: &str = r#"
+import json, sys, threading, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+port, ids = int(sys.argv[1]), sys.argv[2:5]
+def out(**kw):
+    print(json.dumps(kw), flush=True)
+
+def client(cid):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+    got = {"connack": threading.Event(), "suback": threading.Event(), "msgs": [], "subids": set()}
+    def on_connect(cl, ud, flags, rc, props):
+        got["connack"].set()
+    def on_subscribe(cl, ud, mid, rcs, props):
+        got["suback"].set()
+    def on_message(cl, ud, m):
+        got["msgs"].append(m.payload.decode())
+        for s in getattr(m.properties, "SubscriptionIdentifier", []) or []:
+            got["subids"].add(s)
+    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+    c.connect("127.0.0.1", port, keepalive=60, clean_start=True)
+    c.loop_start()
+    assert got["connack"].wait(10)
+    return c, got
+
+members = []
+for i, cid in enumerate(ids[:2]):
+    c, g = client(cid)
+    sp = Properties(PacketTypes.SUBSCRIBE)
+    sp.SubscriptionIdentifier = 5 + i
+    c.subscribe([("$share/g/ps5/#", SubscribeOptions(qos=1))], properties=sp)
+    assert g["suback"].wait(10)
+    members.append((cid, c, g))
+p, pg = client(ids[2])
+for i in range(20):
+    p.publish("ps5/x", str(i), qos=1).wait_for_publish(10)
+for _ in range(250):
+    if sum(len(g["msgs"]) for _, _, g in members) >= 20:
+        break
+    time.sleep(0.02)
+time.sleep(0.3)
+for cid, c, g in members:
+    out(event="member", id=cid, msgs=g["msgs"], subids=sorted(g["subids"]))
+    c.disconnect(); c.loop_stop()
+p.disconnect(); p.loop_stop()
+out(event="done")
+"#;
+
+/// Two paho clients in one share group, on different shards, each with its own
+/// Subscription Identifier: every message reaches exactly one of them, with that
+/// member's identifier.
+#[test]
+fn paho_v5_shared_subscription_with_identifiers() {
+    let check = Command::new("python3")
+        .args(["-c", "import paho.mqtt.client"])
+        .status();
+    assert!(matches!(check, Ok(s) if s.success()), "{HINT}");
+    let b = Broker::start(2);
+    let ids = [
+        b.id_on(0, "paho5-ga"),
+        b.id_on(1, "paho5-gb"),
+        b.id_on(1, "paho5-gp"),
+    ];
+    let port = b.addr.port().to_string();
+    let mut p = spawn(
+        Command::new("python3").args(["-c", SHARED_SCRIPT, &port, &ids[0], &ids[1], &ids[2]]),
+        "paho v5 shared script",
+        HINT,
+        None,
+    );
+    let lines = p.wait_success(Duration::from_secs(60));
+    let text = lines.join("\n");
+    let mut all: Vec<u32> = Vec::new();
+    for (i, id) in ids[..2].iter().enumerate() {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(r#""event": "member""#) && l.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("no line for {id}: {text}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let msgs: Vec<u32> = v["msgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(!msgs.is_empty(), "each member gets a share: {text}");
+        assert_eq!(v["subids"], serde_json::json!([5 + i]), "{text}");
+        all.extend(msgs);
+    }
+    all.sort();
+    assert_eq!(
+        all,
+        (0..20).collect::<Vec<_>>(),
+        "each message once: {text}"
+    );
 }
