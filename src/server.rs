@@ -32,7 +32,7 @@ use crate::config::{AcceptMode, Config, ConfigError};
 use crate::mesh;
 
 pub use crate::broker::home_shard;
-pub use crate::broker::hooks::{AllowAll, AuthExchange, AuthStep, Authenticator};
+pub use crate::broker::hooks::{AllowAll, AuthExchange, AuthStep, Authenticator, ClientInfo};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]

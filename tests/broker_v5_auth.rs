@@ -10,7 +10,7 @@ use bytestring::ByteString;
 use common::*;
 use surgemq::config::Config;
 use surgemq::protocol::*;
-use surgemq::server::{AuthExchange, AuthStep, Authenticator, Server};
+use surgemq::server::{AuthExchange, AuthStep, Authenticator};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 const METHOD: &str = "TOY-CHALLENGE";
@@ -47,20 +47,7 @@ impl Authenticator for Toy {
 }
 
 fn start(tweak: impl FnOnce(&mut Config)) -> Broker {
-    let mut cfg = Config {
-        listeners: vec!["127.0.0.1:0".parse().unwrap()],
-        shards: 2,
-        log_level: "warn".into(),
-        ..Config::default()
-    };
-    tweak(&mut cfg);
-    let handle = Server::new(cfg).with_authenticator(Toy).start().unwrap();
-    let addr = handle.local_addrs()[0];
-    Broker {
-        handle: Some(handle),
-        addr,
-        shards: 2,
-    }
+    Broker::with_hooks(2, tweak, Toy)
 }
 
 fn auth_props(method: &str, data: &'static [u8]) -> Properties {

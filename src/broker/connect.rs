@@ -350,6 +350,17 @@ fn check_connect(shard: &Shard, c: &mut Connect) -> Result<bool, ReasonCode> {
     shard
         .auth
         .authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())?;
+    if let Some(w) = &c.will {
+        // A will the client may not publish is refused with the CONNECT, as mosquitto
+        // does, rather than dropped silently when it is due.
+        let who = super::hooks::ClientInfo {
+            client_id: &c.client_id,
+            username: c.username.as_deref(),
+        };
+        if !shard.auth.authorize_publish(&who, &w.topic) {
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+    }
     Ok(assigned)
 }
 

@@ -126,6 +126,9 @@ pub(crate) struct ConnShared {
     /// and absent while empty: almost every connection never holds anything, 3.x ones
     /// never have aliases, and this struct exists per connection.
     rare: RefCell<Option<Box<Rare>>>,
+    /// The user name of its CONNECT, for the authorization hooks (set once the CONNECT is
+    /// accepted).
+    pub username: std::cell::OnceCell<Box<str>>,
 }
 
 /// Where 5.0 topic `alias` (1 ..=) is kept in `Rare::aliases`.
@@ -298,6 +301,7 @@ impl ConnShared {
             queued: Cell::new(0),
             congested: Cell::new(false),
             rare: RefCell::new(None),
+            username: std::cell::OnceCell::new(),
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
         }

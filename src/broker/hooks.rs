@@ -1,5 +1,6 @@
-//! Hooks: the extension points an embedder plugs into the broker (authentication, with
-//! 5.0 enhanced authentication; authorization next). They are called on the shard's thread, so they must be quick.
+//! Hooks: the extension points an embedder plugs into the broker: authentication (with 5.0
+//! enhanced authentication) and authorization of publishes and subscriptions. They are
+//! called on the shard's thread, so they must be quick.
 //!
 //! **Owns:** the hook traits and their default implementations.
 //!
@@ -38,6 +39,33 @@ pub trait Authenticator: Send + Sync + 'static {
         let _ = (client_id, username, method);
         None
     }
+
+    /// Authorization: whether `client` may publish to `topic`. Asked for every PUBLISH
+    /// and, at CONNECT, for the will (a will it may not publish refuses the CONNECT with
+    /// Not authorized). A denied PUBLISH is not routed: 5.0 answers QoS 1/2 with PUBACK /
+    /// PUBREC 0x87; 3.x has no way to say so and is acknowledged as usual (mosquitto does
+    /// the same); QoS 0 is dropped. Counted in `publish_denied`. Default: allowed.
+    fn authorize_publish(&self, client: &ClientInfo<'_>, topic: &str) -> bool {
+        let _ = (client, topic);
+        true
+    }
+
+    /// Authorization: whether `client` may subscribe to `filter` (the full text, a
+    /// `$share/...` one included). Denied: that filter's SUBACK code is 0x87 Not
+    /// authorized (3.x: 0x80 Failure), the others go on. Default: allowed.
+    fn authorize_subscribe(&self, client: &ClientInfo<'_>, filter: &str) -> bool {
+        let _ = (client, filter);
+        true
+    }
+}
+
+/// Who asks, for the authorization hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientInfo<'a> {
+    /// The client identifier (the assigned one if the server chose it).
+    pub client_id: &'a str,
+    /// The user name of its CONNECT, if any.
+    pub username: Option<&'a str>,
 }
 
 /// One step of an enhanced authentication exchange, as the hook decides it.

@@ -214,6 +214,23 @@ pub(crate) fn process_with(
             }
         };
         match action {
+            Some(Action::Route(m)) if !shard.may_publish(conn, slot, &m.topic) => {
+                // Not routed; 5.0 says why (5.0 §3.4.2.1: PUBACK / PUBREC 0x87; it ends a QoS 2
+                // flow: its id is not kept awaiting a PUBREL); 3.x is acknowledged as usual.
+                shard.count(|c| c.publish_denied += 1);
+                tracing::debug!(topic = %m.topic, "PUBLISH not authorized: not routed");
+                if let Some(mut r) = response {
+                    if opts.version.is_v5() {
+                        r.refuse(ReasonCode::NOT_AUTHORIZED);
+                        if let Response::PubRec(id, _) = r {
+                            if let Some(s) = shard.state.borrow_mut().sessions.get_mut(slot) {
+                                s.forget_incoming_qos2(id);
+                            }
+                        }
+                    }
+                    shard.respond(conn, &r);
+                }
+            }
             Some(Action::Route(m)) if defer_ack => shard.route_deferring_ack(m, conn, response),
             Some(Action::Route(m)) => {
                 // The ack goes out before any delivery; a 5.0 one says whether anyone

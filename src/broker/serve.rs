@@ -197,6 +197,9 @@ pub(crate) async fn serve<S: Transport>(
             properties: w.properties.detached(),
         })
     });
+    if let Some(u) = &connect.username {
+        let _ = conn.username.set(Box::from(&**u));
+    }
     // A client that authenticated with a method may re-authenticate with it.
     if let Some(state) = super::auth::AuthState::of(&connect) {
         conn.put_auth(state);

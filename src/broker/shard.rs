@@ -71,6 +71,10 @@ pub struct ShardSummary {
     /// 5.0 QoS 1/2 PUBLISHes refused with 0x99: Payload Format Indicator 1 and a payload
     /// that is not UTF-8 (QoS 0 ones close the connection: `protocol_errors`).
     pub payload_format_invalid: u64,
+    /// PUBLISHes the authorization hook refused (not routed).
+    pub publish_denied: u64,
+    /// Subscriptions the authorization hook refused (SUBACK 0x87 / 0x80).
+    pub subscribe_denied: u64,
     /// 5.0 enhanced authentications refused (unsupported method, the hook's failure, or
     /// a protocol error during the exchange): CONNACK with the code, or DISCONNECT on
     /// re-authentication.
@@ -109,6 +113,8 @@ impl ShardSummary {
         self.sessions_expired += o.sessions_expired;
         self.payload_format_invalid += o.payload_format_invalid;
         self.auth_refused += o.auth_refused;
+        self.publish_denied += o.publish_denied;
+        self.subscribe_denied += o.subscribe_denied;
         self.shared_redelivered += o.shared_redelivered;
         self.shared_undeliverable += o.shared_undeliverable;
         self.mesh_undeliverable += o.mesh_undeliverable;
@@ -394,6 +400,18 @@ impl Shard {
                 self.state.borrow_mut().interest.remove(&filter, from);
             }
         }
+    }
+
+    /// Whether the authorization hook lets the client of `conn` (session `id`) publish to
+    /// `topic`.
+    pub(crate) fn may_publish(&self, conn: &ConnShared, id: SessionId, topic: &str) -> bool {
+        let st = self.state.borrow();
+        let client_id = st.sessions.get(id).map_or("", |s| s.client_id());
+        let who = super::hooks::ClientInfo {
+            client_id,
+            username: conn.username.get().map(|u| &**u),
+        };
+        self.auth.authorize_publish(&who, topic)
     }
 
     /// Asks every connection to close (shutdown).

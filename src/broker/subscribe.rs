@@ -78,8 +78,15 @@ impl Shard {
             });
             // A refused filter changes nothing: an existing subscription to it stays as it
             // was.
+            let who = super::hooks::ClientInfo {
+                client_id: st.sessions.get(id).map_or("", |s| s.client_id()),
+                username: conn.username.get().map(|u| &**u),
+            };
             let refuse = if i >= l.max_filters_per_subscribe {
                 Some(ReasonCode::QUOTA_EXCEEDED)
+            } else if !self.auth.authorize_subscribe(&who, &filter) {
+                self.count(|m| m.subscribe_denied += 1);
+                Some(ReasonCode::NOT_AUTHORIZED)
             } else if filter.levels().count() > l.max_topic_levels {
                 Some(ReasonCode::TOPIC_FILTER_INVALID)
             } else if !exists && count >= l.max_subscriptions_per_client {

@@ -228,6 +228,14 @@ impl Response {
         }
     }
 
+    /// 5.0: the PUBLISH this acknowledges is refused with `code` (0x80 or above), as the
+    /// PUBACK's or PUBREC's reason code.
+    pub fn refuse(&mut self, code: ReasonCode) {
+        if let Response::PubAck(_, r) | Response::PubRec(_, r) = self {
+            *r = code;
+        }
+    }
+
     /// Appends the packet to `out`.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
         match self {
@@ -1138,6 +1146,12 @@ impl Session {
             }
         }
         taken
+    }
+
+    /// Forgets an incoming QoS 2 id the shard refused after all (PUBREC with an error code
+    /// ends the flow: no PUBREL follows, and the id may be reused for a new message).
+    pub fn forget_incoming_qos2(&mut self, id: PacketId) {
+        self.incoming_qos2.remove(&id.get());
     }
 
     /// Whether the session holds a subscription to exactly this filter.

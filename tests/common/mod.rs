@@ -32,6 +32,32 @@ impl Broker {
         Self::with(shards, |_| {})
     }
 
+    /// A broker with `shards` shards, `tweak`ed, and `auth` as its hooks (authentication
+    /// and authorization).
+    pub fn with_hooks(
+        shards: usize,
+        tweak: impl FnOnce(&mut Config),
+        auth: impl surgemq::server::Authenticator,
+    ) -> Broker {
+        let mut cfg = Config {
+            listeners: vec!["127.0.0.1:0".parse().unwrap()],
+            shards,
+            log_level: "warn".into(),
+            ..Config::default()
+        };
+        tweak(&mut cfg);
+        let handle = Server::new(cfg)
+            .with_authenticator(auth)
+            .start()
+            .expect("broker starts");
+        let addr = handle.local_addrs()[0];
+        Broker {
+            handle: Some(handle),
+            addr,
+            shards,
+        }
+    }
+
     /// A broker with `shards` shards after `tweak` adjusts the configuration.
     pub fn with(shards: usize, tweak: impl FnOnce(&mut Config)) -> Broker {
         let mut cfg = Config {
