@@ -308,3 +308,43 @@ fn message_expiry_is_counted_down_and_expired_messages_are_not_delivered() {
         late.expect_nothing();
     }
 }
+
+/// A server DISCONNECT and a CONNACK refusal say why in a Reason String, unless that
+/// would exceed the client's Maximum Packet Size [MQTT-3.14.2-3] [MQTT-3.2.2-19].
+#[test]
+fn disconnects_and_refusals_say_why_within_the_clients_maximum_packet_size() {
+    let b = Broker::with(2, |c| c.limits.max_sessions = 2);
+    for shard in 0..2 {
+        for (max, says) in [(None, true), (Some(16), false)] {
+            let mut c = b.raw(V5);
+            let mut connect = connect_packet(V5, &b.id_on(shard, "rsn"), true, 60, None);
+            connect.properties.get_mut().maximum_packet_size = max;
+            c.connect_with(connect);
+            // QoS 0 with a Payload Format Indicator of 1 and a payload that is not UTF-8.
+            c.send(&publish(
+                "rsn/t",
+                &[0xff],
+                QoS::AtMostOnce,
+                None,
+                utf8_flag(),
+            ));
+            let got = c.expect_closed();
+            match got.as_slice() {
+                [Packet::Disconnect(d)] => {
+                    assert_eq!(d.reason, ReasonCode::PAYLOAD_FORMAT_INVALID);
+                    assert_eq!(d.properties.reason_string.is_some(), says, "{max:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // max_sessions (1 per shard) reached: the refusal says so.
+    let _a = b.client(V5, &b.id_on(0, "rsn-a"), true);
+    let mut c = b.raw(V5);
+    let ack = c.connect(&b.id_on(0, "rsn-b"), true, 60, None);
+    assert_eq!(ack.reason, ReasonCode::QUOTA_EXCEEDED);
+    assert_eq!(
+        ack.properties.reason_string.as_deref(),
+        Some("max_sessions reached")
+    );
+}

@@ -164,12 +164,14 @@ async fn accept_phase<S: Transport>(
             let mut out = BytesMut::new();
             match (e, connect_level(&buf)) {
                 (DecodeError::UnsupportedProtocolLevel(_), Some(5)) | (_, Some(5)) => {
-                    write_refusal(&mut out, ProtocolVersion::V5, e.reason_code())
+                    // The client's Maximum Packet Size is unknown: no Reason String.
+                    write_refusal(&mut out, ProtocolVersion::V5, e.reason_code(), 0)
                 }
                 (DecodeError::UnsupportedProtocolLevel(_), _) => write_refusal(
                     &mut out,
                     ProtocolVersion::V3_1_1,
                     ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    0,
                 ),
                 _ => {}
             }
@@ -186,7 +188,7 @@ async fn accept_phase<S: Transport>(
         Ok(assigned) => assigned,
         Err(code) => {
             let mut out = BytesMut::new();
-            write_refusal(&mut out, connect.version, code);
+            write_refusal(&mut out, connect.version, code, client_max(&connect));
             let _ = write_bounded(&mut stream, &out, shard).await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
             shard.connection_closed(key, conn, CloseReason::Refused);
@@ -226,7 +228,7 @@ async fn accept_phase<S: Transport>(
                 }
             };
             let mut out = BytesMut::new();
-            write_refusal(&mut out, connect.version, refused);
+            write_refusal(&mut out, connect.version, refused, client_max(&connect));
             let _ = write_bounded(&mut stream, &out, shard).await;
             shard.count(|m| m.auth_refused += 1);
             tracing::info!(client_id = %connect.client_id, code = %refused, "enhanced authentication refused");
@@ -275,6 +277,11 @@ async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8], shard: &Shard
         futures::future::select(write, timer).await,
         futures::future::Either::Left((Ok(()), _))
     )
+}
+
+/// The largest packet the client of `connect` accepts (5.0 Maximum Packet Size).
+pub(crate) fn client_max(connect: &Connect) -> u32 {
+    connect.properties.maximum_packet_size.unwrap_or(u32::MAX)
 }
 
 /// Reads until `buf` holds a whole packet and decodes it (a decode error is the caller's

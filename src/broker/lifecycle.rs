@@ -169,11 +169,12 @@ impl Shard {
         }
         let mut out = old.out.borrow_mut();
         out.clear();
-        let _ = crate::protocol::Packet::Disconnect(crate::protocol::Disconnect {
-            reason: ReasonCode::SESSION_TAKEN_OVER,
-            properties: crate::protocol::Properties::new(),
-        })
-        .encode(crate::protocol::ProtocolVersion::V5, &mut out);
+        super::process::write_disconnect(
+            &mut out,
+            ReasonCode::SESSION_TAKEN_OVER,
+            "another connection took the session over",
+            old.max_packet_out.get(),
+        );
         super::net::send_now(old.fd, &out);
         out.clear();
     }
@@ -200,7 +201,12 @@ impl Shard {
             tracing::info!(
                 "DISCONNECT sets a session expiry after 0 [MQTT-3.14.2-2]: protocol error"
             );
-            super::process::disconnect_v5(conn, conn.version.get(), ReasonCode::PROTOCOL_ERROR);
+            super::process::disconnect_v5(
+                conn,
+                conn.version.get(),
+                ReasonCode::PROTOCOL_ERROR,
+                "DISCONNECT sets a session expiry after 0 [MQTT-3.14.2-2]",
+            );
             return Err(CloseReason::ProtocolError);
         }
         session.set_expiry(seconds.min(cap));

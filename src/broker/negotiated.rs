@@ -202,9 +202,41 @@ fn response_information(connect: &Connect, cfg: &Config) -> Option<ByteString> {
     (fit && !s.contains(['+', '#', '\0'])).then(|| ByteString::from(s))
 }
 
-/// Writes CONNACK for `version` refusing a connection with `reason`.
-pub(crate) fn write_refusal(out: &mut BytesMut, version: ProtocolVersion, reason: ReasonCode) {
-    write_connack(out, version, false, reason, Properties::new());
+/// Writes CONNACK for `version` refusing a connection with `reason`; 5.0 with a Reason
+/// String saying why, unless it would take the CONNACK beyond `client_max` (the client's
+/// Maximum Packet Size) [MQTT-3.2.2-19]. CONNACK may carry one whatever the client's
+/// Request Problem Information [MQTT-3.1.2-29].
+pub(crate) fn write_refusal(
+    out: &mut BytesMut,
+    version: ProtocolVersion,
+    reason: ReasonCode,
+    client_max: u32,
+) {
+    let mut properties = Properties::new();
+    let why = refusal_reason(reason);
+    // Fixed header, flags, code, property length, identifier and string length.
+    if version.is_v5() && why.len() + 9 <= client_max as usize {
+        properties.get_mut().reason_string = Some(ByteString::from_static(why));
+    }
+    write_connack(out, version, false, reason, properties);
+}
+
+/// Why the server refuses a CONNECT with `code`, in words (5.0 Reason String).
+pub(crate) fn refusal_reason(code: ReasonCode) -> &'static str {
+    match code {
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => "client identifier not valid",
+        ReasonCode::NOT_AUTHORIZED => {
+            "not authorized (no user name with allow_anonymous off, or refused by the hooks)"
+        }
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD => "bad user name or password",
+        ReasonCode::QUOTA_EXCEEDED => "max_sessions reached",
+        ReasonCode::BAD_AUTHENTICATION_METHOD => "authentication method not supported",
+        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => "protocol version not supported",
+        ReasonCode::PROTOCOL_ERROR => "protocol error in CONNECT or the authentication exchange",
+        ReasonCode::MALFORMED_PACKET => "malformed CONNECT",
+        ReasonCode::PACKET_TOO_LARGE => "CONNECT larger than max_packet_size",
+        other => other.name(),
+    }
 }
 
 fn write_connack(
@@ -340,8 +372,27 @@ mod tests {
             &mut out,
             ProtocolVersion::V3_1_1,
             ReasonCode::NOT_AUTHORIZED,
+            u32::MAX,
         );
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x05]);
+        // 5.0: with a Reason String, unless the client's Maximum Packet Size forbids it.
+        for (max, want) in [(u32::MAX, true), (20, false)] {
+            let mut out = BytesMut::new();
+            write_refusal(
+                &mut out,
+                ProtocolVersion::V5,
+                ReasonCode::QUOTA_EXCEEDED,
+                max,
+            );
+            assert!(out.len() <= max as usize);
+            match decode(&mut out, &DecodeOptions::new(ProtocolVersion::V5)) {
+                Ok(Some(Packet::ConnAck(a))) => {
+                    assert_eq!(a.reason, ReasonCode::QUOTA_EXCEEDED);
+                    assert_eq!(a.properties.reason_string.is_some(), want);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

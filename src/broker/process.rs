@@ -114,7 +114,7 @@ pub(crate) fn process_with(
                     Err(e) => {
                         shard.count(|m| m.malformed_packets += 1);
                         tracing::info!(error = %e, kind = e.kind(), "malformed packet: connection closed");
-                        disconnect_v5(conn, opts.version, e.reason_code());
+                        disconnect_v5(conn, opts.version, e.reason_code(), &e.to_string());
                         return Err(CloseReason::ProtocolError);
                     }
                 };
@@ -124,7 +124,7 @@ pub(crate) fn process_with(
                         if let Err((code, why)) = super::auth::on_auth(shard, conn, a) {
                             shard.count(|m| m.auth_refused += 1);
                             tracing::info!(reason = %code, "{why}: connection closed");
-                            disconnect_v5(conn, opts.version, code);
+                            disconnect_v5(conn, opts.version, code, why);
                             return Err(CloseReason::ProtocolError);
                         }
                         conn.wake.notify();
@@ -139,13 +139,18 @@ pub(crate) fn process_with(
                         if let Err((code, why)) = publisher_properties(shard, conn, p) {
                             shard.count(|m| m.protocol_errors += 1);
                             tracing::info!(reason = %code, "{why}: connection closed");
-                            disconnect_v5(conn, opts.version, code);
+                            disconnect_v5(conn, opts.version, code, why);
                             return Err(CloseReason::ProtocolError);
                         }
                     }
                     if p.topic.levels().count() > shard.cfg.limits.max_topic_levels {
                         tracing::info!(topic = %p.topic, "topic deeper than max_topic_levels: connection closed");
-                        disconnect_v5(conn, opts.version, ReasonCode::TOPIC_NAME_INVALID);
+                        disconnect_v5(
+                            conn,
+                            opts.version,
+                            ReasonCode::TOPIC_NAME_INVALID,
+                            "topic deeper than max_topic_levels",
+                        );
                         return Err(CloseReason::ProtocolError);
                     }
                 }
@@ -209,7 +214,7 @@ pub(crate) fn process_with(
             Err(e) => {
                 shard.count(|m| m.protocol_errors += 1);
                 tracing::info!(error = %e, "protocol violation: connection closed");
-                disconnect_v5(conn, opts.version, e.reason_code());
+                disconnect_v5(conn, opts.version, e.reason_code(), &e.to_string());
                 return Err(CloseReason::ProtocolError);
             }
         };
@@ -321,8 +326,14 @@ fn publisher_properties(
     Ok(())
 }
 
-/// 5.0: tells the client why the server closes (3.x simply closes).
-pub(crate) fn disconnect_v5(conn: &ConnShared, version: ProtocolVersion, reason: ReasonCode) {
+/// 5.0: tells the client why the server closes, with `why` as the Reason String (3.x
+/// simply closes).
+pub(crate) fn disconnect_v5(
+    conn: &ConnShared,
+    version: ProtocolVersion,
+    reason: ReasonCode,
+    why: &str,
+) {
     if version.is_v5() {
         // A code DISCONNECT cannot carry would not encode and the client would be told
         // nothing: a bug, reported, and the generic code sent instead.
@@ -334,10 +345,20 @@ pub(crate) fn disconnect_v5(conn: &ConnShared, version: ProtocolVersion, reason:
         };
         let mut out = conn.out.borrow_mut();
         out.clear();
-        let _ = Packet::Disconnect(Disconnect {
-            reason,
-            properties: Properties::new(),
-        })
-        .encode(version, &mut out);
+        write_disconnect(&mut out, reason, why, conn.max_packet_out.get());
     }
+}
+
+/// Appends a 5.0 DISCONNECT with `reason` and `why` as its Reason String, which is left
+/// out when it would take the packet beyond `client_max`, the client's Maximum Packet
+/// Size [MQTT-3.14.2-3]. DISCONNECT may carry one whatever the client's Request Problem
+/// Information [MQTT-3.1.2-29].
+pub(crate) fn write_disconnect(out: &mut BytesMut, reason: ReasonCode, why: &str, client_max: u32) {
+    let mut properties = Properties::new();
+    // Fixed header (up to 3 bytes for these sizes), code, property length (up to 2),
+    // identifier and string length.
+    if why.len() + 10 <= client_max as usize && why.len() <= 1024 {
+        properties.get_mut().reason_string = Some(bytestring::ByteString::from(why));
+    }
+    let _ = Packet::Disconnect(Disconnect { reason, properties }).encode(ProtocolVersion::V5, out);
 }

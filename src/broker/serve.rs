@@ -183,6 +183,7 @@ pub(crate) async fn serve<S: Transport>(
 ) {
     let terms = Negotiated::new(&connect, &shard.cfg, shard.limits, assigned);
     let version = terms.version;
+    conn.max_packet_out.set(terms.limits.max_packet_out);
     conn.keep_alive.set(terms.keep_alive);
     conn.last_read.set(Instant::now());
     // The client id and the will live as long as the session and the connection: copy
@@ -213,7 +214,12 @@ pub(crate) async fn serve<S: Transport>(
         Ok(a) => a,
         Err(code) => {
             let mut out = BytesMut::new();
-            write_refusal(&mut out, version, code);
+            write_refusal(
+                &mut out,
+                version,
+                code,
+                super::connect::client_max(&connect),
+            );
             let _ = stream.write_all(&out).await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
             shard.connection_closed(key, conn, CloseReason::Refused);
@@ -344,18 +350,22 @@ pub(crate) async fn serve<S: Transport>(
     conn.clear_held();
     if version.is_v5() {
         let code = match reason {
-            CloseReason::TakenOver => Some(ReasonCode::SESSION_TAKEN_OVER),
-            CloseReason::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
-            CloseReason::ServerShutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            CloseReason::TakenOver => Some((
+                ReasonCode::SESSION_TAKEN_OVER,
+                "another connection took the session over",
+            )),
+            CloseReason::KeepAliveTimeout => Some((
+                ReasonCode::KEEP_ALIVE_TIMEOUT,
+                "nothing received for 1.5 times the keep alive",
+            )),
+            CloseReason::ServerShutdown => {
+                Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down"))
+            }
             _ => None,
         };
-        if let Some(code) = code {
+        if let Some((code, why)) = code {
             let mut out = conn.out.borrow_mut();
-            let _ = Packet::Disconnect(Disconnect {
-                reason: code,
-                properties: Properties::new(),
-            })
-            .encode(version, &mut out);
+            super::process::write_disconnect(&mut out, code, why, conn.max_packet_out.get());
         }
     }
     if matches!(
