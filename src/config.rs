@@ -190,8 +190,10 @@ config_section! {
         /// Most client connections open at once, over all listeners. Shards share nothing,
         /// so each enforces its share (this divided by the number of shards, rounded up),
         /// both for connections it accepts and for those that move to it after CONNECT. A
-        /// TCP connection beyond it is closed at once, without CONNACK, and counted.
-        /// At least 1. Default: `100000`.
+        /// TCP connection beyond it is counted and refused: when it sends its CONNECT
+        /// within a second it gets CONNACK "server busy" (5.0: 0x89; 3.x: 0x03 Server
+        /// unavailable), while at most 64 such answers per shard are under way; otherwise
+        /// it is closed at once. At least 1. Default: `100000`.
         max_connections: usize = 100_000,
 
         /// Most sessions kept at once, online and offline (a persistent session outlives

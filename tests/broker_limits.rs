@@ -486,6 +486,8 @@ fn try_connect(b: &Broker, v: ProtocolVersion, id: &str) -> (Raw, Option<[u8; 4]
 }
 
 const ACCEPTED: Option<[u8; 4]> = Some([0x20, 0x02, 0x00, 0x00]);
+/// 3.x CONNACK 0x03 Server unavailable: what "server busy" is in 3.x.
+const BUSY: Option<[u8; 4]> = Some([0x20, 0x02, 0x00, 0x03]);
 
 #[test]
 fn max_connections_per_shard_share_round_robin() {
@@ -502,10 +504,10 @@ fn max_connections_per_shard_share_round_robin() {
             assert_eq!(ack, ACCEPTED, "{v:?} connection {k}");
             open.push(c);
         }
-        // The 5th and 6th (one per shard) are closed without CONNACK.
+        // The 5th and 6th (one per shard) are refused: server unavailable (busy).
         for k in 4..6 {
             let (_, ack) = try_connect(&b, v, &b.id_on(k % 2, &format!("c{k}")));
-            assert_eq!(ack, None, "{v:?} connection {k}");
+            assert_eq!(ack, BUSY, "{v:?} connection {k}");
         }
         // The open ones still work.
         for c in &mut open {
@@ -527,9 +529,10 @@ fn max_connections_never_exceeded_with_reuse_port() {
         let mut accepted = Vec::new();
         for k in 0..12 {
             let (c, ack) = try_connect(&b, v, &b.id_on(k % 2, &format!("c{k}")));
-            if let Some(a) = ack {
-                assert_eq!(Some(a), ACCEPTED);
+            if ack == ACCEPTED {
                 accepted.push(c);
+            } else {
+                assert_eq!(ack, BUSY, "{v:?} connection {k}");
             }
         }
         assert!(
@@ -540,5 +543,37 @@ fn max_connections_never_exceeded_with_reuse_port() {
         for c in &mut accepted {
             c.ping();
         }
+    }
+}
+
+/// 5.0: a connection beyond `max_connections` is told "server busy" (CONNACK 0x89) with
+/// the reason, whichever shard takes it and wherever its session would live.
+#[test]
+fn max_connections_refuses_5_0_with_server_busy() {
+    let v = ProtocolVersion::V5;
+    let b = Broker::with(2, |c| {
+        c.limits.max_connections = 2;
+        c.accept_mode = AcceptMode::RoundRobin;
+    });
+    let mut open = Vec::new();
+    for k in 0..2 {
+        let mut c = b.raw(v);
+        let ack = c.connect(&b.id_on(k % 2, &format!("b5-{k}")), true, 0, None);
+        assert_eq!(ack.reason, ReasonCode::SUCCESS);
+        open.push(c);
+    }
+    // Accepted by shard 0 then 1; ids homed on either shard.
+    for (k, home) in [(2, 0), (3, 1), (4, 1), (5, 0)] {
+        let mut c = b.raw(v);
+        let ack = c.connect(&b.id_on(home, &format!("b5-{k}")), true, 0, None);
+        assert_eq!(ack.reason, ReasonCode::SERVER_BUSY, "connection {k}");
+        assert_eq!(
+            ack.properties.reason_string.as_deref(),
+            Some("max_connections reached")
+        );
+        assert!(c.expect_closed().is_empty());
+    }
+    for c in &mut open {
+        c.ping();
     }
 }

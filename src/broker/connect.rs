@@ -35,10 +35,7 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let timeout = u16::try_from(shard.cfg.limits.connect_timeout).unwrap_or(u16::MAX);
     let Some((key, conn)) = shard.register_conn(stream.socket(), timeout) else {
-        tracing::warn!(
-            shard = shard.id,
-            "connection limit reached: connection closed"
-        );
+        refuse_busy(&shard, stream);
         return;
     };
     shard.count(|m| m.connections_accepted += 1);
@@ -64,10 +61,23 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
 pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
     let stream = a.transport.into_tcp();
     let Some((key, conn)) = shard.register_conn(stream.socket(), 0) else {
+        // Its CONNECT is known: it is told at once.
         tracing::warn!(
             shard = shard.id,
-            "connection limit reached: moved connection closed"
+            "connection limit reached: moved connection refused (server busy)"
         );
+        let mut out = BytesMut::new();
+        write_refusal(
+            &mut out,
+            a.connect.version,
+            ReasonCode::SERVER_BUSY,
+            client_max(&a.connect),
+        );
+        let mut stream = stream;
+        glommio::spawn_local(async move {
+            let _ = write_within(&mut stream, &out, BUSY_WAIT).await;
+        })
+        .detach();
         return;
     };
     // A moved connection's id was the client's own: assigned ids hash to the shard that
@@ -271,12 +281,94 @@ async fn accept_phase<S: Transport>(
 /// True when everything was written.
 async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8], shard: &Shard) -> bool {
     let limit = std::time::Duration::from_secs(shard.cfg.limits.connect_timeout.max(1));
+    write_within(stream, bytes, limit).await
+}
+
+async fn write_within<S: Transport>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: std::time::Duration,
+) -> bool {
     let write = Box::pin(stream.write_all(bytes));
     let timer = Box::pin(glommio::timer::sleep(limit));
     matches!(
         futures::future::select(write, timer).await,
         futures::future::Either::Left((Ok(()), _))
     )
+}
+
+/// Connections beyond `max_connections` a shard reads the CONNECT of at once, to answer
+/// "server busy" (CONNACK 0x89; 3.x: 0x03 Server unavailable) rather than a bare close;
+/// beyond it they are closed at once. Each holds a socket for at most [`BUSY_WAIT`] and a
+/// CONNECT-sized buffer.
+const MAX_BUSY_REFUSALS: usize = 64;
+
+/// How long a refused connection has to send its CONNECT and read the answer.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A connection beyond `max_connections` (counted in `connections_refused_limit`): told
+/// "server busy" when its CONNECT arrives within [`BUSY_WAIT`], while at most
+/// [`MAX_BUSY_REFUSALS`] such answers are under way; otherwise closed at once.
+fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
+    if shard.stopping.get() || shard.busy_refusals.get() >= MAX_BUSY_REFUSALS {
+        tracing::warn!(
+            shard = shard.id,
+            "connection limit reached: connection closed"
+        );
+        return;
+    }
+    tracing::warn!(
+        shard = shard.id,
+        "connection limit reached: connection refused (server busy)"
+    );
+    shard.busy_refusals.set(shard.busy_refusals.get() + 1);
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let mut stream = stream;
+        let connect = {
+            let read = async {
+                let mut buf = BytesMut::new();
+                let opts = DecodeOptions {
+                    version: ProtocolVersion::V3_1_1,
+                    max_packet_size: CONNECT_CHUNK as u32 * 4,
+                };
+                loop {
+                    match decode(&mut buf, &opts) {
+                        Ok(Some(Packet::Connect(c))) => return Some(c),
+                        Ok(None) => {}
+                        _ => return None,
+                    }
+                    let mut chunk = [0u8; 512];
+                    match futures::AsyncReadExt::read(&mut stream, &mut chunk).await {
+                        Ok(n) if n > 0 && buf.len() + n <= CONNECT_CHUNK * 4 => {
+                            buf.extend_from_slice(chunk.get(..n).unwrap_or_default())
+                        }
+                        _ => return None,
+                    }
+                }
+            };
+            let timer = glommio::timer::sleep(BUSY_WAIT);
+            futures::pin_mut!(read, timer);
+            match futures::future::select(read, timer).await {
+                futures::future::Either::Left((c, _)) => c,
+                futures::future::Either::Right(_) => None,
+            }
+        };
+        if let Some(connect) = connect {
+            let mut out = BytesMut::new();
+            write_refusal(
+                &mut out,
+                connect.version,
+                ReasonCode::SERVER_BUSY,
+                client_max(&connect),
+            );
+            let _ = write_within(&mut stream, &out, BUSY_WAIT).await;
+        }
+        shard
+            .busy_refusals
+            .set(shard.busy_refusals.get().saturating_sub(1));
+    })
+    .detach();
 }
 
 /// The largest packet the client of `connect` accepts (5.0 Maximum Packet Size).

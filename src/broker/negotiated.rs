@@ -230,6 +230,7 @@ pub(crate) fn refusal_reason(code: ReasonCode) -> &'static str {
         }
         ReasonCode::BAD_USER_NAME_OR_PASSWORD => "bad user name or password",
         ReasonCode::QUOTA_EXCEEDED => "max_sessions reached",
+        ReasonCode::SERVER_BUSY => "max_connections reached",
         ReasonCode::BAD_AUTHENTICATION_METHOD => "authentication method not supported",
         ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => "protocol version not supported",
         ReasonCode::PROTOCOL_ERROR => "protocol error in CONNECT or the authentication exchange",

@@ -225,6 +225,9 @@ pub(crate) struct Shard {
     /// Rotates the choice of shard for messages a share group's chosen shard could not
     /// take (see [`super::shared`]).
     pub(crate) share_turn: Cell<u32>,
+    /// Connections beyond `max_connections` being told "server busy" (see
+    /// `connect::refuse_busy`).
+    pub(crate) busy_refusals: Cell<usize>,
     /// This shard's share of `max_connections`.
     pub max_connections: usize,
     /// This shard's share of `max_sessions`.
@@ -299,6 +302,7 @@ impl Shard {
                     .unwrap_or_else(Instant::now),
             ),
             share_turn: Cell::new(0),
+            busy_refusals: Cell::new(0),
         }
     }
 
