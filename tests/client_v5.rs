@@ -144,6 +144,30 @@ fn topic_aliases_from_the_broker_are_resolved() {
     });
 }
 
+/// Against SurgeMQ (Topic Alias Maximum 10 in CONNACK) the client publishes under aliases;
+/// subscribers get the full topic every time.
+#[test]
+fn the_client_publishes_under_topic_aliases() {
+    run(LIMIT, || async {
+        let t = Target::start(Kind::SurgeMq);
+        let (sub, mut msgs, _) = conn(t.addr(), opts(&t.id_on(0, "v5ca-s"))).await;
+        sub.subscribe("v5ca/#", QoS::AtLeastOnce).await.unwrap();
+        let (publ, _m, _) = conn(t.addr(), opts(&t.id_on(1, "v5ca-p"))).await;
+        assert_eq!(publ.server_terms().topic_alias_maximum, 10);
+        let topics = ["v5ca/a", "v5ca/a", "v5ca/b", "v5ca/a"];
+        for (i, topic) in topics.iter().enumerate() {
+            let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][i % 3];
+            publ.publish(*topic, vec![i as u8], qos, false)
+                .await
+                .unwrap();
+        }
+        for (i, topic) in topics.iter().enumerate() {
+            let m = next(&mut msgs).await;
+            assert_eq!((&*m.topic, m.payload[0]), (*topic, i as u8));
+        }
+    });
+}
+
 #[test]
 fn request_and_response() {
     for kind in KINDS {

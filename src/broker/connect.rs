@@ -61,11 +61,19 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
 pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
     let stream = a.transport.into_tcp();
     let Some((key, conn)) = shard.register_conn(stream.socket(), 0) else {
+        if shard.stopping.get() || shard.busy_refusals.get() >= MAX_BUSY_REFUSALS {
+            tracing::warn!(
+                shard = shard.id,
+                "connection limit reached: moved connection closed"
+            );
+            return;
+        }
         // Its CONNECT is known: it is told at once.
         tracing::warn!(
             shard = shard.id,
             "connection limit reached: moved connection refused (server busy)"
         );
+        let slot = BusySlot::take(&shard);
         let mut out = BytesMut::new();
         write_refusal(
             &mut out,
@@ -75,6 +83,7 @@ pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
         );
         let mut stream = stream;
         glommio::spawn_local(async move {
+            let _slot = slot;
             let _ = write_within(&mut stream, &out, BUSY_WAIT).await;
         })
         .detach();
@@ -321,9 +330,10 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
         shard = shard.id,
         "connection limit reached: connection refused (server busy)"
     );
-    shard.busy_refusals.set(shard.busy_refusals.get() + 1);
-    let shard = shard.clone();
+    let slot = BusySlot::take(shard);
     glommio::spawn_local(async move {
+        // Held for the task's life, released however it ends.
+        let _slot = slot;
         let mut stream = stream;
         let connect = {
             let read = async {
@@ -335,14 +345,14 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
                 loop {
                     match decode(&mut buf, &opts) {
                         Ok(Some(Packet::Connect(c))) => return Some(c),
-                        Ok(None) => {}
+                        // The buffer bound applies to an incomplete CONNECT only: bytes
+                        // pipelined after a whole one do not matter.
+                        Ok(None) if buf.len() < CONNECT_CHUNK * 4 => {}
                         _ => return None,
                     }
                     let mut chunk = [0u8; 512];
                     match futures::AsyncReadExt::read(&mut stream, &mut chunk).await {
-                        Ok(n) if n > 0 && buf.len() + n <= CONNECT_CHUNK * 4 => {
-                            buf.extend_from_slice(chunk.get(..n).unwrap_or_default())
-                        }
+                        Ok(n) if n > 0 => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
                         _ => return None,
                     }
                 }
@@ -364,11 +374,26 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
             );
             let _ = write_within(&mut stream, &out, BUSY_WAIT).await;
         }
-        shard
-            .busy_refusals
-            .set(shard.busy_refusals.get().saturating_sub(1));
     })
     .detach();
+}
+
+/// One of a shard's [`MAX_BUSY_REFUSALS`] places, given back on drop (a refusal task that
+/// ends, however it ends).
+struct BusySlot(Rc<Shard>);
+
+impl BusySlot {
+    fn take(shard: &Rc<Shard>) -> BusySlot {
+        shard.busy_refusals.set(shard.busy_refusals.get() + 1);
+        BusySlot(shard.clone())
+    }
+}
+
+impl Drop for BusySlot {
+    fn drop(&mut self) {
+        let n = &self.0.busy_refusals;
+        n.set(n.get().saturating_sub(1));
+    }
 }
 
 /// The largest packet the client of `connect` accepts (5.0 Maximum Packet Size).

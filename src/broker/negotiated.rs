@@ -214,7 +214,8 @@ pub(crate) fn write_refusal(
 ) {
     let mut properties = Properties::new();
     let why = refusal_reason(reason);
-    // Fixed header, flags, code, property length, identifier and string length.
+    // Fixed header (2 bytes: these reasons are all under 120 bytes), flags, code, property
+    // length, identifier and string length.
     if version.is_v5() && why.len() + 9 <= client_max as usize {
         properties.get_mut().reason_string = Some(ByteString::from_static(why));
     }

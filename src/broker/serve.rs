@@ -171,24 +171,11 @@ pub(crate) async fn flush<S: Transport>(
     }
 }
 
-/// Serves an accepted CONNECT on the session's home shard until the connection ends.
-pub(crate) async fn serve<S: Transport>(
-    shard: &Rc<Shard>,
-    stream: &mut S,
-    key: ConnId,
-    conn: &Rc<ConnShared>,
-    connect: Box<Connect>,
-    mut buf: BytesMut,
-    assigned: bool,
-) {
-    let terms = Negotiated::new(&connect, &shard.cfg, shard.limits, assigned);
-    let version = terms.version;
-    conn.max_packet_out.set(terms.limits.max_packet_out);
-    conn.keep_alive.set(terms.keep_alive);
-    conn.last_read.set(Instant::now());
-    // The client id and the will live as long as the session and the connection: copy
-    // them out of the read buffer they were decoded from, which would otherwise stay
-    // pinned (a whole read chunk per connection).
+/// What the connection keeps of its CONNECT: the will, the user name, the enhanced
+/// authentication method.
+fn setup_connection(conn: &ConnShared, connect: &Connect) {
+    // The will lives as long as the connection: copied out of the read buffer it was
+    // decoded from, which would otherwise stay pinned (a whole read chunk per connection).
     *conn.will.borrow_mut() = connect.will.as_ref().map(|w| {
         Box::new(Will {
             topic: w.topic.detached(),
@@ -202,14 +189,36 @@ pub(crate) async fn serve<S: Transport>(
         let _ = conn.username.set(Box::from(&**u));
     }
     // A client that authenticated with a method may re-authenticate with it.
-    if let Some(state) = super::auth::AuthState::of(&connect) {
+    if let Some(state) = super::auth::AuthState::of(connect) {
         conn.put_auth(state);
     }
-    let attached = shard.attach(conn, &terms);
-    // Not kept across an await: a connection task's state stays the size of what the
-    // loop below needs.
-    let max_packet_in = terms.max_packet_in;
-    drop(terms);
+}
+
+/// Serves an accepted CONNECT on the session's home shard until the connection ends.
+pub(crate) async fn serve<S: Transport>(
+    shard: &Rc<Shard>,
+    stream: &mut S,
+    key: ConnId,
+    conn: &Rc<ConnShared>,
+    connect: Box<Connect>,
+    mut buf: BytesMut,
+    assigned: bool,
+) {
+    // The terms live in this block only: a local that was borrowed stays in the task's
+    // state until its scope ends, even once moved, so outside a block it would be carried
+    // for the life of every connection.
+    let (attached, version, max_packet_in) = {
+        let terms = Negotiated::new(&connect, &shard.cfg, shard.limits, assigned);
+        conn.max_packet_out.set(terms.limits.max_packet_out);
+        conn.keep_alive.set(terms.keep_alive);
+        conn.last_read.set(Instant::now());
+        setup_connection(conn, &connect);
+        (
+            shard.attach(conn, &terms),
+            terms.version,
+            terms.max_packet_in,
+        )
+    };
     let (slot, _present) = match attached {
         Ok(a) => a,
         Err(code) => {
@@ -220,7 +229,12 @@ pub(crate) async fn serve<S: Transport>(
                 code,
                 super::connect::client_max(&connect),
             );
-            let _ = stream.write_all(&out).await;
+            // A client that does not read cannot hold the connection open.
+            let _ = futures::future::select(
+                Box::pin(stream.write_all(&out)),
+                Box::pin(glommio::timer::sleep(std::time::Duration::from_secs(1))),
+            )
+            .await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
             shard.connection_closed(key, conn, CloseReason::Refused);
             return;

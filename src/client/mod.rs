@@ -69,9 +69,10 @@
 //! reason as [`ClientError::Disconnected`]. What CONNACK says is kept: its Receive
 //! Maximum bounds the window, a publish above its Maximum QoS, against Retain Available
 //! or beyond its Maximum Packet Size is refused before it is sent, and Server Keep Alive
-//! replaces the client's ([`Client::server_terms`]). Not yet: enhanced authentication
-//! (AUTH), topic aliases towards the broker, and a lower Receive Maximum after a
-//! reconnect limiting the resend of what is already in flight.
+//! replaces the client's ([`Client::server_terms`]). The client gives the broker topic
+//! aliases when CONNACK allows some (at most [`state::MAX_ALIASES_OUT`], least recently
+//! used replaced). Not yet: enhanced authentication (AUTH), and a lower Receive Maximum
+//! after a reconnect limiting the resend of what is already in flight.
 
 mod driver;
 pub mod state;

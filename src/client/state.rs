@@ -34,13 +34,62 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use crate::protocol::{
     publish_len, Ack, ConnAck, Connect, Disconnect, EncodeError, Packet, PacketId, Properties,
     ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, Subscription, TopicFilter,
     UnsubAck, Unsubscribe,
 };
+
+/// Topic aliases the client gives the server at most, whatever CONNACK allows: each holds
+/// a topic, and giving one away when all are taken scans them.
+pub const MAX_ALIASES_OUT: u16 = 32;
+
+/// Writes a PUBLISH, under a 5.0 topic alias when the connection has some (see
+/// [`crate::protocol::TopicAliases`]): a topic the server knows by alias goes with an
+/// empty name; a new one takes an alias unless the alias would make the packet larger
+/// than the server's Maximum Packet Size. On error nothing is written and no alias given.
+fn write_publish(
+    version: ProtocolVersion,
+    aliases: &mut Option<crate::protocol::TopicAliases>,
+    server: &ServerTerms,
+    p: &Publish,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let Some(table) = aliases.as_mut() else {
+        return p.encode(version, out);
+    };
+    let len = publish_len(
+        version,
+        &p.topic,
+        p.packet_id.is_some(),
+        &p.properties,
+        p.payload.len(),
+    )?;
+    let (topic, alias) = match table.known(&p.topic) {
+        Some(a) => ("", a),
+        // The alias adds 3 bytes, and the length fields may grow by 2.
+        None if len + 5 <= server.maximum_packet_size as usize => {
+            (&*p.topic, table.assign(&p.topic))
+        }
+        None => return p.encode(version, out),
+    };
+    crate::protocol::encode_publish_header_aliased(
+        version,
+        p.dup,
+        p.qos,
+        p.retain,
+        topic,
+        p.packet_id,
+        &p.properties,
+        Some(alias).filter(|a| *a != 0),
+        p.payload.len(),
+        out,
+    )?;
+    out.put_slice(&p.payload);
+    Ok(())
+}
 
 /// Packet identifiers held at once, below the 65,535 that exist, so one is always free.
 const MAX_IDS_IN_USE: usize = 65_000;
@@ -278,6 +327,9 @@ pub struct ClientState {
     aliases_in: Vec<Option<crate::protocol::TopicName>>,
     /// The reason of the server's 5.0 DISCONNECT on this connection, if it sent one.
     disconnect_reason: Option<ReasonCode>,
+    /// Topic aliases the client gives the server on this connection (5.0, when CONNACK
+    /// allows some; at most [`MAX_ALIASES_OUT`]).
+    aliases_out: Option<crate::protocol::TopicAliases>,
     last_write: Option<Instant>,
     last_read: Option<Instant>,
     ping_sent: Option<Instant>,
@@ -301,6 +353,7 @@ impl ClientState {
             alias_max_in: 0,
             aliases_in: Vec::new(),
             disconnect_reason: None,
+            aliases_out: None,
             last_write: None,
             last_read: None,
             ping_sent: None,
@@ -394,6 +447,7 @@ impl ClientState {
             0
         };
         self.aliases_in.clear();
+        self.aliases_out = None;
         self.disconnect_reason = None;
         Packet::Connect(Box::new(connect.clone())).encode(self.opts.version, &mut self.out)
     }
@@ -464,8 +518,8 @@ impl ClientState {
                 return Err(PublishError::NotConnected(publish));
             }
             publish.packet_id = None;
-            // On error `encode` has written nothing.
-            if let Err(e) = publish.encode(self.opts.version, &mut self.out) {
+            // On error nothing has been written.
+            if let Err(e) = self.write_publish(&publish) {
                 return Err(PublishError::Encode(e, publish));
             }
             return Ok(None);
@@ -477,7 +531,7 @@ impl ClientState {
         publish.packet_id = Some(pid);
         let connected = self.phase == Phase::Connected;
         if connected {
-            if let Err(e) = publish.encode(self.opts.version, &mut self.out) {
+            if let Err(e) = self.write_publish(&publish) {
                 publish.packet_id = None;
                 return Err(PublishError::Encode(e, publish));
             }
@@ -508,6 +562,17 @@ impl ClientState {
             },
         );
         Ok(Some(token))
+    }
+
+    /// Writes a PUBLISH on this connection (see [`write_publish`]).
+    fn write_publish(&mut self, p: &Publish) -> Result<(), EncodeError> {
+        write_publish(
+            self.opts.version,
+            &mut self.aliases_out,
+            &self.server,
+            p,
+            &mut self.out,
+        )
     }
 
     /// What in `publish` the current server said it does not take (5.0).
@@ -711,6 +776,8 @@ impl ClientState {
         }
         if self.opts.version.is_v5() {
             self.server = ServerTerms::of(&ack);
+            let max = self.server.topic_alias_maximum.min(MAX_ALIASES_OUT);
+            self.aliases_out = (max > 0).then(|| crate::protocol::TopicAliases::new(max));
         }
         self.phase = Phase::Connected;
         self.resend();
@@ -778,7 +845,13 @@ impl ClientState {
                     Stage::PubAck | Stage::PubRec => {
                         f.publish.dup = f.sent;
                         // Encoded once already (checked in `publish`).
-                        let _ = f.publish.encode(version, &mut self.out);
+                        let _ = write_publish(
+                            version,
+                            &mut self.aliases_out,
+                            &self.server,
+                            &f.publish,
+                            &mut self.out,
+                        );
                         f.sent = true;
                     }
                     Stage::PubComp => {

@@ -2286,3 +2286,63 @@ fn v5_the_servers_disconnect_reason_is_kept_for_the_connection() {
         .unwrap();
     assert_eq!(h.st.disconnect_reason(), None);
 }
+
+#[test]
+fn v5_the_client_gives_the_server_topic_aliases_within_what_connack_allows() {
+    let mut ack = Properties::new();
+    ack.get_mut().topic_alias_maximum = Some(2);
+    let mut h = v5_connected(Properties::new(), ack.clone());
+    let topic = |t: &str| {
+        let mut m = message(QoS::AtMostOnce, "x");
+        m.topic = TopicName::new(t).unwrap();
+        m
+    };
+    for t in ["a", "a", "b", "c", "a"] {
+        h.st.publish(topic(t)).unwrap();
+    }
+    let sent: Vec<(String, Option<u16>)> = h
+        .written()
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (p.topic.to_string(), p.properties.topic_alias),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let want: Vec<(String, Option<u16>)> = [
+        ("a", Some(1)),
+        ("", Some(1)),
+        ("b", Some(2)),
+        // Both taken: "a" (used before "b") is the least recently used.
+        ("c", Some(1)),
+        ("a", Some(2)),
+    ]
+    .into_iter()
+    .map(|(t, a)| (t.to_string(), a))
+    .collect();
+    assert_eq!(sent, want);
+    // A new connection starts without aliases [MQTT-3.3.2-7]; none when CONNACK allows
+    // none.
+    h.st.start_connect(&connect_packet(ProtocolVersion::V5, true, 30))
+        .unwrap();
+    h.written();
+    h.ok(Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason: ReasonCode::SUCCESS,
+        properties: ack,
+    }));
+    h.events();
+    h.st.publish(topic("a")).unwrap();
+    h.st.start_connect(&connect_packet(ProtocolVersion::V5, true, 30))
+        .unwrap();
+    h.ok(Packet::ConnAck(connack(false)));
+    h.st.publish(topic("a")).unwrap();
+    let sent: Vec<(String, Option<u16>)> = h
+        .written()
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.to_string(), p.properties.topic_alias)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, [("a".to_string(), None)]);
+}

@@ -48,6 +48,7 @@
     )
 )]
 
+mod alias;
 mod decode;
 mod encode;
 mod error;
@@ -57,6 +58,7 @@ pub(crate) mod reason;
 mod topic;
 pub(crate) mod wire;
 
+pub use alias::{ProcessHasher, TopicAliases};
 pub use decode::{decode, decode_frame_bytes, DecodeOptions};
 pub use encode::{encode_publish_header, encode_publish_header_aliased, publish_len};
 pub use error::{DecodeError, EncodeError};

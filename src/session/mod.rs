@@ -40,9 +40,10 @@ use std::collections::VecDeque;
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
+use crate::protocol::ProcessHasher;
 use crate::protocol::{
     encode_publish_header_aliased, Ack, Packet, PacketId, PacketType, Properties, ProtocolVersion,
-    Publish, QoS, ReasonCode, SubscriptionOptions, TopicFilter, TopicName, UnsubAck,
+    Publish, QoS, ReasonCode, SubscriptionOptions, TopicAliases, TopicFilter, TopicName, UnsubAck,
 };
 
 /// An application message as it travels between sessions and shards. Plain `Send` data.
@@ -465,8 +466,8 @@ pub struct Session {
     limits: SessionLimits,
     subscriptions: std::collections::HashMap<TopicFilter, Subscribed, ProcessHasher>,
     /// The topic aliases of the current connection (5.0, only when the client allows
-    /// some): see [`OutAliases`].
-    aliases_out: Option<Box<OutAliases>>,
+    /// some): see [`TopicAliases`].
+    aliases_out: Option<Box<TopicAliases>>,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -1252,63 +1253,10 @@ fn stage_qos(stage: Stage) -> QoS {
     }
 }
 
-/// The topic aliases a session uses towards its client on one connection (5.0 §3.3.2.3.4):
-/// aliases 1 ..= the client's Topic Alias Maximum (capped by `max_topic_alias_out`)
-/// [MQTT-3.3.2-10], given to topics as they are delivered. When all are taken, the least
-/// recently used one is given to the new topic (sent with its topic name, which remaps the
-/// alias for the client); a topic whose alias the client knows is sent with an empty
-/// topic name. Each alias holds a copy of its topic; the table lives as long as the
-/// connection and is dropped with it, and memory is at most the maximum times a topic.
-/// A replacement costs a scan of the table, so the maximum should stay small.
-#[derive(Debug)]
-struct OutAliases {
-    by_topic: std::collections::HashMap<TopicName, u16, ProcessHasher>,
-    /// (topic, last use) by alias - 1.
-    slots: Vec<(TopicName, u64)>,
-    max: u16,
-    tick: u64,
-}
-
-impl OutAliases {
-    /// The alias the client knows `topic` by, if any (counted as a use).
-    fn known(&mut self, topic: &TopicName) -> Option<u16> {
-        let alias = *self.by_topic.get(topic)?;
-        self.tick += 1;
-        if let Some(slot) = self.slots.get_mut(usize::from(alias) - 1) {
-            slot.1 = self.tick;
-        }
-        Some(alias)
-    }
-
-    /// Gives `topic` (not known yet) an alias: a free one, or the least recently used.
-    fn assign(&mut self, topic: &TopicName) -> (u16, bool) {
-        self.tick += 1;
-        let tick = self.tick;
-        // Kept beyond this delivery: its own bytes, not a slice of a read buffer.
-        let topic = topic.detached();
-        if self.slots.len() < usize::from(self.max) {
-            self.slots.push((topic.clone(), tick));
-            let alias = self.slots.len() as u16;
-            self.by_topic.insert(topic, alias);
-            return (alias, false);
-        }
-        let Some((at, _)) = self.slots.iter().enumerate().min_by_key(|(_, s)| s.1) else {
-            return (0, false);
-        };
-        let alias = at as u16 + 1;
-        if let Some(slot) = self.slots.get_mut(at) {
-            let old = std::mem::replace(slot, (topic.clone(), tick));
-            self.by_topic.remove(&old.0);
-        }
-        self.by_topic.insert(topic, alias);
-        (alias, false)
-    }
-}
-
 /// The alias (and whether the client knows it) a delivery of `topic` goes with, when the
-/// connection uses outbound aliases (see [`OutAliases`]).
+/// connection uses outbound aliases (see [`TopicAliases`]).
 fn alias_for(
-    aliases: &mut Option<Box<OutAliases>>,
+    aliases: &mut Option<Box<TopicAliases>>,
     limits: &SessionLimits,
     version: ProtocolVersion,
     m: &Message,
@@ -1318,14 +1266,8 @@ fn alias_for(
     if limits.max_topic_alias_out == 0 || !version.is_v5() {
         return None;
     }
-    let table = aliases.get_or_insert_with(|| {
-        Box::new(OutAliases {
-            by_topic: Default::default(),
-            slots: Vec::new(),
-            max: limits.max_topic_alias_out,
-            tick: 0,
-        })
-    });
+    let table =
+        aliases.get_or_insert_with(|| Box::new(TopicAliases::new(limits.max_topic_alias_out)));
     if let Some(alias) = table.known(&m.topic) {
         // Sent without its name: smaller than what the size check passed.
         return Some((alias, true));
@@ -1336,21 +1278,7 @@ fn alias_for(
     if too_large_by(version, *limits, m, qos, tags, 5) {
         return None;
     }
-    Some(table.assign(&m.topic)).filter(|(a, _)| *a != 0)
-}
-
-/// A hasher keyed once per process at random: no per-map key state (an `AHashMap` carries
-/// 32 bytes of keys in every session), yet keys a client cannot predict.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessHasher;
-
-impl std::hash::BuildHasher for ProcessHasher {
-    type Hasher = ahash::AHasher;
-
-    fn build_hasher(&self) -> ahash::AHasher {
-        static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
-        KEYS.get_or_init(ahash::RandomState::new).build_hasher()
-    }
+    Some((table.assign(&m.topic), false)).filter(|(a, _)| *a != 0)
 }
 
 /// A set of packet ids with a fixed-key hasher: no per-session hasher state (an
