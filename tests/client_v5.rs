@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytestring::ByteString;
 use client_env::{conn, next, run, within, Kind, Target};
 use futures::StreamExt;
-use surgemq::client::{ClientError, ConnectOptions};
+use surgemq::client::{glommio_connect, ClientError, ConnectOptions};
 use surgemq::protocol::{Properties, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -275,5 +275,85 @@ fn connack_terms_are_respected() {
         let (anon, _m, _) = conn(t.addr(), opts("")).await;
         let assigned = anon.connack_properties().assigned_client_identifier.clone();
         assert!(assigned.is_some_and(|id| !id.is_empty()));
+    });
+}
+
+/// A hook with one method, "PLEASE": the broker asks "magic word?", the client must say
+/// "please".
+struct Please;
+
+struct PleaseExchange;
+
+impl surgemq::server::AuthExchange for PleaseExchange {
+    fn step(&mut self, data: Option<&[u8]>) -> surgemq::server::AuthStep {
+        use surgemq::server::AuthStep;
+        match data {
+            None | Some(b"") | Some(b"hi") => {
+                AuthStep::Continue(Some(bytes::Bytes::from_static(b"magic word?")))
+            }
+            Some(b"please") => AuthStep::Success(None),
+            _ => AuthStep::Fail(ReasonCode::NOT_AUTHORIZED),
+        }
+    }
+}
+
+impl surgemq::server::Authenticator for Please {
+    fn authenticate(&self, _: &str, _: Option<&str>, _: Option<&[u8]>) -> Result<(), ReasonCode> {
+        Ok(())
+    }
+    fn start_auth(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        method: &str,
+    ) -> Option<Box<dyn surgemq::server::AuthExchange>> {
+        (method == "PLEASE")
+            .then(|| Box::new(PleaseExchange) as Box<dyn surgemq::server::AuthExchange>)
+    }
+}
+
+#[test]
+fn enhanced_authentication_through_a_callback() {
+    run(LIMIT, || async {
+        let b = common::Broker::with_hooks(2, |_| {}, Please);
+        let polite = |word: &'static str| {
+            move |challenge: Option<&[u8]>| {
+                assert_eq!(challenge, Some(&b"magic word?"[..]));
+                Some(bytes::Bytes::from_static(word.as_bytes()))
+            }
+        };
+        for shard in 0..2 {
+            let o = opts(&b.id_on(shard, "v5auth")).authentication(
+                "PLEASE",
+                Some(bytes::Bytes::from_static(b"hi")),
+                polite("please"),
+            );
+            let (c, mut m, _) = conn(b.addr, o).await;
+            c.subscribe("v5auth/#", QoS::AtLeastOnce).await.unwrap();
+            // Re-authentication: the same callback answers; the connection goes on.
+            assert!(c.reauthenticate(None));
+            c.publish("v5auth/x", "after", QoS::AtLeastOnce, false)
+                .await
+                .unwrap();
+            assert_eq!(&next(&mut m).await.payload[..], b"after");
+            // The wrong word: refused in CONNACK.
+            let o = opts(&b.id_on(shard, "v5rude")).authentication("PLEASE", None, polite("now"));
+            match glommio_connect(&b.addr.to_string(), o).await {
+                Err(ClientError::Refused(code)) => assert_eq!(code, ReasonCode::NOT_AUTHORIZED),
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+            // A method the broker does not know: 0x8C.
+            let o = opts(&b.id_on(shard, "v5other")).authentication(
+                "OTHER",
+                None,
+                |_: Option<&[u8]>| None,
+            );
+            match glommio_connect(&b.addr.to_string(), o).await {
+                Err(ClientError::Refused(code)) => {
+                    assert_eq!(code, ReasonCode::BAD_AUTHENTICATION_METHOD)
+                }
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        }
     });
 }

@@ -372,6 +372,10 @@ pub async fn connect<C: Connector, T: Timer>(
         password: options.password.clone(),
         properties: {
             let mut p = options.properties.clone();
+            if let (Some(a), true) = (&options.authentication, options.version.is_v5()) {
+                p.get_mut().authentication_method = Some(a.method.clone());
+                p.get_mut().authentication_data = options.authentication_data.clone();
+            }
             if options.version.is_v5() && p.maximum_packet_size.is_none() {
                 // What the client decodes: a larger packet is not sent to it (5.0
                 // §3.1.2.11.4) instead of failing its decode.
@@ -387,6 +391,7 @@ pub async fn connect<C: Connector, T: Timer>(
         ping_timeout: options.ping_timeout.unwrap_or(keep_alive),
         max_inflight: options.max_inflight,
         max_pending_requests: 1024,
+        auth: options.authentication.clone(),
     });
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
@@ -677,15 +682,25 @@ impl<C: Connector, T: Timer> Driver<C, T> {
         loop {
             match decode(rbuf, opts) {
                 Ok(Some(p)) => {
-                    let mut g = shared.lock();
-                    return match g.state.handle(p, Instant::now()) {
-                        Ok(()) => {
-                            g.state.note_write(Instant::now());
-                            Ok(io)
+                    // CONNACK ends the handshake; a 5.0 AUTH challenge before it is answered
+                    // (the state wrote the answer) and the wait goes on.
+                    let answer = {
+                        let mut g = shared.lock();
+                        match g.state.handle(p, Instant::now()) {
+                            Ok(()) if g.state.phase() == Phase::Connected => {
+                                g.state.note_write(Instant::now());
+                                return Ok(io);
+                            }
+                            Ok(()) => g.state.output().split(),
+                            Err(HandleError::Refused(r)) => return Err(ClientError::Refused(r.0)),
+                            Err(HandleError::Protocol(v)) => return Err(ClientError::Protocol(v)),
                         }
-                        Err(HandleError::Refused(r)) => Err(ClientError::Refused(r.0)),
-                        Err(HandleError::Protocol(v)) => Err(ClientError::Protocol(v)),
                     };
+                    if !answer.is_empty() {
+                        io.write_all(&answer).await?;
+                        io.flush().await?;
+                    }
+                    continue;
                 }
                 Ok(None) => {}
                 Err(e) => return Err(ClientError::Decode(e)),
@@ -1474,6 +1489,19 @@ impl Client {
         .await?;
         self.shared.lock().response_base = Some(base.clone());
         Ok(base)
+    }
+
+    /// 5.0: re-authenticates with the method of [`ConnectOptions::authentication`] and
+    /// `data`; the broker's challenges go to the same responder, and a failure ends the
+    /// connection (the broker's DISCONNECT, as [`ClientError::Disconnected`]). Returns
+    /// false when there is no connection or no method.
+    pub fn reauthenticate(&self, data: Option<Bytes>) -> bool {
+        let mut g = self.shared.lock();
+        let sent = g.state.reauthenticate(data);
+        let w = g.take_driver_waker();
+        drop(g);
+        wake(w);
+        sent
     }
 
     /// Whether a connection is up now.

@@ -71,8 +71,9 @@
 //! or beyond its Maximum Packet Size is refused before it is sent, and Server Keep Alive
 //! replaces the client's ([`Client::server_terms`]). The client gives the broker topic
 //! aliases when CONNACK allows some (at most [`state::MAX_ALIASES_OUT`], least recently
-//! used replaced). Not yet: enhanced authentication (AUTH), and a lower Receive Maximum
-//! after a reconnect limiting the resend of what is already in flight.
+//! used replaced). Enhanced authentication runs through a callback
+//! ([`ConnectOptions::authentication`], [`Client::reauthenticate`]). Not yet: a lower
+//! Receive Maximum after a reconnect limiting the resend of what is already in flight.
 
 mod driver;
 pub mod state;
@@ -181,6 +182,11 @@ pub struct ConnectOptions {
     pub ping_timeout: Option<Duration>,
     /// Protocol version (default 3.1.1; 3.1 and 5.0 are supported).
     pub version: ProtocolVersion,
+    /// 5.0 enhanced authentication: the method and the answer to each challenge (see
+    /// [`ConnectOptions::authentication`]).
+    pub authentication: Option<state::Responder>,
+    /// The Authentication Data of the CONNECT, with `authentication`.
+    pub authentication_data: Option<Bytes>,
     /// 5.0 CONNECT properties (Session Expiry Interval, Receive Maximum, Topic Alias
     /// Maximum, Request Response Information, User Properties...); ignored on 3.x. The
     /// builder methods below set the common ones.
@@ -215,6 +221,8 @@ impl ConnectOptions {
             ping_timeout: None,
             version: ProtocolVersion::V3_1_1,
             properties: Properties::new(),
+            authentication: None,
+            authentication_data: None,
             username: None,
             password: None,
             will: None,
@@ -314,6 +322,24 @@ impl ConnectOptions {
         self
     }
 
+    /// 5.0 enhanced authentication (§4.12): CONNECT names `method` with `data`, and
+    /// `respond` answers each challenge (AUTH 0x18) the broker sends, before CONNACK and on
+    /// re-authentication ([`Client::reauthenticate`]). The broker decides; a refusal is
+    /// [`ClientError::Refused`] with its code (0x8C when it does not know the method).
+    pub fn authentication(
+        mut self,
+        method: impl Into<String>,
+        data: Option<Bytes>,
+        respond: impl Fn(Option<&[u8]>) -> Option<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.authentication = Some(state::Responder {
+            method: ByteString::from(method.into()),
+            respond: Arc::new(respond),
+        });
+        self.authentication_data = data;
+        self
+    }
+
     /// 5.0: adds a user property to the CONNECT.
     pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties
@@ -379,9 +405,9 @@ impl ConnectOptions {
                 "an empty client id needs a clean session [MQTT-3.1.3-7]",
             ));
         }
-        if !self.version.is_v5() && !self.properties.is_empty() {
+        if !self.version.is_v5() && (!self.properties.is_empty() || self.authentication.is_some()) {
             return Err(ClientError::InvalidOptions(
-                "CONNECT properties need MQTT 5.0 (ConnectOptions::version)",
+                "CONNECT properties and enhanced authentication need MQTT 5.0",
             ));
         }
         if self.properties.receive_maximum == Some(0)

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use bytes::{BufMut, BytesMut};
+use bytestring::ByteString;
 
 use crate::protocol::{
     publish_len, Ack, ConnAck, Connect, Disconnect, EncodeError, Packet, PacketId, Properties,
@@ -112,6 +113,30 @@ pub struct StateOptions {
     pub max_inflight: u16,
     /// SUBSCRIBE and UNSUBSCRIBE requests awaiting their ack at once.
     pub max_pending_requests: u16,
+    /// 5.0 enhanced authentication: the method and the answer to each challenge.
+    pub auth: Option<Responder>,
+}
+
+/// The client's side of 5.0 enhanced authentication: its method, and what it answers to
+/// each challenge (AUTH 0x18) the server sends with some Authentication Data, during
+/// CONNECT and on re-authentication (5.0 §4.12).
+#[derive(Clone)]
+pub struct Responder {
+    /// The Authentication Method of the CONNECT.
+    pub method: ByteString,
+    /// Answers a challenge's data with the data of the client's AUTH 0x18.
+    pub respond: RespondFn,
+}
+
+/// What answers an enhanced authentication challenge (see [`Responder`]).
+pub type RespondFn = std::sync::Arc<dyn Fn(Option<&[u8]>) -> Option<bytes::Bytes> + Send + Sync>;
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for StateOptions {
@@ -122,6 +147,7 @@ impl Default for StateOptions {
             ping_timeout: Duration::from_secs(30),
             max_inflight: 128,
             max_pending_requests: 1024,
+            auth: None,
         }
     }
 }
@@ -197,6 +223,11 @@ pub enum ProtocolViolation {
     /// Session Present set although the client asked for a clean session [MQTT-3.2.2-1].
     #[error("CONNACK with Session Present set in reply to a clean session [MQTT-3.2.2-1]")]
     SessionPresentOnClean,
+    /// 5.0: an AUTH with another Authentication Method than the CONNECT's, a reason other
+    /// than 0x18 (or 0x00 after a re-authentication), or to a client that named no method
+    /// (5.0 §4.12).
+    #[error("unexpected AUTH from the server (5.0 §4.12)")]
+    Auth,
     /// 5.0: a PUBLISH with a Topic Alias of 0 or above the client's Topic Alias Maximum
     /// [MQTT-3.3.2-9], or an empty topic with an alias the server never set (5.0
     /// §3.3.2.3.4).
@@ -667,10 +698,12 @@ impl ClientState {
     pub fn handle(&mut self, packet: Packet, now: Instant) -> Result<(), HandleError> {
         self.last_read = Some(now);
         if self.phase == Phase::AwaitConnAck {
-            let Packet::ConnAck(ack) = packet else {
-                return Err(ProtocolViolation::Unexpected("packet before CONNACK").into());
+            return match packet {
+                Packet::ConnAck(ack) => self.connack(ack),
+                // The enhanced authentication exchange comes before CONNACK.
+                Packet::Auth(a) => Ok(self.on_auth(a, false)?),
+                _ => Err(ProtocolViolation::Unexpected("packet before CONNACK").into()),
             };
-            return self.connack(ack);
         }
         match packet {
             Packet::Publish(mut p) => {
@@ -752,7 +785,7 @@ impl ClientState {
                 return Err(ProtocolViolation::Unexpected("UNSUBSCRIBE").into())
             }
             Packet::PingReq => return Err(ProtocolViolation::Unexpected("PINGREQ").into()),
-            Packet::Auth(_) => return Err(ProtocolViolation::Unexpected("AUTH").into()),
+            Packet::Auth(a) => self.on_auth(a, true)?,
         }
         Ok(())
     }
@@ -783,6 +816,54 @@ impl ClientState {
         self.resend();
         self.events.push_back(Event::Connected(ack));
         Ok(())
+    }
+
+    /// An AUTH from the server: a challenge is answered by the responder (AUTH 0x18 with
+    /// the same method); 0x00 ends a re-authentication (after CONNACK only).
+    fn on_auth(
+        &mut self,
+        a: crate::protocol::Auth,
+        connected: bool,
+    ) -> Result<(), ProtocolViolation> {
+        let Some(r) = &self.opts.auth else {
+            return Err(ProtocolViolation::Auth);
+        };
+        if a.properties.authentication_method.as_deref() != Some(&*r.method) {
+            return Err(ProtocolViolation::Auth);
+        }
+        match a.reason {
+            ReasonCode::CONTINUE_AUTHENTICATION => {
+                let data = (r.respond)(a.properties.authentication_data.as_deref());
+                let method = r.method.clone();
+                self.write_auth(ReasonCode::CONTINUE_AUTHENTICATION, method, data);
+                Ok(())
+            }
+            ReasonCode::SUCCESS if connected => Ok(()),
+            _ => Err(ProtocolViolation::Auth),
+        }
+    }
+
+    /// 5.0: starts a re-authentication (AUTH 0x19 with the method and `data`); the server
+    /// answers with challenges (answered by the responder) and AUTH 0x00, or DISCONNECT
+    /// when it fails. False when not connected or no method was named.
+    pub fn reauthenticate(&mut self, data: Option<bytes::Bytes>) -> bool {
+        let Some(method) = self.opts.auth.as_ref().map(|r| r.method.clone()) else {
+            return false;
+        };
+        if self.phase != Phase::Connected {
+            return false;
+        }
+        self.write_auth(ReasonCode::REAUTHENTICATE, method, data);
+        true
+    }
+
+    fn write_auth(&mut self, reason: ReasonCode, method: ByteString, data: Option<bytes::Bytes>) {
+        let mut properties = Properties::new();
+        properties.get_mut().authentication_method = Some(method);
+        properties.get_mut().authentication_data = data;
+        // Properties the client built always encode.
+        let _ = Packet::Auth(crate::protocol::Auth { reason, properties })
+            .encode(self.opts.version, &mut self.out);
     }
 
     /// 5.0: resolves and removes the server's topic alias (an empty topic takes its

@@ -448,7 +448,9 @@ fn packets_only_a_client_sends_are_violations() {
         assert!(
             matches!(
                 h.handle(p),
-                Err(HandleError::Protocol(ProtocolViolation::Unexpected(_)))
+                Err(HandleError::Protocol(
+                    ProtocolViolation::Unexpected(_) | ProtocolViolation::Auth
+                ))
             ),
             "{shown} from a server"
         );
@@ -1554,6 +1556,7 @@ impl OutSim {
                 ping_timeout: Duration::from_secs(1),
                 max_inflight,
                 max_pending_requests: 4,
+                auth: None,
             }),
             version: ProtocolVersion::V3_1_1,
             now: Instant::now(),
@@ -2345,4 +2348,59 @@ fn v5_the_client_gives_the_server_topic_aliases_within_what_connack_allows() {
         })
         .collect();
     assert_eq!(sent, [("a".to_string(), None)]);
+}
+
+#[test]
+fn v5_enhanced_authentication_answers_challenges_before_connack_and_on_reauthentication() {
+    let mut h = Harness::new(StateOptions {
+        version: ProtocolVersion::V5,
+        auth: Some(super::state::Responder {
+            method: ByteString::from("M"),
+            respond: std::sync::Arc::new(|d: Option<&[u8]>| {
+                Some(Bytes::from(format!(
+                    "re:{}",
+                    String::from_utf8_lossy(d.unwrap_or_default())
+                )))
+            }),
+        }),
+        ..StateOptions::default()
+    });
+    let auth = |reason: ReasonCode, method: &str, data: &'static [u8]| {
+        let mut properties = Properties::new();
+        properties.get_mut().authentication_method = Some(ByteString::from(method));
+        properties.get_mut().authentication_data = Some(Bytes::from_static(data));
+        Packet::Auth(Auth { reason, properties })
+    };
+    h.st.start_connect(&connect_packet(ProtocolVersion::V5, true, 30))
+        .unwrap();
+    h.written();
+    // A challenge before CONNACK is answered with the responder's data.
+    h.ok(auth(ReasonCode::CONTINUE_AUTHENTICATION, "M", b"x"));
+    match &h.written()[..] {
+        [Packet::Auth(a)] => {
+            assert_eq!(a.reason, ReasonCode::CONTINUE_AUTHENTICATION);
+            assert_eq!(a.properties.authentication_method.as_deref(), Some("M"));
+            assert_eq!(
+                a.properties.authentication_data.as_deref(),
+                Some(&b"re:x"[..])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    h.ok(Packet::ConnAck(connack(false)));
+    h.events();
+    // Re-authentication: AUTH 0x19, a challenge, then 0x00.
+    assert!(h.st.reauthenticate(Some(Bytes::from_static(b"again"))));
+    match &h.written()[..] {
+        [Packet::Auth(a)] => assert_eq!(a.reason, ReasonCode::REAUTHENTICATE),
+        other => panic!("{other:?}"),
+    }
+    h.ok(auth(ReasonCode::CONTINUE_AUTHENTICATION, "M", b"y"));
+    assert_eq!(h.written().len(), 1);
+    h.ok(auth(ReasonCode::SUCCESS, "M", b""));
+    // Another method is a violation.
+    assert!(matches!(
+        h.handle(auth(ReasonCode::CONTINUE_AUTHENTICATION, "N", b"z")),
+        Err(HandleError::Protocol(ProtocolViolation::Auth))
+    ));
 }
