@@ -72,8 +72,10 @@
 //! replaces the client's ([`Client::server_terms`]). The client gives the broker topic
 //! aliases when CONNACK allows some (at most [`state::MAX_ALIASES_OUT`], least recently
 //! used replaced). Enhanced authentication runs through a callback
-//! ([`ConnectOptions::authentication`], [`Client::reauthenticate`]). Not yet: a lower
-//! Receive Maximum after a reconnect limiting the resend of what is already in flight.
+//! ([`ConnectOptions::authentication`], [`Client::reauthenticate`]). After a reconnect,
+//! what was in flight is resent within the new CONNACK's terms: no more than its Receive
+//! Maximum at once (the rest follows as acks make room), and a message it no longer takes
+//! (Maximum QoS, Retain Available, Maximum Packet Size) fails with that reason code.
 
 mod driver;
 pub mod state;

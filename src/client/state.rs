@@ -326,6 +326,9 @@ struct OutFlight {
     stage: Stage,
     /// Written on some connection already: a resend carries DUP.
     sent: bool,
+    /// Held back after a reconnect by the server's Receive Maximum: written, in order, as
+    /// acks make room [MQTT-3.3.4-7].
+    waiting: bool,
 }
 
 #[derive(Debug)]
@@ -590,6 +593,7 @@ impl ClientState {
                 publish,
                 stage,
                 sent: connected,
+                waiting: false,
             },
         );
         Ok(Some(token))
@@ -723,6 +727,7 @@ impl ClientState {
                             Err(a.reason)
                         };
                         self.events.push_back(Event::PublishDone { token, result });
+                        self.send_waiting();
                     }
                 }
                 // An ack for an identifier not in flight is ignored (as mosquitto's
@@ -740,6 +745,7 @@ impl ClientState {
                                 token,
                                 result: Err(a.reason),
                             });
+                            self.send_waiting();
                         } else {
                             f.stage = Stage::PubComp;
                             // Payload no longer needed: free it early.
@@ -765,6 +771,7 @@ impl ClientState {
                             token,
                             result: Ok(ReasonCode::SUCCESS),
                         });
+                        self.send_waiting();
                     }
                 }
             }
@@ -907,8 +914,33 @@ impl ClientState {
     }
 
     /// Writes every unfinished flow and request again, oldest first (tokens grow with
-    /// submission order).
+    /// submission order), within the new server's terms: PUBRELs always (their flows count
+    /// against the window already), PUBLISHes while the server's Receive Maximum has room
+    /// (the rest wait, see `send_waiting`); a PUBLISH the new server does not take (its
+    /// Maximum QoS, Retain Available or Maximum Packet Size) fails with that code.
     fn resend(&mut self) {
+        if self.opts.version.is_v5() {
+            let refused: Vec<(u16, ReasonCode)> = self
+                .outgoing
+                .iter()
+                .filter(|(_, f)| f.stage != Stage::PubComp)
+                .filter_map(|(pid, f)| self.not_allowed(&f.publish).map(|c| (*pid, c)))
+                .collect();
+            for (pid, code) in refused {
+                if let Some(f) = self.outgoing.remove(&pid) {
+                    self.events.push_back(Event::PublishDone {
+                        token: f.token,
+                        result: Err(code),
+                    });
+                }
+            }
+        }
+        let window = usize::from(self.server.receive_maximum);
+        let mut in_flight = self
+            .outgoing
+            .values()
+            .filter(|f| f.stage == Stage::PubComp)
+            .count();
         let mut order: Vec<(Token, u16, bool)> = self
             .outgoing
             .iter()
@@ -923,6 +955,7 @@ impl ClientState {
                     continue;
                 };
                 match f.stage {
+                    Stage::PubAck | Stage::PubRec if in_flight >= window => f.waiting = true,
                     Stage::PubAck | Stage::PubRec => {
                         f.publish.dup = f.sent;
                         // Encoded once already (checked in `publish`).
@@ -934,6 +967,8 @@ impl ClientState {
                             &mut self.out,
                         );
                         f.sent = true;
+                        f.waiting = false;
+                        in_flight += 1;
                     }
                     Stage::PubComp => {
                         if let Some(id) = PacketId::new(pid) {
@@ -943,6 +978,38 @@ impl ClientState {
                 }
             } else if let Some(p) = self.pending.get(&pid) {
                 let _ = p.packet.encode(version, &mut self.out);
+            }
+        }
+    }
+
+    /// Writes flows a reconnect held back (see `resend`), oldest first, while the server's
+    /// Receive Maximum has room.
+    fn send_waiting(&mut self) {
+        let mut waiting: Vec<(Token, u16)> = self
+            .outgoing
+            .iter()
+            .filter(|(_, f)| f.waiting)
+            .map(|(pid, f)| (f.token, *pid))
+            .collect();
+        if waiting.is_empty() || self.phase != Phase::Connected {
+            return;
+        }
+        waiting.sort_unstable();
+        let in_flight = self.outgoing.len() - waiting.len();
+        let room = usize::from(self.server.receive_maximum).saturating_sub(in_flight);
+        let version = self.opts.version;
+        for (_, pid) in waiting.into_iter().take(room) {
+            if let Some(f) = self.outgoing.get_mut(&pid) {
+                f.publish.dup = f.sent;
+                let _ = write_publish(
+                    version,
+                    &mut self.aliases_out,
+                    &self.server,
+                    &f.publish,
+                    &mut self.out,
+                );
+                f.sent = true;
+                f.waiting = false;
             }
         }
     }

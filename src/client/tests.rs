@@ -2404,3 +2404,55 @@ fn v5_enhanced_authentication_answers_challenges_before_connack_and_on_reauthent
         Err(HandleError::Protocol(ProtocolViolation::Auth))
     ));
 }
+
+#[test]
+fn v5_a_reconnect_resends_within_the_new_servers_terms() {
+    let mut ack = Properties::new();
+    ack.get_mut().receive_maximum = Some(4);
+    let mut h = v5_connected(Properties::new(), ack);
+    let ids: Vec<(Token, u16)> = (0..3)
+        .map(|i| h.publish(QoS::AtLeastOnce, &format!("m{i}")))
+        .collect();
+    let (q2, _) = h.publish(QoS::ExactlyOnce, "two");
+    h.st.connection_lost();
+    // The new server takes 2 at once and QoS 1 at most.
+    let mut c = connect_packet(ProtocolVersion::V5, false, 30);
+    c.properties = Properties::new();
+    h.st.start_connect(&c).unwrap();
+    h.written();
+    let mut props = Properties::new();
+    props.get_mut().receive_maximum = Some(2);
+    props.get_mut().maximum_qos = Some(QoS::AtLeastOnce);
+    h.ok(Packet::ConnAck(ConnAck {
+        session_present: true,
+        reason: ReasonCode::SUCCESS,
+        properties: props,
+    }));
+    let resent: Vec<(u16, bool)> = h
+        .written()
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (p.packet_id.unwrap().get(), p.dup),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        resent,
+        [(ids[0].1, true), (ids[1].1, true)],
+        "two, the window"
+    );
+    let events = h.events();
+    assert!(
+        events.contains(&Event::PublishDone {
+            token: q2,
+            result: Err(ReasonCode::QOS_NOT_SUPPORTED)
+        }),
+        "{events:?}"
+    );
+    // An ack makes room for the third.
+    h.ok(puback(ids[0].1));
+    match &h.written()[..] {
+        [Packet::Publish(p)] => assert_eq!((p.packet_id.unwrap().get(), p.dup), (ids[2].1, true)),
+        other => panic!("{other:?}"),
+    }
+}
