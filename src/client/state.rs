@@ -92,6 +92,22 @@ fn write_publish(
     Ok(())
 }
 
+/// Writes an unfinished flow's PUBLISH again (DUP when it went out on an earlier
+/// connection).
+fn write_again(
+    version: ProtocolVersion,
+    aliases: &mut Option<crate::protocol::TopicAliases>,
+    server: &ServerTerms,
+    f: &mut OutFlight,
+    out: &mut BytesMut,
+) {
+    f.publish.dup = f.sent;
+    // Encoded once already (checked in `publish`).
+    let _ = write_publish(version, aliases, server, &f.publish, out);
+    f.sent = true;
+    f.waiting = false;
+}
+
 /// Packet identifiers held at once, below the 65,535 that exist, so one is always free.
 const MAX_IDS_IN_USE: usize = 65_000;
 
@@ -957,17 +973,13 @@ impl ClientState {
                 match f.stage {
                     Stage::PubAck | Stage::PubRec if in_flight >= window => f.waiting = true,
                     Stage::PubAck | Stage::PubRec => {
-                        f.publish.dup = f.sent;
-                        // Encoded once already (checked in `publish`).
-                        let _ = write_publish(
+                        write_again(
                             version,
                             &mut self.aliases_out,
                             &self.server,
-                            &f.publish,
+                            f,
                             &mut self.out,
                         );
-                        f.sent = true;
-                        f.waiting = false;
                         in_flight += 1;
                     }
                     Stage::PubComp => {
@@ -1000,16 +1012,13 @@ impl ClientState {
         let version = self.opts.version;
         for (_, pid) in waiting.into_iter().take(room) {
             if let Some(f) = self.outgoing.get_mut(&pid) {
-                f.publish.dup = f.sent;
-                let _ = write_publish(
+                write_again(
                     version,
                     &mut self.aliases_out,
                     &self.server,
-                    &f.publish,
+                    f,
                     &mut self.out,
                 );
-                f.sent = true;
-                f.waiting = false;
             }
         }
     }
