@@ -328,6 +328,9 @@ impl ConnectOptions {
     /// `respond` answers each challenge (AUTH 0x18) the broker sends, before CONNACK and on
     /// re-authentication ([`Client::reauthenticate`]). The broker decides; a refusal is
     /// [`ClientError::Refused`] with its code (0x8C when it does not know the method).
+    /// Every (re)connection sends the same `data`: a method that needs a fresh value per
+    /// connection gets it from `respond`'s first challenge. `respond` runs with the
+    /// client's state locked: it must be quick and must not call the client.
     pub fn authentication(
         mut self,
         method: impl Into<String>,

@@ -70,8 +70,12 @@ fn write_publish(
     )?;
     let (topic, alias) = match table.known(&p.topic) {
         Some(a) => ("", a),
-        // The alias adds 3 bytes, and the length fields may grow by 2.
-        None if len + 5 <= server.maximum_packet_size as usize => {
+        // The alias adds 3 bytes, and the length fields may grow by 2; it is given only
+        // when the packet then still encodes (within the server's Maximum Packet Size and
+        // the protocol's), so the server always learns it.
+        None if len + 5
+            <= (server.maximum_packet_size as usize).min(crate::protocol::VARINT_MAX as usize) =>
+        {
             (&*p.topic, table.assign(&p.topic))
         }
         None => return p.encode(version, out),
@@ -135,7 +139,8 @@ pub struct StateOptions {
 
 /// The client's side of 5.0 enhanced authentication: its method, and what it answers to
 /// each challenge (AUTH 0x18) the server sends with some Authentication Data, during
-/// CONNECT and on re-authentication (5.0 §4.12).
+/// CONNECT and on re-authentication (5.0 §4.12). The answer runs on the driver's task with
+/// the client's state locked: it must be quick and must not call the client.
 #[derive(Clone)]
 pub struct Responder {
     /// The Authentication Method of the CONNECT.
@@ -377,6 +382,9 @@ pub struct ClientState {
     aliases_in: Vec<Option<crate::protocol::TopicName>>,
     /// The reason of the server's 5.0 DISCONNECT on this connection, if it sent one.
     disconnect_reason: Option<ReasonCode>,
+    /// A re-authentication this client started is under way (only the client starts one,
+    /// 5.0 §4.12.1).
+    reauthenticating: bool,
     /// Topic aliases the client gives the server on this connection (5.0, when CONNACK
     /// allows some; at most [`MAX_ALIASES_OUT`]).
     aliases_out: Option<crate::protocol::TopicAliases>,
@@ -403,6 +411,7 @@ impl ClientState {
             alias_max_in: 0,
             aliases_in: Vec::new(),
             disconnect_reason: None,
+            reauthenticating: false,
             aliases_out: None,
             last_write: None,
             last_read: None,
@@ -499,6 +508,7 @@ impl ClientState {
         self.aliases_in.clear();
         self.aliases_out = None;
         self.disconnect_reason = None;
+        self.reauthenticating = false;
         Packet::Connect(Box::new(connect.clone())).encode(self.opts.version, &mut self.out)
     }
 
@@ -733,7 +743,9 @@ impl ClientState {
                 self.incoming_publish(p)
             }
             Packet::PubAck(a) => {
-                if let Some(f) = self.outgoing.get(&a.packet_id.get()) {
+                // A flow held back by the window was not sent on this connection: an ack
+                // for its id is a stray one (ignored, as for an unknown id).
+                if let Some(f) = self.outgoing.get(&a.packet_id.get()).filter(|f| !f.waiting) {
                     if f.stage == Stage::PubAck {
                         let token = f.token;
                         self.outgoing.remove(&a.packet_id.get());
@@ -752,7 +764,10 @@ impl ClientState {
             Packet::PubRec(a) => {
                 let pid = a.packet_id;
                 match self.outgoing.get_mut(&pid.get()) {
-                    Some(f) if f.stage == Stage::PubRec || f.stage == Stage::PubComp => {
+                    Some(f)
+                        if !f.waiting
+                            && (f.stage == Stage::PubRec || f.stage == Stage::PubComp) =>
+                    {
                         if f.stage == Stage::PubRec && !a.reason.is_success() {
                             // 5.0: the server refused the message; the flow ends here.
                             let token = f.token;
@@ -851,7 +866,9 @@ impl ClientState {
         let Some(r) = &self.opts.auth else {
             return Err(ProtocolViolation::Auth);
         };
-        if a.properties.authentication_method.as_deref() != Some(&*r.method) {
+        if a.properties.authentication_method.as_deref() != Some(&*r.method)
+            || (connected && !self.reauthenticating)
+        {
             return Err(ProtocolViolation::Auth);
         }
         match a.reason {
@@ -861,7 +878,10 @@ impl ClientState {
                 self.write_auth(ReasonCode::CONTINUE_AUTHENTICATION, method, data);
                 Ok(())
             }
-            ReasonCode::SUCCESS if connected => Ok(()),
+            ReasonCode::SUCCESS if connected => {
+                self.reauthenticating = false;
+                Ok(())
+            }
             _ => Err(ProtocolViolation::Auth),
         }
     }
@@ -876,6 +896,7 @@ impl ClientState {
         if self.phase != Phase::Connected {
             return false;
         }
+        self.reauthenticating = true;
         self.write_auth(ReasonCode::REAUTHENTICATE, method, data);
         true
     }

@@ -2398,7 +2398,13 @@ fn v5_enhanced_authentication_answers_challenges_before_connack_and_on_reauthent
     h.ok(auth(ReasonCode::CONTINUE_AUTHENTICATION, "M", b"y"));
     assert_eq!(h.written().len(), 1);
     h.ok(auth(ReasonCode::SUCCESS, "M", b""));
-    // Another method is a violation.
+    // Only the client starts a re-authentication: a challenge out of the blue, or one
+    // with another method, is a violation.
+    assert!(matches!(
+        h.handle(auth(ReasonCode::CONTINUE_AUTHENTICATION, "M", b"z")),
+        Err(HandleError::Protocol(ProtocolViolation::Auth))
+    ));
+    assert!(h.st.reauthenticate(None));
     assert!(matches!(
         h.handle(auth(ReasonCode::CONTINUE_AUTHENTICATION, "N", b"z")),
         Err(HandleError::Protocol(ProtocolViolation::Auth))
@@ -2449,6 +2455,11 @@ fn v5_a_reconnect_resends_within_the_new_servers_terms() {
         }),
         "{events:?}"
     );
+    // A stray ack for the flow still waiting changes nothing [it was not sent].
+    h.ok(puback(ids[2].1));
+    h.ok(pubrec(ids[2].1));
+    assert!(h.written().is_empty());
+    assert!(h.events().is_empty());
     // An ack makes room for the third.
     h.ok(puback(ids[0].1));
     match &h.written()[..] {
