@@ -126,12 +126,6 @@ pub(crate) struct ConnShared {
     /// and absent while empty: almost every connection never holds anything, 3.x ones
     /// never have aliases, and this struct exists per connection.
     rare: RefCell<Option<Box<Rare>>>,
-    /// The user name of its CONNECT, for the authorization hooks (set once the CONNECT is
-    /// accepted).
-    pub username: std::cell::OnceCell<Box<str>>,
-    /// The client's 5.0 Maximum Packet Size (`u32::MAX`: none), for what the server
-    /// writes outside the session (a DISCONNECT's Reason String).
-    pub max_packet_out: Cell<u32>,
 }
 
 /// Where 5.0 topic `alias` (1 ..=) is kept in `Rare::aliases`.
@@ -304,8 +298,7 @@ impl ConnShared {
             queued: Cell::new(0),
             congested: Cell::new(false),
             rare: RefCell::new(None),
-            username: std::cell::OnceCell::new(),
-            max_packet_out: Cell::new(u32::MAX),
+
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
         }

@@ -94,7 +94,7 @@ impl Shard {
                         }
                         old.request_close(CloseReason::TakenOver);
                         if old.open.get() {
-                            Self::tell_taken_over(&old);
+                            Self::tell_taken_over(&old, session.max_packet_out());
                             super::net::shutdown(old.fd);
                         }
                     }
@@ -122,6 +122,7 @@ impl Shard {
                     ));
                     let mut session = session;
                     session.set_expiry(terms.session_expiry);
+                    session.set_username(terms.username.clone());
                     (st.sessions.insert(session), false)
                 }
             }
@@ -140,6 +141,7 @@ impl Shard {
             if present {
                 // The new CONNECT's interval applies from now on (5.0 §3.1.2.11.2).
                 session.set_expiry(terms.session_expiry);
+                session.set_username(terms.username.clone());
                 session.set_limits(terms.limits);
                 session.resume(version, &mut conn.out.borrow_mut());
                 let expired = session.take_expired_drops();
@@ -163,7 +165,7 @@ impl Shard {
     /// socket is shut down, when the bytes can start at a packet boundary: nothing of its
     /// output is being written (what waits in its buffer is dropped: the session resends
     /// it to the new connection). Otherwise it only sees the close.
-    fn tell_taken_over(old: &ConnShared) {
+    fn tell_taken_over(old: &ConnShared, client_max: u32) {
         if !old.version.get().is_v5() || old.writing.get() != 0 {
             return;
         }
@@ -173,7 +175,7 @@ impl Shard {
             &mut out,
             ReasonCode::SESSION_TAKEN_OVER,
             "another connection took the session over",
-            old.max_packet_out.get(),
+            client_max,
         );
         super::net::send_now(old.fd, &out);
         out.clear();
@@ -202,6 +204,7 @@ impl Shard {
                 "DISCONNECT sets a session expiry after 0 [MQTT-3.14.2-2]: protocol error"
             );
             super::process::disconnect_v5(
+                self,
                 conn,
                 conn.version.get(),
                 ReasonCode::PROTOCOL_ERROR,

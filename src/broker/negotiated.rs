@@ -51,6 +51,8 @@ pub(crate) struct Negotiated {
     pub retain_available: bool,
     /// 5.0: topic aliases the client may use towards the server (`max_topic_alias`).
     pub topic_alias_max_in: u16,
+    /// The CONNECT's user name (kept with the session for the authorization hooks).
+    pub username: Option<Box<str>>,
     /// 5.0: the Authentication Method of an enhanced authentication, echoed in CONNACK
     /// with the exchange's last Authentication Data (5.0 §4.12).
     pub auth: Option<(ByteString, Option<bytes::Bytes>)>,
@@ -138,6 +140,7 @@ impl Negotiated {
                     )
                 }),
             response_information: response_information(connect, cfg),
+            username: connect.username.as_deref().map(Box::from),
             limits: session,
         }
     }

@@ -114,7 +114,7 @@ pub(crate) fn process_with(
                     Err(e) => {
                         shard.count(|m| m.malformed_packets += 1);
                         tracing::info!(error = %e, kind = e.kind(), "malformed packet: connection closed");
-                        disconnect_v5(conn, opts.version, e.reason_code(), &e.to_string());
+                        disconnect_v5(shard, conn, opts.version, e.reason_code(), &e.to_string());
                         return Err(CloseReason::ProtocolError);
                     }
                 };
@@ -124,7 +124,7 @@ pub(crate) fn process_with(
                         if let Err((code, why)) = super::auth::on_auth(shard, conn, a) {
                             shard.count(|m| m.auth_refused += 1);
                             tracing::info!(reason = %code, "{why}: connection closed");
-                            disconnect_v5(conn, opts.version, code, why);
+                            disconnect_v5(shard, conn, opts.version, code, why);
                             return Err(CloseReason::ProtocolError);
                         }
                         conn.wake.notify();
@@ -139,13 +139,14 @@ pub(crate) fn process_with(
                         if let Err((code, why)) = publisher_properties(shard, conn, p) {
                             shard.count(|m| m.protocol_errors += 1);
                             tracing::info!(reason = %code, "{why}: connection closed");
-                            disconnect_v5(conn, opts.version, code, why);
+                            disconnect_v5(shard, conn, opts.version, code, why);
                             return Err(CloseReason::ProtocolError);
                         }
                     }
                     if p.topic.levels().count() > shard.cfg.limits.max_topic_levels {
                         tracing::info!(topic = %p.topic, "topic deeper than max_topic_levels: connection closed");
                         disconnect_v5(
+                            shard,
                             conn,
                             opts.version,
                             ReasonCode::TOPIC_NAME_INVALID,
@@ -214,7 +215,7 @@ pub(crate) fn process_with(
             Err(e) => {
                 shard.count(|m| m.protocol_errors += 1);
                 tracing::info!(error = %e, "protocol violation: connection closed");
-                disconnect_v5(conn, opts.version, e.reason_code(), &e.to_string());
+                disconnect_v5(shard, conn, opts.version, e.reason_code(), &e.to_string());
                 return Err(CloseReason::ProtocolError);
             }
         };
@@ -329,6 +330,7 @@ fn publisher_properties(
 /// 5.0: tells the client why the server closes, with `why` as the Reason String (3.x
 /// simply closes).
 pub(crate) fn disconnect_v5(
+    shard: &Shard,
     conn: &ConnShared,
     version: ProtocolVersion,
     reason: ReasonCode,
@@ -345,7 +347,7 @@ pub(crate) fn disconnect_v5(
         };
         let mut out = conn.out.borrow_mut();
         out.clear();
-        write_disconnect(&mut out, reason, why, conn.max_packet_out.get());
+        write_disconnect(&mut out, reason, why, shard.client_max(conn));
     }
 }
 

@@ -185,9 +185,6 @@ fn setup_connection(conn: &ConnShared, connect: &Connect) {
             properties: w.properties.detached(),
         })
     });
-    if let Some(u) = &connect.username {
-        let _ = conn.username.set(Box::from(&**u));
-    }
     // A client that authenticated with a method may re-authenticate with it.
     if let Some(state) = super::auth::AuthState::of(connect) {
         conn.put_auth(state);
@@ -209,7 +206,6 @@ pub(crate) async fn serve<S: Transport>(
     // for the life of every connection.
     let (attached, version, max_packet_in) = {
         let terms = Negotiated::new(&connect, &shard.cfg, shard.limits, assigned);
-        conn.max_packet_out.set(terms.limits.max_packet_out);
         conn.keep_alive.set(terms.keep_alive);
         conn.last_read.set(Instant::now());
         setup_connection(conn, &connect);
@@ -379,7 +375,7 @@ pub(crate) async fn serve<S: Transport>(
         };
         if let Some((code, why)) = code {
             let mut out = conn.out.borrow_mut();
-            super::process::write_disconnect(&mut out, code, why, conn.max_packet_out.get());
+            super::process::write_disconnect(&mut out, code, why, shard.client_max(conn));
         }
     }
     if matches!(

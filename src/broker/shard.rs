@@ -409,13 +409,28 @@ impl Shard {
     /// Whether the authorization hook lets the client of `conn` (session `id`) publish to
     /// `topic`.
     pub(crate) fn may_publish(&self, conn: &ConnShared, id: SessionId, topic: &str) -> bool {
+        let _ = conn;
         let st = self.state.borrow();
-        let client_id = st.sessions.get(id).map_or("", |s| s.client_id());
+        let s = st.sessions.get(id);
         let who = super::hooks::ClientInfo {
-            client_id,
-            username: conn.username.get().map(|u| &**u),
+            client_id: s.map_or("", |s| s.client_id()),
+            username: s.and_then(|s| s.username()),
         };
         self.auth.authorize_publish(&who, topic)
+    }
+
+    /// The largest packet the client of `conn` accepts (its session's 5.0 Maximum Packet
+    /// Size), for what the server writes outside the session (a DISCONNECT's Reason
+    /// String); 0 when it cannot be known now.
+    pub(crate) fn client_max(&self, conn: &ConnShared) -> u32 {
+        let Some(id) = conn.session.get() else {
+            return 0;
+        };
+        self.state
+            .try_borrow()
+            .ok()
+            .and_then(|st| st.sessions.get(id).map(|s| s.max_packet_out()))
+            .unwrap_or(0)
     }
 
     /// Asks every connection to close (shutdown).

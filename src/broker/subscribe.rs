@@ -78,9 +78,10 @@ impl Shard {
             });
             // A refused filter changes nothing: an existing subscription to it stays as it
             // was.
+            let s = st.sessions.get(id);
             let who = super::hooks::ClientInfo {
-                client_id: st.sessions.get(id).map_or("", |s| s.client_id()),
-                username: conn.username.get().map(|u| &**u),
+                client_id: s.map_or("", |s| s.client_id()),
+                username: s.and_then(|s| s.username()),
             };
             let refuse = if i >= l.max_filters_per_subscribe {
                 Some(ReasonCode::QUOTA_EXCEEDED)

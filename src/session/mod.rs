@@ -468,6 +468,9 @@ pub struct Session {
     /// The topic aliases of the current connection (5.0, only when the client allows
     /// some): see [`TopicAliases`].
     aliases_out: Option<Box<TopicAliases>>,
+    /// The user name of the connection serving the session (or that last served it), for
+    /// the authorization hooks.
+    username: Option<Box<str>>,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -500,6 +503,7 @@ impl Session {
             limits,
             subscriptions: Default::default(),
             aliases_out: None,
+            username: None,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -515,6 +519,21 @@ impl Session {
     /// The client identifier.
     pub fn client_id(&self) -> &ByteString {
         &self.client_id
+    }
+
+    /// The user name of the connection serving the session (or that last served it).
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// A connection with this user name serves the session from now on.
+    pub fn set_username(&mut self, username: Option<Box<str>>) {
+        self.username = username;
+    }
+
+    /// The largest packet the client accepts (5.0 Maximum Packet Size; `u32::MAX`: none).
+    pub fn max_packet_out(&self) -> u32 {
+        self.limits.max_packet_out
     }
 
     /// The protocol version of the current (or last) connection.
