@@ -55,6 +55,7 @@
 //! | [`session`] | one client's QoS flows, window, queue, packet ids | sockets, other sessions |
 //! | [`index`] | topic tries: local subscribers, shard interest | sessions, runtime |
 //! | [`mesh`] | the grid of channels between shards, batching, overflow | MQTT |
+//! | [`persist`] | the on-disk format of a shard's durable state (in progress) | files, runtimes |
 //! | `broker` | shards, connection tasks, routing, retained, wills, keep alive | another shard's state |
 //! | [`server`], [`config`] | start-up, shutdown, embedding; documented configuration | connection state |
 //! | [`client`] | the client library: sans-I/O [`client::state`] plus an async driver over any transport | the broker (speaks MQTT only) |
@@ -85,6 +86,7 @@ pub mod config;
 pub mod index;
 pub mod mesh;
 pub(crate) mod notify;
+pub mod persist;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -1,0 +1,28 @@
+//! Durable state (issue 11, in progress): what a shard writes to disk so that persistent
+//! sessions, their messages and retained messages survive a restart, `kill -9` and power
+//! loss.
+//!
+//! **Owns:** the on-disk format, sans-I/O: [`frame`] turns records into checksummed
+//! frames laid out for direct I/O and finds where a log stops being trustworthy (a torn
+//! tail, a corrupt record). **Must not touch:** files, sockets, runtimes; the shard layer
+//! does the I/O (glommio `DmaFile`, one log per shard, one `fdatasync` per turn) and
+//! decides what each record means.
+//!
+//! ## Engine choice (so far)
+//!
+//! A log of our own per shard on glommio's `DmaFile` rather than an embedded store:
+//! - group commit fits the thread-per-core loop: a turn's records go out in one aligned
+//!   `write_at` and one `fdatasync`, both through io_uring, so no shard thread blocks and
+//!   no helper thread is involved;
+//! - two or three open files per shard (the process may open at most 20,000), where an LSM
+//!   store such as fjall caches up to 900 per keyspace and starts its own flush and
+//!   compaction threads;
+//! - small records (a session change, a queued message) cost their size, where a B-tree
+//!   store such as redb copies every changed 4 KiB page up to the root on each commit;
+//! - the current releases of both need a newer Rust than our 1.80.
+//!
+//! Each commit starts on a fresh block (its tail padded with zeros), so a torn write can
+//! only damage the commit being written, never one already acknowledged; compaction (a
+//! snapshot of the shard's state, then a new log) gives the padding back.
+
+pub mod frame;
