@@ -88,6 +88,51 @@ pub(crate) enum Change {
     },
 }
 
+impl Change {
+    /// The log record that makes this change durable (see [`crate::persist::record`]).
+    /// Tests are its only caller until the on-disk store lands.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn record(&self) -> crate::persist::record::Record {
+        use crate::persist::record::Record;
+        match self {
+            Change::Created { client_id } => Record::SessionCreated {
+                client_id: client_id.clone(),
+            },
+            Change::Removed { client_id } => Record::SessionRemoved {
+                client_id: client_id.clone(),
+            },
+            Change::Offline {
+                client_id,
+                since,
+                expiry,
+            } => Record::SessionOffline {
+                client_id: client_id.clone(),
+                since_ms: since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                expiry: *expiry,
+            },
+            Change::Online { client_id } => Record::SessionOnline {
+                client_id: client_id.clone(),
+            },
+            Change::Subscribed {
+                client_id,
+                filter,
+                sub,
+            } => Record::Subscribed {
+                client_id: client_id.clone(),
+                filter: filter.as_bytestring().clone(),
+                options: sub.options.to_byte(),
+                identifier: sub.identifier,
+            },
+            Change::Unsubscribed { client_id, filter } => Record::Unsubscribed {
+                client_id: client_id.clone(),
+                filter: filter.as_bytestring().clone(),
+            },
+        }
+    }
+}
+
 /// The sessions of one shard.
 #[derive(Debug, Default)]
 pub(crate) struct SessionStore {
@@ -390,5 +435,67 @@ mod tests {
         assert_eq!(s.take_expired(t0 + Duration::from_secs(15)), vec![b]);
         assert_eq!(s.take_expired(t0 + Duration::from_secs(18)), vec![a]);
         assert!(s.take_expired(t0 + Duration::from_secs(1 << 40)).is_empty());
+    }
+
+    #[test]
+    fn recorded_changes_survive_the_log_format() {
+        use crate::persist::{frame, record::Record};
+        let mut s = SessionStore::default();
+        s.record_changes();
+        let f = TopicFilter::new("$share/g/a/#").unwrap();
+        let mut options =
+            crate::protocol::SubscriptionOptions::new(crate::protocol::QoS::ExactlyOnce);
+        options.retain_as_published = true;
+        options.retain_handling = crate::protocol::RetainHandling::DoNotSend;
+        let sub = Subscribed {
+            options,
+            identifier: 77,
+        };
+        let p = s.insert(session("p", true));
+        s.subscribe(p, f.clone(), sub);
+        s.mark_offline(p, Instant::now());
+        s.mark_online(p);
+        s.unsubscribed(p, &f);
+        s.remove(p);
+        let changes = s.take_changes();
+        assert_eq!(changes.len(), 6, "{changes:?}");
+        let mut log = Vec::new();
+        for c in &changes {
+            c.record().write(&mut log);
+        }
+        frame::seal(&mut log, 0, 4096);
+        let scanned = frame::scan(&log, 4096);
+        assert_eq!(scanned.stopped, None);
+        let (back, error) = crate::persist::record::read_all(&log, &scanned);
+        assert_eq!(error, None);
+        let want: Vec<Record> = changes.iter().map(Change::record).collect();
+        assert_eq!(back, want);
+        match &back[1] {
+            Record::Subscribed {
+                options: o,
+                identifier,
+                ..
+            } => {
+                assert_eq!(
+                    crate::protocol::SubscriptionOptions::from_byte(*o),
+                    Some(options)
+                );
+                assert_eq!(*identifier, 77);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &back[2] {
+            Record::SessionOffline {
+                since_ms, expiry, ..
+            } => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64;
+                assert!(now_ms.abs_diff(*since_ms) < 60_000);
+                assert_eq!(*expiry, crate::session::NEVER_EXPIRES);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

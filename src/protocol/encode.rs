@@ -360,14 +360,8 @@ fn subscribe(buf: &mut BytesMut, s: &Subscribe, v5: bool) -> Result<(), EncodeEr
     }
     for sub in &s.subscriptions {
         put_prefixed(buf, sub.filter.as_bytes());
-        let o = &sub.options;
-        let mut byte = o.qos as u8;
-        if v5 {
-            byte |= u8::from(o.no_local) << 2
-                | u8::from(o.retain_as_published) << 3
-                | (o.retain_handling as u8) << 4;
-        }
-        buf.put_u8(byte);
+        let o = sub.options;
+        buf.put_u8(if v5 { o.to_byte() } else { o.qos as u8 });
     }
     Ok(())
 }

@@ -224,6 +224,34 @@ impl SubscriptionOptions {
             retain_handling: RetainHandling::SendAtSubscribe,
         }
     }
+
+    /// The 5.0 options byte (5.0 §3.8.3.1): QoS in bits 0-1, No Local bit 2, Retain As
+    /// Published bit 3, Retain Handling bits 4-5.
+    pub fn to_byte(self) -> u8 {
+        self.qos as u8
+            | u8::from(self.no_local) << 2
+            | u8::from(self.retain_as_published) << 3
+            | (self.retain_handling as u8) << 4
+    }
+
+    /// The options a 5.0 options byte stands for; None when reserved bits are set or a
+    /// field has a reserved value.
+    pub fn from_byte(b: u8) -> Option<SubscriptionOptions> {
+        if b & 0xC0 != 0 {
+            return None;
+        }
+        Some(SubscriptionOptions {
+            qos: QoS::from_u8(b & 3)?,
+            no_local: b & 0x04 != 0,
+            retain_as_published: b & 0x08 != 0,
+            retain_handling: match (b >> 4) & 3 {
+                0 => RetainHandling::SendAtSubscribe,
+                1 => RetainHandling::SendIfNew,
+                2 => RetainHandling::DoNotSend,
+                _ => return None,
+            },
+        })
+    }
 }
 
 /// One entry of a SUBSCRIBE.
@@ -345,5 +373,26 @@ impl Packet {
             Packet::Disconnect(_) => PacketType::Disconnect,
             Packet::Auth(_) => PacketType::Auth,
         }
+    }
+}
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn subscription_options_bytes_round_trip() {
+        let mut valid = 0;
+        for b in 0..=255u8 {
+            match SubscriptionOptions::from_byte(b) {
+                Some(o) => {
+                    assert_eq!(o.to_byte(), b);
+                    valid += 1;
+                }
+                // Reserved bits, QoS 3 or Retain Handling 3.
+                None => assert!(b & 0xC0 != 0 || b & 3 == 3 || (b >> 4) & 3 == 3, "{b:#x}"),
+            }
+        }
+        assert_eq!(valid, 3 * 2 * 2 * 3);
     }
 }
