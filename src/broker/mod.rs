@@ -31,6 +31,7 @@
 //! | [`retained`] | the retained store of the topics this shard owns |
 //! | [`retained_stream`] | retained messages for new subscriptions: merged from every shard, paced |
 //! | [`store`] | the sessions of a shard, behind the seam a persistent store replaces |
+//! | [`journal`] | a shard's durable log on disk: sealed commits, direct I/O (in progress) |
 //! | [`hooks`] | authentication (and later authorization) extension points |
 //! | [`transport`] | the transport seam: what a connection needs from its byte stream |
 //! | [`net`] | listeners, socket options, moving a socket to another shard |
@@ -46,6 +47,7 @@ pub(crate) mod gate;
 #[cfg(test)]
 pub(crate) mod harness;
 pub mod hooks;
+pub(crate) mod journal;
 pub(crate) mod lifecycle;
 pub(crate) mod negotiated;
 pub(crate) mod net;
