@@ -470,6 +470,23 @@ mod tests {
         assert_eq!(error, None);
         let want: Vec<Record> = changes.iter().map(Change::record).collect();
         assert_eq!(back, want);
+        // Replayed: the session was removed in the end, so nothing is restored.
+        assert!(crate::persist::image::replay(&back).is_empty());
+        // One that stays offline comes back with its subscription and expiry.
+        let q = s.insert(session("q", true));
+        s.subscribe(q, f.clone(), sub);
+        s.mark_offline(q, Instant::now());
+        let kept: Vec<Record> = s.take_changes().iter().map(Change::record).collect();
+        let image = crate::persist::image::replay(&kept);
+        let q_image = &image[&bytestring::ByteString::from("q")];
+        assert_eq!(
+            q_image.subscriptions.get(f.as_str()),
+            Some(&(options.to_byte(), 77))
+        );
+        assert_eq!(
+            q_image.offline.map(|(_, e)| e),
+            Some(crate::session::NEVER_EXPIRES)
+        );
         match &back[1] {
             Record::Subscribed {
                 options: o,

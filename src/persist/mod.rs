@@ -5,7 +5,8 @@
 //! **Owns:** the on-disk format, sans-I/O: [`frame`] turns records into checksummed
 //! frames laid out for direct I/O and finds where a log stops being trustworthy (a torn
 //! tail, a corrupt record); [`record`] is what the frames carry (so far: the persistent
-//! sessions' changes, as `broker::store` records them). **Must not touch:** files, sockets, runtimes; the shard layer
+//! sessions' changes, as `broker::store` records them); [`image`] is what records add up
+//! to (the sessions to restore, and a compaction's snapshot). **Must not touch:** files, sockets, runtimes; the shard layer
 //! does the I/O (glommio `DmaFile`, one log per shard, one `fdatasync` per turn) and
 //! decides what each record means.
 //!
@@ -27,4 +28,5 @@
 //! snapshot of the shard's state, then a new log) gives the padding back.
 
 pub mod frame;
+pub mod image;
 pub mod record;
