@@ -84,7 +84,19 @@ impl Journal {
                 .buffered_open(path)
                 .await
                 .map_err(io_err)?;
-            let v = reader.read_at(0, size).await.map_err(io_err)?.to_vec();
+            // In chunks: one read returns at most about 2 GiB on Linux.
+            let mut v = Vec::with_capacity(size);
+            while v.len() < size {
+                let want = (size - v.len()).min(64 << 20);
+                let got = reader.read_at(v.len() as u64, want).await.map_err(io_err)?;
+                if got.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the log ended before its size",
+                    ));
+                }
+                v.extend_from_slice(&got);
+            }
             let _ = reader.close().await;
             v
         };
@@ -108,6 +120,24 @@ impl Journal {
         let tail = (keep.div_ceil(block) * block) as u64;
         if tail != size as u64 {
             file.truncate(tail).await.map_err(io_err)?;
+            // Durable before anything is appended: old commits past the cut must not come
+            // back after a power loss.
+            file.fdatasync().await.map_err(io_err)?;
+        }
+        // The file's directory entry is durable too (a new log would otherwise vanish
+        // with its commits after a power loss).
+        if let Some(dir) = path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            glommio::io::Directory::open(dir)
+                .await
+                .map_err(io_err)?
+                .sync()
+                .await
+                .map_err(io_err)?;
         }
         let records = if bad_record.is_some() {
             let s = frame::scan(data.get(..keep).unwrap_or_default(), block);

@@ -109,10 +109,6 @@ pub fn scan(log: &[u8], block: usize) -> Scan {
             // Fewer bytes than a header: the end, if nothing of a commit was begun.
             let rest = log.get(pos..).unwrap_or_default();
             if pending.is_empty() && rest.iter().all(|b| *b == 0) {
-                if pos % block != 0 {
-                    // The last commit's padding, too short for a header.
-                    valid = log.len().min((pos / block + 1) * block);
-                }
                 break None;
             }
             break stop(start, Stop::Torn);
@@ -124,29 +120,17 @@ pub fn scan(log: &[u8], block: usize) -> Scan {
         };
         let len = word(0) as usize;
         if len == 0 {
-            if !pending.is_empty() {
+            if !pending.is_empty() || pos % block != 0 {
                 // Zeros inside a commit: a hole where a frame should be.
                 break stop(start, Stop::Corrupt);
             }
-            let next = (pos / block + 1) * block;
-            if pos % block == 0 {
-                // A whole block of zeros where a commit would start: the end of the log
-                // (anything after it was not written by a finished commit).
-                let rest = log.get(pos..).unwrap_or_default();
-                if rest.iter().all(|b| *b == 0) {
-                    break None;
-                }
-                break stop(pos, Stop::Corrupt);
+            // A block of zeros where a commit would start: the end of the log (anything
+            // after it was not written by a finished commit).
+            let rest = log.get(pos..).unwrap_or_default();
+            if rest.iter().all(|b| *b == 0) {
+                break None;
             }
-            // The padding after a commit: zeros to the end of the block.
-            let pad = log.get(pos..next.min(log.len())).unwrap_or_default();
-            if pad.iter().any(|b| *b != 0) {
-                break stop(pos, Stop::Corrupt);
-            }
-            pos = next.min(log.len());
-            valid = pos;
-            start = pos;
-            continue;
+            break stop(pos, Stop::Corrupt);
         }
         if len > MAX_PAYLOAD + 1 {
             break stop(start, Stop::Corrupt);
@@ -176,7 +160,9 @@ pub fn scan(log: &[u8], block: usize) -> Scan {
             }
             records.append(&mut pending);
             commits += 1;
-            pos += 8 + len;
+            // The next commit starts on the next block boundary; the padding is not read
+            // (the seal vouches for the commit, whatever the padding holds).
+            pos = ((pos + 8 + len).div_ceil(block) * block).min(log.len());
             valid = pos;
             start = pos;
         } else {
@@ -282,17 +268,25 @@ mod tests {
                 let mut bad = log.clone();
                 bad[at] ^= flip;
                 let s = scan(&bad, BLOCK);
-                // A flip inside a commit drops it and all after it; one in the padding
-                // after a sealed commit keeps that commit (its seal checks out).
-                let want = if at < ends[0] {
-                    0
+                // A flip inside a commit drops it and all after it; the padding after a
+                // sealed commit is not read (its seal vouches for it).
+                let second = ends[0].div_ceil(BLOCK) * BLOCK;
+                let (want, stops) = if at < ends[0] {
+                    (0, true)
+                } else if at < second {
+                    (7, false)
                 } else if at < ends[1] {
-                    4
+                    (4, true)
                 } else {
-                    7
+                    (7, false)
                 };
                 assert_eq!(payloads(&bad, &s), records[..want], "flip at {at}");
-                assert!(s.stopped.is_some(), "flip at {at}");
+                assert_eq!(s.stopped.is_some(), stops, "flip at {at}");
+                // Whatever was flipped, what is kept stays kept when scanned again after
+                // the cut (the padding no longer matters).
+                let again = scan(&bad[..s.valid], BLOCK);
+                assert_eq!(again.records.len(), s.records.len(), "flip at {at}");
+                assert_eq!(again.stopped, None, "flip at {at}");
             }
         }
     }
