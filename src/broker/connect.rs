@@ -61,19 +61,10 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
 pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
     let stream = a.transport.into_tcp();
     let Some((key, conn)) = shard.register_conn(stream.socket(), 0) else {
-        if shard.stopping.get() || shard.busy_refusals.get() >= MAX_BUSY_REFUSALS {
-            tracing::warn!(
-                shard = shard.id,
-                "connection limit reached: moved connection closed"
-            );
-            return;
-        }
         // Its CONNECT is known: it is told at once.
-        tracing::warn!(
-            shard = shard.id,
-            "connection limit reached: moved connection refused (server busy)"
-        );
-        let slot = BusySlot::take(&shard);
+        let Some(slot) = BusySlot::take(&shard) else {
+            return;
+        };
         let mut out = BytesMut::new();
         write_refusal(
             &mut out,
@@ -319,18 +310,9 @@ const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// "server busy" when its CONNECT arrives within [`BUSY_WAIT`], while at most
 /// [`MAX_BUSY_REFUSALS`] such answers are under way; otherwise closed at once.
 fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
-    if shard.stopping.get() || shard.busy_refusals.get() >= MAX_BUSY_REFUSALS {
-        tracing::warn!(
-            shard = shard.id,
-            "connection limit reached: connection closed"
-        );
+    let Some(slot) = BusySlot::take(shard) else {
         return;
-    }
-    tracing::warn!(
-        shard = shard.id,
-        "connection limit reached: connection refused (server busy)"
-    );
-    let slot = BusySlot::take(shard);
+    };
     glommio::spawn_local(async move {
         // Held for the task's life, released however it ends.
         let _slot = slot;
@@ -383,9 +365,22 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
 struct BusySlot(Rc<Shard>);
 
 impl BusySlot {
-    fn take(shard: &Rc<Shard>) -> BusySlot {
+    /// A place for telling a connection beyond `max_connections` "server busy"; None (the
+    /// connection is just closed) while stopping or when every place is taken. Logs which.
+    fn take(shard: &Rc<Shard>) -> Option<BusySlot> {
+        if shard.stopping.get() || shard.busy_refusals.get() >= MAX_BUSY_REFUSALS {
+            tracing::warn!(
+                shard = shard.id,
+                "connection limit reached: connection closed"
+            );
+            return None;
+        }
+        tracing::warn!(
+            shard = shard.id,
+            "connection limit reached: connection refused (server busy)"
+        );
         shard.busy_refusals.set(shard.busy_refusals.get() + 1);
-        BusySlot(shard.clone())
+        Some(BusySlot(shard.clone()))
     }
 }
 

@@ -101,16 +101,24 @@ impl Journal {
             v
         };
         let scan = frame::scan(&data, block);
-        let (records, bad_record) = record::read_all(&data, &scan);
+        let (mut records, bad_record) = record::read_all(&data, &scan);
         let keep = if let Some(e) = bad_record {
-            // Cut before the commit holding the record that does not decode: find where
-            // the commits before it end (scan again up to that record's frame).
+            // Cut before the commit holding the record that does not decode: the commits
+            // before it end where a scan up to that record's frame stops.
             tracing::error!(error = %e, path = %path.display(), "log record unreadable: the log is cut before its commit");
             let at = scan
                 .records
                 .get(records.len())
                 .map_or(scan.valid, |(_, r)| r.start);
-            frame::scan(data.get(..at).unwrap_or_default(), block).valid
+            let keep = frame::scan(data.get(..at).unwrap_or_default(), block).valid;
+            // Only the records of the commits kept.
+            let kept = scan
+                .records
+                .iter()
+                .take_while(|(_, r)| r.end <= keep)
+                .count();
+            records.truncate(kept);
+            keep
         } else {
             scan.valid
         };
@@ -139,12 +147,6 @@ impl Journal {
                 .await
                 .map_err(io_err)?;
         }
-        let records = if bad_record.is_some() {
-            let s = frame::scan(data.get(..keep).unwrap_or_default(), block);
-            record::read_all(&data, &s).0
-        } else {
-            records
-        };
         Ok((
             Journal {
                 file,

@@ -220,7 +220,7 @@ pub(crate) fn process_with(
             }
         };
         match action {
-            Some(Action::Route(m)) if !shard.may_publish(conn, slot, &m.topic) => {
+            Some(Action::Route(m)) if !shard.may_publish(slot, &m.topic) => {
                 // Not routed; 5.0 says why (5.0 §3.4.2.1: PUBACK / PUBREC 0x87; it ends a QoS 2
                 // flow: its id is not kept awaiting a PUBREL); 3.x is acknowledged as usual.
                 shard.count(|c| c.publish_denied += 1);

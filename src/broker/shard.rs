@@ -406,10 +406,9 @@ impl Shard {
         }
     }
 
-    /// Whether the authorization hook lets the client of `conn` (session `id`) publish to
+    /// Whether the authorization hook lets the client of session `id` publish to
     /// `topic`.
-    pub(crate) fn may_publish(&self, conn: &ConnShared, id: SessionId, topic: &str) -> bool {
-        let _ = conn;
+    pub(crate) fn may_publish(&self, id: SessionId, topic: &str) -> bool {
         let st = self.state.borrow();
         let s = st.sessions.get(id);
         let who = super::hooks::ClientInfo {

@@ -663,19 +663,15 @@ impl Session {
                 }
                 (Some(m), stage) if sent < window => {
                     write_publish(
-                        version,
+                        &mut Wire {
+                            version,
+                            limits: &self.limits,
+                            aliases: &mut self.aliases_out,
+                        },
                         m,
                         stage_qos(stage),
                         f.retain,
                         f.tags.as_deref(),
-                        alias_for(
-                            &mut self.aliases_out,
-                            &self.limits,
-                            version,
-                            m,
-                            stage_qos(f.stage),
-                            f.tags.as_deref(),
-                        ),
                         Some(f.id),
                         true,
                         out,
@@ -737,21 +733,16 @@ impl Session {
             }
         };
         if qos == QoS::AtMostOnce {
-            let alias = alias_for(
-                &mut self.aliases_out,
-                &self.limits,
-                self.version,
-                message,
-                qos,
-                tags.as_deref(),
-            );
             write_publish(
-                self.version,
+                &mut Wire {
+                    version: self.version,
+                    limits: &self.limits,
+                    aliases: &mut self.aliases_out,
+                },
                 message,
                 qos,
                 retain,
                 tags.as_deref(),
-                alias,
                 None,
                 false,
                 out,
@@ -808,21 +799,16 @@ impl Session {
         out: &mut BytesMut,
     ) {
         let id = self.next_id();
-        let alias = alias_for(
-            &mut self.aliases_out,
-            &self.limits,
-            self.version,
-            &message,
-            qos,
-            tags.as_deref(),
-        );
         write_publish(
-            self.version,
+            &mut Wire {
+                version: self.version,
+                limits: &self.limits,
+                aliases: &mut self.aliases_out,
+            },
             &message,
             qos,
             retain,
             tags.as_deref(),
-            alias,
             Some(id),
             false,
             out,
@@ -852,19 +838,15 @@ impl Session {
             for f in self.inflight.iter_mut().filter(|f| !f.sent).take(room) {
                 if let Some(m) = &f.message {
                     write_publish(
-                        version,
+                        &mut Wire {
+                            version,
+                            limits: &self.limits,
+                            aliases: &mut self.aliases_out,
+                        },
                         m,
                         stage_qos(f.stage),
                         f.retain,
                         f.tags.as_deref(),
-                        alias_for(
-                            &mut self.aliases_out,
-                            &self.limits,
-                            version,
-                            m,
-                            stage_qos(f.stage),
-                            f.tags.as_deref(),
-                        ),
                         Some(f.id),
                         true,
                         out,
@@ -1379,20 +1361,29 @@ fn outgoing_properties<'a>(
     Cow::Owned(p)
 }
 
-/// Writes a delivery of `m`; with `alias` (5.0), under that topic alias, the topic left
-/// out when the client already knows the alias.
+/// What writing a delivery needs of the connection: its version, the client's limits, and
+/// the connection's outbound topic aliases.
+struct Wire<'a> {
+    version: ProtocolVersion,
+    limits: &'a SessionLimits,
+    aliases: &'a mut Option<Box<TopicAliases>>,
+}
+
+/// Writes a delivery of `m`; on 5.0 under a topic alias when the client allows them (see
+/// `alias_for`), the topic left out when the client already knows the alias.
 #[allow(clippy::too_many_arguments)]
 fn write_publish(
-    version: ProtocolVersion,
+    wire: &mut Wire<'_>,
     m: &Message,
     qos: QoS,
     retain: bool,
     tags: Option<&Tags>,
-    alias: Option<(u16, bool)>,
     id: Option<PacketId>,
     dup: bool,
     out: &mut BytesMut,
 ) {
+    let version = wire.version;
+    let alias = alias_for(wire.aliases, wire.limits, version, m, qos, tags);
     let properties = outgoing_properties(version, m, tags);
     let topic = match alias {
         Some((_, true)) => "",

@@ -60,20 +60,7 @@ impl Broker {
 
     /// A broker with `shards` shards after `tweak` adjusts the configuration.
     pub fn with(shards: usize, tweak: impl FnOnce(&mut Config)) -> Broker {
-        let mut cfg = Config {
-            listeners: vec!["127.0.0.1:0".parse().unwrap()],
-            shards,
-            log_level: "warn".into(),
-            ..Config::default()
-        };
-        tweak(&mut cfg);
-        let handle = Server::new(cfg).start().expect("broker starts");
-        let addr = handle.local_addrs()[0];
-        Broker {
-            handle: Some(handle),
-            addr,
-            shards,
-        }
+        Self::with_hooks(shards, tweak, surgemq::server::AllowAll)
     }
 
     /// A client id with `prefix` whose session lives on `shard`.
