@@ -180,6 +180,57 @@ config_section! {
 
         /// Channels between shards. Tuning only: the defaults suit most loads.
         mesh: Mesh = Mesh::default(),
+
+        /// Durable sessions and retained messages: whether and how the broker keeps them
+        /// on disk so that they survive a restart, a crash and a power loss.
+        persistence: Persistence = Persistence::default(),
+    }
+}
+
+/// When the broker makes what it acknowledges durable (`persistence.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersistMode {
+    /// Nothing is written to disk: a restart loses every session and retained message.
+    #[default]
+    Off,
+    /// A PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK (and any PUBLISH or PUBREL sent to a
+    /// persistent session) leaves only once the change it reflects is on disk
+    /// (`fdatasync`); one write and one sync per shard for everything acknowledged
+    /// meanwhile (group commit). Nothing acknowledged is lost by a crash or power loss.
+    Sync,
+    /// The same log, synced every `sync_interval` ms; acknowledgements do not wait. A
+    /// crash or power loss loses at most the last `sync_interval` ms of changes.
+    Periodic,
+}
+
+config_section! {
+    /// The `[persistence]` section: persistent sessions (subscriptions, queued and
+    /// in-flight QoS 1/2 messages, incoming QoS 2 ids) and retained messages on disk,
+    /// in one log per shard. Clean sessions never touch the disk.
+    pub struct Persistence {
+        /// "off": keep nothing on disk (as mosquitto's default `persistence false`; the
+        /// broker runs without a writable directory). "sync": acknowledge only what is on
+        /// disk (fdatasync, group commit per shard); nothing acknowledged is ever lost.
+        /// "periodic": the same log synced every sync_interval ms, acknowledgements do
+        /// not wait; a crash loses at most that much. Default: `"off"`.
+        mode: PersistMode = PersistMode::Off,
+
+        /// Directory for the logs (mosquitto: persistence_location): a `CURRENT` file
+        /// and one subdirectory per shard, created if missing. A restart with another
+        /// shard count moves every session to its new home shard. Must be set (non-empty)
+        /// when mode is not "off". Default: `""`.
+        dir: PathBuf = PathBuf::new(),
+
+        /// With mode "periodic": milliseconds between syncs of each shard's log
+        /// (mosquitto's autosave_interval is in seconds and rewrites the whole state;
+        /// here only the changes are written). 1 ..= 3600000. Default: `1000`.
+        sync_interval: u64 = 1000,
+
+        /// Bytes of log a shard may write before it compacts (rewrites its live state as
+        /// a snapshot and drops the rest): a log is compacted when it is larger than this
+        /// and than twice its last snapshot. At least 1 MiB. Default: `268435456`.
+        compact_bytes: u64 = 256 << 20,
     }
 }
 
@@ -456,6 +507,7 @@ fn section_docs(key: &str) -> Option<FieldDocs> {
     match key {
         "limits" => Some(Limits::FIELD_DOCS),
         "mesh" => Some(Mesh::FIELD_DOCS),
+        "persistence" => Some(Persistence::FIELD_DOCS),
         _ => None,
     }
 }
@@ -621,6 +673,22 @@ impl Config {
             65536,
         )?;
         check_range("mesh.batch_size", self.mesh.batch_size, 1, 65536)?;
+
+        // [persistence]
+        let p = &self.persistence;
+        if p.mode != PersistMode::Off && p.dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "persistence.dir",
+                "must be set when persistence.mode is not \"off\"",
+            ));
+        }
+        check_range("persistence.sync_interval", p.sync_interval, 1, 3_600_000)?;
+        check_range(
+            "persistence.compact_bytes",
+            p.compact_bytes,
+            1 << 20,
+            u64::MAX,
+        )?;
         Ok(())
     }
 
@@ -774,6 +842,12 @@ mod tests {
             mesh: Mesh {
                 channel_capacity: 1,
                 batch_size: 65536,
+            },
+            persistence: Persistence {
+                mode: PersistMode::Sync,
+                dir: PathBuf::from("/var/lib/surgemq"),
+                sync_interval: 50,
+                compact_bytes: 1 << 30,
             },
         }
     }
@@ -929,7 +1003,10 @@ mod tests {
                 );
             }
         }
-        let expected = Config::FIELD_DOCS.len() + Limits::FIELD_DOCS.len() + Mesh::FIELD_DOCS.len();
+        let expected = Config::FIELD_DOCS.len()
+            + Limits::FIELD_DOCS.len()
+            + Mesh::FIELD_DOCS.len()
+            + Persistence::FIELD_DOCS.len();
         assert_eq!(keys, expected, "{text}");
         // The doc text is the field's doc comment, verbatim.
         assert!(text.contains("# Most QoS 1 and 2 messages sent to one client and not yet"));

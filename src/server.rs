@@ -49,6 +49,13 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The persistent state could not be read or written (`persistence.dir`), or a log
+    /// was written by a newer version.
+    #[error("persistence: {message}")]
+    Persistence {
+        /// What failed, with the path.
+        message: String,
+    },
     /// A shard's executor could not be created (io_uring or locked-memory limits).
     #[error(
         "cannot start shard {shard}: {message}. SurgeMQ needs io_uring (Linux 5.8+, not blocked by \
@@ -128,6 +135,23 @@ impl Server {
             }
         }
 
+        // Durable state: read back, re-homed onto this run's shards and written as a new
+        // epoch before any shard starts (blocking I/O is fine here).
+        let mut persist: Vec<Option<crate::broker::runtime::PersistStart>> =
+            (0..shards).map(|_| None).collect();
+        if cfg.persistence.mode != crate::config::PersistMode::Off {
+            let recovered =
+                crate::broker::recovery::recover(&cfg.persistence, shards).map_err(|e| {
+                    StartError::Persistence {
+                        message: e.to_string(),
+                    }
+                })?;
+            let interest = Arc::new(recovered.interest);
+            for (slot, start) in persist.iter_mut().zip(recovered.shards) {
+                *slot = Some((start, interest.clone()));
+            }
+        }
+
         let cfg = Arc::new(cfg);
         // The CPUs this process may run on (its affinity mask, which `taskset` sets).
         let mut allowed: Vec<usize> = core_affinity::get_core_ids()
@@ -142,7 +166,9 @@ impl Server {
         let (ready_tx, ready_rx) = bounded::<Result<(), StartError>>(shards);
         let mut stops = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
-        for ((id, (data_ends, control_ends)), listeners) in grid.enumerate().zip(per_shard) {
+        for (((id, (data_ends, control_ends)), listeners), persist) in
+            grid.enumerate().zip(per_shard).zip(persist)
+        {
             let (stop_tx, stop_rx) = bounded::<()>(1);
             stops.push(stop_tx);
             let placement = match cfg.cpus.as_ref().and_then(|c| c.get(id)) {
@@ -189,6 +215,7 @@ impl Server {
                         data_ends,
                         control_ends,
                         listeners,
+                        persist,
                         ready,
                         stop_rx,
                     ))

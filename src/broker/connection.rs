@@ -122,6 +122,11 @@ pub(crate) struct ConnShared {
     /// Did not drain for a whole second while publishers were held back: no longer holds
     /// them back; QoS 0 beyond `max_write_buffer` is dropped for it.
     pub slow: Cell<bool>,
+    /// Non-zero while what `out` holds reflects a change not yet on disk (persistence mode
+    /// `sync`): the tag of the log batch it waits for (see [`super::durable`]); the task
+    /// writes nothing until the batch is durable and the tag cleared. One byte, which the
+    /// struct's padding had spare.
+    pub durable_wait: Cell<u8>,
     /// What few connections need: held packets and 5.0 topic aliases ([`Rare`]). Boxed
     /// and absent while empty: almost every connection never holds anything, 3.x ones
     /// never have aliases, and this struct exists per connection.
@@ -301,6 +306,7 @@ impl ConnShared {
 
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
+            durable_wait: Cell::new(0),
         }
     }
 

@@ -32,10 +32,12 @@ impl Shard {
         token
     }
 
-    /// Routes a retained message published by `conn` whose ack must not go out before the
-    /// owner shard stored the message: a SUBSCRIBE that follows the ack, on any shard, then
-    /// finds it, and updates from different shards cannot be applied out of order
-    /// [MQTT-3.3.1-5].
+    /// Routes a message published by `conn` whose ack must wait for other shards: for a
+    /// retained message, until the owner shard stored it (a SUBSCRIBE that follows the
+    /// ack, on any shard, then finds it, and updates from different shards cannot be
+    /// applied out of order [MQTT-3.3.1-5]); with persistence mode `sync`, until every
+    /// shard it was delivered to made its deliveries durable. A 5.0 ack still says
+    /// whether anyone subscribed (0x10).
     pub(crate) fn route_deferring_ack(
         &self,
         msg: Message,
@@ -43,16 +45,50 @@ impl Shard {
         ack: Option<Response>,
     ) {
         let token = self.next_token();
-        self.state
-            .borrow_mut()
-            .retain_acks
-            .insert(token, Rc::downgrade(conn));
-        let mut bytes = BytesMut::new();
-        if let Some(ack) = ack {
-            ack.encode(conn.version.get(), &mut bytes);
+        let version = conn.version.get();
+        // Its place in the gate is taken now; its bytes are known once the topic is
+        // matched.
+        self.defer(conn, token, BytesMut::new());
+        let answers = self.route_with_ack(msg, Some(token), conn.session.get(), |matched| {
+            if let Some(mut r) = ack {
+                if version.is_v5() && !matched {
+                    r.no_matching_subscribers();
+                }
+                let mut d = conn.deferred.borrow_mut();
+                if let Some(e) = d.iter_mut().find(|e| e.token == Some(token)) {
+                    r.encode(version, &mut e.bytes);
+                }
+            }
+        });
+        if answers == 0 {
+            self.release_deferred(conn, token);
+        } else {
+            self.state
+                .borrow_mut()
+                .retain_acks
+                .insert(token, (Rc::downgrade(conn), answers));
         }
-        self.defer(conn, token, bytes);
-        self.route_with_ack(msg, Some(token), conn.session.get(), |_| ());
+    }
+
+    /// One of the answers pending ack `token` waits for arrived (see
+    /// [`Shard::route_deferring_ack`]); the last one releases it.
+    pub(crate) fn answer_arrived(&self, token: u64) {
+        let conn = {
+            let mut st = self.state.borrow_mut();
+            match st.retain_acks.get_mut(&token) {
+                Some((_, left)) if *left > 1 => {
+                    *left -= 1;
+                    return;
+                }
+                Some(_) => st.retain_acks.remove(&token).map(|(c, _)| c),
+                None => None,
+            }
+        };
+        if let Some(conn) = conn.and_then(|w| w.upgrade()) {
+            self.release_deferred(&conn, token);
+            // A stream of retained messages waits while the gate holds anything.
+            self.resume_retained(conn.session.get());
+        }
     }
 
     /// Writes an answer behind whatever the gate holds back for `conn`.

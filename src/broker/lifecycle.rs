@@ -63,6 +63,7 @@ impl Shard {
     ) -> Result<(SessionId, bool), ReasonCode> {
         let client_id = &terms.client_id;
         let (version, clean_start) = (terms.version, terms.clean_start);
+        let before = self.appended();
         let (id, present) = {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
@@ -108,7 +109,7 @@ impl Shard {
             }
             match reuse {
                 Some(id) => {
-                    st.sessions.mark_online(id);
+                    st.sessions.mark_online(id, terms.session_expiry);
                     // Resumed in time: its delayed will is not published [MQTT-3.1.3-10].
                     Self::cancel_will(st, id);
                     (id, true)
@@ -136,6 +137,8 @@ impl Shard {
         }
         let mut st = self.state.borrow_mut();
         let st_ = &mut *st;
+        // What the resume writes follows the store's changes (removed, created, online).
+        self.journal_changes(&mut st_.sessions);
         if let Some(session) = st_.sessions.get_mut(id) {
             st_.links.set(id, conn.clone());
             if present {
@@ -143,7 +146,9 @@ impl Shard {
                 session.set_expiry(terms.session_expiry);
                 session.set_username(terms.username.clone());
                 session.set_limits(terms.limits);
-                session.resume(version, &mut conn.out.borrow_mut());
+                self.with_flows(session, |session, log| {
+                    session.resume_logged(version, &mut conn.out.borrow_mut(), log)
+                });
                 let expired = session.take_expired_drops();
                 self.count(|m| m.dropped_expired += u64::from(expired));
             }
@@ -153,6 +158,9 @@ impl Shard {
             self.pump_retained(&mut st, id);
         }
         drop(st);
+        // CONNACK and the resent flows wait for what they reflect (a session created or
+        // resumed, flows ended on resume) to be on disk.
+        self.durable_point(conn, before);
         conn.wake.notify();
         // The delayed will of a session this CONNECT discarded is due now, and what it
         // held for share groups goes to other members.

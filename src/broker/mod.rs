@@ -31,7 +31,9 @@
 //! | [`retained`] | the retained store of the topics this shard owns |
 //! | [`retained_stream`] | retained messages for new subscriptions: merged from every shard, paced |
 //! | [`store`] | the sessions of a shard, behind the seam a persistent store replaces |
-//! | [`journal`] | a shard's durable log on disk: sealed commits, direct I/O (in progress) |
+//! | [`journal`] | a shard's log file: sealed commits appended with direct I/O |
+//! | [`durable`] | what a shard logs, group commit, acks waiting for the disk |
+//! | [`recovery`] | reading logs back at start, re-homing, restoring, compaction |
 //! | [`hooks`] | authentication (and later authorization) extension points |
 //! | [`transport`] | the transport seam: what a connection needs from its byte stream |
 //! | [`net`] | listeners, socket options, moving a socket to another shard |
@@ -42,6 +44,7 @@ pub(crate) mod connect;
 pub(crate) mod connection;
 #[cfg(test)]
 mod core_tests;
+pub(crate) mod durable;
 pub(crate) mod flow;
 pub(crate) mod gate;
 #[cfg(test)]
@@ -52,6 +55,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod negotiated;
 pub(crate) mod net;
 pub(crate) mod process;
+pub(crate) mod recovery;
 pub(crate) mod retained;
 pub(crate) mod retained_stream;
 pub(crate) mod routing;
@@ -109,6 +113,10 @@ pub fn home_shard(client_id: &str, shards: usize) -> usize {
 pub(crate) enum ShardMsg {
     /// Deliver to this shard's subscribers of the topic.
     Publish(Message),
+    /// Deliver, then answer `RetainStored` to shard `ack.0` with token `ack.1` once what
+    /// the deliveries changed is durable (persistence mode `sync`: the publisher's ack
+    /// waits for it).
+    PublishAcked { msg: Message, ack: (usize, u64) },
     /// Deliver to one member of each of these share groups here (and maybe to the plain
     /// subscribers too): see [`shared`].
     SharedPublish(Box<shared::SharedPublish>),
@@ -118,8 +126,9 @@ pub(crate) enum ShardMsg {
         msg: Message,
         ack: Option<(usize, u64)>,
     },
-    /// The retained message sent with this token is stored: the publisher's PUBACK /
-    /// PUBREC may go out.
+    /// The retained message sent with this token is stored, or the deliveries sent with
+    /// it are durable: the publisher's PUBACK / PUBREC may go out once every answer it
+    /// waits for came.
     RetainStored { token: u64 },
     /// A connection whose session lives here, with its CONNECT already decoded.
     Adopt(Box<Adopt>),
@@ -155,6 +164,7 @@ impl ShardMsg {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             ShardMsg::Publish(_) => "Publish",
+            ShardMsg::PublishAcked { .. } => "PublishAcked",
             ShardMsg::SharedPublish(_) => "SharedPublish",
             ShardMsg::Retain { .. } => "Retain",
             ShardMsg::RetainStored { .. } => "RetainStored",

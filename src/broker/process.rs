@@ -170,9 +170,15 @@ pub(crate) fn process_with(
             }
         };
         // The ack of a retained PUBLISH whose topic another shard stores waits for that
-        // shard; responses after it wait too, to keep their order.
+        // shard, and with persistence mode `sync` the ack of any QoS 1/2 PUBLISH waits for
+        // the other shards it reaches to make their deliveries durable; responses after it
+        // wait too, to keep their order.
         let defer_ack = matches!(&packet, Packet::Publish(p)
-            if p.retain && p.qos != QoS::AtMostOnce && shard.retained_elsewhere(&p.topic));
+            if p.qos != QoS::AtMostOnce
+                && ((p.retain && shard.retained_elsewhere(&p.topic))
+                    || (shard.shards > 1 && shard.durable().is_some_and(|d| d.is_sync()))));
+        // What this packet writes to the log: the connection's output waits for it.
+        let before = shard.appended();
         let frees_window = matches!(
             packet,
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
@@ -191,12 +197,15 @@ pub(crate) fn process_with(
                 }
                 return Err(conn.close.get().unwrap_or(CloseReason::TakenOver));
             }
+            shard.journal_changes(&mut st.sessions);
             let Some(session) = st.sessions.get_mut(slot) else {
                 return Err(CloseReason::ProtocolError);
             };
             // The session's own output (deliveries an ack lets into the window) goes
             // straight to the connection; the answer goes through the gate below.
-            let h = session.handle(packet, &mut conn.out.borrow_mut());
+            let h = shard.with_flows(session, |session, log| {
+                session.handle_logged(packet, &mut conn.out.borrow_mut(), log)
+            });
             conn.queued.set(session.queued_len());
             let expired = session.take_expired_drops();
             if expired > 0 {
@@ -230,7 +239,7 @@ pub(crate) fn process_with(
                         r.refuse(ReasonCode::NOT_AUTHORIZED);
                         if let Response::PubRec(id, _) = r {
                             if let Some(s) = shard.state.borrow_mut().sessions.get_mut(slot) {
-                                s.forget_incoming_qos2(id);
+                                shard.with_flows(s, |s, log| s.forget_incoming_qos2(id, log));
                             }
                         }
                     }
@@ -282,6 +291,7 @@ pub(crate) fn process_with(
                 }
             }
         }
+        shard.durable_point(conn, before);
         // Acks and deliveries written so far go out with this read turn.
         if !conn.out.borrow().is_empty() {
             conn.wake.notify();

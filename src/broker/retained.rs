@@ -14,15 +14,29 @@ use crate::session::*;
 impl Shard {
     /// Stores `msg` (detached from any read buffer) as the retained message of its topic,
     /// or clears the topic for an empty payload [MQTT-3.3.1-10].
+    ///
+    /// With a log, the change is written down (the message once, then the topic's new
+    /// value); the caller makes the publisher's ack wait for it.
     pub(crate) fn store_retained(&self, msg: Message) {
         let mut st = self.state.borrow_mut();
         let topic = msg.topic.clone();
+        let cleared = || crate::persist::record::Record::RetainCleared {
+            topic: bytestring::ByteString::from(topic.as_str()),
+        };
         if msg.payload.is_empty() {
-            st.retained.remove(&topic);
+            if st.retained.remove(&topic).is_some() {
+                if let Some(d) = self.durable() {
+                    d.append(&cleared());
+                }
+            }
             return;
         }
         if msg.payload.len() > self.cfg.limits.retained_max_payload {
-            st.retained.remove(&topic);
+            if st.retained.remove(&topic).is_some() {
+                if let Some(d) = self.durable() {
+                    d.append(&cleared());
+                }
+            }
             self.count(|m| m.retained_dropped += 1);
             tracing::warn!(topic = %msg.topic, size = msg.payload.len(), "retained payload over retained_max_payload: not stored");
             return;
@@ -34,6 +48,15 @@ impl Shard {
         }
         let mut msg = msg;
         msg.retain = true;
+        if let Some(d) = self.durable() {
+            let id = d.message(&msg);
+            if id != 0 {
+                d.append(&crate::persist::record::Record::RetainSet {
+                    topic: bytestring::ByteString::from(topic.as_str()),
+                    msg: id,
+                });
+            }
+        }
         st.retained.insert(&topic, msg);
     }
 

@@ -317,6 +317,7 @@ impl Shard {
 
     /// Sends what the session's stream can send now (see the module docs).
     pub(crate) fn pump_retained(&self, st: &mut State, id: SessionId) {
+        self.journal_changes(&mut st.sessions);
         let l = &self.cfg.limits;
         let mut fetched_remote = false;
         // Which of the front job's filters the session holds; subscriptions cannot change
@@ -460,7 +461,7 @@ impl Shard {
             }
             // [MQTT-3.3.1-8]: RETAIN set; at the lower of its QoS and the granted QoS.
             let qos = msg.qos.min(granted);
-            match self.offer(session, conn, &msg, qos, true, tags) {
+            match self.offer(session, conn, &msg, qos, true, tags, &mut 0) {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
                     self.count(|m| m.messages_delivered += 1)
                 }

@@ -43,7 +43,7 @@ impl Shard {
     /// which may say "no matching subscribers", still goes out before a delivery of its
     /// own message to itself).
     pub(crate) fn route_from(&self, msg: Message, origin: SessionId, before: impl FnOnce(bool)) {
-        self.route_with_ack(msg, None, Some(origin), before)
+        self.route_with_ack(msg, None, Some(origin), before);
     }
 
     /// Whether a retained message to `topic` is stored on another shard (so its ack must
@@ -53,17 +53,22 @@ impl Shard {
     }
 
     /// Routes `msg`; with `ack`, the owner shard of its retained topic answers
-    /// `RetainStored` with that token; `origin` is the publishing session, if on this
-    /// shard (see [`Shard::deliver_local`]). `before` is told whether any shard has a
-    /// subscriber for it (the interest replica knows every shard's filters), before
-    /// delivery.
+    /// `RetainStored` with that token, and so (persistence mode `sync`, QoS 1/2) does
+    /// every other shard it is delivered to once its deliveries are durable; returns how
+    /// many answers that asks for. `origin` is the publishing session, if on this shard
+    /// (see [`Shard::deliver_local`]). `before` is told whether any shard has a subscriber
+    /// for it (the interest replica knows every shard's filters), before delivery.
     pub(crate) fn route_with_ack(
         &self,
         msg: Message,
         ack: Option<u64>,
         origin: Option<SessionId>,
         before: impl FnOnce(bool),
-    ) {
+    ) -> u32 {
+        let mut answers = 0;
+        let durable_ack = ack
+            .filter(|_| msg.qos != QoS::AtMostOnce && self.durable().is_some_and(|d| d.is_sync()))
+            .map(|t| (self.id, t));
         let retained = msg.retain && self.cfg.retain_available;
         // `plain`: the shards with plain subscribers; `picks`: one shard per matching share
         // group (see `shared`), only when shared subscriptions exist anywhere.
@@ -85,7 +90,9 @@ impl Shard {
             if owner == self.id {
                 self.store_retained(msg.clone());
             } else {
-                self.send_retain(owner, msg.clone(), ack.map(|t| (self.id, t)));
+                let ack = ack.map(|t| (self.id, t));
+                answers += u32::from(ack.is_some());
+                self.send_retain(owner, msg.clone(), ack);
             }
         }
         for shard in mask.iter() {
@@ -96,23 +103,31 @@ impl Shard {
                 .collect();
             match (shard == self.id, groups.is_empty()) {
                 (true, true) => self.deliver_local(&msg, origin),
-                (false, true) => self.send_publish(shard, msg.clone()),
+                (false, true) => {
+                    answers += u32::from(durable_ack.is_some());
+                    self.send_publish(shard, msg.clone(), durable_ack)
+                }
                 (true, false) => {
                     let unserved =
                         self.deliver_here(&msg, origin, plain.contains(shard), &groups, 0);
                     self.forward_shared(&msg, unserved, 1);
                 }
-                (false, false) => self.send_shared(
-                    shard,
-                    SharedPublish {
-                        msg: msg.clone(),
-                        plain: plain.contains(shard),
-                        groups,
-                        hops: 0,
-                    },
-                ),
+                (false, false) => {
+                    answers += u32::from(durable_ack.is_some());
+                    self.send_shared(
+                        shard,
+                        SharedPublish {
+                            msg: msg.clone(),
+                            plain: plain.contains(shard),
+                            groups,
+                            hops: 0,
+                            ack: durable_ack,
+                        },
+                    )
+                }
             }
         }
+        answers
     }
 
     /// Delivers to this shard's plain subscribers (see [`Shard::deliver_here`]).
@@ -144,6 +159,9 @@ impl Shard {
         let last_hop = usize::from(hops) + 1 >= self.shards;
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
+        // The message's number in the log, once a persistent session takes it.
+        let mut durable = 0u64;
+        self.journal_changes(&mut st.sessions);
         let mut matches = std::mem::take(&mut st.matches);
         matches.clear();
         let mut shares: Vec<TopicFilter> = Vec::new();
@@ -228,7 +246,7 @@ impl Shard {
                 self.count(|m| m.dropped_qos0_write_buffer += 1);
                 continue;
             }
-            match self.offer(session, conn, msg, qos, retain, tags) {
+            match self.offer(session, conn, msg, qos, retain, tags, &mut durable) {
                 DeliverOutcome::Written | DeliverOutcome::Queued => {
                     self.count(|m| m.messages_delivered += 1)
                 }
@@ -258,6 +276,12 @@ impl Shard {
     /// or, offline, queued or dropped by the session's rules; the connection's queue
     /// mirror and congestion mark follow. Drops that do not depend on who offers (too
     /// large for the client, expired) are counted here; the caller counts the rest.
+    ///
+    /// With a log, a QoS 1/2 delivery to a persistent session is written down: the message
+    /// once per routing (`durable`, 0 until then, is its number in the log), then what the
+    /// session did with it; the connection's output then waits for the disk (mode `sync`).
+    /// The caller has moved the store's changes into the log first.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn offer(
         &self,
         session: &mut Session,
@@ -266,23 +290,42 @@ impl Shard {
         qos: QoS,
         retain: bool,
         tags: Tagged,
+        durable: &mut u64,
     ) -> DeliverOutcome {
-        let o = match conn {
+        let persistent = session.is_persistent();
+        let before = self.appended();
+        let id = match self.durable() {
+            Some(d) if persistent && qos != QoS::AtMostOnce => {
+                if *durable == 0 {
+                    *durable = d.message(msg);
+                }
+                *durable
+            }
+            _ => 0,
+        };
+        let o = self.with_flows(session, |session, log| match conn {
             Some(conn) => {
-                let o = session.deliver_tagged(
+                let o = session.deliver_logged(
                     msg,
                     qos,
                     retain,
                     tags,
+                    id,
                     Some(&mut conn.out.borrow_mut()),
+                    log,
                 );
                 conn.queued.set(session.queued_len());
                 self.note_output(conn);
                 conn.wake.notify();
                 o
             }
-            None => session.deliver_tagged(msg, qos, retain, tags, None),
-        };
+            None => session.deliver_logged(msg, qos, retain, tags, id, None, log),
+        });
+        if let (Some(d), Some(conn)) = (self.durable(), conn) {
+            if d.appended() != before {
+                d.gate(conn);
+            }
+        }
         match o {
             DeliverOutcome::Dropped(DropReason::TooLarge) => {
                 self.count(|m| m.dropped_too_large += 1)

@@ -29,6 +29,13 @@ enum Plane {
     Control,
 }
 
+/// What a shard restores at start when persistence is on: its part of the recovered
+/// state and log, and every shard's restored filters.
+pub(crate) type PersistStart = (
+    super::recovery::ShardStart,
+    Arc<Vec<(bytestring::ByteString, usize)>>,
+);
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn shard_main(
     id: usize,
@@ -37,6 +44,7 @@ pub(crate) async fn shard_main(
     data_ends: mesh::MeshEnds<ShardMsg>,
     control_ends: mesh::MeshEnds<ShardMsg>,
     listeners: Vec<std::net::TcpListener>,
+    persist: Option<PersistStart>,
     ready: Sender<Result<(), StartError>>,
     stop: Receiver<()>,
 ) -> ShardSummary {
@@ -50,7 +58,30 @@ pub(crate) async fn shard_main(
         control_ends.connect(cfg.mesh.batch_size, usize::MAX),
     )
     .await;
-    let shard = Rc::new(Shard::new(id, cfg.clone(), mesh, control, auth));
+    let mut shard = Shard::new(id, cfg.clone(), mesh, control, auth);
+    let mut journal = None;
+    if let Some((start, interest)) = persist {
+        match super::journal::Journal::open_at(&start.path, start.tail).await {
+            Ok(j) => journal = Some(j),
+            Err(e) => {
+                let _ = ready.send(Err(StartError::Persistence {
+                    message: format!("shard {id}: cannot open {}: {e}", start.path.display()),
+                }));
+                return ShardSummary::default();
+            }
+        }
+        shard.persist = Some(Box::new(super::durable::Durable::new(
+            &cfg.persistence,
+            start.image.last_message_id,
+            (start.epoch, start.seq),
+            start.tail,
+        )));
+        shard.restore(start.image, &interest);
+        shard.state.get_mut().sessions.record_changes();
+    }
+    let shard = Rc::new(shard);
+    let committer =
+        journal.map(|j| glommio::spawn_local(super::durable::commit_loop(shard.clone(), j)));
     let receivers = data_rx
         .into_iter()
         .map(|r| (Plane::Data, r))
@@ -179,6 +210,13 @@ pub(crate) async fn shard_main(
     }
     // Best effort, like the connections' own wills at shutdown.
     crate::broker::guarded("wills at shutdown", || shard.publish_all_wills());
+    // The log's last commit: everything appended, including those wills.
+    if let Some(c) = committer {
+        if let Some(d) = shard.durable() {
+            d.work.notify();
+        }
+        c.await;
+    }
     let summary = shard.summary();
     tracing::info!(shard = id, summary = ?summary, "shard stopped");
     summary

@@ -144,6 +144,10 @@ pub(crate) async fn flush<S: Transport>(
     conn: &ConnShared,
 ) -> Result<(), CloseReason> {
     loop {
+        // What waits for the disk is written once it is there (the commit wakes the task).
+        if conn.durable_wait.get() != 0 {
+            return Ok(());
+        }
         let data = std::mem::take(&mut *conn.out.borrow_mut());
         if data.is_empty() {
             shard.note_drained(conn);
@@ -169,6 +173,23 @@ pub(crate) async fn flush<S: Transport>(
             *out = data;
         }
     }
+}
+
+/// Waits (at most `limit`) until nothing in the connection's output waits for the disk;
+/// false if something still does.
+async fn wait_durable(conn: &ConnShared, limit: std::time::Duration) -> bool {
+    let until = Instant::now() + limit;
+    while conn.durable_wait.get() != 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let woken = conn.wake.notified();
+        let timer = glommio::timer::sleep(left);
+        futures::pin_mut!(woken, timer);
+        let _ = select(woken, timer).await;
+    }
+    true
 }
 
 /// What the connection keeps of its CONNECT: the will, the user name, the enhanced
@@ -259,8 +280,10 @@ pub(crate) async fn serve<S: Transport>(
             break r;
         }
         // Boxed: the write path's state exists only while writing, so an idle
-        // connection's task stays small.
-        if !conn.out.borrow().is_empty() || conn.writing.get() > 0 {
+        // connection's task stays small. Output that waits for the disk stays in `out`
+        // until the commit wakes the task.
+        if (!conn.out.borrow().is_empty() || conn.writing.get() > 0) && conn.durable_wait.get() == 0
+        {
             if let Err(r) = Box::pin(flush(shard, stream, conn)).await {
                 break r;
             }
@@ -388,6 +411,10 @@ pub(crate) async fn serve<S: Transport>(
         // Best effort: what was queued before the end (acks, a 5.0 DISCONNECT). After a
         // protocol error a 3.x client gets nothing more; a 5.0 client gets only the
         // DISCONNECT with the reason (`disconnect_v5` leaves nothing else in `out`).
+        // Acks that wait for the disk go only once it has them.
+        if !wait_durable(conn, std::time::Duration::from_secs(1)).await {
+            conn.out.borrow_mut().clear();
+        }
         let data = std::mem::take(&mut *conn.out.borrow_mut());
         // Not after a packet cut short (its rest would be read as the next packet).
         let at_boundary = conn.writing.get() == 0;

@@ -88,6 +88,15 @@ pub struct ShardSummary {
     pub mesh_undeliverable: u64,
     /// Connection tasks that panicked (a bug), cleaned up and closed.
     pub connection_panics: u64,
+    /// Log commits written and synced (persistence on).
+    pub persist_commits: u64,
+    /// Bytes of records committed to the log (before padding).
+    pub persist_bytes: u64,
+    /// Log commits or compactions that failed (each retried; acknowledgements held
+    /// meanwhile in mode `sync`).
+    pub persist_errors: u64,
+    /// Logs replaced by a snapshot of the live state.
+    pub persist_compactions: u64,
 }
 
 impl ShardSummary {
@@ -119,6 +128,10 @@ impl ShardSummary {
         self.shared_undeliverable += o.shared_undeliverable;
         self.mesh_undeliverable += o.mesh_undeliverable;
         self.connection_panics += o.connection_panics;
+        self.persist_commits += o.persist_commits;
+        self.persist_bytes += o.persist_bytes;
+        self.persist_errors += o.persist_errors;
+        self.persist_compactions += o.persist_compactions;
     }
 }
 
@@ -186,8 +199,9 @@ pub(crate) struct State {
     /// number of streams: a session is listed once).
     pub(crate) retained_later: Vec<SessionId>,
     pub(crate) pending: AHashMap<u64, PendingSub>,
-    /// Connections waiting for a retained message to be stored before acking it.
-    pub(crate) retain_acks: AHashMap<u64, std::rc::Weak<ConnShared>>,
+    /// Connections whose ack waits for other shards (a retained message stored by its
+    /// owner, deliveries made durable), with how many answers are still to come.
+    pub(crate) retain_acks: AHashMap<u64, (std::rc::Weak<ConnShared>, u32)>,
     pub(crate) next_token: u64,
     /// Live connections, by slot, with the generation of their [`ConnId`].
     pub conns: slab::Slab<(u32, Rc<ConnShared>)>,
@@ -235,6 +249,8 @@ pub(crate) struct Shard {
     /// This shard's share of `retained_max_messages`.
     pub(crate) max_retained: usize,
     pub(crate) limits: SessionLimits,
+    /// The log, when `persistence.mode` is not off (see [`super::durable`]).
+    pub(crate) persist: Option<Box<super::durable::Durable>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -303,6 +319,7 @@ impl Shard {
             ),
             share_turn: Cell::new(0),
             busy_refusals: Cell::new(0),
+            persist: None,
         }
     }
 
@@ -322,8 +339,12 @@ impl Shard {
     /// holds publishers back). The data plane carries only this and [`Shard::send_retain`]:
     /// anything an answer (CONNACK, SUBACK, an ack) waits for goes by `send_control`, so
     /// data congestion can never delay it.
-    pub(crate) fn send_publish(&self, dest: usize, msg: Message) {
-        if let Err(msg) = self.mesh.push(dest, ShardMsg::Publish(msg)) {
+    pub(crate) fn send_publish(&self, dest: usize, msg: Message, ack: Option<(usize, u64)>) {
+        let m = match ack {
+            None => ShardMsg::Publish(msg),
+            Some(ack) => ShardMsg::PublishAcked { msg, ack },
+        };
+        if let Err(msg) = self.mesh.push(dest, m) {
             self.undeliverable(dest, &msg);
         }
     }
@@ -369,21 +390,30 @@ impl Shard {
     pub(crate) fn on_mesh(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Publish(m) => self.deliver_local(&m, None),
-            ShardMsg::SharedPublish(p) => self.on_shared_publish(*p),
+            ShardMsg::PublishAcked {
+                msg,
+                ack: (from, token),
+            } => {
+                let before = self.appended();
+                self.deliver_local(&msg, None);
+                self.confirm(from, token, before);
+            }
+            ShardMsg::SharedPublish(p) => {
+                let before = self.appended();
+                let ack = p.ack;
+                self.on_shared_publish(*p);
+                if let Some((from, token)) = ack {
+                    self.confirm(from, token, before);
+                }
+            }
             ShardMsg::Retain { msg, ack } => {
+                let before = self.appended();
                 self.store_retained(msg);
                 if let Some((from, token)) = ack {
-                    self.send_control(from, ShardMsg::RetainStored { token });
+                    self.confirm(from, token, before);
                 }
             }
-            ShardMsg::RetainStored { token } => {
-                let conn = self.state.borrow_mut().retain_acks.remove(&token);
-                if let Some(conn) = conn.and_then(|w| w.upgrade()) {
-                    self.release_deferred(&conn, token);
-                    // A stream of retained messages waits while the gate holds anything.
-                    self.resume_retained(conn.session.get());
-                }
-            }
+            ShardMsg::RetainStored { token } => self.answer_arrived(token),
             ShardMsg::Accepted(a) => {
                 let stream = a.0.bind_to_executor();
                 super::connect::spawn_accepted(self.clone(), stream);

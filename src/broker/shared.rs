@@ -63,6 +63,9 @@ pub(crate) struct SharedPublish {
     /// Times it was handed on because the chosen shard had no member: it is handed on
     /// again only while this is below the shard count.
     pub hops: u8,
+    /// Persistence mode `sync`: answer `RetainStored` with this token to this shard once
+    /// what the delivery changed is durable.
+    pub ack: Option<(usize, u64)>,
 }
 
 /// The `n`th shard of `mask`, counting round (None for an empty mask).
@@ -191,6 +194,7 @@ impl Shard {
                         plain: false,
                         groups: vec![group],
                         hops,
+                        ack: None,
                     },
                 ),
                 _ => {

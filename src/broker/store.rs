@@ -62,8 +62,8 @@ impl SessionId {
 /// unlike a [`SessionId`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
-    /// A persistent session was created (empty).
-    Created { client_id: ByteString },
+    /// A persistent session was created (empty), with this expiry interval.
+    Created { client_id: ByteString, expiry: u32 },
     /// The session and everything in it are gone.
     Removed { client_id: ByteString },
     /// It lost its connection at this wall-clock time and expires `expiry` seconds later
@@ -73,8 +73,8 @@ pub(crate) enum Change {
         since: std::time::SystemTime,
         expiry: u32,
     },
-    /// A connection resumed it.
-    Online { client_id: ByteString },
+    /// A connection resumed it (or took it over), with this expiry interval from now on.
+    Online { client_id: ByteString, expiry: u32 },
     /// A subscription was added or replaced.
     Subscribed {
         client_id: ByteString,
@@ -90,13 +90,12 @@ pub(crate) enum Change {
 
 impl Change {
     /// The log record that makes this change durable (see [`crate::persist::record`]).
-    /// Tests are its only caller until the on-disk store lands.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn record(&self) -> crate::persist::record::Record {
         use crate::persist::record::Record;
         match self {
-            Change::Created { client_id } => Record::SessionCreated {
+            Change::Created { client_id, expiry } => Record::SessionCreated {
                 client_id: client_id.clone(),
+                expiry: *expiry,
             },
             Change::Removed { client_id } => Record::SessionRemoved {
                 client_id: client_id.clone(),
@@ -112,8 +111,9 @@ impl Change {
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 expiry: *expiry,
             },
-            Change::Online { client_id } => Record::SessionOnline {
+            Change::Online { client_id, expiry } => Record::SessionOnline {
                 client_id: client_id.clone(),
+                expiry: *expiry,
             },
             Change::Subscribed {
                 client_id,
@@ -170,10 +170,33 @@ impl SessionStore {
     }
 
     /// Starts recording the changes of persistent sessions (a persistent store does, and
-    /// takes them every turn). Tests are its only caller until the on-disk store lands.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// takes them every turn).
     pub fn record_changes(&mut self) {
         self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// Whether changes were recorded and not taken yet.
+    pub fn has_changes(&self) -> bool {
+        self.changes.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    /// Every session with its id (for a compaction).
+    pub fn iter(&self) -> impl Iterator<Item = (SessionId, &Session)> {
+        self.slots.iter().map(|(slot, (generation, s))| {
+            (
+                SessionId {
+                    slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                    generation: *generation,
+                },
+                &**s,
+            )
+        })
+    }
+
+    /// When an offline session expires: `Some(None)` never, `None` if it is online (or
+    /// gone).
+    pub fn offline_deadline(&self, id: SessionId) -> Option<Option<Instant>> {
+        self.offline.get(&id).copied()
     }
 
     /// The changes recorded since the last call, oldest first.
@@ -238,6 +261,7 @@ impl SessionStore {
         let client_id = session.client_id().clone();
         self.record(session.is_persistent(), || Change::Created {
             client_id: client_id.clone(),
+            expiry: session.expiry(),
         });
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -295,13 +319,17 @@ impl SessionStore {
         }
     }
 
-    /// The session has a connection again.
-    pub fn mark_online(&mut self, id: SessionId) {
-        if self.offline.remove(&id).is_some() {
-            if let Some(s) = self.get(id) {
-                let client_id = s.client_id().clone();
-                self.record(true, || Change::Online { client_id });
-            }
+    /// The session has a connection again (or a new one took it over), kept `expiry`
+    /// seconds after it ends.
+    pub fn mark_online(&mut self, id: SessionId, expiry: u32) {
+        self.offline.remove(&id);
+        if let Some(s) = self.get_mut(id) {
+            // A persistent session resumed with expiry 0 ends with this connection: the
+            // log hears of it too, or a crash meanwhile would bring it back.
+            let persistent = s.is_persistent() || expiry != 0;
+            s.set_expiry(expiry);
+            let client_id = s.client_id().clone();
+            self.record(persistent, || Change::Online { client_id, expiry });
         }
     }
 
@@ -379,8 +407,8 @@ mod tests {
         assert!(!s.subscribe(p, f.clone(), opts), "a replacement");
         let t0 = Instant::now();
         s.mark_offline(p, t0);
-        s.mark_online(p);
-        s.mark_online(p); // not offline: nothing
+        s.mark_online(p, 5);
+        s.mark_online(p, 6); // a takeover while online, with another interval
         s.unsubscribed(p, &f);
         s.remove(p);
         let id = |c: &str| ByteString::from(c);
@@ -394,11 +422,21 @@ mod tests {
             matches!(&got[3], Change::Offline { client_id, expiry, .. } if client_id == "p" && *expiry == crate::session::NEVER_EXPIRES)
         );
         let mut want = vec![
-            Change::Created { client_id: id("p") },
+            Change::Created {
+                client_id: id("p"),
+                expiry: crate::session::NEVER_EXPIRES,
+            },
             sub.clone(),
             sub,
             got[3].clone(),
-            Change::Online { client_id: id("p") },
+            Change::Online {
+                client_id: id("p"),
+                expiry: 5,
+            },
+            Change::Online {
+                client_id: id("p"),
+                expiry: 6,
+            },
             Change::Unsubscribed {
                 client_id: id("p"),
                 filter: f,
@@ -427,7 +465,7 @@ mod tests {
         s.mark_offline(c, t0 + Duration::from_secs(5));
         s.mark_offline(never, t0);
         // `a` came back and left again later: only its second departure counts.
-        s.mark_online(a);
+        s.mark_online(a, 10);
         s.mark_offline(a, t0 + Duration::from_secs(8));
         assert!(s.take_expired(t0 + Duration::from_secs(6)).is_empty());
         // Each session's own interval: c (2 s) before b (10 s), though it left with it.
@@ -454,14 +492,14 @@ mod tests {
         let p = s.insert(session("p", true));
         s.subscribe(p, f.clone(), sub);
         s.mark_offline(p, Instant::now());
-        s.mark_online(p);
+        s.mark_online(p, 9);
         s.unsubscribed(p, &f);
         s.remove(p);
         let changes = s.take_changes();
         assert_eq!(changes.len(), 6, "{changes:?}");
         let mut log = Vec::new();
         for c in &changes {
-            c.record().write(&mut log);
+            c.record().write(&mut log).unwrap();
         }
         frame::seal(&mut log, 0, 4096);
         let scanned = frame::scan(&log, 4096);
@@ -471,22 +509,20 @@ mod tests {
         let want: Vec<Record> = changes.iter().map(Change::record).collect();
         assert_eq!(back, want);
         // Replayed: the session was removed in the end, so nothing is restored.
-        assert!(crate::persist::image::replay(&back).is_empty());
+        assert!(crate::persist::image::replay(&back).sessions.is_empty());
         // One that stays offline comes back with its subscription and expiry.
         let q = s.insert(session("q", true));
         s.subscribe(q, f.clone(), sub);
         s.mark_offline(q, Instant::now());
         let kept: Vec<Record> = s.take_changes().iter().map(Change::record).collect();
         let image = crate::persist::image::replay(&kept);
-        let q_image = &image[&bytestring::ByteString::from("q")];
+        let q_image = &image.sessions[&bytestring::ByteString::from("q")];
         assert_eq!(
             q_image.subscriptions.get(f.as_str()),
             Some(&(options.to_byte(), 77))
         );
-        assert_eq!(
-            q_image.offline.map(|(_, e)| e),
-            Some(crate::session::NEVER_EXPIRES)
-        );
+        assert!(q_image.offline.is_some());
+        assert_eq!(q_image.expiry, crate::session::NEVER_EXPIRES);
         match &back[1] {
             Record::Subscribed {
                 options: o,

@@ -177,6 +177,17 @@ impl<T: Clone> RetainedTrie<T> {
         value
     }
 
+    /// Calls `f` with every stored value (in no particular order): for a compaction.
+    pub fn for_each(&self, mut f: impl FnMut(&T)) {
+        let mut stack = vec![&self.root];
+        while let Some(n) = stack.pop() {
+            if let Some(v) = &n.value {
+                f(v);
+            }
+            stack.extend(n.children.values());
+        }
+    }
+
     /// Up to `max` values whose topics match `filter` (a valid topic filter; for a shared
     /// subscription, its filter part), strictly after `after` in topic-tree order,
     /// visiting at most `budget` nodes.

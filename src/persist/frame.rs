@@ -11,6 +11,11 @@
 //! damage before the last commit is reported with its offset). A block of zeros where a
 //! commit would start is the end of the log (the writer's padding never fills a block).
 
+/// The block size of every log: commits start and end on a multiple of it. Fixed (not
+/// the device's), so that a log moved to a device with other blocks still reads; 4 KiB is
+/// a multiple of every direct-I/O alignment in use.
+pub const BLOCK: usize = 4096;
+
 /// Bytes before a frame's payload: length, checksum, kind.
 pub const HEADER: usize = 9;
 

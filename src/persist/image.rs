@@ -1,59 +1,123 @@
-//! What a log's session records add up to: the persistent sessions a shard restores at
-//! start, and what a compaction writes back as a snapshot (the shortest list of records
-//! that gives the same sessions).
+//! What a log's records add up to: the persistent sessions (with their subscriptions,
+//! outgoing flows and incoming QoS 2 ids), the messages they hold and the retained
+//! messages a shard restores at start, and what a compaction writes back as a snapshot
+//! (the shortest list of records that gives the same state).
+//!
+//! Pure data: the broker turns an [`Image`] into sessions and stores (see
+//! `broker::recovery`), and builds one from its memory for a compaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::record::Record;
 
+/// One outgoing QoS 1/2 delivery of a session, in the session's order (those with a
+/// packet id were sent, the others wait in its queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowImage {
+    /// The message ([`Image::messages`]); a released flow no longer needs it.
+    pub msg: u64,
+    /// QoS it is sent with.
+    pub qos: u8,
+    /// RETAIN as sent.
+    pub retain: bool,
+    /// 5.0 Subscription Identifiers.
+    pub identifiers: Vec<u32>,
+    /// The shared subscription it came through, or empty.
+    pub share: ByteString,
+    /// Its packet id once sent.
+    pub packet_id: Option<u16>,
+    /// PUBREC received: only the PUBREL is owed.
+    pub released: bool,
+}
+
 /// What the log says about one persistent session.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionImage {
-    /// When it went offline (wall-clock ms since the Unix epoch) and for how many seconds
-    /// it is kept after that; None while a connection serves it.
-    pub offline: Option<(u64, u32)>,
+    /// Seconds it is kept after its connection ends (`u32::MAX`: never).
+    pub expiry: u32,
+    /// When it went offline (wall-clock ms since the Unix epoch); None while a connection
+    /// served it (the broker stopped with it online).
+    pub offline: Option<u64>,
     /// Its subscriptions: filter -> (5.0 options byte, subscription identifier or 0).
     pub subscriptions: BTreeMap<ByteString, (u8, u32)>,
+    /// Its outgoing deliveries, in order: sent ones first, then queued ones.
+    pub flows: Vec<FlowImage>,
+    /// Incoming QoS 2 packet ids awaiting PUBREL.
+    pub incoming_qos2: BTreeSet<u16>,
 }
 
 impl SessionImage {
     /// Whether its expiry has run out at `now_ms` (an offline session kept `u32::MAX`
-    /// seconds never expires).
+    /// seconds never expires; one that was online when the log ends counts as offline
+    /// from the restart).
     pub fn expired(&self, now_ms: u64) -> bool {
-        match self.offline {
-            Some((_, u32::MAX)) | None => false,
-            Some((since, expiry)) => now_ms >= since.saturating_add(u64::from(expiry) * 1000),
+        match (self.offline, self.expiry) {
+            (None, _) | (_, u32::MAX) => false,
+            (Some(since), expiry) => now_ms >= since.saturating_add(u64::from(expiry) * 1000),
         }
     }
 }
 
-/// The persistent sessions, by client identifier, that `records` (in log order) describe.
-/// A subscription recorded for a session the log never created creates it (a log is only
-/// ever cut at a commit boundary, so this does not happen in a log we wrote; it is not
-/// worth losing the subscription over).
-pub fn replay<'a>(
-    records: impl IntoIterator<Item = &'a Record>,
-) -> BTreeMap<ByteString, SessionImage> {
-    let mut sessions: BTreeMap<ByteString, SessionImage> = BTreeMap::new();
-    for r in records {
+/// A message the log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageImage {
+    /// When its 5.0 Message Expiry Interval runs out (wall-clock ms), 0: never.
+    pub expires_ms: u64,
+    /// The message as a 5.0 PUBLISH packet.
+    pub publish: Bytes,
+}
+
+/// Everything a shard's log holds, replayed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    /// The persistent sessions by client identifier.
+    pub sessions: BTreeMap<ByteString, SessionImage>,
+    /// The messages that a flow or the retained store still needs, by id.
+    pub messages: HashMap<u64, MessageImage>,
+    /// The retained messages: topic -> message id.
+    pub retained: BTreeMap<ByteString, u64>,
+    /// The largest message id the log used (new ones must be larger).
+    pub last_message_id: u64,
+}
+
+impl Image {
+    /// Applies one record (in log order).
+    pub fn apply(&mut self, r: &Record) {
+        fn flows<'a>(
+            s: &'a mut BTreeMap<ByteString, SessionImage>,
+            c: &ByteString,
+        ) -> Option<&'a mut Vec<FlowImage>> {
+            s.get_mut(c).map(|s| &mut s.flows)
+        }
         match r {
-            Record::SessionCreated { client_id } => {
-                sessions.insert(client_id.clone(), SessionImage::default());
+            Record::SessionCreated { client_id, expiry } => {
+                self.sessions.insert(
+                    client_id.clone(),
+                    SessionImage {
+                        expiry: *expiry,
+                        ..SessionImage::default()
+                    },
+                );
             }
             Record::SessionRemoved { client_id } => {
-                sessions.remove(client_id);
+                self.sessions.remove(client_id);
             }
             Record::SessionOffline {
                 client_id,
                 since_ms,
                 expiry,
             } => {
-                sessions.entry(client_id.clone()).or_default().offline = Some((*since_ms, *expiry));
+                let s = self.sessions.entry(client_id.clone()).or_default();
+                s.offline = Some(*since_ms);
+                s.expiry = *expiry;
             }
-            Record::SessionOnline { client_id } => {
-                sessions.entry(client_id.clone()).or_default().offline = None;
+            Record::SessionOnline { client_id, expiry } => {
+                let s = self.sessions.entry(client_id.clone()).or_default();
+                s.offline = None;
+                s.expiry = *expiry;
             }
             Record::Subscribed {
                 client_id,
@@ -61,46 +125,217 @@ pub fn replay<'a>(
                 options,
                 identifier,
             } => {
-                sessions
+                self.sessions
                     .entry(client_id.clone())
                     .or_default()
                     .subscriptions
                     .insert(filter.clone(), (*options, *identifier));
             }
             Record::Unsubscribed { client_id, filter } => {
-                if let Some(s) = sessions.get_mut(client_id) {
+                if let Some(s) = self.sessions.get_mut(client_id) {
                     s.subscriptions.remove(filter);
                 }
             }
+            Record::Message {
+                id,
+                expires_ms,
+                publish,
+            } => {
+                self.last_message_id = self.last_message_id.max(*id);
+                self.messages.insert(
+                    *id,
+                    MessageImage {
+                        expires_ms: *expires_ms,
+                        publish: publish.clone(),
+                    },
+                );
+            }
+            Record::Delivered {
+                client_id,
+                msg,
+                qos,
+                retain,
+                identifiers,
+                share,
+            } => {
+                self.last_message_id = self.last_message_id.max(*msg);
+                if let Some(f) = flows(&mut self.sessions, client_id) {
+                    f.push(FlowImage {
+                        msg: *msg,
+                        qos: *qos,
+                        retain: *retain,
+                        identifiers: identifiers.clone(),
+                        share: share.clone(),
+                        packet_id: None,
+                        released: false,
+                    });
+                }
+            }
+            Record::Sent {
+                client_id,
+                msg,
+                packet_id,
+            } => {
+                if let Some(f) = flows(&mut self.sessions, client_id).and_then(|f| {
+                    f.iter_mut()
+                        .find(|f| f.msg == *msg && f.packet_id.is_none())
+                }) {
+                    f.packet_id = Some(*packet_id);
+                }
+            }
+            Record::Released {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(f) = flows(&mut self.sessions, client_id)
+                    .and_then(|f| f.iter_mut().find(|f| f.packet_id == Some(*packet_id)))
+                {
+                    f.released = true;
+                }
+            }
+            Record::Finished {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(f) = flows(&mut self.sessions, client_id) {
+                    if let Some(at) = f.iter().position(|f| f.packet_id == Some(*packet_id)) {
+                        f.remove(at);
+                    }
+                }
+            }
+            Record::Unqueued { client_id, msg } => {
+                if let Some(f) = flows(&mut self.sessions, client_id) {
+                    if let Some(at) = f
+                        .iter()
+                        .position(|f| f.msg == *msg && f.packet_id.is_none())
+                    {
+                        f.remove(at);
+                    }
+                }
+            }
+            Record::Qos2Received {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(client_id) {
+                    s.incoming_qos2.insert(*packet_id);
+                }
+            }
+            Record::Qos2Ended {
+                client_id,
+                packet_id,
+            } => {
+                if let Some(s) = self.sessions.get_mut(client_id) {
+                    s.incoming_qos2.remove(packet_id);
+                }
+            }
+            Record::RetainSet { topic, msg } => {
+                self.retained.insert(topic.clone(), *msg);
+            }
+            Record::RetainCleared { topic } => {
+                self.retained.remove(topic);
+            }
         }
     }
-    sessions
+
+    /// Forgets the messages nothing refers to any more (a flow not yet released, or the
+    /// retained store).
+    pub fn collect_garbage(&mut self) {
+        let mut live: std::collections::HashSet<u64> = self.retained.values().copied().collect();
+        for s in self.sessions.values() {
+            live.extend(s.flows.iter().filter(|f| !f.released).map(|f| f.msg));
+        }
+        self.messages.retain(|id, _| live.contains(id));
+    }
+
+    /// The records that recreate this image from nothing (a compaction's snapshot), each
+    /// needed message once, before the flows that refer to it.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        let mut written = std::collections::HashSet::new();
+        let mut message = |out: &mut Vec<Record>, id: u64| {
+            if let (Some(m), true) = (self.messages.get(&id), !written.contains(&id)) {
+                written.insert(id);
+                out.push(Record::Message {
+                    id,
+                    expires_ms: m.expires_ms,
+                    publish: m.publish.clone(),
+                });
+            }
+        };
+        for (topic, id) in &self.retained {
+            message(&mut out, *id);
+            out.push(Record::RetainSet {
+                topic: topic.clone(),
+                msg: *id,
+            });
+        }
+        for (client_id, s) in &self.sessions {
+            let c = || client_id.clone();
+            out.push(Record::SessionCreated {
+                client_id: c(),
+                expiry: s.expiry,
+            });
+            for (filter, (options, identifier)) in &s.subscriptions {
+                out.push(Record::Subscribed {
+                    client_id: c(),
+                    filter: filter.clone(),
+                    options: *options,
+                    identifier: *identifier,
+                });
+            }
+            for f in &s.flows {
+                if !f.released {
+                    message(&mut out, f.msg);
+                }
+                out.push(Record::Delivered {
+                    client_id: c(),
+                    msg: f.msg,
+                    qos: f.qos,
+                    retain: f.retain,
+                    identifiers: f.identifiers.clone(),
+                    share: f.share.clone(),
+                });
+                if let Some(packet_id) = f.packet_id {
+                    out.push(Record::Sent {
+                        client_id: c(),
+                        msg: f.msg,
+                        packet_id,
+                    });
+                    if f.released {
+                        out.push(Record::Released {
+                            client_id: c(),
+                            packet_id,
+                        });
+                    }
+                }
+            }
+            for packet_id in &s.incoming_qos2 {
+                out.push(Record::Qos2Received {
+                    client_id: c(),
+                    packet_id: *packet_id,
+                });
+            }
+            if let Some(since_ms) = s.offline {
+                out.push(Record::SessionOffline {
+                    client_id: c(),
+                    since_ms,
+                    expiry: s.expiry,
+                });
+            }
+        }
+        out
+    }
 }
 
-/// The records that recreate `sessions` from nothing (a compaction's snapshot).
-pub fn snapshot(sessions: &BTreeMap<ByteString, SessionImage>) -> Vec<Record> {
-    let mut out = Vec::new();
-    for (client_id, s) in sessions {
-        out.push(Record::SessionCreated {
-            client_id: client_id.clone(),
-        });
-        for (filter, (options, identifier)) in &s.subscriptions {
-            out.push(Record::Subscribed {
-                client_id: client_id.clone(),
-                filter: filter.clone(),
-                options: *options,
-                identifier: *identifier,
-            });
-        }
-        if let Some((since_ms, expiry)) = s.offline {
-            out.push(Record::SessionOffline {
-                client_id: client_id.clone(),
-                since_ms,
-                expiry,
-            });
-        }
+/// What `records` (in log order) add up to, without the messages nothing refers to.
+pub fn replay<'a>(records: impl IntoIterator<Item = &'a Record>) -> Image {
+    let mut image = Image::default();
+    for r in records {
+        image.apply(r);
     }
-    out
+    image.collect_garbage();
+    image
 }
 
 #[cfg(test)]
@@ -120,14 +355,48 @@ mod tests {
         }
     }
 
+    fn created(c: &str, expiry: u32) -> Record {
+        Record::SessionCreated {
+            client_id: id(c),
+            expiry,
+        }
+    }
+
+    fn message(n: u64) -> Record {
+        Record::Message {
+            id: n,
+            expires_ms: 0,
+            publish: Bytes::from(vec![n as u8; 3]),
+        }
+    }
+
+    fn delivered(c: &str, msg: u64, qos: u8) -> Record {
+        Record::Delivered {
+            client_id: id(c),
+            msg,
+            qos,
+            retain: false,
+            identifiers: vec![],
+            share: ByteString::new(),
+        }
+    }
+
+    fn sent(c: &str, msg: u64, packet_id: u16) -> Record {
+        Record::Sent {
+            client_id: id(c),
+            msg,
+            packet_id,
+        }
+    }
+
     #[test]
     fn records_add_up_to_the_sessions_and_a_snapshot_gives_them_back() {
         let log = vec![
-            Record::SessionCreated { client_id: id("a") },
+            created("a", 60),
             sub("a", "x/#", 1, 0),
             sub("a", "y", 2, 7),
             sub("a", "x/#", 0x21, 9), // replaced
-            Record::SessionCreated { client_id: id("b") },
+            created("b", 10),
             sub("b", "z", 1, 0),
             Record::Unsubscribed {
                 client_id: id("a"),
@@ -139,41 +408,132 @@ mod tests {
                 expiry: 60,
             },
             Record::SessionRemoved { client_id: id("b") },
-            Record::SessionCreated { client_id: id("c") },
+            created("c", 5),
             Record::SessionOffline {
                 client_id: id("c"),
                 since_ms: 5,
                 expiry: u32::MAX,
             },
-            Record::SessionOnline { client_id: id("c") },
+            Record::SessionOnline {
+                client_id: id("c"),
+                expiry: 7,
+            },
         ];
-        let sessions = replay(&log);
+        let image = replay(&log);
+        let sessions = &image.sessions;
         assert_eq!(sessions.len(), 2);
         let a = &sessions[&id("a")];
-        assert_eq!(a.offline, Some((1_000, 60)));
+        assert_eq!((a.offline, a.expiry), (Some(1_000), 60));
         assert_eq!(
             a.subscriptions.iter().collect::<Vec<_>>(),
             [(&id("x/#"), &(0x21, 9))]
         );
-        assert_eq!(sessions[&id("c")], SessionImage::default());
-        // Expiry: a at 1 s + 60 s; c never.
+        let c = &sessions[&id("c")];
+        assert_eq!((c.offline, c.expiry), (None, 7));
+        // Expiry: a at 1 s + 60 s; c is online: not expired however long ago.
         assert!(!a.expired(60_999));
         assert!(a.expired(61_000));
+        assert!(!c.expired(u64::MAX));
         assert!(!SessionImage {
-            offline: Some((0, u32::MAX)),
+            offline: Some(0),
+            expiry: u32::MAX,
             ..Default::default()
         }
         .expired(u64::MAX));
         // A snapshot is shorter and gives the same sessions.
-        let snap = snapshot(&sessions);
+        let snap = image.snapshot();
         assert!(snap.len() < log.len());
-        assert_eq!(replay(&snap), sessions);
+        assert_eq!(replay(&snap), image);
         // A session created again starts empty.
-        let again = [
-            log.clone(),
-            vec![Record::SessionCreated { client_id: id("a") }],
-        ]
-        .concat();
-        assert_eq!(replay(&again)[&id("a")], SessionImage::default());
+        let again = [log.clone(), vec![created("a", 3)]].concat();
+        assert_eq!(
+            replay(&again).sessions[&id("a")],
+            SessionImage {
+                expiry: 3,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn flows_follow_their_records_and_messages_are_kept_while_needed() {
+        let log = vec![
+            created("s", u32::MAX),
+            message(1),
+            message(2),
+            message(3),
+            delivered("s", 1, 1),
+            delivered("s", 2, 2),
+            delivered("s", 3, 2),
+            delivered("s", 1, 1), // the same message again (another share group)
+            sent("s", 1, 10),
+            sent("s", 2, 11),
+            sent("s", 3, 12),
+            Record::Finished {
+                client_id: id("s"),
+                packet_id: 10,
+            },
+            Record::Released {
+                client_id: id("s"),
+                packet_id: 11,
+            },
+            Record::Qos2Received {
+                client_id: id("s"),
+                packet_id: 5,
+            },
+            Record::Qos2Received {
+                client_id: id("s"),
+                packet_id: 6,
+            },
+            Record::Qos2Ended {
+                client_id: id("s"),
+                packet_id: 5,
+            },
+            message(4),
+            Record::RetainSet {
+                topic: id("t"),
+                msg: 4,
+            },
+            message(5),
+            Record::RetainSet {
+                topic: id("u"),
+                msg: 5,
+            },
+            Record::RetainCleared { topic: id("u") },
+            message(6),
+            delivered("s", 6, 1),
+            Record::Unqueued {
+                client_id: id("s"),
+                msg: 6,
+            },
+        ];
+        let image = replay(&log);
+        let s = &image.sessions[&id("s")];
+        let got: Vec<_> = s
+            .flows
+            .iter()
+            .map(|f| (f.msg, f.packet_id, f.released))
+            .collect();
+        assert_eq!(
+            got,
+            [(2, Some(11), true), (3, Some(12), false), (1, None, false)]
+        );
+        assert_eq!(s.incoming_qos2.iter().collect::<Vec<_>>(), [&6]);
+        assert_eq!(image.retained.iter().collect::<Vec<_>>(), [(&id("t"), &4)]);
+        // 2 is released (no longer needed), 5 and 6 are gone: 1, 3 and 4 stay.
+        let mut live: Vec<u64> = image.messages.keys().copied().collect();
+        live.sort_unstable();
+        assert_eq!(live, [1, 3, 4]);
+        assert_eq!(image.last_message_id, 6);
+        let snap = image.snapshot();
+        let back = replay(&snap);
+        assert_eq!(back.sessions, image.sessions);
+        assert_eq!(back.messages, image.messages);
+        assert_eq!(back.retained, image.retained);
+        // Records of a session that is gone change nothing.
+        let mut more = image.clone();
+        more.apply(&delivered("nobody", 1, 1));
+        more.apply(&sent("nobody", 1, 1));
+        assert_eq!(more.sessions, image.sessions);
     }
 }

@@ -6,15 +6,19 @@
 //! session's expiry must survive a restart). Strings are UTF-8 with a 16-bit length, as
 //! in MQTT; a record that does not decode is reported, never trusted.
 
+use bytes::Bytes;
 use bytestring::ByteString;
 
-/// One change to the persistent sessions of a shard.
+/// One change to what a shard keeps on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    /// A persistent session was created (empty).
+    /// A persistent session was created (empty), kept `expiry` seconds after its
+    /// connection ends (`u32::MAX`: never).
     SessionCreated {
         /// Its client identifier.
         client_id: ByteString,
+        /// Its expiry interval, seconds.
+        expiry: u32,
     },
     /// The session and everything in it are gone.
     SessionRemoved {
@@ -31,10 +35,12 @@ pub enum Record {
         /// Seconds it is kept after `since_ms`.
         expiry: u32,
     },
-    /// A connection resumed it.
+    /// A connection resumed it, with this expiry interval from now on.
     SessionOnline {
         /// Its client identifier.
         client_id: ByteString,
+        /// Its expiry interval, seconds.
+        expiry: u32,
     },
     /// A subscription was added or replaced.
     Subscribed {
@@ -54,13 +60,101 @@ pub enum Record {
         /// The filter's full text.
         filter: ByteString,
     },
+    /// An application message that sessions (or the retained store) of the shard hold,
+    /// written once however many of them hold it; `id` is unique in the shard's log.
+    Message {
+        /// The shard's number for it.
+        id: u64,
+        /// When its 5.0 Message Expiry Interval runs out (wall-clock ms), 0: never.
+        expires_ms: u64,
+        /// The message as a 5.0 PUBLISH packet (topic, payload, QoS, RETAIN and
+        /// properties; the packet id means nothing).
+        publish: Bytes,
+    },
+    /// Message `msg` joined the end of the session's outgoing flows, to be sent at `qos`
+    /// with `retain`, with these subscription identifiers and through this share group
+    /// (empty: none).
+    Delivered {
+        /// The session's client identifier.
+        client_id: ByteString,
+        /// The message ([`Record::Message`]).
+        msg: u64,
+        /// QoS it is sent with (1 or 2).
+        qos: u8,
+        /// RETAIN as sent.
+        retain: bool,
+        /// 5.0 Subscription Identifiers sent with it.
+        identifiers: Vec<u32>,
+        /// The shared subscription it came through, or empty.
+        share: ByteString,
+    },
+    /// The session's first unsent delivery of `msg` was sent with `packet_id`.
+    Sent {
+        /// The session's client identifier.
+        client_id: ByteString,
+        /// The message.
+        msg: u64,
+        /// Its packet identifier from now on.
+        packet_id: u16,
+    },
+    /// The client acknowledged QoS 2 delivery `packet_id` with PUBREC: PUBREL is owed.
+    Released {
+        /// The session's client identifier.
+        client_id: ByteString,
+        /// The flow's packet identifier.
+        packet_id: u16,
+    },
+    /// Outgoing flow `packet_id` ended (PUBACK, PUBCOMP, a PUBREC with an error, or
+    /// discarded).
+    Finished {
+        /// The session's client identifier.
+        client_id: ByteString,
+        /// The flow's packet identifier.
+        packet_id: u16,
+    },
+    /// The session's first unsent delivery of `msg` left without being sent (expired,
+    /// too large, handed to another member of a share group).
+    Unqueued {
+        /// The session's client identifier.
+        client_id: ByteString,
+        /// The message.
+        msg: u64,
+    },
+    /// An incoming QoS 2 PUBLISH `packet_id` was acknowledged with PUBREC: a resend of it
+    /// must not be forwarded again until its PUBREL [MQTT-4.3.3-2].
+    Qos2Received {
+        /// The session's client identifier.
+        client_id: ByteString,
+        /// The client's packet identifier.
+        packet_id: u16,
+    },
+    /// The incoming QoS 2 flow `packet_id` ended (PUBREL, or refused).
+    Qos2Ended {
+        /// The session's client identifier.
+        client_id: ByteString,
+        /// The client's packet identifier.
+        packet_id: u16,
+    },
+    /// Message `msg` is the retained message of `topic`.
+    RetainSet {
+        /// The topic.
+        topic: ByteString,
+        /// The message.
+        msg: u64,
+    },
+    /// `topic` has no retained message any more.
+    RetainCleared {
+        /// The topic.
+        topic: ByteString,
+    },
 }
 
 /// Why a record's payload could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    /// The frame's kind is not a record kind.
-    #[error("unknown record kind {0}")]
+    /// The frame's kind is not a record kind this version knows: a log written by a newer
+    /// version, which this one must not cut.
+    #[error("unknown record kind {0} (a log written by a newer version?)")]
     UnknownKind(u8),
     /// The payload ends before the record does, or goes on after it.
     #[error("record {0} has the wrong length")]
@@ -76,6 +170,16 @@ const SESSION_OFFLINE: u8 = 3;
 const SESSION_ONLINE: u8 = 4;
 const SUBSCRIBED: u8 = 5;
 const UNSUBSCRIBED: u8 = 6;
+const MESSAGE: u8 = 7;
+const DELIVERED: u8 = 8;
+const SENT: u8 = 9;
+const RELEASED: u8 = 10;
+const FINISHED: u8 = 11;
+const UNQUEUED: u8 = 12;
+const QOS2_RECEIVED: u8 = 13;
+const QOS2_ENDED: u8 = 14;
+const RETAIN_SET: u8 = 15;
+const RETAIN_CLEARED: u8 = 16;
 
 impl Record {
     /// The frame kind it is written with.
@@ -87,16 +191,30 @@ impl Record {
             Record::SessionOnline { .. } => SESSION_ONLINE,
             Record::Subscribed { .. } => SUBSCRIBED,
             Record::Unsubscribed { .. } => UNSUBSCRIBED,
+            Record::Message { .. } => MESSAGE,
+            Record::Delivered { .. } => DELIVERED,
+            Record::Sent { .. } => SENT,
+            Record::Released { .. } => RELEASED,
+            Record::Finished { .. } => FINISHED,
+            Record::Unqueued { .. } => UNQUEUED,
+            Record::Qos2Received { .. } => QOS2_RECEIVED,
+            Record::Qos2Ended { .. } => QOS2_ENDED,
+            Record::RetainSet { .. } => RETAIN_SET,
+            Record::RetainCleared { .. } => RETAIN_CLEARED,
         }
     }
 
-    /// Appends it as one frame (see [`frame::encode`](super::frame::encode)).
-    pub fn write(&self, out: &mut Vec<u8>) {
+    /// Appends it as one frame (see [`frame::encode`](super::frame::encode)). Fails only
+    /// for a message larger than a frame allows (nothing is written then).
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), super::frame::TooLarge> {
         let mut p = Vec::new();
         match self {
-            Record::SessionCreated { client_id }
-            | Record::SessionRemoved { client_id }
-            | Record::SessionOnline { client_id } => put_str(&mut p, client_id),
+            Record::SessionRemoved { client_id } => put_str(&mut p, client_id),
+            Record::SessionCreated { client_id, expiry }
+            | Record::SessionOnline { client_id, expiry } => {
+                put_str(&mut p, client_id);
+                p.extend_from_slice(&expiry.to_le_bytes());
+            }
             Record::SessionOffline {
                 client_id,
                 since_ms,
@@ -121,9 +239,75 @@ impl Record {
                 put_str(&mut p, client_id);
                 put_str(&mut p, filter);
             }
+            Record::Message {
+                id,
+                expires_ms,
+                publish,
+            } => {
+                p.reserve(16 + publish.len());
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(&expires_ms.to_le_bytes());
+                p.extend_from_slice(publish);
+            }
+            Record::Delivered {
+                client_id,
+                msg,
+                qos,
+                retain,
+                identifiers,
+                share,
+            } => {
+                put_str(&mut p, client_id);
+                p.extend_from_slice(&msg.to_le_bytes());
+                p.push(*qos);
+                p.push(u8::from(*retain));
+                put_str(&mut p, share);
+                // At most one identifier per subscription of one client: far below 2^16.
+                let n = identifiers.len().min(usize::from(u16::MAX));
+                p.extend_from_slice(&(n as u16).to_le_bytes());
+                for i in identifiers.iter().take(n) {
+                    p.extend_from_slice(&i.to_le_bytes());
+                }
+            }
+            Record::Sent {
+                client_id,
+                msg,
+                packet_id,
+            } => {
+                put_str(&mut p, client_id);
+                p.extend_from_slice(&msg.to_le_bytes());
+                p.extend_from_slice(&packet_id.to_le_bytes());
+            }
+            Record::Released {
+                client_id,
+                packet_id,
+            }
+            | Record::Finished {
+                client_id,
+                packet_id,
+            }
+            | Record::Qos2Received {
+                client_id,
+                packet_id,
+            }
+            | Record::Qos2Ended {
+                client_id,
+                packet_id,
+            } => {
+                put_str(&mut p, client_id);
+                p.extend_from_slice(&packet_id.to_le_bytes());
+            }
+            Record::Unqueued { client_id, msg } => {
+                put_str(&mut p, client_id);
+                p.extend_from_slice(&msg.to_le_bytes());
+            }
+            Record::RetainSet { topic, msg } => {
+                put_str(&mut p, topic);
+                p.extend_from_slice(&msg.to_le_bytes());
+            }
+            Record::RetainCleared { topic } => put_str(&mut p, topic),
         }
-        // Every field is bounded (strings by their 16-bit length): always within a frame.
-        let _ = super::frame::encode(self.kind(), &p, out);
+        super::frame::encode(self.kind(), &p, out)
     }
 
     /// Reads the record a frame of `kind` carries.
@@ -132,28 +316,85 @@ impl Record {
         let record = match kind {
             SESSION_CREATED => Record::SessionCreated {
                 client_id: r.str()?,
+                expiry: r.u32()?,
             },
             SESSION_REMOVED => Record::SessionRemoved {
                 client_id: r.str()?,
             },
             SESSION_ONLINE => Record::SessionOnline {
                 client_id: r.str()?,
+                expiry: r.u32()?,
             },
             SESSION_OFFLINE => Record::SessionOffline {
                 client_id: r.str()?,
-                since_ms: u64::from_le_bytes(r.array()?),
-                expiry: u32::from_le_bytes(r.array()?),
+                since_ms: r.u64()?,
+                expiry: r.u32()?,
             },
             SUBSCRIBED => Record::Subscribed {
                 client_id: r.str()?,
                 filter: r.str()?,
                 options: r.array::<1>()?[0],
-                identifier: u32::from_le_bytes(r.array()?),
+                identifier: r.u32()?,
             },
             UNSUBSCRIBED => Record::Unsubscribed {
                 client_id: r.str()?,
                 filter: r.str()?,
             },
+            MESSAGE => Record::Message {
+                id: r.u64()?,
+                expires_ms: r.u64()?,
+                publish: Bytes::copy_from_slice(r.take(r.buf.len())?),
+            },
+            DELIVERED => {
+                let client_id = r.str()?;
+                let msg = r.u64()?;
+                let qos = r.array::<1>()?[0];
+                let retain = r.array::<1>()?[0] != 0;
+                let share = r.str()?;
+                let n = usize::from(u16::from_le_bytes(r.array()?));
+                let mut identifiers = Vec::with_capacity(n.min(r.buf.len() / 4));
+                for _ in 0..n {
+                    identifiers.push(r.u32()?);
+                }
+                Record::Delivered {
+                    client_id,
+                    msg,
+                    qos,
+                    retain,
+                    identifiers,
+                    share,
+                }
+            }
+            SENT => Record::Sent {
+                client_id: r.str()?,
+                msg: r.u64()?,
+                packet_id: r.u16()?,
+            },
+            RELEASED => Record::Released {
+                client_id: r.str()?,
+                packet_id: r.u16()?,
+            },
+            FINISHED => Record::Finished {
+                client_id: r.str()?,
+                packet_id: r.u16()?,
+            },
+            UNQUEUED => Record::Unqueued {
+                client_id: r.str()?,
+                msg: r.u64()?,
+            },
+            QOS2_RECEIVED => Record::Qos2Received {
+                client_id: r.str()?,
+                packet_id: r.u16()?,
+            },
+            QOS2_ENDED => Record::Qos2Ended {
+                client_id: r.str()?,
+                packet_id: r.u16()?,
+            },
+            RETAIN_SET => Record::RetainSet {
+                topic: r.str()?,
+                msg: r.u64()?,
+            },
+            RETAIN_CLEARED => Record::RetainCleared { topic: r.str()? },
             other => return Err(RecordError::UnknownKind(other)),
         };
         if !r.buf.is_empty() {
@@ -209,6 +450,18 @@ impl Reader<'_> {
         Ok(a)
     }
 
+    fn u16(&mut self) -> Result<u16, RecordError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, RecordError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
     fn str(&mut self) -> Result<ByteString, RecordError> {
         let n = usize::from(u16::from_le_bytes(self.array()?));
         let kind = self.kind;
@@ -225,13 +478,19 @@ mod tests {
     fn all() -> Vec<Record> {
         let id = || ByteString::from("dev-ü-1");
         vec![
-            Record::SessionCreated { client_id: id() },
+            Record::SessionCreated {
+                client_id: id(),
+                expiry: 30,
+            },
             Record::SessionOffline {
                 client_id: id(),
                 since_ms: 1_764_900_000_000,
                 expiry: u32::MAX,
             },
-            Record::SessionOnline { client_id: id() },
+            Record::SessionOnline {
+                client_id: id(),
+                expiry: u32::MAX,
+            },
             Record::Subscribed {
                 client_id: id(),
                 filter: ByteString::from("$share/g/a/+/#"),
@@ -245,6 +504,59 @@ mod tests {
             Record::SessionRemoved {
                 client_id: ByteString::from(""),
             },
+            Record::Message {
+                id: u64::MAX - 3,
+                expires_ms: 17,
+                publish: Bytes::from_static(b"\x32\x05\x00\x01a\x00\x01"),
+            },
+            Record::Delivered {
+                client_id: id(),
+                msg: 9,
+                qos: 2,
+                retain: true,
+                identifiers: vec![1, 268_435_455],
+                share: ByteString::from("$share/g/a"),
+            },
+            Record::Delivered {
+                client_id: id(),
+                msg: 10,
+                qos: 1,
+                retain: false,
+                identifiers: vec![],
+                share: ByteString::new(),
+            },
+            Record::Sent {
+                client_id: id(),
+                msg: 9,
+                packet_id: 65_535,
+            },
+            Record::Released {
+                client_id: id(),
+                packet_id: 1,
+            },
+            Record::Finished {
+                client_id: id(),
+                packet_id: 2,
+            },
+            Record::Unqueued {
+                client_id: id(),
+                msg: 10,
+            },
+            Record::Qos2Received {
+                client_id: id(),
+                packet_id: 3,
+            },
+            Record::Qos2Ended {
+                client_id: id(),
+                packet_id: 3,
+            },
+            Record::RetainSet {
+                topic: ByteString::from("a/b"),
+                msg: 9,
+            },
+            Record::RetainCleared {
+                topic: ByteString::from("a/b"),
+            },
         ]
     }
 
@@ -252,7 +564,7 @@ mod tests {
     fn records_round_trip_through_frames() {
         let mut log = Vec::new();
         for r in all() {
-            r.write(&mut log);
+            r.write(&mut log).unwrap();
         }
         frame::seal(&mut log, 0, 4096);
         let s = frame::scan(&log, 4096);
@@ -265,8 +577,10 @@ mod tests {
         let mut p = Vec::new();
         Record::SessionOnline {
             client_id: ByteString::from("c"),
+            expiry: 0,
         }
-        .write(&mut p);
+        .write(&mut p)
+        .unwrap();
         let payload = &p[frame::HEADER..];
         assert_eq!(
             Record::read(SESSION_OFFLINE, payload),

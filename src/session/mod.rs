@@ -349,6 +349,8 @@ struct Inflight {
     /// Sent on the current connection. False for a flow a resumed session has not resent
     /// yet because the new connection's window is smaller than what is in flight.
     sent: bool,
+    /// The message's number in the shard's log (see [`Flow`]); 0: not written down.
+    durable: u64,
 }
 
 /// What one queued message costs beyond its topic, payload and properties: the queue entry
@@ -362,6 +364,8 @@ struct Queued {
     qos: QoS,
     retain: bool,
     tags: Tagged,
+    /// The message's number in the shard's log (see [`Flow`]); 0: not written down.
+    durable: u64,
 }
 
 impl Queued {
@@ -433,6 +437,118 @@ pub fn tag_identifier(tags: &mut Tagged, id: u32) {
     if id != 0 {
         tags.get_or_insert_with(Box::default).add_identifier(id);
     }
+}
+
+/// A change to what a persistent session holds, for the shard's log (see
+/// [`crate::persist`]): told only for deliveries the log knows (a non-zero `durable`
+/// number), and only while the shard keeps a log for the session ([`FlowLog::on`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// Message `durable` joined the end of the flows (queued, or sent at once: then a
+    /// [`Flow::Sent`] follows).
+    Delivered {
+        /// The message's number in the log.
+        durable: u64,
+        /// QoS it is sent with.
+        qos: QoS,
+        /// RETAIN as sent.
+        retain: bool,
+        /// Subscription identifiers sent with it.
+        identifiers: smallvec::SmallVec<[u32; 2]>,
+        /// The share group it came through.
+        share: Option<TopicFilter>,
+    },
+    /// The first unsent delivery of `durable` went out with packet id `id`.
+    Sent {
+        /// The message's number in the log.
+        durable: u64,
+        /// Its packet id.
+        id: PacketId,
+    },
+    /// PUBREC received for outgoing flow `id`: only PUBREL is owed now.
+    Released(PacketId),
+    /// Outgoing flow `id` ended.
+    Finished(PacketId),
+    /// The first unsent delivery of this message left without being sent.
+    Unqueued(u64),
+    /// Incoming QoS 2 id acknowledged with PUBREC, awaiting PUBREL.
+    Qos2Received(PacketId),
+    /// Incoming QoS 2 flow ended.
+    Qos2Ended(PacketId),
+}
+
+impl Flow {
+    fn delivered(durable: u64, qos: QoS, retain: bool, tags: Option<&Tags>) -> Flow {
+        Flow::Delivered {
+            durable,
+            qos,
+            retain,
+            identifiers: tags.map(|t| t.identifiers.clone()).unwrap_or_default(),
+            share: tags.and_then(|t| t.share.clone()),
+        }
+    }
+}
+
+/// Where a session tells the changes of its durable state ([`Flow`]): a scratch list the
+/// shard reuses, switched on only for a persistent session of a shard that keeps a log.
+#[derive(Debug, Default)]
+pub struct FlowLog {
+    on: bool,
+    events: Vec<Flow>,
+}
+
+impl FlowLog {
+    /// A log that records nothing (clean sessions, no persistence).
+    pub fn off() -> FlowLog {
+        FlowLog::default()
+    }
+
+    /// Records from now on (`true`) or not.
+    pub fn set(&mut self, on: bool) {
+        self.on = on;
+    }
+
+    /// Takes what was recorded, oldest first.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Flow> {
+        self.events.drain(..)
+    }
+
+    /// Whether anything was recorded and not drained.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    fn push(&mut self, f: impl FnOnce() -> Flow) {
+        if self.on {
+            self.events.push(f());
+        }
+    }
+
+    fn unqueued(&mut self, durable: u64) {
+        if durable != 0 {
+            self.push(|| Flow::Unqueued(durable));
+        }
+    }
+}
+
+/// A delivery as a restored session holds it (see [`Session::restore`]) or as a
+/// compaction writes it down ([`Session::durable_flows`]).
+#[derive(Debug, Clone)]
+pub struct RestoredFlow {
+    /// The message (None for a released QoS 2 flow: only its PUBREL is owed).
+    pub message: Option<Message>,
+    /// Its number in the shard's log.
+    pub durable: u64,
+    /// QoS it is sent with (1 or 2).
+    pub qos: QoS,
+    /// RETAIN as sent.
+    pub retain: bool,
+    /// Subscription identifiers and share group.
+    pub tags: Tagged,
+    /// Its packet id, once sent.
+    pub packet_id: Option<PacketId>,
+    /// PUBREC received: only PUBREL is owed.
+    pub released: bool,
 }
 
 /// Counters a session keeps (32 bits each, saturating: they exist per session, and the
@@ -630,6 +746,16 @@ impl Session {
     /// already hold is never sent under a new id, and go out, in order, as acks free the
     /// window, ahead of anything queued.
     pub fn resume(&mut self, version: ProtocolVersion, out: &mut BytesMut) {
+        self.resume_logged(version, out, &mut FlowLog::off())
+    }
+
+    /// [`Session::resume`], telling `log` which flows ended or were sent.
+    pub fn resume_logged(
+        &mut self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+        log: &mut FlowLog,
+    ) {
         self.version = version;
         self.connected = true;
         self.aliases_out = None;
@@ -640,9 +766,13 @@ impl Session {
             let before = self.inflight.len();
             let limits = self.limits;
             self.inflight.retain(|f| {
-                f.message.as_ref().map_or(true, |m| {
+                let keep = f.message.as_ref().map_or(true, |m| {
                     !too_large(version, limits, m, stage_qos(f.stage), f.tags.as_deref())
-                })
+                });
+                if !keep && f.durable != 0 {
+                    log.push(|| Flow::Finished(f.id));
+                }
+                keep
             });
             let dropped = before - self.inflight.len();
             bump_by(&mut self.stats.dropped_too_large, dropped);
@@ -688,7 +818,7 @@ impl Session {
                 self.unsent += 1;
             }
         }
-        self.drain_queue(out);
+        self.drain_queue(out, log);
     }
 
     /// Offers a message that matched one of this client's subscriptions, to be sent at
@@ -714,6 +844,22 @@ impl Session {
         tags: Tagged,
         out: Option<&mut BytesMut>,
     ) -> DeliverOutcome {
+        self.deliver_logged(message, qos, retain, tags, 0, out, &mut FlowLog::off())
+    }
+
+    /// [`Session::deliver_tagged`] for a message the shard's log knows as `durable` (0:
+    /// not written down): what changes in the session's flows is told to `log`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn deliver_logged(
+        &mut self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        tags: Tagged,
+        durable: u64,
+        out: Option<&mut BytesMut>,
+        log: &mut FlowLog,
+    ) -> DeliverOutcome {
         if self.too_large(message, qos, tags.as_deref()) {
             bump(&mut self.stats.dropped_too_large);
             return DeliverOutcome::Dropped(DropReason::TooLarge);
@@ -729,7 +875,7 @@ impl Session {
                     bump(&mut self.stats.dropped_offline);
                     return DeliverOutcome::Dropped(DropReason::Offline);
                 }
-                return self.enqueue(message, qos, retain, tags);
+                return self.enqueue(message, qos, retain, tags, durable, log);
             }
         };
         if qos == QoS::AtMostOnce {
@@ -751,9 +897,12 @@ impl Session {
         }
         // Order: nothing may overtake what already waits in the queue.
         if !self.queue.is_empty() || self.inflight.len() >= usize::from(self.limits.max_inflight) {
-            return self.enqueue(message, qos, retain, tags);
+            return self.enqueue(message, qos, retain, tags, durable, log);
         }
-        self.send_new(message.clone(), qos, retain, tags, out);
+        if durable != 0 {
+            log.push(|| Flow::delivered(durable, qos, retain, tags.as_deref()));
+        }
+        self.send_new(message.clone(), qos, retain, tags, durable, out, log);
         DeliverOutcome::Written
     }
 
@@ -769,12 +918,15 @@ impl Session {
         qos: QoS,
         retain: bool,
         tags: Tagged,
+        durable: u64,
+        log: &mut FlowLog,
     ) -> DeliverOutcome {
         let entry = Queued {
             message: message.clone(),
             qos,
             retain,
             tags,
+            durable,
         };
         let cost = entry.cost();
         // A message is refused when the queue already holds the limit (so one message
@@ -786,19 +938,28 @@ impl Session {
             return DeliverOutcome::Dropped(DropReason::QueueFull);
         }
         self.queued_bytes += cost;
+        if durable != 0 {
+            log.push(|| Flow::delivered(durable, qos, retain, entry.tags.as_deref()));
+        }
         self.queue.push_back(entry);
         DeliverOutcome::Queued
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn send_new(
         &mut self,
         message: Message,
         qos: QoS,
         retain: bool,
         tags: Tagged,
+        durable: u64,
         out: &mut BytesMut,
+        log: &mut FlowLog,
     ) {
         let id = self.next_id();
+        if durable != 0 {
+            log.push(|| Flow::Sent { durable, id });
+        }
         write_publish(
             &mut Wire {
                 version: self.version,
@@ -824,12 +985,13 @@ impl Session {
             retain,
             tags,
             sent: true,
+            durable,
         });
     }
 
     /// Fills the window while it has room: first the flows a resume could not resend yet
     /// (they are older), then queued messages.
-    fn drain_queue(&mut self, out: &mut BytesMut) {
+    fn drain_queue(&mut self, out: &mut BytesMut, log: &mut FlowLog) {
         let window = usize::from(self.limits.max_inflight);
         if self.unsent > 0 {
             let version = self.version;
@@ -870,14 +1032,16 @@ impl Session {
                 // Waited in the queue past its expiry [MQTT-3.3.2-5].
                 bump(&mut self.stats.dropped_expired);
                 bump(&mut self.expired_unreported);
+                log.unqueued(q.durable);
                 continue;
             }
             if self.too_large(&q.message, q.qos, q.tags.as_deref()) {
                 // Queued for an earlier connection that accepted larger packets.
                 bump(&mut self.stats.dropped_too_large);
+                log.unqueued(q.durable);
                 continue;
             }
-            self.send_new(q.message, q.qos, q.retain, q.tags, out);
+            self.send_new(q.message, q.qos, q.retain, q.tags, q.durable, out, log);
         }
     }
 
@@ -900,19 +1064,29 @@ impl Session {
     /// that an ack lets into the window, PUBRELs) is appended to `out`; the answer to the
     /// packet and the action for the shard are returned.
     pub fn handle(&mut self, packet: Packet, out: &mut BytesMut) -> Result<Handled, SessionError> {
+        self.handle_logged(packet, out, &mut FlowLog::off())
+    }
+
+    /// [`Session::handle`], telling `log` what changes in the session's durable state.
+    pub fn handle_logged(
+        &mut self,
+        packet: Packet,
+        out: &mut BytesMut,
+        log: &mut FlowLog,
+    ) -> Result<Handled, SessionError> {
         match packet {
-            Packet::Publish(p) => self.on_publish(p),
+            Packet::Publish(p) => self.on_publish(p, log),
             Packet::PubAck(a) => {
-                self.complete(a.packet_id, Stage::Qos1Sent, out);
+                self.complete(a.packet_id, Stage::Qos1Sent, out, log);
                 Ok(Handled::nothing())
             }
             Packet::PubRec(a) => {
-                self.on_pubrec(a, out);
+                self.on_pubrec(a, out, log);
                 Ok(Handled::nothing())
             }
-            Packet::PubRel(a) => Ok(Handled::respond(self.on_pubrel(a))),
+            Packet::PubRel(a) => Ok(Handled::respond(self.on_pubrel(a, log))),
             Packet::PubComp(a) => {
-                self.complete(a.packet_id, Stage::Released, out);
+                self.complete(a.packet_id, Stage::Released, out, log);
                 Ok(Handled::nothing())
             }
             Packet::Subscribe(s) => {
@@ -982,7 +1156,7 @@ impl Session {
         }
     }
 
-    fn on_publish(&mut self, p: Publish) -> Result<Handled, SessionError> {
+    fn on_publish(&mut self, p: Publish, log: &mut FlowLog) -> Result<Handled, SessionError> {
         let ok = ReasonCode::SUCCESS;
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
@@ -1020,6 +1194,7 @@ impl Session {
                     return Err(SessionError::ReceiveMaximumExceeded);
                 }
                 self.incoming_qos2.insert(id.get());
+                log.push(|| Flow::Qos2Received(id));
                 Ok(Handled {
                     action: Some(Action::Route(Message::from_publish(p))),
                     response: Some(Response::PubRec(id, ok)),
@@ -1038,9 +1213,10 @@ impl Session {
             && std::str::from_utf8(&p.payload).is_err()
     }
 
-    fn on_pubrel(&mut self, a: Ack) -> Response {
+    fn on_pubrel(&mut self, a: Ack, log: &mut FlowLog) -> Response {
         let id = a.packet_id;
         if self.incoming_qos2.remove(&id.get()) {
+            log.push(|| Flow::Qos2Ended(id));
             Response::PubComp(id, ReasonCode::SUCCESS)
         } else {
             // A PUBREL for a flow we completed already (our PUBCOMP was lost): answer again
@@ -1050,7 +1226,7 @@ impl Session {
         }
     }
 
-    fn on_pubrec(&mut self, a: Ack, out: &mut BytesMut) {
+    fn on_pubrec(&mut self, a: Ack, out: &mut BytesMut, log: &mut FlowLog) {
         let Some(f) = self
             .inflight
             .iter_mut()
@@ -1074,9 +1250,15 @@ impl Session {
         if !a.reason.is_success() {
             // 5.0 §4.3.3: a PUBREC with a failure code ends the flow and frees the id.
             let id = a.packet_id;
+            if f.durable != 0 {
+                log.push(|| Flow::Finished(id));
+            }
             self.inflight.retain(|f| f.id != id);
-            self.drain_queue(out);
+            self.drain_queue(out, log);
             return;
+        }
+        if f.durable != 0 {
+            log.push(|| Flow::Released(a.packet_id));
         }
         f.stage = Stage::Released;
         // The message is delivered; only the id is kept until PUBCOMP.
@@ -1085,7 +1267,7 @@ impl Session {
     }
 
     /// Ends the flow `id` if it is at `stage`, then refills the window.
-    fn complete(&mut self, id: PacketId, stage: Stage, out: &mut BytesMut) {
+    fn complete(&mut self, id: PacketId, stage: Stage, out: &mut BytesMut, log: &mut FlowLog) {
         // Acks mostly arrive in order, so the front is checked first.
         let pos = if self.inflight.front().is_some_and(|f| f.id == id) {
             Some(0)
@@ -1094,11 +1276,16 @@ impl Session {
         };
         match pos {
             Some(pos) if self.inflight.get(pos).is_some_and(|f| f.stage == stage) => {
-                if self.inflight.remove(pos).is_some_and(|f| !f.sent) {
-                    // Acknowledged from the previous connection before it was resent.
-                    self.unsent -= 1;
+                if let Some(f) = self.inflight.remove(pos) {
+                    if !f.sent {
+                        // Acknowledged from the previous connection before it was resent.
+                        self.unsent -= 1;
+                    }
+                    if f.durable != 0 {
+                        log.push(|| Flow::Finished(id));
+                    }
                 }
-                self.drain_queue(out);
+                self.drain_queue(out, log);
             }
             _ => bump(&mut self.stats.unknown_acks),
         }
@@ -1116,6 +1303,11 @@ impl Session {
     /// §4.8.2). A QoS 2 message the client has acknowledged with PUBREC is its own and
     /// is not taken.
     pub fn take_shared(&mut self) -> Vec<(TopicFilter, Message)> {
+        self.take_shared_logged(&mut FlowLog::off())
+    }
+
+    /// [`Session::take_shared`], telling `log` which flows left.
+    pub fn take_shared_logged(&mut self, log: &mut FlowLog) -> Vec<(TopicFilter, Message)> {
         let mut taken = Vec::new();
         let mut i = 0;
         while i < self.inflight.len() {
@@ -1128,6 +1320,9 @@ impl Session {
                 Some(f) => {
                     if !f.sent {
                         self.unsent -= 1;
+                    }
+                    if f.durable != 0 {
+                        log.push(|| Flow::Finished(f.id));
                     }
                     if let (Some(m), Some(share)) = (f.message, f.tags.and_then(|t| t.share)) {
                         taken.push((share, m));
@@ -1142,6 +1337,7 @@ impl Session {
             match share {
                 Some(share) => {
                     self.queued_bytes -= q.cost();
+                    log.unqueued(q.durable);
                     taken.push((share, q.message));
                 }
                 None => self.queue.push_back(q),
@@ -1152,8 +1348,10 @@ impl Session {
 
     /// Forgets an incoming QoS 2 id the shard refused after all (PUBREC with an error code
     /// ends the flow: no PUBREL follows, and the id may be reused for a new message).
-    pub fn forget_incoming_qos2(&mut self, id: PacketId) {
-        self.incoming_qos2.remove(&id.get());
+    pub fn forget_incoming_qos2(&mut self, id: PacketId, log: &mut FlowLog) {
+        if self.incoming_qos2.remove(&id.get()) {
+            log.push(|| Flow::Qos2Ended(id));
+        }
     }
 
     /// Whether the session holds a subscription to exactly this filter.
@@ -1174,6 +1372,96 @@ impl Session {
             .iter()
             .filter_map(|f| f.message.as_ref())
             .chain(self.queue.iter().map(|q| &q.message))
+    }
+
+    /// A persistent session as the shard's log left it, offline: its subscriptions, its
+    /// outgoing flows in order (those with a packet id are in flight and are resent on
+    /// resume [MQTT-4.4.0-1]; the others are queued), and its incoming QoS 2 ids. A flow
+    /// in flight with neither a message nor a PUBREL owed cannot be resent and is left out.
+    pub fn restore(
+        client_id: ByteString,
+        expiry: u32,
+        limits: SessionLimits,
+        subscriptions: impl IntoIterator<Item = (TopicFilter, Subscribed)>,
+        flows: impl IntoIterator<Item = RestoredFlow>,
+        incoming_qos2: impl IntoIterator<Item = PacketId>,
+    ) -> Session {
+        let mut s = Session::new(client_id, ProtocolVersion::V3_1_1, true, limits);
+        s.expiry = expiry;
+        s.connected = false;
+        s.subscriptions.extend(subscriptions);
+        for f in flows {
+            match (f.packet_id, f.released, f.message) {
+                (Some(id), released, message) if released || message.is_some() => {
+                    s.last_id = s.last_id.max(id.get());
+                    s.inflight.push_back(Inflight {
+                        id,
+                        stage: match (released, f.qos) {
+                            (true, _) => Stage::Released,
+                            (false, QoS::ExactlyOnce) => Stage::Qos2Sent,
+                            (false, _) => Stage::Qos1Sent,
+                        },
+                        message: if released { None } else { message },
+                        retain: f.retain,
+                        tags: f.tags,
+                        sent: true,
+                        durable: f.durable,
+                    });
+                }
+                (None, false, Some(message)) => {
+                    let q = Queued {
+                        message,
+                        qos: f.qos,
+                        retain: f.retain,
+                        tags: f.tags,
+                        durable: f.durable,
+                    };
+                    s.queued_bytes += q.cost();
+                    s.queue.push_back(q);
+                }
+                _ => {}
+            }
+        }
+        s.incoming_qos2
+            .extend(incoming_qos2.into_iter().map(PacketId::get));
+        s
+    }
+
+    /// The deliveries the shard's log knows (a non-zero number), in order, as
+    /// [`Session::restore`] takes them: what a compaction writes down.
+    pub fn durable_flows(&self) -> impl Iterator<Item = RestoredFlow> + '_ {
+        let inflight = self
+            .inflight
+            .iter()
+            .filter(|f| f.durable != 0)
+            .map(|f| RestoredFlow {
+                message: f.message.clone(),
+                durable: f.durable,
+                qos: stage_qos(f.stage),
+                retain: f.retain,
+                tags: f.tags.clone(),
+                packet_id: Some(f.id),
+                released: f.stage == Stage::Released,
+            });
+        let queued = self
+            .queue
+            .iter()
+            .filter(|q| q.durable != 0)
+            .map(|q| RestoredFlow {
+                message: Some(q.message.clone()),
+                durable: q.durable,
+                qos: q.qos,
+                retain: q.retain,
+                tags: q.tags.clone(),
+                packet_id: None,
+                released: false,
+            });
+        inflight.chain(queued)
+    }
+
+    /// Incoming QoS 2 ids awaiting PUBREL.
+    pub fn incoming_qos2_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.incoming_qos2.iter().copied()
     }
 
     /// Resets state for a clean start on an existing id (the old session is discarded).

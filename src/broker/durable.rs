@@ -1,0 +1,420 @@
+//! The shard's side of persistence: what it appends to its log, when a commit goes to
+//! disk, and which answers wait for it.
+//!
+//! ## What is written
+//! The session store's changes ([`super::store::Change`]), the flows of persistent
+//! sessions as their state machine reports them ([`crate::session::Flow`]), the messages
+//! those flows hold (one [`Record::Message`] per message and shard, however many sessions
+//! hold it), and the retained store's changes. Clean sessions write nothing. Records are
+//! appended in the order the changes happen: store changes are drained into the log before
+//! any flow or message record that follows them.
+//!
+//! ## Group commit and the gate (mode `sync`)
+//! One task per shard ([`commit_loop`]) takes everything appended so far as one batch,
+//! writes it as one sealed commit and syncs it, while the shard goes on appending to the
+//! next batch. A connection whose output reflects a change that is not durable yet (the
+//! ack of a PUBLISH that reached a persistent session, a SUBACK, a PUBLISH or PUBREL sent
+//! to a persistent session) is tagged with the batch it waits for
+//! (`ConnShared::durable_wait`), and its task writes nothing until that batch is on disk.
+//! The tag is one byte (the batch number modulo 255, plus one): at most two batches are
+//! ever open (the one being synced and the one being built), so equal tags never belong to
+//! different open batches. A PUBLISH whose deliveries go to other shards waits, through
+//! the acknowledgement gate, for each of them to confirm that its part is durable.
+//!
+//! ## Failures
+//! A commit that fails (disk full, an I/O error, a read-only file system) is logged,
+//! counted and retried with the same bytes, at growing intervals up to a second; in mode
+//! `sync` what waits for it stays unacknowledged meanwhile (publishers stop at their
+//! in-flight window), and nothing already durable is touched.
+//!
+//! **Owns:** the pending frames, the batch counters, the tags' bookkeeping, the
+//! confirmations owed to other shards. **Must not touch:** what is in a session (the
+//! state machine reports it), sockets, the file (the [`Journal`]).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+
+use super::connection::ConnShared;
+use super::journal::Journal;
+use super::shard::Shard;
+use super::store::SessionStore;
+use super::ShardMsg;
+use crate::config::PersistMode;
+use crate::notify::Notify;
+use crate::persist::record::Record;
+use crate::protocol::{Packet, PacketId, ProtocolVersion, Publish, QoS};
+use crate::session::{Flow, FlowLog, Message, Session};
+
+/// A shard's persistence state (present only when `persistence.mode` is not off).
+#[derive(Debug)]
+pub(crate) struct Durable {
+    pub(crate) mode: PersistMode,
+    sync_interval: Duration,
+    compact_bytes: u64,
+    /// Frames appended since the last batch was taken.
+    frames: RefCell<Vec<u8>>,
+    /// Records appended so far: a caller compares it before and after a step to know
+    /// whether the step wrote anything.
+    appended: Cell<u64>,
+    /// The batch being built (the next commit) and the last one on disk.
+    building: Cell<u64>,
+    durable: Cell<u64>,
+    /// The last message number used.
+    last_message: Cell<u64>,
+    /// Connections tagged with the batch being built.
+    gated: RefCell<Vec<Rc<ConnShared>>>,
+    /// Confirmations owed to other shards once a batch is durable: (batch, shard, token).
+    owed: RefCell<Vec<(u64, usize, u64)>>,
+    /// Set when there is something to commit.
+    pub(crate) work: Notify,
+    /// The scratch list persistent sessions report their flows into.
+    pub(crate) flows: RefCell<FlowLog>,
+    /// The log's size after the last compaction (its snapshot).
+    pub(crate) snapshot_bytes: Cell<u64>,
+    /// The log file's epoch and sequence (see [`super::recovery`]).
+    pub(crate) file: Cell<(u64, u64)>,
+}
+
+/// The one-byte tag of batch `n` (see the module docs).
+fn tag(n: u64) -> u8 {
+    (n % 255) as u8 + 1
+}
+
+impl Durable {
+    pub(crate) fn new(
+        cfg: &crate::config::Persistence,
+        last_message: u64,
+        file: (u64, u64),
+        snapshot_bytes: u64,
+    ) -> Durable {
+        Durable {
+            mode: cfg.mode,
+            sync_interval: Duration::from_millis(cfg.sync_interval),
+            compact_bytes: cfg.compact_bytes,
+            frames: RefCell::new(Vec::new()),
+            appended: Cell::new(0),
+            building: Cell::new(1),
+            durable: Cell::new(0),
+            last_message: Cell::new(last_message),
+            gated: RefCell::new(Vec::new()),
+            owed: RefCell::new(Vec::new()),
+            work: Notify::default(),
+            flows: RefCell::new(FlowLog::off()),
+            snapshot_bytes: Cell::new(snapshot_bytes),
+            file: Cell::new(file),
+        }
+    }
+
+    /// Appends a record to the batch being built. A record too large for a frame (it
+    /// cannot be: messages are bounded by `max_packet_size`) is logged and left out.
+    pub(crate) fn append(&self, r: &Record) {
+        if let Err(e) = r.write(&mut self.frames.borrow_mut()) {
+            tracing::error!(error = %e, kind = r.kind(), "log record not written");
+            return;
+        }
+        self.appended.set(self.appended.get() + 1);
+        self.work.notify();
+    }
+
+    /// Records appended so far.
+    pub(crate) fn appended(&self) -> u64 {
+        self.appended.get()
+    }
+
+    /// Whether acknowledgements wait for the disk.
+    pub(crate) fn is_sync(&self) -> bool {
+        self.mode == PersistMode::Sync
+    }
+
+    /// `conn`'s output waits for the batch being built (mode `sync`).
+    pub(crate) fn gate(&self, conn: &Rc<ConnShared>) {
+        if !self.is_sync() {
+            return;
+        }
+        let t = tag(self.building.get());
+        if conn.durable_wait.get() != t {
+            conn.durable_wait.set(t);
+            self.gated.borrow_mut().push(conn.clone());
+        }
+    }
+
+    /// Writes `msg` down once and returns its number (0 if it could not be written).
+    pub(crate) fn message(&self, msg: &Message) -> u64 {
+        let id = self.last_message.get() + 1;
+        let Some(publish) = encode_message(msg) else {
+            return 0;
+        };
+        self.last_message.set(id);
+        let expires_ms = msg.expires.map_or(0, |e| {
+            let left = e.saturating_duration_since(std::time::Instant::now());
+            wall_ms(std::time::SystemTime::now() + left).max(1)
+        });
+        self.append(&Record::Message {
+            id,
+            expires_ms,
+            publish: publish.freeze(),
+        });
+        id
+    }
+
+    /// Appends what a persistent session (`client_id`) reported into [`Durable::flows`].
+    pub(crate) fn write_flows(&self, client_id: &ByteString) {
+        let mut flows = self.flows.borrow_mut();
+        for f in flows.drain() {
+            let c = client_id.clone();
+            let r = match f {
+                Flow::Delivered {
+                    durable,
+                    qos,
+                    retain,
+                    identifiers,
+                    share,
+                } => Record::Delivered {
+                    client_id: c,
+                    msg: durable,
+                    qos: qos as u8,
+                    retain,
+                    identifiers: identifiers.to_vec(),
+                    share: share.map_or_else(ByteString::new, |s| s.as_bytestring().clone()),
+                },
+                Flow::Sent { durable, id } => Record::Sent {
+                    client_id: c,
+                    msg: durable,
+                    packet_id: id.get(),
+                },
+                Flow::Released(id) => Record::Released {
+                    client_id: c,
+                    packet_id: id.get(),
+                },
+                Flow::Finished(id) => Record::Finished {
+                    client_id: c,
+                    packet_id: id.get(),
+                },
+                Flow::Unqueued(msg) => Record::Unqueued { client_id: c, msg },
+                Flow::Qos2Received(id) => Record::Qos2Received {
+                    client_id: c,
+                    packet_id: id.get(),
+                },
+                Flow::Qos2Ended(id) => Record::Qos2Ended {
+                    client_id: c,
+                    packet_id: id.get(),
+                },
+            };
+            self.append(&r);
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn wall_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A message as the log keeps it: a 5.0 PUBLISH (topic, payload, QoS, RETAIN,
+/// properties).
+pub(crate) fn encode_message(msg: &Message) -> Option<BytesMut> {
+    let mut out = BytesMut::new();
+    let p = Packet::Publish(Publish {
+        dup: false,
+        qos: msg.qos,
+        retain: msg.retain,
+        topic: msg.topic.clone(),
+        packet_id: (msg.qos != QoS::AtMostOnce)
+            .then(|| PacketId::new(1))
+            .flatten(),
+        properties: msg.properties.clone(),
+        payload: msg.payload.clone(),
+    });
+    match p.encode(ProtocolVersion::V5, &mut out) {
+        Ok(()) => Some(out),
+        Err(e) => {
+            tracing::error!(error = %e, topic = %msg.topic, "message not written to the log");
+            None
+        }
+    }
+}
+
+impl Shard {
+    /// The persistence state, when the shard keeps a log.
+    #[inline]
+    pub(crate) fn durable(&self) -> Option<&Durable> {
+        self.persist.as_deref()
+    }
+
+    /// Moves the session store's recorded changes into the log (before any flow or
+    /// message record that follows them).
+    pub(crate) fn journal_changes(&self, sessions: &mut SessionStore) {
+        if let Some(d) = self.durable() {
+            if sessions.has_changes() {
+                for c in sessions.take_changes() {
+                    d.append(&c.record());
+                }
+            }
+        }
+    }
+
+    /// The end of a step done for `conn` (a packet, an attach): store changes go to the
+    /// log, and if the step wrote anything since `before` (see [`Durable::appended`]),
+    /// `conn`'s output waits for it.
+    pub(crate) fn durable_point(&self, conn: &Rc<ConnShared>, before: u64) {
+        let Some(d) = self.durable() else {
+            return;
+        };
+        self.journal_changes(&mut self.state.borrow_mut().sessions);
+        if d.appended() != before {
+            d.gate(conn);
+        }
+    }
+
+    /// Another shard (`from`) waits for `token` to learn that what this shard did for its
+    /// message since `before` is durable: answered now if nothing was written (or the
+    /// mode does not wait), else once the batch is on disk.
+    pub(crate) fn confirm(&self, from: usize, token: u64, before: u64) {
+        match self.durable() {
+            Some(d) if d.is_sync() && d.appended() != before => {
+                self.journal_changes(&mut self.state.borrow_mut().sessions);
+                d.owed.borrow_mut().push((d.building.get(), from, token));
+            }
+            _ => {
+                self.send_control(from, ShardMsg::RetainStored { token });
+            }
+        }
+    }
+
+    /// Records appended so far (0 without a log).
+    pub(crate) fn appended(&self) -> u64 {
+        self.durable().map_or(0, Durable::appended)
+    }
+
+    /// Runs `f` on `session` with the flow log it reports into: the shard's, switched on,
+    /// for a persistent session of a shard that keeps a log; one that records nothing
+    /// (and costs nothing) otherwise. What was reported is appended afterwards.
+    pub(crate) fn with_flows<T>(
+        &self,
+        session: &mut Session,
+        f: impl FnOnce(&mut Session, &mut FlowLog) -> T,
+    ) -> T {
+        match self.durable() {
+            Some(d) if session.is_persistent() => {
+                let r = {
+                    let mut log = d.flows.borrow_mut();
+                    log.set(true);
+                    f(session, &mut log)
+                };
+                if !d.flows.borrow().is_empty() {
+                    d.write_flows(session.client_id());
+                }
+                r
+            }
+            _ => f(session, &mut FlowLog::off()),
+        }
+    }
+}
+
+/// A shard's commit task: takes what was appended as one batch, writes and syncs it
+/// (mode `sync`: as soon as there is something; `periodic`: every `sync_interval`), then
+/// lets the connections waiting for it write and answers the shards waiting for it.
+/// Returns when the shard stops, after a last commit.
+pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
+    let Some(d) = shard.durable() else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(10);
+    let mut failures = 0u64;
+    loop {
+        let stopping = shard.stopping.get() && shard.connection_count() == 0;
+        if !stopping {
+            if d.is_sync() {
+                // Woken by an append, and at least once a second to look at `stopping`.
+                let woken = d.work.notified();
+                let tick = glommio::timer::sleep(Duration::from_secs(1));
+                futures::pin_mut!(woken, tick);
+                futures::future::select(woken, tick).await;
+            } else {
+                // In steps, so that a stop is seen within 100 ms.
+                let until = std::time::Instant::now() + d.sync_interval;
+                while !shard.stopping.get() {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    glommio::timer::sleep(left.min(Duration::from_millis(100))).await;
+                }
+            }
+        }
+        shard.journal_changes(&mut shard.state.borrow_mut().sessions);
+        let frames = std::mem::take(&mut *d.frames.borrow_mut());
+        let gated = std::mem::take(&mut *d.gated.borrow_mut());
+        let batch = d.building.get();
+        if frames.is_empty() && gated.is_empty() && d.owed.borrow().is_empty() {
+            if stopping {
+                break;
+            }
+            continue;
+        }
+        d.building.set(batch + 1);
+        // A log grown past its bound is replaced by a snapshot, which stands for this batch.
+        let compacted = !frames.is_empty()
+            && journal.tail() > d.compact_bytes.max(2 * d.snapshot_bytes.get())
+            && super::recovery::compact(&shard, &mut journal).await;
+        if !frames.is_empty() && !compacted {
+            loop {
+                match journal.commit(&frames).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        failures += 1;
+                        shard.count(|m| m.persist_errors += 1);
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::error!(error = %e, path = %journal.path().display(), failures, "log commit failed: acknowledgements held, retrying");
+                        }
+                        if shard.stopping.get() && shard.connection_count() == 0 && failures > 3 {
+                            tracing::error!(path = %journal.path().display(), "shutting down with a log commit that failed: its changes are lost");
+                            journal.close().await;
+                            return;
+                        }
+                        glommio::timer::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+            if failures > 0 {
+                tracing::warn!(failures, "log commit succeeded again");
+                failures = 0;
+                backoff = Duration::from_millis(10);
+            }
+            shard.count(|m| {
+                m.persist_commits += 1;
+                m.persist_bytes += frames.len() as u64;
+            });
+        }
+        d.durable.set(batch);
+        let t = tag(batch);
+        for c in gated {
+            if c.durable_wait.get() == t {
+                c.durable_wait.set(0);
+                c.wake.notify();
+            }
+        }
+        let owed: Vec<(u64, usize, u64)> = {
+            let mut o = d.owed.borrow_mut();
+            let (now, later): (Vec<_>, Vec<_>) = o.drain(..).partition(|(b, _, _)| *b <= batch);
+            *o = later;
+            now
+        };
+        if !owed.is_empty() {
+            for (_, from, token) in owed {
+                shard.send_control(from, ShardMsg::RetainStored { token });
+            }
+            shard.control.flush();
+        }
+        if stopping && d.frames.borrow().is_empty() {
+            break;
+        }
+    }
+    journal.close().await;
+}

@@ -1,0 +1,665 @@
+//! Durable state across restarts: reading the logs back at start, re-homing what they
+//! hold onto the shards of this run, restoring it into each shard, and compacting a
+//! shard's log while the broker runs.
+//!
+//! ## On disk
+//! `persistence.dir` holds a `CURRENT` file naming the epoch in force, and one
+//! `shard-N` directory per shard with that shard's log, `E-S.log` (epoch `E`, sequence
+//! `S`). Every start begins a new epoch: the logs of the epoch in `CURRENT` are read (in
+//! parallel, one thread per directory), replayed, merged (message numbers renumbered, as
+//! each shard numbered its own), split by home shard for this run's shard count
+//! (`home_shard(client_id)` for sessions, `home_shard(topic)` for retained messages),
+//! stripped of sessions that expired while the broker was down, and written back as one
+//! snapshot per shard, `E+1-0.log`, synced. Only then is `CURRENT` switched (write,
+//! sync, rename, sync the directory), and the old files removed: a crash at any point
+//! leaves either the old epoch or the new one whole. A shard compacts its log at run time
+//! the same way within its directory: the snapshot goes to `E-(S+1).log`, and the older
+//! file is removed once that is durable; at start the newest file of the epoch with a
+//! sealed commit is the one read.
+//!
+//! ## What cannot be trusted
+//! A log's torn or corrupt tail (a commit whose checksum or length does not check out) is
+//! cut with a log line giving its offset and what was dropped; a record that decodes
+//! badly in a sealed commit cuts the log before that commit. A record of a kind this
+//! version does not know means a newer version wrote the log: the broker refuses to start
+//! rather than lose what it cannot read.
+//!
+//! **Owns:** the layout of `persistence.dir`, start-up reading and writing (blocking file
+//! I/O, before any shard runs), the image-to-shard restore, run-time compaction.
+//! **Must not touch:** sockets; a running shard's thread is never blocked on a file
+//! (compaction writes through the shard's [`Journal`], io_uring).
+
+use std::collections::HashMap;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+
+use super::durable::{encode_message, wall_ms};
+use super::journal::Journal;
+use super::shard::Shard;
+use crate::config::Persistence;
+use crate::persist::frame::{self, BLOCK};
+use crate::persist::image::{FlowImage, Image, MessageImage, SessionImage};
+use crate::persist::record::{self, Record, RecordError};
+use crate::protocol::{
+    decode, DecodeOptions, Packet, PacketId, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter,
+};
+use crate::session::{Message, RestoredFlow, Session, Subscribed, Tags};
+
+/// What one shard starts with.
+#[derive(Debug, Default)]
+pub(crate) struct ShardStart {
+    /// The state to restore (already re-homed onto this shard).
+    pub image: Image,
+    /// Its log, holding that state as a snapshot; appended to from `tail`.
+    pub path: PathBuf,
+    pub tail: u64,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// What start-up recovery hands the shards.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    pub shards: Vec<ShardStart>,
+    /// Every restored subscription's filter and its shard: each shard's replica of which
+    /// shards are interested in which filters starts from it.
+    pub interest: Vec<(ByteString, usize)>,
+}
+
+fn invalid(path: &Path, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {what}", path.display()),
+    )
+}
+
+fn with_path(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// The log file of `epoch` and `seq` in a shard directory.
+pub(crate) fn log_path(shard_dir: &Path, epoch: u64, seq: u64) -> PathBuf {
+    shard_dir.join(format!("{epoch}-{seq}.log"))
+}
+
+/// `(epoch, seq)` of a log file's name.
+fn parse_log_name(name: &str) -> Option<(u64, u64)> {
+    let (e, s) = name.strip_suffix(".log")?.split_once('-')?;
+    Some((e.parse().ok()?, s.parse().ok()?))
+}
+
+/// What reading one shard directory found.
+struct ReadShard {
+    image: Image,
+    bytes: usize,
+}
+
+/// Reads the newest log of `epoch` in `dir` that holds a sealed commit.
+fn read_shard_dir(dir: &Path, epoch: u64) -> io::Result<ReadShard> {
+    let mut seqs: Vec<u64> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(with_path(dir))? {
+        let entry = entry.map_err(with_path(dir))?;
+        if let Some((e, s)) = entry.file_name().to_str().and_then(parse_log_name) {
+            if e == epoch {
+                seqs.push(s);
+            }
+        }
+    }
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    for seq in seqs {
+        let path = log_path(dir, epoch, seq);
+        let data = std::fs::read(&path).map_err(with_path(&path))?;
+        let scan = frame::scan(&data, BLOCK);
+        if scan.commits == 0 {
+            // A compaction that did not finish: the older file is whole.
+            tracing::warn!(path = %path.display(), "log without a sealed commit ignored");
+            continue;
+        }
+        if let Some((at, why)) = scan.stopped {
+            tracing::warn!(path = %path.display(), offset = at, reason = ?why, dropped_bytes = data.len().saturating_sub(at), "log cut after its last sealed commit");
+        }
+        let (mut records, bad) = record::read_all(&data, &scan);
+        match bad {
+            Some(RecordError::UnknownKind(k)) => {
+                return Err(invalid(
+                    &path,
+                    format!("record kind {k} unknown to this version: written by a newer SurgeMQ? Refusing to start rather than lose it"),
+                ))
+            }
+            Some(e) => {
+                // A sealed commit holding a record that does not decode: cut before it.
+                let at = scan
+                    .records
+                    .get(records.len())
+                    .map_or(scan.valid, |(_, r)| r.start);
+                let keep = frame::scan(data.get(..at).unwrap_or_default(), BLOCK).valid;
+                let kept = scan
+                    .records
+                    .iter()
+                    .take_while(|(_, r)| r.end <= keep)
+                    .count();
+                records.truncate(kept);
+                tracing::error!(path = %path.display(), offset = at, error = %e, "unreadable log record: the log is cut before its commit");
+            }
+            None => {}
+        }
+        let mut image = Image::default();
+        for r in &records {
+            image.apply(r);
+        }
+        image.collect_garbage();
+        return Ok(ReadShard {
+            image,
+            bytes: data.len(),
+        });
+    }
+    Ok(ReadShard {
+        image: Image::default(),
+        bytes: 0,
+    })
+}
+
+/// Moves `from` into `into`, renumbering its messages after `into`'s.
+fn merge(into: &mut Image, from: Image, next: &mut u64) {
+    let mut map: HashMap<u64, u64> = HashMap::new();
+    let mut renumber = |old: u64| -> u64 {
+        *map.entry(old).or_insert_with(|| {
+            *next += 1;
+            *next
+        })
+    };
+    for (id, m) in from.messages {
+        into.messages.insert(renumber(id), m);
+    }
+    for (topic, id) in from.retained {
+        into.retained.insert(topic, renumber(id));
+    }
+    for (client_id, mut s) in from.sessions {
+        for f in &mut s.flows {
+            f.msg = renumber(f.msg);
+        }
+        // One client id in two logs cannot happen (a session lives on its home shard
+        // only); should it, the first one read is kept.
+        into.sessions.entry(client_id).or_insert(s);
+    }
+    into.last_message_id = *next;
+}
+
+/// Splits `all` onto `shards` home shards, leaving out sessions expired at `now_ms`;
+/// sessions that were online when the log ended count as offline from `now_ms`.
+fn partition(all: Image, shards: usize, now_ms: u64) -> (Vec<Image>, usize) {
+    let mut out: Vec<Image> = (0..shards).map(|_| Image::default()).collect();
+    let mut expired = 0;
+    let messages = all.messages;
+    let take = |img: &mut Image, id: u64| {
+        if let Some(m) = messages.get(&id) {
+            img.messages.entry(id).or_insert_with(|| m.clone());
+        }
+    };
+    for (topic, id) in all.retained {
+        let img = &mut out[super::home_shard(&topic, shards)];
+        take(img, id);
+        img.retained.insert(topic, id);
+    }
+    for (client_id, mut s) in all.sessions {
+        if s.expired(now_ms) {
+            expired += 1;
+            continue;
+        }
+        if s.offline.is_none() {
+            s.offline = Some(now_ms);
+        }
+        let img = &mut out[super::home_shard(&client_id, shards)];
+        for f in s.flows.iter().filter(|f| !f.released) {
+            take(img, f.msg);
+        }
+        img.sessions.insert(client_id, s);
+    }
+    for img in &mut out {
+        img.last_message_id = all.last_message_id;
+    }
+    (out, expired)
+}
+
+/// Writes `records` as one sealed commit to a new file at `path`, synced; returns its size.
+fn write_snapshot(path: &Path, records: &[Record]) -> io::Result<u64> {
+    let mut frames = Vec::new();
+    for r in records {
+        r.write(&mut frames)
+            .map_err(|e| invalid(path, format!("snapshot record: {e}")))?;
+    }
+    frame::seal(&mut frames, 0, BLOCK);
+    let mut f = std::fs::File::create(path).map_err(with_path(path))?;
+    f.write_all(&frames).map_err(with_path(path))?;
+    f.sync_all().map_err(with_path(path))?;
+    Ok(frames.len() as u64)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(with_path(dir))
+}
+
+/// Reads every shard's log, re-homes what they hold onto `shards` shards, writes it back as
+/// a new epoch and switches `CURRENT` to it (module docs). Blocking: runs before any
+/// shard starts.
+pub(crate) fn recover(cfg: &Persistence, shards: usize) -> io::Result<Recovered> {
+    let started = Instant::now();
+    let dir = cfg.dir.as_path();
+    std::fs::create_dir_all(dir).map_err(with_path(dir))?;
+    let current = dir.join("CURRENT");
+    let epoch = match std::fs::read_to_string(&current) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| invalid(&current, format!("not an epoch number: {text:?}")))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(with_path(&current)(e)),
+    };
+    let mut old_dirs: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(with_path(dir))? {
+        let entry = entry.map_err(with_path(dir))?;
+        let name = entry.file_name();
+        let is_shard = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("shard-"))
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+        if is_shard && entry.path().is_dir() {
+            old_dirs.push(entry.path());
+        }
+    }
+    old_dirs.sort();
+    // One thread per directory: each log is read and replayed in parallel.
+    let read: Vec<io::Result<ReadShard>> = std::thread::scope(|s| {
+        let handles: Vec<_> = old_dirs
+            .iter()
+            .map(|d| s.spawn(move || read_shard_dir(d, epoch)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("log reader panicked")))
+            })
+            .collect()
+    });
+    let mut all = Image::default();
+    let mut next = 0u64;
+    let mut bytes = 0usize;
+    for r in read {
+        let r = r?;
+        bytes += r.bytes;
+        merge(&mut all, r.image, &mut next);
+    }
+    let now_ms = wall_ms(SystemTime::now());
+    let (images, expired) = partition(all, shards, now_ms);
+    let new_epoch = epoch + 1;
+    let mut interest = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        for s in img.sessions.values() {
+            interest.extend(s.subscriptions.keys().map(|f| (f.clone(), i)));
+        }
+    }
+    // Each shard's snapshot, written and synced in parallel.
+    let written: Vec<io::Result<ShardStart>> = std::thread::scope(|s| {
+        let handles: Vec<_> = images
+            .into_iter()
+            .enumerate()
+            .map(|(i, image)| {
+                s.spawn(move || -> io::Result<ShardStart> {
+                    let shard_dir = dir.join(format!("shard-{i}"));
+                    std::fs::create_dir_all(&shard_dir).map_err(with_path(&shard_dir))?;
+                    let path = log_path(&shard_dir, new_epoch, 0);
+                    let tail = write_snapshot(&path, &image.snapshot())?;
+                    sync_dir(&shard_dir)?;
+                    Ok(ShardStart {
+                        image,
+                        path,
+                        tail,
+                        epoch: new_epoch,
+                        seq: 0,
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("snapshot writer panicked")))
+            })
+            .collect()
+    });
+    let starts: Vec<ShardStart> = written.into_iter().collect::<io::Result<_>>()?;
+    sync_dir(dir)?;
+    // The switch: from here on the new epoch is the state.
+    let tmp = dir.join("CURRENT.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(with_path(&tmp))?;
+        writeln!(f, "{new_epoch}").map_err(with_path(&tmp))?;
+        f.sync_all().map_err(with_path(&tmp))?;
+    }
+    std::fs::rename(&tmp, &current).map_err(with_path(&current))?;
+    sync_dir(dir)?;
+    // What the old epoch (and any unfinished one) left behind.
+    for d in &old_dirs {
+        if let Ok(entries) = std::fs::read_dir(d) {
+            for e in entries.flatten() {
+                let stale = e
+                    .file_name()
+                    .to_str()
+                    .and_then(parse_log_name)
+                    .is_some_and(|(ep, _)| ep != new_epoch);
+                if stale {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(d); // only when empty (a shard beyond this run's count)
+    }
+    let sessions: usize = starts.iter().map(|s| s.image.sessions.len()).sum();
+    let queued: usize = starts
+        .iter()
+        .flat_map(|s| s.image.sessions.values())
+        .map(|s| s.flows.len())
+        .sum();
+    let retained: usize = starts.iter().map(|s| s.image.retained.len()).sum();
+    tracing::info!(
+        dir = %dir.display(),
+        epoch = new_epoch,
+        sessions,
+        messages_held = queued,
+        retained,
+        sessions_expired = expired,
+        read_bytes = bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "persistent state recovered"
+    );
+    Ok(Recovered {
+        shards: starts,
+        interest,
+    })
+}
+
+/// A message as the log kept it, back as the broker's.
+fn decode_message(m: &MessageImage, now_ms: u64, now: Instant) -> Option<Message> {
+    let mut buf = BytesMut::from(&m.publish[..]);
+    let opts = DecodeOptions {
+        version: ProtocolVersion::V5,
+        max_packet_size: crate::config::MAX_PACKET_SIZE,
+    };
+    let Ok(Some(Packet::Publish(p))) = decode(&mut buf, &opts) else {
+        tracing::error!("a message in the log does not decode: left out");
+        return None;
+    };
+    let mut msg = Message::from_publish(p);
+    msg.expires = (m.expires_ms != 0)
+        .then(|| now + Duration::from_millis(m.expires_ms.saturating_sub(now_ms)));
+    Some(msg)
+}
+
+impl Shard {
+    /// Restores what recovery gave this shard (before it serves anyone): offline sessions
+    /// with their subscriptions and flows, the retained messages it owns, and the replica
+    /// of every shard's restored filters. Nothing of it is written to the log again: the
+    /// log already holds it as its snapshot.
+    pub(crate) fn restore(&self, image: Image, interest: &[(ByteString, usize)]) {
+        let now = Instant::now();
+        let now_ms = wall_ms(SystemTime::now());
+        let mut messages: HashMap<u64, Message> = HashMap::with_capacity(image.messages.len());
+        for (id, m) in &image.messages {
+            if let Some(msg) = decode_message(m, now_ms, now) {
+                messages.insert(*id, msg);
+            }
+        }
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        for (filter, shard) in interest {
+            st.interest.add(filter, *shard);
+        }
+        for (topic, id) in &image.retained {
+            if let Some(m) = messages.get(id) {
+                let mut m = m.clone();
+                m.retain = true;
+                st.retained.insert(topic, m);
+            }
+        }
+        for (client_id, s) in image.sessions {
+            let subs: Vec<(TopicFilter, Subscribed)> = s
+                .subscriptions
+                .iter()
+                .filter_map(|(f, (options, identifier))| {
+                    Some((
+                        TopicFilter::new(f.clone()).ok()?,
+                        Subscribed {
+                            options: SubscriptionOptions::from_byte(*options)?,
+                            identifier: *identifier,
+                        },
+                    ))
+                })
+                .collect();
+            let flows = s.flows.iter().map(|f| restored_flow(f, &messages));
+            let session = Session::restore(
+                client_id,
+                s.expiry,
+                self.limits,
+                subs.iter().cloned(),
+                flows,
+                s.incoming_qos2.iter().filter_map(|i| PacketId::new(*i)),
+            );
+            let id = st.sessions.insert(Box::new(session));
+            for (filter, sub) in subs {
+                if st.subs.insert(&filter, id, sub).is_none() {
+                    *st.local_filters.entry(filter).or_insert(0) += 1;
+                }
+            }
+            let since_ms = s.offline.unwrap_or(now_ms);
+            let ago = Duration::from_millis(now_ms.saturating_sub(since_ms));
+            st.sessions
+                .mark_offline(id, now.checked_sub(ago).unwrap_or(now));
+        }
+        // What restoring recorded is in the snapshot already.
+        let _ = st.sessions.take_changes();
+    }
+}
+
+fn restored_flow(f: &FlowImage, messages: &HashMap<u64, Message>) -> RestoredFlow {
+    let tags = (!f.identifiers.is_empty() || !f.share.is_empty()).then(|| {
+        Box::new(Tags {
+            identifiers: f.identifiers.iter().copied().collect(),
+            share: TopicFilter::new(f.share.clone()).ok(),
+        })
+    });
+    RestoredFlow {
+        message: if f.released {
+            None
+        } else {
+            messages.get(&f.msg).cloned()
+        },
+        durable: f.msg,
+        qos: if f.qos == 2 {
+            QoS::ExactlyOnce
+        } else {
+            QoS::AtLeastOnce
+        },
+        retain: f.retain,
+        tags,
+        packet_id: f.packet_id.and_then(PacketId::new),
+        released: f.released,
+    }
+}
+
+/// The shard's live durable state as an image (for a compaction): persistent sessions
+/// with their subscriptions, flows and incoming QoS 2 ids, and the retained messages.
+fn image_of(shard: &Shard) -> Image {
+    let st = shard.state.borrow();
+    let now = Instant::now();
+    let now_ms = wall_ms(SystemTime::now());
+    let mut image = Image::default();
+    let mut last = 0u64;
+    for (id, s) in st.sessions.iter() {
+        if !s.is_persistent() {
+            continue;
+        }
+        let offline = st.sessions.offline_deadline(id).map(|deadline| {
+            // The log keeps when it went offline; the store keeps when it expires.
+            match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(now).as_millis() as u64;
+                    (now_ms + left).saturating_sub(u64::from(s.expiry()) * 1000)
+                }
+                None => now_ms,
+            }
+        });
+        let mut flows = Vec::new();
+        for f in s.durable_flows() {
+            if let (Some(m), false) = (&f.message, image.messages.contains_key(&f.durable)) {
+                if let Some(publish) = encode_message(m) {
+                    let expires_ms = m.expires.map_or(0, |e| {
+                        (now_ms + e.saturating_duration_since(now).as_millis() as u64).max(1)
+                    });
+                    image.messages.insert(
+                        f.durable,
+                        MessageImage {
+                            expires_ms,
+                            publish: publish.freeze(),
+                        },
+                    );
+                }
+            }
+            last = last.max(f.durable);
+            flows.push(FlowImage {
+                msg: f.durable,
+                qos: f.qos as u8,
+                retain: f.retain,
+                identifiers: f
+                    .tags
+                    .as_ref()
+                    .map(|t| t.identifiers.to_vec())
+                    .unwrap_or_default(),
+                share: f
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.share.as_ref())
+                    .map_or_else(ByteString::new, |s| s.as_bytestring().clone()),
+                packet_id: f.packet_id.map(PacketId::get),
+                released: f.released,
+            });
+        }
+        image.sessions.insert(
+            s.client_id().clone(),
+            SessionImage {
+                expiry: s.expiry(),
+                offline,
+                subscriptions: s
+                    .subscriptions()
+                    .map(|(f, sub)| {
+                        (
+                            f.as_bytestring().clone(),
+                            (sub.options.to_byte(), sub.identifier),
+                        )
+                    })
+                    .collect(),
+                flows,
+                incoming_qos2: s.incoming_qos2_ids().collect(),
+            },
+        );
+    }
+    // Retained messages get numbers after every flow's.
+    let mut retained: Vec<Message> = Vec::new();
+    st.retained.for_each(|m| retained.push(m.clone()));
+    drop(st);
+    for m in retained {
+        let Some(publish) = encode_message(&m) else {
+            continue;
+        };
+        last += 1;
+        let expires_ms = m.expires.map_or(0, |e| {
+            (now_ms + e.saturating_duration_since(now).as_millis() as u64).max(1)
+        });
+        image.messages.insert(
+            last,
+            MessageImage {
+                expires_ms,
+                publish: publish.freeze(),
+            },
+        );
+        image
+            .retained
+            .insert(ByteString::from(m.topic.as_str()), last);
+    }
+    image.last_message_id = last;
+    image
+}
+
+/// Replaces the shard's log by a snapshot of its live state (module docs), taken now:
+/// it holds every change appended so far, so it stands for the batch the caller took
+/// (whose frames it supersedes). Returns false, leaving the log as it was, when the
+/// snapshot could not be written (the caller then commits that batch to the old log, and
+/// compaction is tried again after the next commit).
+pub(crate) async fn compact(shard: &Shard, journal: &mut Journal) -> bool {
+    let Some(d) = shard.durable() else {
+        return false;
+    };
+    let started = Instant::now();
+    // Built before any await: exactly the changes appended so far.
+    let image = image_of(shard);
+    let mut frames = Vec::new();
+    for r in image.snapshot() {
+        if let Err(e) = r.write(&mut frames) {
+            tracing::error!(error = %e, "compaction: record not written");
+        }
+    }
+    let Some(dir) = journal.path().parent().map(Path::to_path_buf) else {
+        return false;
+    };
+    let (epoch, seq) = d.file.get();
+    let path = log_path(&dir, epoch, seq + 1);
+    let result = async {
+        let mut new = Journal::open_at(&path, 0).await?;
+        new.commit(&frames).await?;
+        glommio::io::Directory::open(&dir)
+            .await
+            .map_err(io::Error::from)?
+            .sync()
+            .await
+            .map_err(io::Error::from)?;
+        io::Result::Ok(new)
+    }
+    .await;
+    match result {
+        Ok(new) => {
+            let before = journal.tail();
+            let old = std::mem::replace(journal, new);
+            let old_path = old.path().to_owned();
+            old.close().await;
+            if let Err(e) = glommio::io::remove(&old_path).await {
+                tracing::warn!(error = %e, path = %old_path.display(), "old log not removed");
+            }
+            d.file.set((epoch, seq + 1));
+            d.snapshot_bytes.set(journal.tail());
+            shard.count(|m| m.persist_compactions += 1);
+            tracing::info!(
+                shard = shard.id,
+                from_bytes = before,
+                to_bytes = journal.tail(),
+                sessions = image.sessions.len(),
+                retained = image.retained.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "log compacted"
+            );
+            true
+        }
+        Err(e) => {
+            shard.count(|m| m.persist_errors += 1);
+            tracing::error!(error = %e, path = %path.display(), "compaction failed: going on with the old log");
+            let _ = glommio::io::remove(&path).await;
+            false
+        }
+    }
+}
