@@ -26,7 +26,7 @@ use crossbeam_channel::{bounded, Sender};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::broker::runtime::shard_main;
-use crate::broker::shard::ShardSummary;
+pub use crate::broker::shard::ShardSummary;
 use crate::broker::{net, ShardMsg};
 use crate::config::{AcceptMode, Config, ConfigError};
 use crate::mesh;

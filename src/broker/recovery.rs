@@ -96,6 +96,9 @@ fn parse_log_name(name: &str) -> Option<(u64, u64)> {
 struct ReadShard {
     image: Image,
     bytes: usize,
+    /// The log, when damage (not just a torn tail) cut it: kept aside, renamed, rather
+    /// than removed with the old epoch.
+    damaged: Option<PathBuf>,
 }
 
 /// Reads the newest log of `epoch` in `dir` that holds a sealed commit.
@@ -119,8 +122,17 @@ fn read_shard_dir(dir: &Path, epoch: u64) -> io::Result<ReadShard> {
             tracing::warn!(path = %path.display(), "log without a sealed commit ignored");
             continue;
         }
+        let mut damaged = None;
         if let Some((at, why)) = scan.stopped {
-            tracing::warn!(path = %path.display(), offset = at, reason = ?why, dropped_bytes = data.len().saturating_sub(at), "log cut after its last sealed commit");
+            let rest = data.get(at..).unwrap_or_default();
+            // A torn tail is the end of the log; sealed data further on means damage.
+            let more = rest.len() > BLOCK && rest.iter().skip(BLOCK).any(|b| *b != 0);
+            if more {
+                damaged = Some(path.clone());
+                tracing::error!(path = %path.display(), offset = at, reason = ?why, dropped_bytes = rest.len(), "log damaged: starting with the commits before the damage; the file is kept as *.damaged");
+            } else {
+                tracing::warn!(path = %path.display(), offset = at, reason = ?why, dropped_bytes = rest.len(), "log cut after its last sealed commit");
+            }
         }
         let (mut records, bad) = record::read_all(&data, &scan);
         match bad {
@@ -155,11 +167,13 @@ fn read_shard_dir(dir: &Path, epoch: u64) -> io::Result<ReadShard> {
         return Ok(ReadShard {
             image,
             bytes: data.len(),
+            damaged,
         });
     }
     Ok(ReadShard {
         image: Image::default(),
         bytes: 0,
+        damaged: None,
     })
 }
 
@@ -291,9 +305,11 @@ pub(crate) fn recover(cfg: &Persistence, shards: usize) -> io::Result<Recovered>
     let mut all = Image::default();
     let mut next = 0u64;
     let mut bytes = 0usize;
+    let mut damaged = Vec::new();
     for r in read {
         let r = r?;
         bytes += r.bytes;
+        damaged.extend(r.damaged);
         merge(&mut all, r.image, &mut next);
     }
     let now_ms = wall_ms(SystemTime::now());
@@ -346,7 +362,12 @@ pub(crate) fn recover(cfg: &Persistence, shards: usize) -> io::Result<Recovered>
     }
     std::fs::rename(&tmp, &current).map_err(with_path(&current))?;
     sync_dir(dir)?;
-    // What the old epoch (and any unfinished one) left behind.
+    // What the old epoch (and any unfinished one) left behind; a damaged log is kept.
+    for path in &damaged {
+        let mut aside = path.clone().into_os_string();
+        aside.push(format!(".damaged-{new_epoch}"));
+        let _ = std::fs::rename(path, &aside);
+    }
     for d in &old_dirs {
         if let Ok(entries) = std::fs::read_dir(d) {
             for e in entries.flatten() {
@@ -661,5 +682,215 @@ pub(crate) async fn compact(shard: &Shard, journal: &mut Journal) -> bool {
             let _ = glommio::io::remove(&path).await;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PersistMode;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "surgemq-recovery-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        p
+    }
+
+    fn cfg(dir: &Path) -> Persistence {
+        Persistence {
+            mode: PersistMode::Sync,
+            dir: dir.to_owned(),
+            ..Persistence::default()
+        }
+    }
+
+    fn created(i: usize) -> Record {
+        Record::SessionCreated {
+            client_id: ByteString::from(format!("c{i}")),
+            expiry: u32::MAX,
+        }
+    }
+
+    /// A log of `n` sessions, one commit each, as epoch 1 of shard 0; returns its bytes
+    /// and where each commit starts.
+    fn write_log(dir: &Path, n: usize) -> (PathBuf, Vec<u8>, Vec<usize>) {
+        let shard = dir.join("shard-0");
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::write(dir.join("CURRENT"), "1\n").unwrap();
+        let mut log = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..n {
+            starts.push(log.len());
+            let start = log.len();
+            created(i).write(&mut log).unwrap();
+            frame::seal(&mut log, start, BLOCK);
+        }
+        let path = log_path(&shard, 1, 0);
+        std::fs::write(&path, &log).unwrap();
+        (path, log, starts)
+    }
+
+    fn sessions(r: &Recovered) -> Vec<String> {
+        let mut v: Vec<String> = r
+            .shards
+            .iter()
+            .flat_map(|s| s.image.sessions.keys().map(|k| k.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        let mut v: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_rest_restored() {
+        let dir = tmp("torn");
+        let (path, log, starts) = write_log(&dir, 4);
+        // The last commit's write stopped half-way.
+        std::fs::write(&path, &log[..starts[3] + 20]).unwrap();
+        let r = recover(&cfg(&dir), 2).unwrap();
+        assert_eq!(sessions(&r), names(3));
+        // The new epoch is in force, the old file gone, and it restores the same.
+        assert_eq!(std::fs::read_to_string(dir.join("CURRENT")).unwrap(), "2\n");
+        assert!(!path.exists());
+        let again = recover(&cfg(&dir), 2).unwrap();
+        assert_eq!(sessions(&again), names(3));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_flipped_byte_keeps_the_commits_before_it() {
+        let dir = tmp("flip");
+        let (path, mut log, starts) = write_log(&dir, 5);
+        log[starts[2] + 12] ^= 0x40;
+        std::fs::write(&path, &log).unwrap();
+        let r = recover(&cfg(&dir), 1).unwrap();
+        assert_eq!(sessions(&r), names(2));
+        // The damaged file is kept aside for inspection.
+        let mut aside = path.clone().into_os_string();
+        aside.push(".damaged-2");
+        assert_eq!(std::fs::read(&aside).unwrap(), log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_zero_filled_or_empty_log_starts_empty() {
+        for len in [0usize, 3 * BLOCK] {
+            let dir = tmp(&format!("zero{len}"));
+            let (path, _, _) = write_log(&dir, 3);
+            std::fs::write(&path, vec![0u8; len]).unwrap();
+            let r = recover(&cfg(&dir), 2).unwrap();
+            assert!(sessions(&r).is_empty());
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn an_unfinished_compaction_falls_back_to_the_older_file() {
+        let dir = tmp("unfinished");
+        write_log(&dir, 3);
+        // A newer file of the epoch whose snapshot never got sealed.
+        let newer = log_path(&dir.join("shard-0"), 1, 1);
+        let mut torn = Vec::new();
+        created(9).write(&mut torn).unwrap();
+        std::fs::write(&newer, &torn).unwrap();
+        let r = recover(&cfg(&dir), 1).unwrap();
+        assert_eq!(sessions(&r), names(3));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_record_of_an_unknown_kind_refuses_to_start() {
+        let dir = tmp("unknown");
+        let (path, mut log, _) = write_log(&dir, 2);
+        let start = log.len();
+        frame::encode(200, b"from the future", &mut log).unwrap();
+        frame::seal(&mut log, start, BLOCK);
+        std::fs::write(&path, &log).unwrap();
+        let e = recover(&cfg(&dir), 1).unwrap_err();
+        assert!(e.to_string().contains("unknown"), "{e}");
+        // Nothing was changed: the log is still there for a newer version.
+        assert_eq!(std::fs::read(&path).unwrap(), log);
+        assert_eq!(std::fs::read_to_string(dir.join("CURRENT")).unwrap(), "1\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sessions_and_retained_messages_are_rehomed_and_renumbered() {
+        let dir = tmp("rehome");
+        // Two old shards that both used message number 1.
+        for (shard, client, topic) in [(0, "a", "t/a"), (1, "b", "t/b")] {
+            let d = dir.join(format!("shard-{shard}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let mut msg = BytesMut::new();
+            Packet::Publish(crate::protocol::Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: crate::protocol::TopicName::new(topic).unwrap(),
+                packet_id: PacketId::new(1),
+                properties: crate::protocol::Properties::new(),
+                payload: bytes::Bytes::from(client.to_owned()),
+            })
+            .encode(ProtocolVersion::V5, &mut msg)
+            .unwrap();
+            let records = [
+                Record::SessionCreated {
+                    client_id: ByteString::from(client),
+                    expiry: u32::MAX,
+                },
+                Record::Message {
+                    id: 1,
+                    expires_ms: 0,
+                    publish: msg.freeze(),
+                },
+                Record::Delivered {
+                    client_id: ByteString::from(client),
+                    msg: 1,
+                    qos: 1,
+                    retain: false,
+                    identifiers: vec![],
+                    share: ByteString::new(),
+                },
+                Record::RetainSet {
+                    topic: ByteString::from(topic),
+                    msg: 1,
+                },
+            ];
+            write_snapshot(&log_path(&d, 0, 0), &records).unwrap();
+        }
+        let r = recover(&cfg(&dir), 3).unwrap();
+        assert_eq!(r.shards.len(), 3);
+        for (client, topic) in [("a", "t/a"), ("b", "t/b")] {
+            let home = &r.shards[crate::broker::home_shard(client, 3)].image;
+            let s = &home.sessions[&ByteString::from(client)];
+            let m = &home.messages[&s.flows[0].msg];
+            assert!(
+                m.publish.ends_with(client.as_bytes()),
+                "{client}'s own message"
+            );
+            let owner = &r.shards[crate::broker::home_shard(topic, 3)].image;
+            let id = owner.retained[&ByteString::from(topic)];
+            assert!(owner.messages[&id].publish.ends_with(client.as_bytes()));
+        }
+        assert!(!dir.join("shard-1").join("0-0.log").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_current_file_that_is_not_an_epoch_refuses_to_start() {
+        let dir = tmp("current");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("CURRENT"), "garbage").unwrap();
+        assert!(recover(&cfg(&dir), 1).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

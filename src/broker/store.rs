@@ -257,8 +257,11 @@ impl SessionStore {
     }
 
     /// Stores a new session (its client id must not have one yet); returns its id.
-    pub fn insert(&mut self, session: Box<Session>) -> SessionId {
+    pub fn insert(&mut self, mut session: Box<Session>) -> SessionId {
         let client_id = session.client_id().clone();
+        if self.changes.is_some() && session.is_persistent() {
+            session.set_logged();
+        }
         self.record(session.is_persistent(), || Change::Created {
             client_id: client_id.clone(),
             expiry: session.expiry(),
@@ -281,10 +284,10 @@ impl SessionStore {
         let (_, session) = self.slots.try_remove(id.slot as usize)?;
         self.by_client.remove(session.client_id());
         self.offline.remove(&id);
-        // Recorded whatever the session's expiry is now: it may have been persistent when
-        // it was created (a later CONNECT or DISCONNECT can set its expiry to 0), and a
-        // store ignores a removal of a session it never had.
-        self.record(true, || Change::Removed {
+        // Recorded whatever the session's expiry is now when the log heard of it (it may
+        // have been persistent when created: a later CONNECT or DISCONNECT can set its
+        // expiry to 0); a session created clean never touches the disk.
+        self.record(session.is_logged(), || Change::Removed {
             client_id: session.client_id().clone(),
         });
         Some(session)
@@ -398,9 +401,24 @@ mod tests {
         s.remove(clean);
         assert_eq!(
             s.take_changes(),
-            vec![Change::Removed {
-                client_id: ByteString::from("clean")
-            }]
+            vec![],
+            "a clean session never touches the disk"
+        );
+        // Persistent when created, clean later (expiry 0): its end is written down.
+        let was = s.insert(session("was", true));
+        s.get_mut(was).unwrap().set_expiry(0);
+        s.remove(was);
+        assert_eq!(
+            s.take_changes(),
+            vec![
+                Change::Created {
+                    client_id: ByteString::from("was"),
+                    expiry: crate::session::NEVER_EXPIRES,
+                },
+                Change::Removed {
+                    client_id: ByteString::from("was")
+                }
+            ]
         );
         let p = s.insert(session("p", true));
         assert!(s.subscribe(p, f.clone(), opts));
@@ -443,7 +461,7 @@ mod tests {
             },
             Change::Removed { client_id: id("p") },
         ];
-        assert_eq!(got, want, "clean sessions record nothing but their removal");
+        assert_eq!(got, want);
         want.clear();
         assert_eq!(s.take_changes(), want, "taken once");
     }

@@ -598,6 +598,10 @@ pub struct Session {
     unsent: u16,
     last_id: u16,
     connected: bool,
+    /// The shard's log has heard of this session (it was persistent when created, or was
+    /// restored from the log): its end is written down too. A session created clean never
+    /// touches the disk.
+    logged: bool,
     stats: SessionStats,
     /// Queued messages dropped as expired, not yet taken by [`Session::take_expired_drops`].
     expired_unreported: u32,
@@ -627,6 +631,7 @@ impl Session {
             unsent: 0,
             last_id: 0,
             connected: true,
+            logged: false,
             stats: SessionStats::default(),
             expired_unreported: 0,
         }
@@ -671,6 +676,16 @@ impl Session {
     /// that attaches it, or from a 5.0 DISCONNECT [MQTT-3.14.2-2].
     pub fn set_expiry(&mut self, seconds: u32) {
         self.expiry = seconds;
+    }
+
+    /// Whether the shard's log has heard of the session (see [`Session::set_logged`]).
+    pub fn is_logged(&self) -> bool {
+        self.logged
+    }
+
+    /// The shard's log has heard of the session: its end must be written down too.
+    pub fn set_logged(&mut self) {
+        self.logged = true;
     }
 
     /// Whether a connection is attached.
@@ -1389,6 +1404,7 @@ impl Session {
         let mut s = Session::new(client_id, ProtocolVersion::V3_1_1, true, limits);
         s.expiry = expiry;
         s.connected = false;
+        s.logged = true;
         s.subscriptions.extend(subscriptions);
         for f in flows {
             match (f.packet_id, f.released, f.message) {
