@@ -77,7 +77,29 @@ pub(crate) struct Durable {
     pub(crate) snapshot_bytes: Cell<u64>,
     /// The log file's epoch and sequence (see [`super::recovery`]).
     pub(crate) file: Cell<(u64, u64)>,
+    /// Set while routing a QoS 2 message whose incoming id a persistent publisher's
+    /// session just recorded: what goes to other shards waits in `outbox` until that
+    /// record is durable (see [`Shard::hold_data`]).
+    pub(crate) hold_sends: Cell<bool>,
+    /// Data-plane messages held until batch `.0` is durable, in order: (batch, shard,
+    /// message).
+    outbox: RefCell<std::collections::VecDeque<(u64, usize, ShardMsg)>>,
+    /// The last ingress number used (see [`Durable::ingress`]).
+    last_ingress: Cell<u64>,
+    /// The ingress of the message being routed or delivered now, 0: none. Set around a
+    /// routing step so that its deliveries and retained store are written down with it.
+    pub(crate) routing_ingress: Cell<u64>,
+    /// Ingresses not yet routed durably everywhere: ingress -> (publisher, message); a
+    /// compaction writes them down again.
+    inbound: RefCell<std::collections::HashMap<u64, (ByteString, Message)>>,
+    /// Deliveries of an ingress that ended lately, newest last (at most `RECENT`): a
+    /// compaction keeps them, since their ingress may not be routed durably yet.
+    recent: RefCell<std::collections::VecDeque<(u64, ByteString)>>,
 }
+
+/// How many ended deliveries of an ingress a shard remembers for its compactions: far
+/// more than can end between another shard's commit and its `Routed` record's.
+const RECENT: usize = 16_384;
 
 /// The one-byte tag of batch `n` (see the module docs).
 fn tag(n: u64) -> u8 {
@@ -87,10 +109,13 @@ fn tag(n: u64) -> u8 {
 impl Durable {
     pub(crate) fn new(
         cfg: &crate::config::Persistence,
+        shard: usize,
         last_message: u64,
         file: (u64, u64),
         snapshot_bytes: u64,
     ) -> Durable {
+        // Unique over shards and restarts: the epoch (one per start), the shard, a count.
+        let base = ((file.0 & 0xFFFF) << 48) | (((shard as u64) & 0xFF) << 40);
         Durable {
             mode: cfg.mode,
             sync_interval: Duration::from_millis(cfg.sync_interval),
@@ -106,6 +131,12 @@ impl Durable {
             flows: RefCell::new(FlowLog::off()),
             snapshot_bytes: Cell::new(snapshot_bytes),
             file: Cell::new(file),
+            hold_sends: Cell::new(false),
+            outbox: RefCell::new(std::collections::VecDeque::new()),
+            last_ingress: Cell::new(base),
+            routing_ingress: Cell::new(0),
+            inbound: RefCell::new(std::collections::HashMap::new()),
+            recent: RefCell::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -161,6 +192,57 @@ impl Durable {
         id
     }
 
+    /// Writes down a QoS 2 message persistent session `client_id` published, before it is
+    /// routed: its ingress number, which its deliveries carry, until [`Durable::routed`].
+    pub(crate) fn ingress(&self, client_id: &ByteString, msg: &Message) -> u64 {
+        let id = self.message(msg);
+        if id == 0 {
+            return 0;
+        }
+        let ingress = self.last_ingress.get() + 1;
+        self.last_ingress.set(ingress);
+        self.append(&Record::Ingress {
+            ingress,
+            client_id: client_id.clone(),
+            msg: id,
+        });
+        self.inbound
+            .borrow_mut()
+            .insert(ingress, (client_id.clone(), msg.clone()));
+        ingress
+    }
+
+    /// Every delivery of `ingress` is durable.
+    pub(crate) fn routed(&self, ingress: u64) {
+        if ingress != 0 && self.inbound.borrow_mut().remove(&ingress).is_some() {
+            self.append(&Record::Routed { ingress });
+        }
+    }
+
+    /// Ingresses not routed durably yet (for a compaction).
+    pub(crate) fn unrouted(&self) -> Vec<(u64, ByteString, Message)> {
+        self.inbound
+            .borrow()
+            .iter()
+            .map(|(i, (c, m))| (*i, c.clone(), m.clone()))
+            .collect()
+    }
+
+    /// Deliveries of an ingress that ended lately (for a compaction).
+    pub(crate) fn recent_ingress(&self) -> Vec<(u64, ByteString)> {
+        self.recent.borrow().iter().cloned().collect()
+    }
+
+    fn ended(&self, ingress: u64, client_id: &ByteString) {
+        if ingress != 0 {
+            let mut r = self.recent.borrow_mut();
+            if r.len() >= RECENT {
+                r.pop_front();
+            }
+            r.push_back((ingress, client_id.clone()));
+        }
+    }
+
     /// Appends what a persistent session (`client_id`) reported into [`Durable::flows`].
     pub(crate) fn write_flows(&self, client_id: &ByteString) {
         let mut flows = self.flows.borrow_mut();
@@ -175,11 +257,12 @@ impl Durable {
                     share,
                 } => Record::Delivered {
                     client_id: c,
-                    msg: durable,
+                    msg: durable.msg,
                     qos: qos as u8,
                     retain,
                     identifiers: identifiers.to_vec(),
                     share: share.map_or_else(ByteString::new, |s| s.as_bytestring().clone()),
+                    ingress: durable.ingress,
                 },
                 Flow::Sent { durable, id } => Record::Sent {
                     client_id: c,
@@ -190,11 +273,20 @@ impl Durable {
                     client_id: c,
                     packet_id: id.get(),
                 },
-                Flow::Finished(id) => Record::Finished {
-                    client_id: c,
-                    packet_id: id.get(),
-                },
-                Flow::Unqueued(msg) => Record::Unqueued { client_id: c, msg },
+                Flow::Finished(id, ingress) => {
+                    self.ended(ingress, &c);
+                    Record::Finished {
+                        client_id: c,
+                        packet_id: id.get(),
+                    }
+                }
+                Flow::Unqueued(r) => {
+                    self.ended(r.ingress, &c);
+                    Record::Unqueued {
+                        client_id: c,
+                        msg: r.msg,
+                    }
+                }
                 Flow::Qos2Received(id) => Record::Qos2Received {
                     client_id: c,
                     packet_id: id.get(),
@@ -286,6 +378,43 @@ impl Shard {
         }
     }
 
+    /// A data-plane message for `dest`, handed back unless it must wait for the batch
+    /// being built: while a QoS 2 message's incoming id is not durable, no other shard may
+    /// deliver it (after a crash the publisher sends it again, and a delivery made
+    /// elsewhere before the id was on disk would be made a second time). Later messages
+    /// for any shard queue behind held ones, so the data plane keeps its order.
+    pub(crate) fn hold_data(&self, dest: usize, msg: ShardMsg) -> Option<ShardMsg> {
+        match self.durable() {
+            Some(d) if d.hold_sends.get() || !d.outbox.borrow().is_empty() => {
+                d.outbox
+                    .borrow_mut()
+                    .push_back((d.building.get(), dest, msg));
+                // Released by the commit of the batch being built, even an empty one.
+                d.work.notify();
+                None
+            }
+            _ => Some(msg),
+        }
+    }
+
+    /// The ingress of the message being routed now (0: none).
+    pub(crate) fn routing_ingress(&self) -> u64 {
+        self.durable().map_or(0, |d| d.routing_ingress.get())
+    }
+
+    /// Runs `f` (a routing or delivery step) with `ingress` as the message's ingress.
+    pub(crate) fn with_ingress<T>(&self, ingress: u64, f: impl FnOnce() -> T) -> T {
+        match self.durable() {
+            Some(d) if ingress != 0 => {
+                let was = d.routing_ingress.replace(ingress);
+                let r = f();
+                d.routing_ingress.set(was);
+                r
+            }
+            _ => f(),
+        }
+    }
+
     /// Records appended so far (0 without a log).
     pub(crate) fn appended(&self) -> u64 {
         self.durable().map_or(0, Durable::appended)
@@ -351,7 +480,11 @@ pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
         let frames = std::mem::take(&mut *d.frames.borrow_mut());
         let gated = std::mem::take(&mut *d.gated.borrow_mut());
         let batch = d.building.get();
-        if frames.is_empty() && gated.is_empty() && d.owed.borrow().is_empty() {
+        if frames.is_empty()
+            && gated.is_empty()
+            && d.owed.borrow().is_empty()
+            && d.outbox.borrow().is_empty()
+        {
             if stopping {
                 break;
             }
@@ -411,6 +544,27 @@ pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
                 shard.send_control(from, ShardMsg::RetainStored { token });
             }
             shard.control.flush();
+        }
+        // Data held for this batch goes to the other shards now, in order.
+        let mut released = false;
+        loop {
+            let next = {
+                let mut o = d.outbox.borrow_mut();
+                match o.front() {
+                    Some((b, _, _)) if *b <= batch => o.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, dest, msg)) = next else {
+                break;
+            };
+            released = true;
+            if let Err(msg) = shard.mesh.push(dest, msg) {
+                shard.undeliverable(dest, &msg);
+            }
+        }
+        if released {
+            shard.mesh.flush();
         }
         if stopping && d.frames.borrow().is_empty() {
             break;

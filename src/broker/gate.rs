@@ -38,11 +38,15 @@ impl Shard {
     /// applied out of order [MQTT-3.3.1-5]); with persistence mode `sync`, until every
     /// shard it was delivered to made its deliveries durable. A 5.0 ack still says
     /// whether anyone subscribed (0x10).
+    ///
+    /// `ingress` (0: none) is the message's ingress (see [`super::durable`]): it is
+    /// written down as routed once every answer came.
     pub(crate) fn route_deferring_ack(
         &self,
         msg: Message,
         conn: &Rc<ConnShared>,
         ack: Option<Response>,
+        ingress: u64,
     ) {
         let token = self.next_token();
         let version = conn.version.get();
@@ -61,12 +65,15 @@ impl Shard {
             }
         });
         if answers == 0 {
+            if let Some(d) = self.durable() {
+                d.routed(ingress);
+            }
             self.release_deferred(conn, token);
         } else {
             self.state
                 .borrow_mut()
                 .retain_acks
-                .insert(token, (Rc::downgrade(conn), answers));
+                .insert(token, (Rc::downgrade(conn), answers, ingress));
         }
     }
 
@@ -76,15 +83,21 @@ impl Shard {
         let conn = {
             let mut st = self.state.borrow_mut();
             match st.retain_acks.get_mut(&token) {
-                Some((_, left)) if *left > 1 => {
+                Some((_, left, _)) if *left > 1 => {
                     *left -= 1;
                     return;
                 }
-                Some(_) => st.retain_acks.remove(&token).map(|(c, _)| c),
+                Some(_) => st.retain_acks.remove(&token).map(|(c, _, i)| (c, i)),
                 None => None,
             }
         };
-        if let Some(conn) = conn.and_then(|w| w.upgrade()) {
+        let conn = conn.and_then(|(c, ingress)| {
+            if let Some(d) = self.durable() {
+                d.routed(ingress);
+            }
+            c.upgrade()
+        });
+        if let Some(conn) = conn {
             self.release_deferred(&conn, token);
             // A stream of retained messages waits while the gate holds anything.
             self.resume_retained(conn.session.get());

@@ -116,7 +116,12 @@ pub(crate) enum ShardMsg {
     /// Deliver, then answer `RetainStored` to shard `ack.0` with token `ack.1` once what
     /// the deliveries changed is durable (persistence mode `sync`: the publisher's ack
     /// waits for it).
-    PublishAcked { msg: Message, ack: (usize, u64) },
+    /// `ingress`: see [`durable`] (0: none).
+    PublishAcked {
+        msg: Message,
+        ack: (usize, u64),
+        ingress: u64,
+    },
     /// Deliver to one member of each of these share groups here (and maybe to the plain
     /// subscribers too): see [`shared`].
     SharedPublish(Box<shared::SharedPublish>),
@@ -125,6 +130,7 @@ pub(crate) enum ShardMsg {
     Retain {
         msg: Message,
         ack: Option<(usize, u64)>,
+        ingress: u64,
     },
     /// The retained message sent with this token is stored, or the deliveries sent with
     /// it are durable: the publisher's PUBACK / PUBREC may go out once every answer it

@@ -179,6 +179,8 @@ pub(crate) fn process_with(
                     || (shard.shards > 1 && shard.durable().is_some_and(|d| d.is_sync()))));
         // What this packet writes to the log: the connection's output waits for it.
         let before = shard.appended();
+        let is_publish = matches!(packet, Packet::Publish(_));
+        let ingress_logged: bool;
         let frees_window = matches!(
             packet,
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
@@ -203,9 +205,13 @@ pub(crate) fn process_with(
             };
             // The session's own output (deliveries an ack lets into the window) goes
             // straight to the connection; the answer goes through the gate below.
+            let pre = shard.appended();
             let h = shard.with_flows(session, |session, log| {
                 session.handle_logged(packet, &mut conn.out.borrow_mut(), log)
             });
+            // A PUBLISH writes to the log only its QoS 2 id: other shards must not
+            // deliver the message before that is durable (see `Shard::hold_data`).
+            ingress_logged = is_publish && shard.appended() != pre;
             conn.queued.set(session.queued_len());
             let expired = session.take_expired_drops();
             if expired > 0 {
@@ -246,7 +252,31 @@ pub(crate) fn process_with(
                     shard.respond(conn, &r);
                 }
             }
-            Some(Action::Route(m)) if defer_ack => shard.route_deferring_ack(m, conn, response),
+            Some(Action::Route(m)) if defer_ack => {
+                // A QoS 2 message whose id the publisher's session wrote down: it is
+                // written down too, with an ingress its deliveries carry, and no other
+                // shard delivers it before that is durable (see `super::durable`).
+                let hold = shard.durable().filter(|d| ingress_logged && d.is_sync());
+                let ingress = match hold {
+                    Some(d) => {
+                        let client_id = shard
+                            .state
+                            .borrow()
+                            .sessions
+                            .get(slot)
+                            .map(|s| s.client_id().clone());
+                        d.hold_sends.set(true);
+                        client_id.map_or(0, |c| d.ingress(&c, &m))
+                    }
+                    None => 0,
+                };
+                shard.with_ingress(ingress, || {
+                    shard.route_deferring_ack(m, conn, response, ingress)
+                });
+                if let Some(d) = hold {
+                    d.hold_sends.set(false);
+                }
+            }
             Some(Action::Route(m)) => {
                 // The ack goes out before any delivery; a 5.0 one says whether anyone
                 // subscribed (0x10), known once the topic is matched.

@@ -47,7 +47,7 @@ use crate::persist::record::{self, Record, RecordError};
 use crate::protocol::{
     decode, DecodeOptions, Packet, PacketId, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter,
 };
-use crate::session::{Message, RestoredFlow, Session, Subscribed, Tags};
+use crate::session::{LogRef, Message, RestoredFlow, Session, Subscribed, Tags};
 
 /// What one shard starts with.
 #[derive(Debug, Default)]
@@ -189,6 +189,10 @@ fn merge(into: &mut Image, from: Image, next: &mut u64) {
     for (id, m) in from.messages {
         into.messages.insert(renumber(id), m);
     }
+    for (ingress, (client_id, msg)) in from.inbound {
+        into.inbound.insert(ingress, (client_id, renumber(msg)));
+    }
+    into.seen.extend(from.seen);
     for (topic, id) in from.retained {
         into.retained.insert(topic, renumber(id));
     }
@@ -312,6 +316,13 @@ pub(crate) fn recover(cfg: &Persistence, shards: usize) -> io::Result<Recovered>
         damaged.extend(r.damaged);
         merge(&mut all, r.image, &mut next);
     }
+    // QoS 2 messages acknowledged to their publishers whose deliveries were not all
+    // durable when the logs ended go to the sessions that lack them.
+    let unrouted = all.inbound.len();
+    all.resolve_inbound(|m| {
+        let msg = decode_message(m, 0, Instant::now())?;
+        Some((msg.topic.to_string(), msg.qos as u8, msg.retain))
+    });
     let now_ms = wall_ms(SystemTime::now());
     let (images, expired) = partition(all, shards, now_ms);
     let new_epoch = epoch + 1;
@@ -397,6 +408,7 @@ pub(crate) fn recover(cfg: &Persistence, shards: usize) -> io::Result<Recovered>
         messages_held = queued,
         retained,
         sessions_expired = expired,
+        ingresses_resolved = unrouted,
         read_bytes = bytes,
         ms = started.elapsed().as_millis() as u64,
         "persistent state recovered"
@@ -502,7 +514,10 @@ fn restored_flow(f: &FlowImage, messages: &HashMap<u64, Message>) -> RestoredFlo
         } else {
             messages.get(&f.msg).cloned()
         },
-        durable: f.msg,
+        durable: LogRef {
+            msg: f.msg,
+            ingress: f.ingress,
+        },
         qos: if f.qos == 2 {
             QoS::ExactlyOnce
         } else {
@@ -539,13 +554,14 @@ fn image_of(shard: &Shard) -> Image {
         });
         let mut flows = Vec::new();
         for f in s.durable_flows() {
-            if let (Some(m), false) = (&f.message, image.messages.contains_key(&f.durable)) {
+            let n = f.durable.msg;
+            if let (Some(m), false) = (&f.message, image.messages.contains_key(&n)) {
                 if let Some(publish) = encode_message(m) {
                     let expires_ms = m.expires.map_or(0, |e| {
                         (now_ms + e.saturating_duration_since(now).as_millis() as u64).max(1)
                     });
                     image.messages.insert(
-                        f.durable,
+                        n,
                         MessageImage {
                             expires_ms,
                             publish: publish.freeze(),
@@ -553,9 +569,15 @@ fn image_of(shard: &Shard) -> Image {
                     );
                 }
             }
-            last = last.max(f.durable);
+            last = last.max(n);
+            if f.durable.ingress != 0 {
+                image
+                    .seen
+                    .insert((f.durable.ingress, s.client_id().clone()));
+            }
             flows.push(FlowImage {
-                msg: f.durable,
+                msg: n,
+                ingress: f.durable.ingress,
                 qos: f.qos as u8,
                 retain: f.retain,
                 identifiers: f
@@ -591,10 +613,30 @@ fn image_of(shard: &Shard) -> Image {
             },
         );
     }
-    // Retained messages get numbers after every flow's.
+    // Retained messages and unrouted ingresses get numbers after every flow's.
     let mut retained: Vec<Message> = Vec::new();
     st.retained.for_each(|m| retained.push(m.clone()));
     drop(st);
+    if let Some(d) = shard.durable() {
+        for (ingress, client_id, m) in d.unrouted() {
+            let Some(publish) = encode_message(&m) else {
+                continue;
+            };
+            last += 1;
+            let expires_ms = m.expires.map_or(0, |e| {
+                (now_ms + e.saturating_duration_since(now).as_millis() as u64).max(1)
+            });
+            image.messages.insert(
+                last,
+                MessageImage {
+                    expires_ms,
+                    publish: publish.freeze(),
+                },
+            );
+            image.inbound.insert(ingress, (client_id, last));
+        }
+        image.seen.extend(d.recent_ingress());
+    }
     for m in retained {
         let Some(publish) = encode_message(&m) else {
             continue;
@@ -859,10 +901,12 @@ mod tests {
                     retain: false,
                     identifiers: vec![],
                     share: ByteString::new(),
+                    ingress: 0,
                 },
                 Record::RetainSet {
                     topic: ByteString::from(topic),
                     msg: 1,
+                    ingress: 0,
                 },
             ];
             write_snapshot(&log_path(&d, 0, 0), &records).unwrap();

@@ -54,6 +54,7 @@ impl Shard {
                 d.append(&crate::persist::record::Record::RetainSet {
                     topic: bytestring::ByteString::from(topic.as_str()),
                     msg: id,
+                    ingress: d.routing_ingress.get(),
                 });
             }
         }

@@ -122,6 +122,7 @@ impl Shard {
                             groups,
                             hops: 0,
                             ack: durable_ack,
+                            ingress: self.routing_ingress(),
                         },
                     )
                 }
@@ -299,9 +300,12 @@ impl Shard {
                 if *durable == 0 {
                     *durable = d.message(msg);
                 }
-                *durable
+                LogRef {
+                    msg: *durable,
+                    ingress: d.routing_ingress.get(),
+                }
             }
-            _ => 0,
+            _ => LogRef::NONE,
         };
         let o = self.with_flows(session, |session, log| match conn {
             Some(conn) => {

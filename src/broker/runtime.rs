@@ -72,6 +72,7 @@ pub(crate) async fn shard_main(
         }
         shard.persist = Some(Box::new(super::durable::Durable::new(
             &cfg.persistence,
+            id,
             start.image.last_message_id,
             (start.epoch, start.seq),
             start.tail,

@@ -201,7 +201,8 @@ pub(crate) struct State {
     pub(crate) pending: AHashMap<u64, PendingSub>,
     /// Connections whose ack waits for other shards (a retained message stored by its
     /// owner, deliveries made durable), with how many answers are still to come.
-    pub(crate) retain_acks: AHashMap<u64, (std::rc::Weak<ConnShared>, u32)>,
+    /// And the ingress whose routing ends then (see [`super::durable`]), 0: none.
+    pub(crate) retain_acks: AHashMap<u64, (std::rc::Weak<ConnShared>, u32, u64)>,
     pub(crate) next_token: u64,
     /// Live connections, by slot, with the generation of their [`ConnId`].
     pub conns: slab::Slab<(u32, Rc<ConnShared>)>,
@@ -342,7 +343,14 @@ impl Shard {
     pub(crate) fn send_publish(&self, dest: usize, msg: Message, ack: Option<(usize, u64)>) {
         let m = match ack {
             None => ShardMsg::Publish(msg),
-            Some(ack) => ShardMsg::PublishAcked { msg, ack },
+            Some(ack) => ShardMsg::PublishAcked {
+                msg,
+                ack,
+                ingress: self.routing_ingress(),
+            },
+        };
+        let Some(m) = self.hold_data(dest, m) else {
+            return;
         };
         if let Err(msg) = self.mesh.push(dest, m) {
             self.undeliverable(dest, &msg);
@@ -353,7 +361,11 @@ impl Shard {
     /// deliveries routed before it (with `ack`, the owner answers `RetainStored` on the
     /// control plane).
     pub(crate) fn send_retain(&self, dest: usize, msg: Message, ack: Option<(usize, u64)>) {
-        if let Err(msg) = self.mesh.push(dest, ShardMsg::Retain { msg, ack }) {
+        let ingress = self.routing_ingress();
+        let Some(m) = self.hold_data(dest, ShardMsg::Retain { msg, ack, ingress }) else {
+            return;
+        };
+        if let Err(msg) = self.mesh.push(dest, m) {
             self.undeliverable(dest, &msg);
         }
     }
@@ -393,22 +405,23 @@ impl Shard {
             ShardMsg::PublishAcked {
                 msg,
                 ack: (from, token),
+                ingress,
             } => {
                 let before = self.appended();
-                self.deliver_local(&msg, None);
+                self.with_ingress(ingress, || self.deliver_local(&msg, None));
                 self.confirm(from, token, before);
             }
             ShardMsg::SharedPublish(p) => {
                 let before = self.appended();
-                let ack = p.ack;
-                self.on_shared_publish(*p);
+                let (ack, ingress) = (p.ack, p.ingress);
+                self.with_ingress(ingress, || self.on_shared_publish(*p));
                 if let Some((from, token)) = ack {
                     self.confirm(from, token, before);
                 }
             }
-            ShardMsg::Retain { msg, ack } => {
+            ShardMsg::Retain { msg, ack, ingress } => {
                 let before = self.appended();
-                self.store_retained(msg);
+                self.with_ingress(ingress, || self.store_retained(msg));
                 if let Some((from, token)) = ack {
                     self.confirm(from, token, before);
                 }

@@ -66,6 +66,8 @@ pub(crate) struct SharedPublish {
     /// Persistence mode `sync`: answer `RetainStored` with this token to this shard once
     /// what the delivery changed is durable.
     pub ack: Option<(usize, u64)>,
+    /// The message's ingress (see [`super::durable`]), 0: none.
+    pub ingress: u64,
 }
 
 /// The `n`th shard of `mask`, counting round (None for an empty mask).
@@ -161,7 +163,10 @@ impl Shard {
     /// Sends a message for share groups to shard `dest`, on the data plane (in order with
     /// the plain deliveries routed before it).
     pub(crate) fn send_shared(&self, dest: usize, p: SharedPublish) {
-        if let Err(msg) = self.mesh.push(dest, ShardMsg::SharedPublish(Box::new(p))) {
+        let Some(m) = self.hold_data(dest, ShardMsg::SharedPublish(Box::new(p))) else {
+            return;
+        };
+        if let Err(msg) = self.mesh.push(dest, m) {
             self.undeliverable(dest, &msg);
         }
     }
@@ -195,6 +200,7 @@ impl Shard {
                         groups: vec![group],
                         hops,
                         ack: None,
+                        ingress: 0,
                     },
                 ),
                 _ => {

@@ -13,6 +13,10 @@ use bytestring::ByteString;
 
 use super::record::Record;
 
+/// The name `seen` knows the retained store by (no client identifier starts with `$`
+/// here: the broker assigns none such, and a session's image is keyed by its client id).
+pub const RETAIN_STORE: &str = "$retained";
+
 /// One outgoing QoS 1/2 delivery of a session, in the session's order (those with a
 /// packet id were sent, the others wait in its queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,8 @@ pub struct FlowImage {
     pub packet_id: Option<u16>,
     /// PUBREC received: only the PUBREL is owed.
     pub released: bool,
+    /// The ingress of its message (see [`Record::Ingress`]), 0: none.
+    pub ingress: u64,
 }
 
 /// What the log says about one persistent session.
@@ -81,6 +87,11 @@ pub struct Image {
     pub retained: BTreeMap<ByteString, u64>,
     /// The largest message id the log used (new ones must be larger).
     pub last_message_id: u64,
+    /// QoS 2 messages of persistent publishers not yet known to be delivered durably
+    /// everywhere: ingress -> (publisher, message id).
+    pub inbound: BTreeMap<u64, (ByteString, u64)>,
+    /// Which sessions had a delivery of which ingress.
+    pub seen: BTreeSet<(u64, ByteString)>,
 }
 
 impl Image {
@@ -157,8 +168,12 @@ impl Image {
                 retain,
                 identifiers,
                 share,
+                ingress,
             } => {
                 self.last_message_id = self.last_message_id.max(*msg);
+                if *ingress != 0 {
+                    self.seen.insert((*ingress, client_id.clone()));
+                }
                 if let Some(f) = flows(&mut self.sessions, client_id) {
                     f.push(FlowImage {
                         msg: *msg,
@@ -168,6 +183,7 @@ impl Image {
                         share: share.clone(),
                         packet_id: None,
                         released: false,
+                        ingress: *ingress,
                     });
                 }
             }
@@ -229,11 +245,32 @@ impl Image {
                     s.incoming_qos2.remove(packet_id);
                 }
             }
-            Record::RetainSet { topic, msg } => {
+            Record::RetainSet {
+                topic,
+                msg,
+                ingress,
+            } => {
+                if *ingress != 0 {
+                    self.seen
+                        .insert((*ingress, ByteString::from_static(RETAIN_STORE)));
+                }
                 self.retained.insert(topic.clone(), *msg);
             }
             Record::RetainCleared { topic } => {
                 self.retained.remove(topic);
+            }
+            Record::Ingress {
+                ingress,
+                client_id,
+                msg,
+            } => {
+                self.inbound.insert(*ingress, (client_id.clone(), *msg));
+            }
+            Record::Routed { ingress } => {
+                self.inbound.remove(ingress);
+            }
+            Record::IngressSeen { ingress, client_id } => {
+                self.seen.insert((*ingress, client_id.clone()));
             }
         }
     }
@@ -242,6 +279,7 @@ impl Image {
     /// retained store).
     pub fn collect_garbage(&mut self) {
         let mut live: std::collections::HashSet<u64> = self.retained.values().copied().collect();
+        live.extend(self.inbound.values().map(|(_, m)| *m));
         for s in self.sessions.values() {
             live.extend(s.flows.iter().filter(|f| !f.released).map(|f| f.msg));
         }
@@ -268,6 +306,15 @@ impl Image {
             out.push(Record::RetainSet {
                 topic: topic.clone(),
                 msg: *id,
+                ingress: 0,
+            });
+        }
+        for (ingress, (client_id, msg)) in &self.inbound {
+            message(&mut out, *msg);
+            out.push(Record::Ingress {
+                ingress: *ingress,
+                client_id: client_id.clone(),
+                msg: *msg,
             });
         }
         for (client_id, s) in &self.sessions {
@@ -295,6 +342,7 @@ impl Image {
                     retain: f.retain,
                     identifiers: f.identifiers.clone(),
                     share: f.share.clone(),
+                    ingress: f.ingress,
                 });
                 if let Some(packet_id) = f.packet_id {
                     out.push(Record::Sent {
@@ -324,7 +372,99 @@ impl Image {
                 });
             }
         }
+        // Deliveries of an ingress that have ended (those in flows are in `Delivered`).
+        for (ingress, client_id) in &self.seen {
+            out.push(Record::IngressSeen {
+                ingress: *ingress,
+                client_id: client_id.clone(),
+            });
+        }
         out
+    }
+
+    /// Delivers every ingress still in `inbound` (a QoS 2 message acknowledged to its
+    /// publisher whose routing was not known to be durable everywhere when the logs
+    /// ended) to each session whose subscriptions match it and that has no delivery of it
+    /// yet (`seen`), as routing would have: once per session at the highest granted QoS
+    /// with the identifiers of its matching subscriptions, to one member per share group,
+    /// not to the publisher's own subscriptions with No Local. QoS 0 grants drop it (the
+    /// sessions are offline). Then `inbound` and `seen` are empty. `decode` gives a
+    /// message's (topic, QoS, RETAIN) from its image.
+    pub fn resolve_inbound(
+        &mut self,
+        decode: impl Fn(&MessageImage) -> Option<(String, u8, bool)>,
+    ) {
+        let inbound = std::mem::take(&mut self.inbound);
+        let seen = std::mem::take(&mut self.seen);
+        for (ingress, (publisher, msg)) in inbound {
+            let Some((topic, qos, retain)) = self.messages.get(&msg).and_then(&decode) else {
+                continue;
+            };
+            // The retained store, if its owner had not stored it.
+            if retain && !seen.contains(&(ingress, ByteString::from_static(RETAIN_STORE))) {
+                self.retained.insert(ByteString::from(topic.as_str()), msg);
+            }
+            let mut groups: BTreeSet<String> = BTreeSet::new();
+            for (client_id, s) in self.sessions.iter_mut() {
+                if seen.contains(&(ingress, client_id.clone())) {
+                    continue;
+                }
+                let mut plain: Option<(u8, bool, Vec<u32>)> = None;
+                let mut shared: Vec<(ByteString, u8, bool, u32)> = Vec::new();
+                for (filter, (options, identifier)) in &s.subscriptions {
+                    let Some(o) = crate::protocol::SubscriptionOptions::from_byte(*options) else {
+                        continue;
+                    };
+                    let Ok(f) = crate::protocol::TopicFilter::new(filter.clone()) else {
+                        continue;
+                    };
+                    if !f.matches(&topic) {
+                        continue;
+                    }
+                    let granted = (o.qos as u8).min(qos);
+                    if f.shared().is_some() {
+                        if groups.insert(filter.to_string()) {
+                            shared.push((
+                                filter.clone(),
+                                granted,
+                                o.retain_as_published,
+                                *identifier,
+                            ));
+                        }
+                        continue;
+                    }
+                    if o.no_local && *client_id == publisher {
+                        continue;
+                    }
+                    let p = plain.get_or_insert((0, false, Vec::new()));
+                    p.0 = p.0.max(granted);
+                    p.1 |= o.retain_as_published;
+                    if *identifier != 0 && !p.2.contains(identifier) {
+                        p.2.push(*identifier);
+                    }
+                }
+                let mut add = |qos: u8, rap: bool, identifiers: Vec<u32>, share: ByteString| {
+                    if qos > 0 {
+                        s.flows.push(FlowImage {
+                            msg,
+                            qos,
+                            retain: rap && retain,
+                            identifiers,
+                            share,
+                            packet_id: None,
+                            released: false,
+                            ingress,
+                        });
+                    }
+                };
+                if let Some((q, rap, ids)) = plain {
+                    add(q, rap, ids, ByteString::new());
+                }
+                for (filter, q, rap, id) in shared {
+                    add(q, rap, if id == 0 { vec![] } else { vec![id] }, filter);
+                }
+            }
+        }
     }
 }
 
@@ -378,6 +518,7 @@ mod tests {
             retain: false,
             identifiers: vec![],
             share: ByteString::new(),
+            ingress: 0,
         }
     }
 
@@ -493,11 +634,13 @@ mod tests {
             Record::RetainSet {
                 topic: id("t"),
                 msg: 4,
+                ingress: 0,
             },
             message(5),
             Record::RetainSet {
                 topic: id("u"),
                 msg: 5,
+                ingress: 0,
             },
             Record::RetainCleared { topic: id("u") },
             message(6),
@@ -535,5 +678,70 @@ mod tests {
         more.apply(&delivered("nobody", 1, 1));
         more.apply(&sent("nobody", 1, 1));
         assert_eq!(more.sessions, image.sessions);
+    }
+
+    #[test]
+    fn an_unrouted_ingress_reaches_the_sessions_that_lack_it_once() {
+        let qos2 = 2u8; // options byte: QoS 2
+        let no_local = 2u8 | 0b100;
+        let mut log = vec![
+            created("pub", u32::MAX),
+            sub("pub", "t/#", no_local, 0),
+            created("had", u32::MAX),
+            sub("had", "t/#", qos2, 0),
+            created("lacks", u32::MAX),
+            sub("lacks", "t/+", 1, 4),
+            sub("lacks", "t/x", qos2, 5),
+            created("m1", u32::MAX),
+            sub("m1", "$share/g/t/x", qos2, 0),
+            created("m2", u32::MAX),
+            sub("m2", "$share/g/t/x", qos2, 0),
+            created("other", u32::MAX),
+            sub("other", "u/#", qos2, 0),
+            message(1),
+            Record::Ingress {
+                ingress: 77,
+                client_id: id("pub"),
+                msg: 1,
+            },
+        ];
+        log.push(Record::Delivered {
+            client_id: id("had"),
+            msg: 1,
+            qos: 2,
+            retain: false,
+            identifiers: vec![],
+            share: ByteString::new(),
+            ingress: 77,
+        });
+        let mut image = replay(&log);
+        assert_eq!(image.inbound.len(), 1);
+        image.resolve_inbound(|_| Some(("t/x".to_owned(), 2, true)));
+        assert!(image.inbound.is_empty() && image.seen.is_empty());
+        let flows = |c: &str| image.sessions[&id(c)].flows.clone();
+        assert!(flows("pub").is_empty(), "No Local");
+        assert_eq!(
+            flows("had").len(),
+            1,
+            "delivered before the crash: not again"
+        );
+        let l = flows("lacks");
+        assert_eq!(l.len(), 1, "once per session");
+        assert_eq!((l[0].qos, l[0].ingress, l[0].msg), (2, 77, 1));
+        assert_eq!(l[0].identifiers, vec![4, 5]);
+        assert_eq!(
+            flows("m1").len() + flows("m2").len(),
+            1,
+            "one member of the share group"
+        );
+        assert!(flows("other").is_empty());
+        // It was retained, and the owner shard never stored it: the store gets it.
+        assert_eq!(image.retained.get(&id("t/x")), Some(&1));
+        // A routed ingress is left alone.
+        let mut routed = log.clone();
+        routed.push(Record::Routed { ingress: 77 });
+        let mut image = replay(&routed);
+        image.resolve_inbound(|_| Some(("t/x".to_owned(), 2, false)));
+        assert!(image.sessions[&id("lacks")].flows.is_empty());
     }
 }

@@ -87,6 +87,8 @@ pub enum Record {
         identifiers: Vec<u32>,
         /// The shared subscription it came through, or empty.
         share: ByteString,
+        /// The ingress of the message ([`Record::Ingress`]), 0: none.
+        ingress: u64,
     },
     /// The session's first unsent delivery of `msg` was sent with `packet_id`.
     Sent {
@@ -141,11 +143,38 @@ pub enum Record {
         topic: ByteString,
         /// The message.
         msg: u64,
+        /// The ingress it came with ([`Record::Ingress`]), 0: none.
+        ingress: u64,
     },
     /// `topic` has no retained message any more.
     RetainCleared {
         /// The topic.
         topic: ByteString,
+    },
+    /// A QoS 2 message a persistent session published (and got PUBREC for): until
+    /// [`Record::Routed`] says every shard made its deliveries durable, recovery delivers it
+    /// to the sessions that have no delivery of this ingress yet, so that a crash between
+    /// this shard's commit and another's neither loses it nor delivers it twice.
+    Ingress {
+        /// Unique over shards and restarts.
+        ingress: u64,
+        /// The publisher (its own subscriptions with No Local do not get it).
+        client_id: ByteString,
+        /// The message ([`Record::Message`]).
+        msg: u64,
+    },
+    /// Every delivery of the ingress is durable.
+    Routed {
+        /// The ingress.
+        ingress: u64,
+    },
+    /// Session `client_id` had a delivery of `ingress` (a compaction's note of a delivery
+    /// that has ended, kept while its ingress may still be unrouted).
+    IngressSeen {
+        /// The ingress.
+        ingress: u64,
+        /// The session.
+        client_id: ByteString,
     },
 }
 
@@ -180,6 +209,9 @@ const QOS2_RECEIVED: u8 = 13;
 const QOS2_ENDED: u8 = 14;
 const RETAIN_SET: u8 = 15;
 const RETAIN_CLEARED: u8 = 16;
+const INGRESS: u8 = 17;
+const ROUTED: u8 = 18;
+const INGRESS_SEEN: u8 = 19;
 
 impl Record {
     /// The frame kind it is written with.
@@ -201,6 +233,9 @@ impl Record {
             Record::Qos2Ended { .. } => QOS2_ENDED,
             Record::RetainSet { .. } => RETAIN_SET,
             Record::RetainCleared { .. } => RETAIN_CLEARED,
+            Record::Ingress { .. } => INGRESS,
+            Record::Routed { .. } => ROUTED,
+            Record::IngressSeen { .. } => INGRESS_SEEN,
         }
     }
 
@@ -256,12 +291,14 @@ impl Record {
                 retain,
                 identifiers,
                 share,
+                ingress,
             } => {
                 put_str(&mut p, client_id);
                 p.extend_from_slice(&msg.to_le_bytes());
                 p.push(*qos);
                 p.push(u8::from(*retain));
                 put_str(&mut p, share);
+                p.extend_from_slice(&ingress.to_le_bytes());
                 // At most one identifier per subscription of one client: far below 2^16.
                 let n = identifiers.len().min(usize::from(u16::MAX));
                 p.extend_from_slice(&(n as u16).to_le_bytes());
@@ -301,11 +338,30 @@ impl Record {
                 put_str(&mut p, client_id);
                 p.extend_from_slice(&msg.to_le_bytes());
             }
-            Record::RetainSet { topic, msg } => {
+            Record::RetainSet {
+                topic,
+                msg,
+                ingress,
+            } => {
                 put_str(&mut p, topic);
                 p.extend_from_slice(&msg.to_le_bytes());
+                p.extend_from_slice(&ingress.to_le_bytes());
             }
             Record::RetainCleared { topic } => put_str(&mut p, topic),
+            Record::Ingress {
+                ingress,
+                client_id,
+                msg,
+            } => {
+                p.extend_from_slice(&ingress.to_le_bytes());
+                put_str(&mut p, client_id);
+                p.extend_from_slice(&msg.to_le_bytes());
+            }
+            Record::Routed { ingress } => p.extend_from_slice(&ingress.to_le_bytes()),
+            Record::IngressSeen { ingress, client_id } => {
+                p.extend_from_slice(&ingress.to_le_bytes());
+                put_str(&mut p, client_id);
+            }
         }
         super::frame::encode(self.kind(), &p, out)
     }
@@ -351,6 +407,7 @@ impl Record {
                 let qos = r.array::<1>()?[0];
                 let retain = r.array::<1>()?[0] != 0;
                 let share = r.str()?;
+                let ingress = r.u64()?;
                 let n = usize::from(u16::from_le_bytes(r.array()?));
                 let mut identifiers = Vec::with_capacity(n.min(r.buf.len() / 4));
                 for _ in 0..n {
@@ -363,6 +420,7 @@ impl Record {
                     retain,
                     identifiers,
                     share,
+                    ingress,
                 }
             }
             SENT => Record::Sent {
@@ -393,8 +451,19 @@ impl Record {
             RETAIN_SET => Record::RetainSet {
                 topic: r.str()?,
                 msg: r.u64()?,
+                ingress: r.u64()?,
             },
             RETAIN_CLEARED => Record::RetainCleared { topic: r.str()? },
+            INGRESS => Record::Ingress {
+                ingress: r.u64()?,
+                client_id: r.str()?,
+                msg: r.u64()?,
+            },
+            ROUTED => Record::Routed { ingress: r.u64()? },
+            INGRESS_SEEN => Record::IngressSeen {
+                ingress: r.u64()?,
+                client_id: r.str()?,
+            },
             other => return Err(RecordError::UnknownKind(other)),
         };
         if !r.buf.is_empty() {
@@ -516,6 +585,7 @@ mod tests {
                 retain: true,
                 identifiers: vec![1, 268_435_455],
                 share: ByteString::from("$share/g/a"),
+                ingress: 5,
             },
             Record::Delivered {
                 client_id: id(),
@@ -524,6 +594,7 @@ mod tests {
                 retain: false,
                 identifiers: vec![],
                 share: ByteString::new(),
+                ingress: 0,
             },
             Record::Sent {
                 client_id: id(),
@@ -553,9 +624,20 @@ mod tests {
             Record::RetainSet {
                 topic: ByteString::from("a/b"),
                 msg: 9,
+                ingress: 3,
             },
             Record::RetainCleared {
                 topic: ByteString::from("a/b"),
+            },
+            Record::Ingress {
+                ingress: u64::MAX,
+                client_id: id(),
+                msg: 9,
+            },
+            Record::Routed { ingress: 1 },
+            Record::IngressSeen {
+                ingress: 2,
+                client_id: id(),
             },
         ]
     }

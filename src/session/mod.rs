@@ -349,8 +349,8 @@ struct Inflight {
     /// Sent on the current connection. False for a flow a resumed session has not resent
     /// yet because the new connection's window is smaller than what is in flight.
     sent: bool,
-    /// The message's number in the shard's log (see [`Flow`]); 0: not written down.
-    durable: u64,
+    /// Where the shard's log knows the delivery from (see [`Flow`]).
+    durable: LogRef,
 }
 
 /// What one queued message costs beyond its topic, payload and properties: the queue entry
@@ -364,8 +364,8 @@ struct Queued {
     qos: QoS,
     retain: bool,
     tags: Tagged,
-    /// The message's number in the shard's log (see [`Flow`]); 0: not written down.
-    durable: u64,
+    /// Where the shard's log knows the delivery from (see [`Flow`]).
+    durable: LogRef,
 }
 
 impl Queued {
@@ -447,8 +447,8 @@ pub enum Flow {
     /// Message `durable` joined the end of the flows (queued, or sent at once: then a
     /// [`Flow::Sent`] follows).
     Delivered {
-        /// The message's number in the log.
-        durable: u64,
+        /// The message's number in the log, and its ingress.
+        durable: LogRef,
         /// QoS it is sent with.
         qos: QoS,
         /// RETAIN as sent.
@@ -467,10 +467,10 @@ pub enum Flow {
     },
     /// PUBREC received for outgoing flow `id`: only PUBREL is owed now.
     Released(PacketId),
-    /// Outgoing flow `id` ended.
-    Finished(PacketId),
+    /// Outgoing flow `id` ended (with the ingress of its message, if any).
+    Finished(PacketId, u64),
     /// The first unsent delivery of this message left without being sent.
-    Unqueued(u64),
+    Unqueued(LogRef),
     /// Incoming QoS 2 id acknowledged with PUBREC, awaiting PUBREL.
     Qos2Received(PacketId),
     /// Incoming QoS 2 flow ended.
@@ -478,7 +478,7 @@ pub enum Flow {
 }
 
 impl Flow {
-    fn delivered(durable: u64, qos: QoS, retain: bool, tags: Option<&Tags>) -> Flow {
+    fn delivered(durable: LogRef, qos: QoS, retain: bool, tags: Option<&Tags>) -> Flow {
         Flow::Delivered {
             durable,
             qos,
@@ -486,6 +486,27 @@ impl Flow {
             identifiers: tags.map(|t| t.identifiers.clone()).unwrap_or_default(),
             share: tags.and_then(|t| t.share.clone()),
         }
+    }
+}
+
+/// What the shard's log knows of a delivery: the message's number in the log (0: not
+/// written down) and, for a QoS 2 message whose publisher's shard must learn that it was
+/// delivered (see `broker::durable`), its ingress number (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogRef {
+    /// The message's number in the shard's log; 0: not logged.
+    pub msg: u64,
+    /// The ingress the message came with; 0: none.
+    pub ingress: u64,
+}
+
+impl LogRef {
+    /// A delivery the log does not know.
+    pub const NONE: LogRef = LogRef { msg: 0, ingress: 0 };
+
+    /// Whether the log knows the delivery.
+    pub fn is_logged(self) -> bool {
+        self.msg != 0
     }
 }
 
@@ -524,8 +545,8 @@ impl FlowLog {
         }
     }
 
-    fn unqueued(&mut self, durable: u64) {
-        if durable != 0 {
+    fn unqueued(&mut self, durable: LogRef) {
+        if durable.is_logged() {
             self.push(|| Flow::Unqueued(durable));
         }
     }
@@ -537,8 +558,8 @@ impl FlowLog {
 pub struct RestoredFlow {
     /// The message (None for a released QoS 2 flow: only its PUBREL is owed).
     pub message: Option<Message>,
-    /// Its number in the shard's log.
-    pub durable: u64,
+    /// Its number in the shard's log and its ingress.
+    pub durable: LogRef,
     /// QoS it is sent with (1 or 2).
     pub qos: QoS,
     /// RETAIN as sent.
@@ -784,8 +805,8 @@ impl Session {
                 let keep = f.message.as_ref().map_or(true, |m| {
                     !too_large(version, limits, m, stage_qos(f.stage), f.tags.as_deref())
                 });
-                if !keep && f.durable != 0 {
-                    log.push(|| Flow::Finished(f.id));
+                if !keep && f.durable.is_logged() {
+                    log.push(|| Flow::Finished(f.id, f.durable.ingress));
                 }
                 keep
             });
@@ -859,7 +880,15 @@ impl Session {
         tags: Tagged,
         out: Option<&mut BytesMut>,
     ) -> DeliverOutcome {
-        self.deliver_logged(message, qos, retain, tags, 0, out, &mut FlowLog::off())
+        self.deliver_logged(
+            message,
+            qos,
+            retain,
+            tags,
+            LogRef::NONE,
+            out,
+            &mut FlowLog::off(),
+        )
     }
 
     /// [`Session::deliver_tagged`] for a message the shard's log knows as `durable` (0:
@@ -871,7 +900,7 @@ impl Session {
         qos: QoS,
         retain: bool,
         tags: Tagged,
-        durable: u64,
+        durable: LogRef,
         out: Option<&mut BytesMut>,
         log: &mut FlowLog,
     ) -> DeliverOutcome {
@@ -914,7 +943,7 @@ impl Session {
         if !self.queue.is_empty() || self.inflight.len() >= usize::from(self.limits.max_inflight) {
             return self.enqueue(message, qos, retain, tags, durable, log);
         }
-        if durable != 0 {
+        if durable.is_logged() {
             log.push(|| Flow::delivered(durable, qos, retain, tags.as_deref()));
         }
         self.send_new(message.clone(), qos, retain, tags, durable, out, log);
@@ -933,7 +962,7 @@ impl Session {
         qos: QoS,
         retain: bool,
         tags: Tagged,
-        durable: u64,
+        durable: LogRef,
         log: &mut FlowLog,
     ) -> DeliverOutcome {
         let entry = Queued {
@@ -953,7 +982,7 @@ impl Session {
             return DeliverOutcome::Dropped(DropReason::QueueFull);
         }
         self.queued_bytes += cost;
-        if durable != 0 {
+        if durable.is_logged() {
             log.push(|| Flow::delivered(durable, qos, retain, entry.tags.as_deref()));
         }
         self.queue.push_back(entry);
@@ -967,13 +996,16 @@ impl Session {
         qos: QoS,
         retain: bool,
         tags: Tagged,
-        durable: u64,
+        durable: LogRef,
         out: &mut BytesMut,
         log: &mut FlowLog,
     ) {
         let id = self.next_id();
-        if durable != 0 {
-            log.push(|| Flow::Sent { durable, id });
+        if durable.is_logged() {
+            log.push(|| Flow::Sent {
+                durable: durable.msg,
+                id,
+            });
         }
         write_publish(
             &mut Wire {
@@ -1265,14 +1297,14 @@ impl Session {
         if !a.reason.is_success() {
             // 5.0 §4.3.3: a PUBREC with a failure code ends the flow and frees the id.
             let id = a.packet_id;
-            if f.durable != 0 {
-                log.push(|| Flow::Finished(id));
+            if f.durable.is_logged() {
+                log.push(|| Flow::Finished(id, f.durable.ingress));
             }
             self.inflight.retain(|f| f.id != id);
             self.drain_queue(out, log);
             return;
         }
-        if f.durable != 0 {
+        if f.durable.is_logged() {
             log.push(|| Flow::Released(a.packet_id));
         }
         f.stage = Stage::Released;
@@ -1296,8 +1328,8 @@ impl Session {
                         // Acknowledged from the previous connection before it was resent.
                         self.unsent -= 1;
                     }
-                    if f.durable != 0 {
-                        log.push(|| Flow::Finished(id));
+                    if f.durable.is_logged() {
+                        log.push(|| Flow::Finished(id, f.durable.ingress));
                     }
                 }
                 self.drain_queue(out, log);
@@ -1336,8 +1368,8 @@ impl Session {
                     if !f.sent {
                         self.unsent -= 1;
                     }
-                    if f.durable != 0 {
-                        log.push(|| Flow::Finished(f.id));
+                    if f.durable.is_logged() {
+                        log.push(|| Flow::Finished(f.id, f.durable.ingress));
                     }
                     if let (Some(m), Some(share)) = (f.message, f.tags.and_then(|t| t.share)) {
                         taken.push((share, m));
@@ -1449,7 +1481,7 @@ impl Session {
         let inflight = self
             .inflight
             .iter()
-            .filter(|f| f.durable != 0)
+            .filter(|f| f.durable.is_logged())
             .map(|f| RestoredFlow {
                 message: f.message.clone(),
                 durable: f.durable,
@@ -1462,7 +1494,7 @@ impl Session {
         let queued = self
             .queue
             .iter()
-            .filter(|q| q.durable != 0)
+            .filter(|q| q.durable.is_logged())
             .map(|q| RestoredFlow {
                 message: Some(q.message.clone()),
                 durable: q.durable,
