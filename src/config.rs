@@ -231,6 +231,16 @@ config_section! {
         /// a snapshot and drops the rest): a log is compacted when it is larger than this
         /// and than twice its last snapshot. At least 1 MiB. Default: `268435456`.
         compact_bytes: u64 = 256 << 20,
+
+        /// Most bytes of log over all shards (each shard gets an equal share); 0: no limit
+        /// beyond what the session limits allow. A shard whose log is over its share after
+        /// compaction refuses what would grow it: QoS 1/2 PUBLISHes (5.0: PUBACK / PUBREC
+        /// 0x97 Quota exceeded; 3.x: not acknowledged, so the client keeps the message and
+        /// sends it again later) and SUBSCRIBEs of persistent sessions (0x97; 3.x 0x80),
+        /// each counted (`persist_refused`) and logged; deliveries already accepted by
+        /// other shards are still kept. Nothing acknowledged is dropped. The same happens
+        /// while a commit fails (disk full, I/O error). Default: `0`.
+        max_disk_bytes: u64 = 0,
     }
 }
 
@@ -848,6 +858,7 @@ mod tests {
                 dir: PathBuf::from("/var/lib/surgemq"),
                 sync_interval: 50,
                 compact_bytes: 1 << 30,
+                max_disk_bytes: 1 << 40,
             },
         }
     }

@@ -147,8 +147,11 @@ impl Server {
                     }
                 })?;
             let interest = Arc::new(recovered.interest);
+            let pressure: Arc<[std::sync::atomic::AtomicBool]> = (0..shards)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect();
             for (slot, start) in persist.iter_mut().zip(recovered.shards) {
-                *slot = Some((start, interest.clone()));
+                *slot = Some((start, interest.clone(), pressure.clone()));
             }
         }
 

@@ -431,3 +431,89 @@ fn a_log_past_its_bound_is_compacted_and_still_restores() {
     assert_eq!((payload_of(&again), again.dup), ("last".to_owned(), true));
     s.expect_nothing();
 }
+
+#[test]
+fn a_log_over_max_disk_bytes_refuses_new_messages_and_loses_none() {
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        for (ss, ps) in PLACES {
+            let dir = Dir(tempdir("quota"));
+            let start = |dir: &std::path::Path| {
+                let dir = dir.to_owned();
+                Broker::with(2, move |c: &mut Config| {
+                    c.persistence.mode = PersistMode::Sync;
+                    c.persistence.dir = dir;
+                    // 32 KiB per shard: a few 4 KiB messages fill it.
+                    c.persistence.max_disk_bytes = 64 << 10;
+                })
+            };
+            let b = start(&dir.0);
+            let sid = b.id_on(ss, &format!("q{}{ss}{ps}", v.level()));
+            let mut s = persistent(&b, v, &sid, false);
+            s.subscribe(1, &[("q/#", QoS::AtLeastOnce)]);
+            s.disconnect_and_wait();
+            let mut p = b.client(v, &b.id_on(ps, "qp"), true);
+            // Each message's commit fills one 4 KiB block, so a compaction (which drops
+            // only padding) cannot bring the log back under the limit.
+            let payload = vec![b'q'; 3900];
+            let mut accepted = Vec::new();
+            // Until three refusals in a row: the first ones may be followed by a
+            // compaction that gives the commits' padding back.
+            let mut refused_in_a_row = 0;
+            for i in 1..=60u16 {
+                p.publish(
+                    &format!("q/{i}"),
+                    &payload,
+                    QoS::AtLeastOnce,
+                    false,
+                    Some(i),
+                );
+                match p.recv_within(std::time::Duration::from_millis(700)) {
+                    Some(Packet::PubAck(a)) if a.reason.is_success() => {
+                        accepted.push(i);
+                        refused_in_a_row = 0;
+                    }
+                    Some(Packet::PubAck(a)) => {
+                        assert!(v.is_v5(), "3.x gets no negative ack");
+                        assert_eq!(a.reason, ReasonCode::QUOTA_EXCEEDED);
+                        refused_in_a_row += 1;
+                        // Time for the compaction the refusal set off.
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    }
+                    None => {
+                        assert!(!v.is_v5(), "5.0 is told why");
+                        refused_in_a_row += 1;
+                    }
+                    other => panic!("{other:?}"),
+                }
+                if refused_in_a_row == 3 {
+                    break;
+                }
+            }
+            assert_eq!(
+                refused_in_a_row, 3,
+                "{v:?} {ss}{ps}: the limit was never reached"
+            );
+            assert!(!accepted.is_empty());
+            // A persistent subscription is refused too, while the log is full.
+            let mut s2 = persistent(&b, v, &b.id_on(ps, "qs2"), false);
+            let codes = s2.subscribe(1, &[("z", QoS::AtLeastOnce)]);
+            let want = if v.is_v5() { 0x97 } else { 0x80 };
+            assert_eq!(codes, vec![ReasonCode(want)], "{v:?}");
+            drop(s2);
+            drop(p);
+            let summary = stop(b);
+            assert!(summary.persist_refused >= 2, "{summary:?}");
+            // Every acknowledged message is there after a restart, and nothing else.
+            let b = start(&dir.0);
+            let mut s = persistent(&b, v, &sid, true);
+            let got: Vec<String> = accepted
+                .iter()
+                .map(|_| s.recv_publish().topic.to_string())
+                .collect();
+            let want: Vec<String> = accepted.iter().map(|i| format!("q/{i}")).collect();
+            assert_eq!(got, want, "{v:?} {ss}{ps}");
+            s.expect_nothing();
+            drop(b);
+        }
+    }
+}

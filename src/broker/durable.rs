@@ -81,9 +81,28 @@ pub(crate) struct Durable {
     /// session just recorded: what goes to other shards waits in `outbox` until that
     /// record is durable (see [`Shard::hold_data`]).
     pub(crate) hold_sends: Cell<bool>,
-    /// Data-plane messages held until batch `.0` is durable, in order: (batch, shard,
-    /// message).
-    outbox: RefCell<std::collections::VecDeque<(u64, usize, ShardMsg)>>,
+    /// Data-plane messages held until batch `.0` is durable, per destination shard, in
+    /// order; `held` counts them all.
+    outbox: RefCell<Vec<std::collections::VecDeque<(u64, ShardMsg)>>>,
+    held: Cell<usize>,
+    /// Woken after each commit (held data released, the disk may have room again).
+    pub(crate) committed: crate::notify::WaitList,
+    /// Set by the shard's runtime once nothing more will be appended (shutdown): the
+    /// commit loop writes what is left and ends.
+    pub(crate) finish: Cell<bool>,
+    /// This shard's share of `persistence.max_disk_bytes` (0: none).
+    max_disk: u64,
+    /// Per shard: its log is over its share of `max_disk_bytes`, or its commits fail. Set
+    /// by each shard for itself, read by all: a publisher's shard refuses a message that
+    /// any shard might have to write down. (The one state shards share: a flag each.)
+    pressure: std::sync::Arc<[std::sync::atomic::AtomicBool]>,
+    shard: usize,
+    /// The log's size after the last commit.
+    disk_bytes: Cell<u64>,
+    /// A commit is failing (being retried).
+    failing: Cell<bool>,
+    /// When compaction may be tried again after one failed (log size).
+    compact_retry_at: Cell<u64>,
     /// The last ingress number used (see [`Durable::ingress`]).
     last_ingress: Cell<u64>,
     /// The ingress of the message being routed or delivered now, 0: none. Set around a
@@ -92,14 +111,19 @@ pub(crate) struct Durable {
     /// Ingresses not yet routed durably everywhere: ingress -> (publisher, message); a
     /// compaction writes them down again.
     inbound: RefCell<std::collections::HashMap<u64, (ByteString, Message)>>,
-    /// Deliveries of an ingress that ended lately, newest last (at most `RECENT`): a
-    /// compaction keeps them, since their ingress may not be routed durably yet.
+    /// Deliveries of an ingress made lately (sessions, share groups, the retained store),
+    /// newest last, at most `RECENT`: a compaction keeps them, since their ingress may not
+    /// be routed durably yet when the delivery itself has ended.
     recent: RefCell<std::collections::VecDeque<(u64, ByteString)>>,
 }
 
-/// How many ended deliveries of an ingress a shard remembers for its compactions: far
-/// more than can end between another shard's commit and its `Routed` record's.
+/// How many deliveries of an ingress a shard remembers for its compactions: far more than
+/// can be made between another shard's commit and its `Routed` record's.
 const RECENT: usize = 16_384;
+
+/// Data-plane messages held for other shards (see [`Shard::hold_data`]) beyond which
+/// publishers are held back until a commit releases them.
+const OUTBOX_LIMIT: usize = 65_536;
 
 /// The one-byte tag of batch `n` (see the module docs).
 fn tag(n: u64) -> u8 {
@@ -110,6 +134,8 @@ impl Durable {
     pub(crate) fn new(
         cfg: &crate::config::Persistence,
         shard: usize,
+        shards: usize,
+        pressure: std::sync::Arc<[std::sync::atomic::AtomicBool]>,
         last_message: u64,
         file: (u64, u64),
         snapshot_bytes: u64,
@@ -132,7 +158,16 @@ impl Durable {
             snapshot_bytes: Cell::new(snapshot_bytes),
             file: Cell::new(file),
             hold_sends: Cell::new(false),
-            outbox: RefCell::new(std::collections::VecDeque::new()),
+            outbox: RefCell::new((0..shards).map(|_| Default::default()).collect()),
+            held: Cell::new(0),
+            committed: crate::notify::WaitList::default(),
+            finish: Cell::new(false),
+            max_disk: cfg.max_disk_bytes / shards.max(1) as u64,
+            pressure,
+            shard,
+            disk_bytes: Cell::new(snapshot_bytes),
+            failing: Cell::new(false),
+            compact_retry_at: Cell::new(0),
             last_ingress: Cell::new(base),
             routing_ingress: Cell::new(0),
             inbound: RefCell::new(std::collections::HashMap::new()),
@@ -156,6 +191,40 @@ impl Durable {
         self.appended.get()
     }
 
+    /// Whether new durable work is refused (see `persistence.max_disk_bytes`): the log is
+    /// over this shard's share of the limit, or commits are failing (so that what waits
+    /// for the disk cannot grow without bound).
+    pub(crate) fn refusing(&self) -> bool {
+        self.pressure
+            .iter()
+            .any(|p| p.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether this shard's log is over its share of `max_disk_bytes`.
+    fn over_disk(&self) -> bool {
+        self.max_disk != 0 && self.disk_bytes.get() > self.max_disk
+    }
+
+    /// Publishes this shard's own state for [`Durable::refusing`].
+    fn update_pressure(&self) {
+        let over = self.failing.get() || self.over_disk();
+        if self.over_disk() {
+            // The commit loop tries a compaction at once.
+            self.work.notify();
+        }
+        if let Some(p) = self.pressure.get(self.shard) {
+            if p.swap(over, std::sync::atomic::Ordering::Relaxed) != over {
+                tracing::warn!(shard = self.shard, log_bytes = self.disk_bytes.get(), limit = self.max_disk, failing = self.failing.get(), over, "log pressure changed: new QoS 1/2 messages and persistent subscriptions are {}", if over { "refused" } else { "accepted again" });
+            }
+        }
+    }
+
+    /// Messages held for other shards until a commit: beyond this many, publishers are held
+    /// back as when the mesh is congested.
+    pub(crate) fn outbox_full(&self) -> bool {
+        self.held.get() >= OUTBOX_LIMIT
+    }
+
     /// Whether acknowledgements wait for the disk.
     pub(crate) fn is_sync(&self) -> bool {
         self.mode == PersistMode::Sync
@@ -171,6 +240,16 @@ impl Durable {
             conn.durable_wait.set(t);
             self.gated.borrow_mut().push(conn.clone());
         }
+    }
+
+    /// The last message number used.
+    pub(crate) fn last_message(&self) -> u64 {
+        self.last_message.get()
+    }
+
+    /// Numbers up to `n` are taken (by a compaction's snapshot).
+    pub(crate) fn used_messages(&self, n: u64) {
+        self.last_message.set(self.last_message.get().max(n));
     }
 
     /// Writes `msg` down once and returns its number (0 if it could not be written).
@@ -233,13 +312,14 @@ impl Durable {
         self.recent.borrow().iter().cloned().collect()
     }
 
-    fn ended(&self, ingress: u64, client_id: &ByteString) {
+    /// `who` (a session, a share group, the retained store) had a delivery of `ingress`.
+    pub(crate) fn seen(&self, ingress: u64, who: &ByteString) {
         if ingress != 0 {
             let mut r = self.recent.borrow_mut();
             if r.len() >= RECENT {
                 r.pop_front();
             }
-            r.push_back((ingress, client_id.clone()));
+            r.push_back((ingress, who.clone()));
         }
     }
 
@@ -255,15 +335,22 @@ impl Durable {
                     retain,
                     identifiers,
                     share,
-                } => Record::Delivered {
-                    client_id: c,
-                    msg: durable.msg,
-                    qos: qos as u8,
-                    retain,
-                    identifiers: identifiers.to_vec(),
-                    share: share.map_or_else(ByteString::new, |s| s.as_bytestring().clone()),
-                    ingress: durable.ingress,
-                },
+                } => {
+                    let share = share.map_or_else(ByteString::new, |s| s.as_bytestring().clone());
+                    self.seen(durable.ingress, &c);
+                    if !share.is_empty() {
+                        self.seen(durable.ingress, &share);
+                    }
+                    Record::Delivered {
+                        client_id: c,
+                        msg: durable.msg,
+                        qos: qos as u8,
+                        retain,
+                        identifiers: identifiers.to_vec(),
+                        share,
+                        ingress: durable.ingress,
+                    }
+                }
                 Flow::Sent { durable, id } => Record::Sent {
                     client_id: c,
                     msg: durable,
@@ -273,20 +360,14 @@ impl Durable {
                     client_id: c,
                     packet_id: id.get(),
                 },
-                Flow::Finished(id, ingress) => {
-                    self.ended(ingress, &c);
-                    Record::Finished {
-                        client_id: c,
-                        packet_id: id.get(),
-                    }
-                }
-                Flow::Unqueued(r) => {
-                    self.ended(r.ingress, &c);
-                    Record::Unqueued {
-                        client_id: c,
-                        msg: r.msg,
-                    }
-                }
+                Flow::Finished(id) => Record::Finished {
+                    client_id: c,
+                    packet_id: id.get(),
+                },
+                Flow::Unqueued(r) => Record::Unqueued {
+                    client_id: c,
+                    msg: r.msg,
+                },
                 Flow::Qos2Received(id) => Record::Qos2Received {
                     client_id: c,
                     packet_id: id.get(),
@@ -378,22 +459,79 @@ impl Shard {
         }
     }
 
+    /// The batch holding what this shard wrote since `before` (0: nothing, or the mode
+    /// does not wait), for a confirmation given later ([`Shard::confirm_after`]).
+    pub(crate) fn own_batch(&self, before: u64) -> u64 {
+        match self.durable() {
+            Some(d) if d.is_sync() && d.appended() != before => {
+                self.journal_changes(&mut self.state.borrow_mut().sessions);
+                d.building.get()
+            }
+            _ => 0,
+        }
+    }
+
+    /// Answers `token` to shard `from` once batch `batch` (0: none) is durable.
+    pub(crate) fn confirm_after(&self, from: usize, token: u64, batch: u64) {
+        match self.durable() {
+            Some(d) if batch > d.durable.get() => d.owed.borrow_mut().push((batch, from, token)),
+            _ => {
+                self.send_control(from, ShardMsg::RetainStored { token });
+            }
+        }
+    }
+
     /// A data-plane message for `dest`, handed back unless it must wait for the batch
     /// being built: while a QoS 2 message's incoming id is not durable, no other shard may
     /// deliver it (after a crash the publisher sends it again, and a delivery made
     /// elsewhere before the id was on disk would be made a second time). Later messages
     /// for any shard queue behind held ones, so the data plane keeps its order.
     pub(crate) fn hold_data(&self, dest: usize, msg: ShardMsg) -> Option<ShardMsg> {
-        match self.durable() {
-            Some(d) if d.hold_sends.get() || !d.outbox.borrow().is_empty() => {
-                d.outbox
-                    .borrow_mut()
-                    .push_back((d.building.get(), dest, msg));
-                // Released by the commit of the batch being built, even an empty one.
-                d.work.notify();
-                None
+        let Some(d) = self.durable() else {
+            return Some(msg);
+        };
+        let mut outbox = d.outbox.borrow_mut();
+        let Some(q) = outbox.get_mut(dest) else {
+            return Some(msg);
+        };
+        if !d.hold_sends.get() && q.is_empty() {
+            return Some(msg);
+        }
+        q.push_back((d.building.get(), msg));
+        d.held.set(d.held.get() + 1);
+        // Released by the commit of the batch being built, even an empty one.
+        d.work.notify();
+        None
+    }
+
+    /// Counts and logs (at most once a second) something refused because the log is over
+    /// `max_disk_bytes` or failing.
+    pub(crate) fn persist_refused(&self, what: &'static str) {
+        self.count(|m| m.persist_refused += 1);
+        let now = std::time::Instant::now();
+        if now.duration_since(self.drop_logged.get()) >= Duration::from_secs(1) {
+            self.drop_logged.set(now);
+            let total = self.summary().persist_refused;
+            tracing::warn!(shard = self.id, refused = what, refused_total = total, "log over persistence.max_disk_bytes or failing: refused (logged at most once a second)");
+        }
+    }
+
+    /// Publishers wait: the channels to other shards are full, or too much waits in the
+    /// outbox for a commit.
+    pub(crate) fn data_congested(&self) -> bool {
+        self.mesh.congested() || self.durable().is_some_and(Durable::outbox_full)
+    }
+
+    /// Completes when [`Shard::data_congested`] no longer holds.
+    pub(crate) async fn until_data_uncongested(&self) {
+        loop {
+            if self.mesh.congested() {
+                self.mesh.wait_uncongested().await;
+            } else if let Some(d) = self.durable().filter(|d| d.outbox_full()) {
+                d.committed.wait().await;
+            } else {
+                return;
             }
-            _ => Some(msg),
         }
     }
 
@@ -448,31 +586,33 @@ impl Shard {
 /// A shard's commit task: takes what was appended as one batch, writes and syncs it
 /// (mode `sync`: as soon as there is something; `periodic`: every `sync_interval`), then
 /// lets the connections waiting for it write and answers the shards waiting for it.
-/// Returns when the shard stops, after a last commit.
+/// Returns once the runtime sets `finish`, after a last commit.
 pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
     let Some(d) = shard.durable() else {
         return;
     };
     let mut backoff = Duration::from_millis(10);
     let mut failures = 0u64;
+    // A log restored over its share refuses from the start.
+    d.update_pressure();
     loop {
-        let stopping = shard.stopping.get() && shard.connection_count() == 0;
-        if !stopping {
+        let finishing = d.finish.get();
+        if !finishing {
             if d.is_sync() {
-                // Woken by an append, and at least once a second to look at `stopping`.
+                // Woken by an append, and at least once a second to look at `finish`.
                 let woken = d.work.notified();
                 let tick = glommio::timer::sleep(Duration::from_secs(1));
                 futures::pin_mut!(woken, tick);
                 futures::future::select(woken, tick).await;
             } else {
-                // In steps, so that a stop is seen within 100 ms.
+                // In steps, so that `finish` is seen within 100 ms; always at least one.
                 let until = std::time::Instant::now() + d.sync_interval;
-                while !shard.stopping.get() {
+                loop {
                     let left = until.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
+                    glommio::timer::sleep(left.min(Duration::from_millis(100))).await;
+                    if d.finish.get() || std::time::Instant::now() >= until {
                         break;
                     }
-                    glommio::timer::sleep(left.min(Duration::from_millis(100))).await;
                 }
             }
         }
@@ -480,32 +620,44 @@ pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
         let frames = std::mem::take(&mut *d.frames.borrow_mut());
         let gated = std::mem::take(&mut *d.gated.borrow_mut());
         let batch = d.building.get();
+        // A log grown past its bound is replaced by a snapshot, which stands for this
+        // batch (after a failed attempt, not before the log grew by half the bound again).
+        // Over `max_disk_bytes`, a compaction is tried at once, batch or not: it may give
+        // back enough to accept messages again.
+        let tail = journal.tail();
+        let over = tail >= d.compact_retry_at.get()
+            && (tail > d.compact_bytes.max(2 * d.snapshot_bytes.get())
+                || (d.over_disk() && tail > 2 * d.snapshot_bytes.get()));
         if frames.is_empty()
             && gated.is_empty()
             && d.owed.borrow().is_empty()
-            && d.outbox.borrow().is_empty()
+            && d.held.get() == 0
+            && !(over && d.over_disk())
         {
-            if stopping {
+            if finishing {
                 break;
             }
             continue;
         }
         d.building.set(batch + 1);
-        // A log grown past its bound is replaced by a snapshot, which stands for this batch.
-        let compacted = !frames.is_empty()
-            && journal.tail() > d.compact_bytes.max(2 * d.snapshot_bytes.get())
+        let compacted = (over && (!frames.is_empty() || d.over_disk()))
             && super::recovery::compact(&shard, &mut journal).await;
+        if over && !compacted {
+            d.compact_retry_at.set(tail + d.compact_bytes / 2);
+        }
         if !frames.is_empty() && !compacted {
             loop {
                 match journal.commit(&frames).await {
                     Ok(()) => break,
                     Err(e) => {
                         failures += 1;
+                        d.failing.set(true);
+                        d.update_pressure();
                         shard.count(|m| m.persist_errors += 1);
                         if failures == 1 || failures.is_power_of_two() {
-                            tracing::error!(error = %e, path = %journal.path().display(), failures, "log commit failed: acknowledgements held, retrying");
+                            tracing::error!(error = %e, path = %journal.path().display(), failures, "log commit failed: acknowledgements held and new QoS 1/2 messages refused, retrying");
                         }
-                        if shard.stopping.get() && shard.connection_count() == 0 && failures > 3 {
+                        if d.finish.get() && failures > 3 {
                             tracing::error!(path = %journal.path().display(), "shutting down with a log commit that failed: its changes are lost");
                             journal.close().await;
                             return;
@@ -519,12 +671,15 @@ pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
                 tracing::warn!(failures, "log commit succeeded again");
                 failures = 0;
                 backoff = Duration::from_millis(10);
+                d.failing.set(false);
             }
             shard.count(|m| {
                 m.persist_commits += 1;
                 m.persist_bytes += frames.len() as u64;
             });
         }
+        d.disk_bytes.set(journal.tail());
+        d.update_pressure();
         d.durable.set(batch);
         let t = tag(batch);
         for c in gated {
@@ -546,27 +701,27 @@ pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
             shard.control.flush();
         }
         // Data held for this batch goes to the other shards now, in order.
-        let mut released = false;
-        loop {
-            let next = {
-                let mut o = d.outbox.borrow_mut();
-                match o.front() {
-                    Some((b, _, _)) if *b <= batch => o.pop_front(),
-                    _ => None,
+        let mut released = 0;
+        {
+            let mut outbox = d.outbox.borrow_mut();
+            for (dest, q) in outbox.iter_mut().enumerate() {
+                while q.front().is_some_and(|(b, _)| *b <= batch) {
+                    let Some((_, msg)) = q.pop_front() else {
+                        break;
+                    };
+                    released += 1;
+                    if let Err(msg) = shard.mesh.push(dest, msg) {
+                        shard.undeliverable(dest, &msg);
+                    }
                 }
-            };
-            let Some((_, dest, msg)) = next else {
-                break;
-            };
-            released = true;
-            if let Err(msg) = shard.mesh.push(dest, msg) {
-                shard.undeliverable(dest, &msg);
             }
         }
-        if released {
+        if released > 0 {
+            d.held.set(d.held.get() - released);
             shard.mesh.flush();
         }
-        if stopping && d.frames.borrow().is_empty() {
+        d.committed.wake_all();
+        if finishing && d.frames.borrow().is_empty() && d.held.get() == 0 {
             break;
         }
     }

@@ -67,15 +67,15 @@ impl Shard {
     /// True while publishers are held back: a subscriber here is behind, or the channels
     /// to other shards are full.
     pub(crate) fn holding_back(&self) -> bool {
-        self.output_congested() || self.mesh.congested()
+        self.output_congested() || self.data_congested()
     }
 
     /// Completes when publishers are no longer held back.
     pub(crate) async fn until_released(&self) {
         while self.holding_back() {
-            if self.mesh.congested() {
+            if self.data_congested() {
                 let a = self.output_drained.wait();
-                let b = self.mesh.wait_uncongested();
+                let b = self.until_data_uncongested();
                 futures::pin_mut!(a, b);
                 futures::future::select(a, b).await;
             } else {

@@ -15,13 +15,26 @@
 //! PUBRELs) never wait here, so a held ack cannot reorder them [MQTT-4.6.0-6]. Nor routing
 //! or the session state machine.
 
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::BytesMut;
 
 use super::connection::{ConnShared, Deferred};
 use super::shard::Shard;
 use crate::session::{Message, Response};
+
+/// An ack waiting for answers from other shards (see [`Shard::route_deferring_ack`]).
+#[derive(Debug)]
+pub(crate) struct Awaiting {
+    /// The connection whose ack it is (none: a shard's own confirmation waits).
+    pub conn: Weak<ConnShared>,
+    /// Answers still to come.
+    pub answers: u32,
+    /// The ingress written down as routed once they came (0: none).
+    pub ingress: u64,
+    /// Then answer this shard's token, once this shard's own batch (0: none) is durable.
+    pub then: Option<(usize, u64, u64)>,
+}
 
 impl Shard {
     /// A fresh token for something an answer waits for.
@@ -70,34 +83,42 @@ impl Shard {
             }
             self.release_deferred(conn, token);
         } else {
-            self.state
-                .borrow_mut()
-                .retain_acks
-                .insert(token, (Rc::downgrade(conn), answers, ingress));
+            self.state.borrow_mut().retain_acks.insert(
+                token,
+                Awaiting {
+                    conn: Rc::downgrade(conn),
+                    answers,
+                    ingress,
+                    then: None,
+                },
+            );
         }
     }
 
     /// One of the answers pending ack `token` waits for arrived (see
     /// [`Shard::route_deferring_ack`]); the last one releases it.
     pub(crate) fn answer_arrived(&self, token: u64) {
-        let conn = {
+        let done = {
             let mut st = self.state.borrow_mut();
             match st.retain_acks.get_mut(&token) {
-                Some((_, left, _)) if *left > 1 => {
-                    *left -= 1;
+                Some(a) if a.answers > 1 => {
+                    a.answers -= 1;
                     return;
                 }
-                Some(_) => st.retain_acks.remove(&token).map(|(c, _, i)| (c, i)),
+                Some(_) => st.retain_acks.remove(&token),
                 None => None,
             }
         };
-        let conn = conn.and_then(|(c, ingress)| {
-            if let Some(d) = self.durable() {
-                d.routed(ingress);
-            }
-            c.upgrade()
-        });
-        if let Some(conn) = conn {
+        let Some(done) = done else {
+            return;
+        };
+        if let Some(d) = self.durable() {
+            d.routed(done.ingress);
+        }
+        if let Some((from, token, batch)) = done.then {
+            self.confirm_after(from, token, batch);
+        }
+        if let Some(conn) = done.conn.upgrade() {
             self.release_deferred(&conn, token);
             // A stream of retained messages waits while the gate holds anything.
             self.resume_retained(conn.session.get());

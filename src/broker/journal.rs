@@ -88,6 +88,11 @@ impl Journal {
         &self.path
     }
 
+    /// The file was renamed to `path`.
+    pub(crate) fn renamed(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
     /// Closes the file.
     pub(crate) async fn close(self) {
         let _ = self.file.close().await;

@@ -235,6 +235,25 @@ pub(crate) fn process_with(
             }
         };
         match action {
+            Some(Action::Route(m))
+                if m.qos != QoS::AtMostOnce && shard.durable().is_some_and(|d| d.refusing()) =>
+            {
+                // The log is over `max_disk_bytes` or failing: not accepted, never lost.
+                // 5.0 says so (0x97, which ends a QoS 2 flow); 3.x is not acknowledged,
+                // so the client keeps it and sends it again.
+                shard.persist_refused("PUBLISH");
+                if let Some(mut r) = response {
+                    if let Response::PubRec(id, _) = r {
+                        if let Some(s) = shard.state.borrow_mut().sessions.get_mut(slot) {
+                            shard.with_flows(s, |s, log| s.forget_incoming_qos2(id, log));
+                        }
+                    }
+                    if opts.version.is_v5() {
+                        r.refuse(ReasonCode::QUOTA_EXCEEDED);
+                        shard.respond(conn, &r);
+                    }
+                }
+            }
             Some(Action::Route(m)) if !shard.may_publish(slot, &m.topic) => {
                 // Not routed; 5.0 says why (5.0 §3.4.2.1: PUBACK / PUBREC 0x87; it ends a QoS 2
                 // flow: its id is not kept awaiting a PUBREL); 3.x is acknowledged as usual.

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::durable::{encode_message, wall_ms};
+use super::durable::{encode_message, wall_ms, Durable};
 use super::journal::Journal;
 use super::shard::Shard;
 use crate::config::Persistence;
@@ -86,19 +86,20 @@ pub(crate) fn log_path(shard_dir: &Path, epoch: u64, seq: u64) -> PathBuf {
     shard_dir.join(format!("{epoch}-{seq}.log"))
 }
 
-/// `(epoch, seq)` of a log file's name.
+/// `(epoch, seq)` of a log file's name (exactly as [`log_path`] writes it).
 fn parse_log_name(name: &str) -> Option<(u64, u64)> {
     let (e, s) = name.strip_suffix(".log")?.split_once('-')?;
-    Some((e.parse().ok()?, s.parse().ok()?))
+    let (e, s) = (e.parse().ok()?, s.parse().ok()?);
+    (format!("{e}-{s}.log") == name).then_some((e, s))
 }
 
 /// What reading one shard directory found.
 struct ReadShard {
     image: Image,
     bytes: usize,
-    /// The log, when damage (not just a torn tail) cut it: kept aside, renamed, rather
-    /// than removed with the old epoch.
-    damaged: Option<PathBuf>,
+    /// Logs that damage (not just a torn tail) cut or made unreadable: kept aside,
+    /// renamed, rather than removed with the old epoch.
+    damaged: Vec<PathBuf>,
 }
 
 /// Reads the newest log of `epoch` in `dir` that holds a sealed commit.
@@ -113,22 +114,28 @@ fn read_shard_dir(dir: &Path, epoch: u64) -> io::Result<ReadShard> {
         }
     }
     seqs.sort_unstable_by(|a, b| b.cmp(a));
-    for seq in seqs {
+    let mut unsealed = Vec::new();
+    for (i, &seq) in seqs.iter().enumerate() {
         let path = log_path(dir, epoch, seq);
         let data = std::fs::read(&path).map_err(with_path(&path))?;
         let scan = frame::scan(&data, BLOCK);
         if scan.commits == 0 {
-            // A compaction that did not finish: the older file is whole.
-            tracing::warn!(path = %path.display(), "log without a sealed commit ignored");
+            // Compactions write their file under another name and rename it once synced,
+            // so a log without a sealed commit is damaged (or empty): an older one, if
+            // any, is read instead, and a damaged one is kept aside.
+            if data.iter().any(|b| *b != 0) {
+                tracing::error!(path = %path.display(), older = seqs.len() - i - 1, "log without a sealed commit: damaged; kept as *.damaged");
+                unsealed.push(path);
+            }
             continue;
         }
-        let mut damaged = None;
+        let mut damaged = Vec::new();
         if let Some((at, why)) = scan.stopped {
             let rest = data.get(at..).unwrap_or_default();
             // A torn tail is the end of the log; sealed data further on means damage.
             let more = rest.len() > BLOCK && rest.iter().skip(BLOCK).any(|b| *b != 0);
             if more {
-                damaged = Some(path.clone());
+                damaged.push(path.clone());
                 tracing::error!(path = %path.display(), offset = at, reason = ?why, dropped_bytes = rest.len(), "log damaged: starting with the commits before the damage; the file is kept as *.damaged");
             } else {
                 tracing::warn!(path = %path.display(), offset = at, reason = ?why, dropped_bytes = rest.len(), "log cut after its last sealed commit");
@@ -164,16 +171,17 @@ fn read_shard_dir(dir: &Path, epoch: u64) -> io::Result<ReadShard> {
             image.apply(r);
         }
         image.collect_garbage();
+        unsealed.extend(damaged);
         return Ok(ReadShard {
             image,
             bytes: data.len(),
-            damaged,
+            damaged: unsealed,
         });
     }
     Ok(ReadShard {
         image: Image::default(),
         bytes: 0,
-        damaged: None,
+        damaged: unsealed,
     })
 }
 
@@ -321,7 +329,12 @@ pub(crate) fn recover(cfg: &Persistence, shards: usize) -> io::Result<Recovered>
     let unrouted = all.inbound.len();
     all.resolve_inbound(|m| {
         let msg = decode_message(m, 0, Instant::now())?;
-        Some((msg.topic.to_string(), msg.qos as u8, msg.retain))
+        Some((
+            msg.topic.to_string(),
+            msg.qos as u8,
+            msg.retain,
+            msg.payload.is_empty(),
+        ))
     });
     let now_ms = wall_ms(SystemTime::now());
     let (images, expired) = partition(all, shards, now_ms);
@@ -373,7 +386,8 @@ pub(crate) fn recover(cfg: &Persistence, shards: usize) -> io::Result<Recovered>
     }
     std::fs::rename(&tmp, &current).map_err(with_path(&current))?;
     sync_dir(dir)?;
-    // What the old epoch (and any unfinished one) left behind; a damaged log is kept.
+    // What the old epoch (and any unfinished one, and unfinished compactions) left
+    // behind; a damaged log is kept.
     for path in &damaged {
         let mut aside = path.clone().into_os_string();
         aside.push(format!(".damaged-{new_epoch}"));
@@ -382,11 +396,10 @@ pub(crate) fn recover(cfg: &Persistence, shards: usize) -> io::Result<Recovered>
     for d in &old_dirs {
         if let Ok(entries) = std::fs::read_dir(d) {
             for e in entries.flatten() {
-                let stale = e
-                    .file_name()
-                    .to_str()
-                    .and_then(parse_log_name)
-                    .is_some_and(|(ep, _)| ep != new_epoch);
+                let name = e.file_name();
+                let name = name.to_str().unwrap_or_default();
+                let stale = name.ends_with(".log.tmp")
+                    || parse_log_name(name).is_some_and(|(ep, _)| ep != new_epoch);
                 if stale {
                     let _ = std::fs::remove_file(e.path());
                 }
@@ -537,7 +550,10 @@ fn image_of(shard: &Shard) -> Image {
     let now = Instant::now();
     let now_ms = wall_ms(SystemTime::now());
     let mut image = Image::default();
-    let mut last = 0u64;
+    // Numbers for the retained and unrouted messages come after every number the log has
+    // used, and the shard's count moves past them (below): a later message must not take
+    // one of them.
+    let mut last = shard.durable().map_or(0, Durable::last_message);
     for (id, s) in st.sessions.iter() {
         if !s.is_persistent() {
             continue;
@@ -636,6 +652,7 @@ fn image_of(shard: &Shard) -> Image {
             image.inbound.insert(ingress, (client_id, last));
         }
         image.seen.extend(d.recent_ingress());
+        d.used_messages(last);
     }
     for m in retained {
         let Some(publish) = encode_message(&m) else {
@@ -683,18 +700,38 @@ pub(crate) async fn compact(shard: &Shard, journal: &mut Journal) -> bool {
     };
     let (epoch, seq) = d.file.get();
     let path = log_path(&dir, epoch, seq + 1);
+    // Written under a name recovery ignores, synced, then renamed: a file of the final
+    // name always holds a whole snapshot.
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = glommio::io::remove(&tmp).await;
     let result = async {
-        let mut new = Journal::open_at(&path, 0).await?;
+        let mut new = Journal::open_at(&tmp, 0).await?;
         new.commit(&frames).await?;
-        glommio::io::Directory::open(&dir)
-            .await
-            .map_err(io::Error::from)?
-            .sync()
+        glommio::io::rename(&tmp, &path)
             .await
             .map_err(io::Error::from)?;
+        new.renamed(path.clone());
         io::Result::Ok(new)
     }
     .await;
+    // Once renamed, the new file is the log (recovery reads the newest whole one): a
+    // directory that cannot be synced is reported, not undone.
+    if result.is_ok() {
+        let synced = async {
+            glommio::io::Directory::open(&dir)
+                .await
+                .map_err(io::Error::from)?
+                .sync()
+                .await
+                .map_err(io::Error::from)
+        }
+        .await;
+        if let Err(e) = synced {
+            tracing::error!(error = %e, dir = %dir.display(), "log directory not synced after compaction");
+        }
+    }
     match result {
         Ok(new) => {
             let before = journal.tail();
@@ -721,7 +758,7 @@ pub(crate) async fn compact(shard: &Shard, journal: &mut Journal) -> bool {
         Err(e) => {
             shard.count(|m| m.persist_errors += 1);
             tracing::error!(error = %e, path = %path.display(), "compaction failed: going on with the old log");
-            let _ = glommio::io::remove(&path).await;
+            let _ = glommio::io::remove(&tmp).await;
             false
         }
     }
@@ -844,8 +881,14 @@ mod tests {
         let mut torn = Vec::new();
         created(9).write(&mut torn).unwrap();
         std::fs::write(&newer, &torn).unwrap();
+        // And a compaction's file never renamed into place.
+        let tmp = dir.join("shard-0").join("1-2.log.tmp");
+        std::fs::write(&tmp, &torn).unwrap();
         let r = recover(&cfg(&dir), 1).unwrap();
         assert_eq!(sessions(&r), names(3));
+        assert!(!tmp.exists(), "an unfinished compaction's file is removed");
+        let aside = dir.join("shard-0").join("1-1.log.damaged-2");
+        assert_eq!(std::fs::read(&aside).unwrap(), torn, "kept aside");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -927,6 +970,21 @@ mod tests {
         }
         assert!(!dir.join("shard-1").join("0-0.log").exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_names_are_read_exactly_as_written() {
+        assert_eq!(parse_log_name("3-14.log"), Some((3, 14)));
+        for bad in [
+            "03-1.log",
+            "3-01.log",
+            "3-1.log.tmp",
+            "3_1.log",
+            "-1-2.log",
+            "x-1.log",
+        ] {
+            assert_eq!(parse_log_name(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -51,10 +51,15 @@ impl Shard {
         if let Some(d) = self.durable() {
             let id = d.message(&msg);
             if id != 0 {
+                let ingress = d.routing_ingress.get();
+                d.seen(
+                    ingress,
+                    &bytestring::ByteString::from_static(crate::persist::image::RETAIN_STORE),
+                );
                 d.append(&crate::persist::record::Record::RetainSet {
                     topic: bytestring::ByteString::from(topic.as_str()),
                     msg: id,
-                    ingress: d.routing_ingress.get(),
+                    ingress,
                 });
             }
         }

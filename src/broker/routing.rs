@@ -110,7 +110,7 @@ impl Shard {
                 (true, false) => {
                     let unserved =
                         self.deliver_here(&msg, origin, plain.contains(shard), &groups, 0);
-                    self.forward_shared(&msg, unserved, 1);
+                    answers += self.forward_shared(&msg, unserved, 1, durable_ack.map(|(_, t)| t));
                 }
                 (false, false) => {
                     answers += u32::from(durable_ack.is_some());

@@ -34,6 +34,7 @@ enum Plane {
 pub(crate) type PersistStart = (
     super::recovery::ShardStart,
     Arc<Vec<(bytestring::ByteString, usize)>>,
+    Arc<[std::sync::atomic::AtomicBool]>,
 );
 
 #[allow(clippy::too_many_arguments)]
@@ -60,7 +61,7 @@ pub(crate) async fn shard_main(
     .await;
     let mut shard = Shard::new(id, cfg.clone(), mesh, control, auth);
     let mut journal = None;
-    if let Some((start, interest)) = persist {
+    if let Some((start, interest, pressure)) = persist {
         match super::journal::Journal::open_at(&start.path, start.tail).await {
             Ok(j) => journal = Some(j),
             Err(e) => {
@@ -73,6 +74,8 @@ pub(crate) async fn shard_main(
         shard.persist = Some(Box::new(super::durable::Durable::new(
             &cfg.persistence,
             id,
+            shard.shards,
+            pressure,
             start.image.last_message_id,
             (start.epoch, start.seq),
             start.tail,
@@ -214,6 +217,7 @@ pub(crate) async fn shard_main(
     // The log's last commit: everything appended, including those wills.
     if let Some(c) = committer {
         if let Some(d) = shard.durable() {
+            d.finish.set(true);
             d.work.notify();
         }
         c.await;

@@ -303,9 +303,9 @@ pub(crate) async fn serve<S: Transport>(
             let _ = select(drained, wake).await;
             continue;
         }
-        if shard.mesh.congested() && !reads_while_held {
+        if shard.data_congested() && !reads_while_held {
             // Back-pressure: this publisher waits until the other shards drain.
-            let drained = shard.mesh.wait_uncongested();
+            let drained = shard.until_data_uncongested();
             let wake = conn.wake.notified();
             futures::pin_mut!(drained, wake);
             let _ = select(drained, wake).await;

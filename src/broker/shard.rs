@@ -97,6 +97,9 @@ pub struct ShardSummary {
     pub persist_errors: u64,
     /// Logs replaced by a snapshot of the live state.
     pub persist_compactions: u64,
+    /// QoS 1/2 PUBLISHes and persistent SUBSCRIBEs refused while the log was over
+    /// `persistence.max_disk_bytes` or failing.
+    pub persist_refused: u64,
 }
 
 impl ShardSummary {
@@ -132,6 +135,7 @@ impl ShardSummary {
         self.persist_bytes += o.persist_bytes;
         self.persist_errors += o.persist_errors;
         self.persist_compactions += o.persist_compactions;
+        self.persist_refused += o.persist_refused;
     }
 }
 
@@ -202,7 +206,7 @@ pub(crate) struct State {
     /// Connections whose ack waits for other shards (a retained message stored by its
     /// owner, deliveries made durable), with how many answers are still to come.
     /// And the ingress whose routing ends then (see [`super::durable`]), 0: none.
-    pub(crate) retain_acks: AHashMap<u64, (std::rc::Weak<ConnShared>, u32, u64)>,
+    pub(crate) retain_acks: AHashMap<u64, super::gate::Awaiting>,
     pub(crate) next_token: u64,
     /// Live connections, by slot, with the generation of their [`ConnId`].
     pub conns: slab::Slab<(u32, Rc<ConnShared>)>,
@@ -414,9 +418,24 @@ impl Shard {
             ShardMsg::SharedPublish(p) => {
                 let before = self.appended();
                 let (ack, ingress) = (p.ack, p.ingress);
-                self.with_ingress(ingress, || self.on_shared_publish(*p));
+                let forwarded = self.with_ingress(ingress, || self.on_shared_publish(*p));
                 if let Some((from, token)) = ack {
-                    self.confirm(from, token, before);
+                    match forwarded {
+                        // Handed on to other shards: answered once they answered too.
+                        Some((own, answers)) => {
+                            let batch = self.own_batch(before);
+                            self.state.borrow_mut().retain_acks.insert(
+                                own,
+                                super::gate::Awaiting {
+                                    conn: std::rc::Weak::new(),
+                                    answers,
+                                    ingress: 0,
+                                    then: Some((from, token, batch)),
+                                },
+                            );
+                        }
+                        None => self.confirm(from, token, before),
+                    }
                 }
             }
             ShardMsg::Retain { msg, ack, ingress } => {

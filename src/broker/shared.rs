@@ -172,18 +172,34 @@ impl Shard {
     }
 
     /// Another shard chose this one for some share groups of a message.
-    pub(crate) fn on_shared_publish(&self, p: SharedPublish) {
+    ///
+    /// With an ack to give (persistence mode `sync`), groups handed on to other shards ask
+    /// them for answers under a token of this shard's: returned with their number, so that
+    /// the caller answers only once they did.
+    pub(crate) fn on_shared_publish(&self, p: SharedPublish) -> Option<(u64, u32)> {
         let unserved = self.deliver_here(&p.msg, None, p.plain, &p.groups, p.hops);
-        self.forward_shared(&p.msg, unserved, p.hops.saturating_add(1));
+        let token = (p.ack.is_some() && !unserved.is_empty()).then(|| self.next_token());
+        let n = self.forward_shared(&p.msg, unserved, p.hops.saturating_add(1), token);
+        token.filter(|_| n > 0).map(|t| (t, n))
     }
 
     /// Hands each of `groups`, for which this shard has no member, to another shard its
     /// replica says has members, or drops the message for that group (counted) when there
     /// is none or it has been through as many shards as there are.
-    pub(crate) fn forward_shared(&self, msg: &Message, groups: Vec<Box<str>>, hops: u8) {
+    ///
+    /// With `ack`, each shard it goes to answers that token of this shard's once its
+    /// delivery is durable; returns how many it went to.
+    pub(crate) fn forward_shared(
+        &self,
+        msg: &Message,
+        groups: Vec<Box<str>>,
+        hops: u8,
+        ack: Option<u64>,
+    ) -> u32 {
         if groups.is_empty() {
-            return;
+            return 0;
         }
+        let mut sent = 0;
         // It may be a slice of a read buffer (a local QoS 0 delivery is not copied).
         let msg = msg.detached();
         for group in groups {
@@ -192,23 +208,27 @@ impl Shard {
             let turn = self.share_turn.get();
             self.share_turn.set(turn.wrapping_add(1));
             match nth_shard(mask, turn) {
-                Some(dest) if usize::from(hops) < self.shards => self.send_shared(
-                    dest,
-                    SharedPublish {
-                        msg: msg.clone(),
-                        plain: false,
-                        groups: vec![group],
-                        hops,
-                        ack: None,
-                        ingress: 0,
-                    },
-                ),
+                Some(dest) if usize::from(hops) < self.shards => {
+                    sent += 1;
+                    self.send_shared(
+                        dest,
+                        SharedPublish {
+                            msg: msg.clone(),
+                            plain: false,
+                            groups: vec![group],
+                            hops,
+                            ack: ack.map(|t| (self.id, t)),
+                            ingress: self.routing_ingress(),
+                        },
+                    )
+                }
                 _ => {
                     self.count(|m| m.shared_undeliverable += 1);
                     tracing::debug!(group = %group, topic = %msg.topic, "no member of the share group left: message dropped");
                 }
             }
         }
+        sent
     }
 
     /// Gives the messages of ended sessions' shared subscriptions (collected by
@@ -227,7 +247,7 @@ impl Shard {
             } else {
                 vec![group]
             };
-            self.forward_shared(&msg, unserved, 1);
+            self.forward_shared(&msg, unserved, 1, None);
         }
         // Sessions end outside a read turn too (a connection's last call, the expiry
         // sweep): nothing else would flush what was handed to other shards.

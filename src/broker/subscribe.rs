@@ -85,6 +85,11 @@ impl Shard {
             };
             let refuse = if i >= l.max_filters_per_subscribe {
                 Some(ReasonCode::QUOTA_EXCEEDED)
+            } else if s.is_some_and(|s| s.is_persistent())
+                && self.durable().is_some_and(|d| d.refusing())
+            {
+                self.persist_refused("SUBSCRIBE");
+                Some(ReasonCode::QUOTA_EXCEEDED)
             } else if !self.auth.authorize_subscribe(&who, &filter) {
                 self.count(|m| m.subscribe_denied += 1);
                 Some(ReasonCode::NOT_AUTHORIZED)

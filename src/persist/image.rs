@@ -90,7 +90,8 @@ pub struct Image {
     /// QoS 2 messages of persistent publishers not yet known to be delivered durably
     /// everywhere: ingress -> (publisher, message id).
     pub inbound: BTreeMap<u64, (ByteString, u64)>,
-    /// Which sessions had a delivery of which ingress.
+    /// Who had a delivery of which ingress: sessions (by client id), share groups (by
+    /// their `$share/...` filter) and the retained store ([`RETAIN_STORE`]).
     pub seen: BTreeSet<(u64, ByteString)>,
 }
 
@@ -173,6 +174,9 @@ impl Image {
                 self.last_message_id = self.last_message_id.max(*msg);
                 if *ingress != 0 {
                     self.seen.insert((*ingress, client_id.clone()));
+                    if !share.is_empty() {
+                        self.seen.insert((*ingress, share.clone()));
+                    }
                 }
                 if let Some(f) = flows(&mut self.sessions, client_id) {
                     f.push(FlowImage {
@@ -388,23 +392,37 @@ impl Image {
     /// yet (`seen`), as routing would have: once per session at the highest granted QoS
     /// with the identifiers of its matching subscriptions, to one member per share group,
     /// not to the publisher's own subscriptions with No Local. QoS 0 grants drop it (the
-    /// sessions are offline). Then `inbound` and `seen` are empty. `decode` gives a
-    /// message's (topic, QoS, RETAIN) from its image.
+    /// sessions are offline), and so does a share group that had it already. A retained
+    /// message goes to the retained store unless its owner had stored it. Then `inbound`
+    /// and `seen` are empty. `decode` gives a message's (topic, QoS, RETAIN, empty
+    /// payload) from its image.
     pub fn resolve_inbound(
         &mut self,
-        decode: impl Fn(&MessageImage) -> Option<(String, u8, bool)>,
+        decode: impl Fn(&MessageImage) -> Option<(String, u8, bool, bool)>,
     ) {
         let inbound = std::mem::take(&mut self.inbound);
         let seen = std::mem::take(&mut self.seen);
         for (ingress, (publisher, msg)) in inbound {
-            let Some((topic, qos, retain)) = self.messages.get(&msg).and_then(&decode) else {
+            let Some((topic, qos, retain, empty)) = self.messages.get(&msg).and_then(&decode)
+            else {
                 continue;
             };
-            // The retained store, if its owner had not stored it.
+            // The retained store, if its owner had not stored it (an empty payload clears
+            // the topic [MQTT-3.3.1-10]).
             if retain && !seen.contains(&(ingress, ByteString::from_static(RETAIN_STORE))) {
-                self.retained.insert(ByteString::from(topic.as_str()), msg);
+                if empty {
+                    self.retained.remove(topic.as_str());
+                } else {
+                    self.retained.insert(ByteString::from(topic.as_str()), msg);
+                }
             }
-            let mut groups: BTreeSet<String> = BTreeSet::new();
+            // Share groups that had it already (through any member) do not get it again.
+            let mut groups: BTreeSet<String> = seen
+                .range((ingress, ByteString::new())..)
+                .take_while(|(i, _)| *i == ingress)
+                .filter(|(_, g)| g.starts_with("$share/"))
+                .map(|(_, g)| g.to_string())
+                .collect();
             for (client_id, s) in self.sessions.iter_mut() {
                 if seen.contains(&(ingress, client_id.clone())) {
                     continue;
@@ -716,7 +734,7 @@ mod tests {
         });
         let mut image = replay(&log);
         assert_eq!(image.inbound.len(), 1);
-        image.resolve_inbound(|_| Some(("t/x".to_owned(), 2, true)));
+        image.resolve_inbound(|_| Some(("t/x".to_owned(), 2, true, false)));
         assert!(image.inbound.is_empty() && image.seen.is_empty());
         let flows = |c: &str| image.sessions[&id(c)].flows.clone();
         assert!(flows("pub").is_empty(), "No Local");
@@ -741,7 +759,60 @@ mod tests {
         let mut routed = log.clone();
         routed.push(Record::Routed { ingress: 77 });
         let mut image = replay(&routed);
-        image.resolve_inbound(|_| Some(("t/x".to_owned(), 2, false)));
+        image.resolve_inbound(|_| Some(("t/x".to_owned(), 2, false, false)));
         assert!(image.sessions[&id("lacks")].flows.is_empty());
+    }
+
+    #[test]
+    fn a_share_group_that_had_an_ingress_does_not_get_it_again() {
+        let qos2 = 2u8;
+        let mut log = vec![
+            created("a", u32::MAX),
+            sub("a", "$share/g/t", qos2, 0),
+            created("b", u32::MAX),
+            sub("b", "$share/g/t", qos2, 0),
+            message(1),
+            Record::Ingress {
+                ingress: 9,
+                client_id: id("p"),
+                msg: 1,
+            },
+        ];
+        // Member b (after a in order) had it, through the group.
+        log.push(Record::Delivered {
+            client_id: id("b"),
+            msg: 1,
+            qos: 2,
+            retain: false,
+            identifiers: vec![],
+            share: id("$share/g/t"),
+            ingress: 9,
+        });
+        let mut image = replay(&log);
+        image.resolve_inbound(|_| Some(("t".to_owned(), 2, false, false)));
+        assert!(image.sessions[&id("a")].flows.is_empty());
+        assert_eq!(image.sessions[&id("b")].flows.len(), 1);
+        // A retained clear (empty payload) the owner never applied clears the topic.
+        let mut log = vec![
+            message(1),
+            Record::RetainSet {
+                topic: id("t"),
+                msg: 1,
+                ingress: 0,
+            },
+            message(2),
+            Record::Ingress {
+                ingress: 10,
+                client_id: id("p"),
+                msg: 2,
+            },
+        ];
+        log.push(Record::SessionCreated {
+            client_id: id("x"),
+            expiry: 1,
+        });
+        let mut image = replay(&log);
+        image.resolve_inbound(|_| Some(("t".to_owned(), 2, true, true)));
+        assert!(image.retained.is_empty());
     }
 }

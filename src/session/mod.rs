@@ -467,8 +467,8 @@ pub enum Flow {
     },
     /// PUBREC received for outgoing flow `id`: only PUBREL is owed now.
     Released(PacketId),
-    /// Outgoing flow `id` ended (with the ingress of its message, if any).
-    Finished(PacketId, u64),
+    /// Outgoing flow `id` ended.
+    Finished(PacketId),
     /// The first unsent delivery of this message left without being sent.
     Unqueued(LogRef),
     /// Incoming QoS 2 id acknowledged with PUBREC, awaiting PUBREL.
@@ -806,7 +806,7 @@ impl Session {
                     !too_large(version, limits, m, stage_qos(f.stage), f.tags.as_deref())
                 });
                 if !keep && f.durable.is_logged() {
-                    log.push(|| Flow::Finished(f.id, f.durable.ingress));
+                    log.push(|| Flow::Finished(f.id));
                 }
                 keep
             });
@@ -1298,7 +1298,7 @@ impl Session {
             // 5.0 §4.3.3: a PUBREC with a failure code ends the flow and frees the id.
             let id = a.packet_id;
             if f.durable.is_logged() {
-                log.push(|| Flow::Finished(id, f.durable.ingress));
+                log.push(|| Flow::Finished(id));
             }
             self.inflight.retain(|f| f.id != id);
             self.drain_queue(out, log);
@@ -1329,7 +1329,7 @@ impl Session {
                         self.unsent -= 1;
                     }
                     if f.durable.is_logged() {
-                        log.push(|| Flow::Finished(id, f.durable.ingress));
+                        log.push(|| Flow::Finished(id));
                     }
                 }
                 self.drain_queue(out, log);
@@ -1369,7 +1369,7 @@ impl Session {
                         self.unsent -= 1;
                     }
                     if f.durable.is_logged() {
-                        log.push(|| Flow::Finished(f.id, f.durable.ingress));
+                        log.push(|| Flow::Finished(f.id));
                     }
                     if let (Some(m), Some(share)) = (f.message, f.tags.and_then(|t| t.share)) {
                         taken.push((share, m));
