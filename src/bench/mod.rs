@@ -100,6 +100,9 @@ pub struct RunSpec {
     pub progress: bool,
     /// Prefix of client ids and topics (so concurrent runs do not meet).
     pub prefix: String,
+    /// Every client connects with a persistent session (3.1.1 clean session 0; 5.0 Session
+    /// Expiry Interval 0xFFFFFFFF), so a durable broker writes the run's messages down.
+    pub persistent: bool,
 }
 
 impl RunSpec {
@@ -134,6 +137,7 @@ impl RunSpec {
             broker_pid: None,
             progress: false,
             prefix: format!("sb{}", std::process::id()),
+            persistent: false,
         }
     }
 
@@ -699,15 +703,19 @@ async fn open_with_terms(
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     let mut out = BytesMut::new();
+    let mut properties = Properties::new();
+    if spec.persistent && spec.version.is_v5() {
+        properties.get_mut().session_expiry_interval = Some(u32::MAX);
+    }
     Packet::Connect(Box::new(Connect {
         version: spec.version,
-        clean_start: true,
+        clean_start: !spec.persistent,
         keep_alive,
         client_id: ByteString::from(id),
         will: None,
         username: None,
         password: None,
-        properties: Properties::new(),
+        properties,
     }))
     .encode(spec.version, &mut out)
     .map_err(|e| e.to_string())?;

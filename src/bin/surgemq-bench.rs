@@ -70,6 +70,10 @@ struct Args {
     /// Progress line every second.
     #[arg(long)]
     progress: bool,
+    /// Every client with a persistent session (3.1.1 clean session 0, 5.0 session expiry
+    /// "never"), so that a durable broker writes the messages down.
+    #[arg(long)]
+    persistent: bool,
     /// Write the latency distribution of the run as an SVG chart to this file.
     #[arg(long, value_name = "FILE")]
     svg: Option<std::path::PathBuf>,
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
     spec.connect_concurrency = a.connect_concurrency;
     spec.broker_pid = a.pid;
     spec.progress = a.progress;
+    spec.persistent = a.persistent;
     match run(&spec) {
         Ok(r) => {
             print!("{}", r.table());
