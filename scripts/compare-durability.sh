@@ -43,6 +43,8 @@ out=target/compare
 mkdir -p "$out"
 : > "$out/durability.jsonl"
 data=$(mktemp -d /var/tmp/surgemq-durability.XXXXXX)
+# mosquitto started as root runs as user mosquitto: its directory must be reachable.
+chmod 755 "$data"
 port=$((20000 + RANDOM % 20000))
 pid=""
 stop_broker() {
@@ -65,7 +67,7 @@ start_surgemq() { # mode
   cat > "$out/surgemq-durable.toml" <<EOF
 listeners = ["127.0.0.1:$port"]
 shards = 1
-log_level = "warn"
+log_level = "info"
 [limits]
 max_queued_messages = 2000000
 max_queued_bytes = 4294967296
@@ -73,14 +75,14 @@ max_queued_bytes = 4294967296
 mode = "$1"
 dir = "$data/surgemq"
 EOF
-  taskset -c "$broker_cpu" target/release/surgemq --config "$out/surgemq-durable.toml" &
+  taskset -c "$broker_cpu" target/release/surgemq --config "$out/surgemq-durable.toml" > "$out/surgemq-durable.log" 2>&1 &
   pid=$!
   wait_port
 }
 
 start_mosquitto() {
   port=$((port + 1))
-  rm -rf "$data/mosquitto"; mkdir -p "$data/mosquitto"
+  rm -rf "$data/mosquitto"; mkdir -p "$data/mosquitto"; chmod 777 "$data/mosquitto"
   cat > "$out/mosquitto-durable.conf" <<EOF
 listener $port 127.0.0.1
 allow_anonymous true
@@ -151,16 +153,17 @@ mosquitto_sub -p "$port" -i durability-offline -c -q 1 -t 'queued/#' -W 1 >/dev/
 t0=$(date +%s.%N)
 seq "$queued" | mosquitto_pub -p "$port" -i durability-pub -q 1 -t queued/t -l
 t1=$(date +%s.%N)
-stop_broker
+# A crash, not a shutdown: what was acknowledged must all be there.
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 du -sh "$data/surgemq" | sed 's/^/log on disk: /'
 t2=$(date +%s.%N)
-taskset -c "$broker_cpu" target/release/surgemq --config "$out/surgemq-durable.toml" 2> "$out/restart.log" &
+taskset -c "$broker_cpu" target/release/surgemq --config "$out/surgemq-durable.toml" > "$out/restart.log" 2>&1 &
 pid=$!
 wait_port
 t3=$(date +%s.%N)
-recovered=$(grep -o 'messages_held=[0-9]*' "$out/restart.log" | head -1 || true)
-ms=$(grep -o ' ms=[0-9]*' "$out/restart.log" | head -1 | tr -d ' ' || true)
-got=$(mosquitto_sub -p "$port" -i durability-offline -c -q 1 -t 'queued/#' -W 30 -C "$queued" 2>/dev/null | wc -l)
+recovered=$(sed 's/\x1b\[[0-9;]*m//g' "$out/restart.log" | grep -o 'messages_held=[0-9]*' | head -1 || true)
+ms=$(sed 's/\x1b\[[0-9;]*m//g' "$out/restart.log" | grep -o ' ms=[0-9]*' | head -1 | tr -d ' ' || true)
+got=$( (mosquitto_sub -p "$port" -i durability-offline -c -q 1 -t 'queued/#' -W 60 -C "$queued" 2>/dev/null || true) | wc -l)
 stop_broker
 python3 - "$queued" "$t0" "$t1" "$t2" "$t3" "$recovered" "$ms" "$got" <<'EOF'
 import json, sys

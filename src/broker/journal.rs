@@ -64,8 +64,14 @@ impl Journal {
         let mut sealed = Vec::with_capacity(frames.len() + BLOCK);
         sealed.extend_from_slice(frames);
         frame::seal(&mut sealed, 0, BLOCK);
+        self.commit_sealed(&sealed).await
+    }
+
+    /// [`Journal::commit`] of frames the caller sealed already ([`frame::seal`], so that
+    /// they are copied once, into the direct-I/O buffer).
+    pub(crate) async fn commit_sealed(&mut self, sealed: &[u8]) -> io::Result<()> {
         let mut dma = self.file.alloc_dma_buffer(sealed.len());
-        dma.as_bytes_mut().copy_from_slice(&sealed);
+        dma.as_bytes_mut().copy_from_slice(sealed);
         let written = self.file.write_at(dma, self.tail).await.map_err(io_err)?;
         if written != sealed.len() {
             return Err(io::Error::new(

@@ -63,7 +63,7 @@ impl Shard {
     ) -> Result<(SessionId, bool), ReasonCode> {
         let client_id = &terms.client_id;
         let (version, clean_start) = (terms.version, terms.clean_start);
-        let before = self.appended();
+        let before = self.log_marks();
         let (id, present) = {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
@@ -160,7 +160,7 @@ impl Shard {
         drop(st);
         // CONNACK and the resent flows wait for what they reflect (a session created or
         // resumed, flows ended on resume) to be on disk.
-        self.durable_point(conn, before);
+        self.durable_point(conn, before, true);
         conn.wake.notify();
         // The delayed will of a session this CONNECT discarded is due now, and what it
         // held for share groups goes to other members.

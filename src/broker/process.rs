@@ -178,7 +178,7 @@ pub(crate) fn process_with(
                 && ((p.retain && shard.retained_elsewhere(&p.topic))
                     || (shard.shards > 1 && shard.durable().is_some_and(|d| d.is_sync()))));
         // What this packet writes to the log: the connection's output waits for it.
-        let before = shard.appended();
+        let before = shard.log_marks();
         let is_publish = matches!(packet, Packet::Publish(_));
         let ingress_logged: bool;
         let frees_window = matches!(
@@ -234,6 +234,13 @@ pub(crate) fn process_with(
                 return Err(CloseReason::ProtocolError);
             }
         };
+        // Whether the client waits for an answer to this packet: what the packet wrote
+        // to the log must be on disk before it (see `Shard::durable_point`).
+        let answers = response.is_some()
+            || matches!(
+                action,
+                Some(Action::Subscribe { .. } | Action::Unsubscribe(_))
+            );
         match action {
             Some(Action::Route(m))
                 if m.qos != QoS::AtMostOnce && shard.durable().is_some_and(|d| d.refusing()) =>
@@ -340,7 +347,7 @@ pub(crate) fn process_with(
                 }
             }
         }
-        shard.durable_point(conn, before);
+        shard.durable_point(conn, before, answers);
         // Acks and deliveries written so far go out with this read turn.
         if !conn.out.borrow().is_empty() {
             conn.wake.notify();

@@ -294,7 +294,7 @@ impl Shard {
         durable: &mut u64,
     ) -> DeliverOutcome {
         let persistent = session.is_persistent();
-        let before = self.appended();
+        let before = self.log_marks();
         let id = match self.durable() {
             Some(d) if persistent && qos != QoS::AtMostOnce => {
                 if *durable == 0 {
@@ -325,8 +325,10 @@ impl Shard {
             }
             None => session.deliver_logged(msg, qos, retain, tags, id, None, log),
         });
+        // A delivery waits only for what must precede it (see `Shard::durable_point`;
+        // the state is borrowed here, so the store's changes wait for the caller's point).
         if let (Some(d), Some(conn)) = (self.durable(), conn) {
-            if d.appended() != before {
+            if d.strict_marks() != before.1 {
                 d.gate(conn);
             }
         }

@@ -42,6 +42,35 @@ pub fn encode(kind: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), TooLarg
     Ok(())
 }
 
+/// Starts a frame whose payload the caller appends to `out` in place (no intermediate
+/// buffer); [`finish`] completes it. Returns where it starts.
+pub fn begin(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    start
+}
+
+/// Completes the frame [`begin`] started at `start` as one of `kind` (not [`COMMIT`]):
+/// its payload is everything appended since. A payload over [`MAX_PAYLOAD`] is taken back
+/// (nothing is written).
+pub fn finish(out: &mut Vec<u8>, start: usize, kind: u8) -> Result<(), TooLarge> {
+    let payload = out.len().saturating_sub(start + HEADER);
+    if payload > MAX_PAYLOAD {
+        out.truncate(start);
+        return Err(TooLarge(payload));
+    }
+    let len = (1 + payload) as u32;
+    if let Some(k) = out.get_mut(start + 8) {
+        *k = kind;
+    }
+    let crc = crc32fast::hash(out.get(start + 8..).unwrap_or_default());
+    if let Some(h) = out.get_mut(start..start + 8) {
+        h[..4].copy_from_slice(&len.to_le_bytes());
+        h[4..].copy_from_slice(&crc.to_le_bytes());
+    }
+    Ok(())
+}
+
 fn put_frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
     let len = (1 + payload.len()) as u32;
     let mut crc = crc32fast::Hasher::new();

@@ -242,12 +242,14 @@ impl Record {
     /// Appends it as one frame (see [`frame::encode`](super::frame::encode)). Fails only
     /// for a message larger than a frame allows (nothing is written then).
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), super::frame::TooLarge> {
-        let mut p = Vec::new();
+        // The payload is written in place, after the frame's header.
+        let start = super::frame::begin(out);
+        let p = &mut *out;
         match self {
-            Record::SessionRemoved { client_id } => put_str(&mut p, client_id),
+            Record::SessionRemoved { client_id } => put_str(p, client_id),
             Record::SessionCreated { client_id, expiry }
             | Record::SessionOnline { client_id, expiry } => {
-                put_str(&mut p, client_id);
+                put_str(p, client_id);
                 p.extend_from_slice(&expiry.to_le_bytes());
             }
             Record::SessionOffline {
@@ -255,7 +257,7 @@ impl Record {
                 since_ms,
                 expiry,
             } => {
-                put_str(&mut p, client_id);
+                put_str(p, client_id);
                 p.extend_from_slice(&since_ms.to_le_bytes());
                 p.extend_from_slice(&expiry.to_le_bytes());
             }
@@ -265,14 +267,14 @@ impl Record {
                 options,
                 identifier,
             } => {
-                put_str(&mut p, client_id);
-                put_str(&mut p, filter);
+                put_str(p, client_id);
+                put_str(p, filter);
                 p.push(*options);
                 p.extend_from_slice(&identifier.to_le_bytes());
             }
             Record::Unsubscribed { client_id, filter } => {
-                put_str(&mut p, client_id);
-                put_str(&mut p, filter);
+                put_str(p, client_id);
+                put_str(p, filter);
             }
             Record::Message {
                 id,
@@ -293,11 +295,11 @@ impl Record {
                 share,
                 ingress,
             } => {
-                put_str(&mut p, client_id);
+                put_str(p, client_id);
                 p.extend_from_slice(&msg.to_le_bytes());
                 p.push(*qos);
                 p.push(u8::from(*retain));
-                put_str(&mut p, share);
+                put_str(p, share);
                 p.extend_from_slice(&ingress.to_le_bytes());
                 // At most one identifier per subscription of one client: far below 2^16.
                 let n = identifiers.len().min(usize::from(u16::MAX));
@@ -311,7 +313,7 @@ impl Record {
                 msg,
                 packet_id,
             } => {
-                put_str(&mut p, client_id);
+                put_str(p, client_id);
                 p.extend_from_slice(&msg.to_le_bytes());
                 p.extend_from_slice(&packet_id.to_le_bytes());
             }
@@ -331,11 +333,11 @@ impl Record {
                 client_id,
                 packet_id,
             } => {
-                put_str(&mut p, client_id);
+                put_str(p, client_id);
                 p.extend_from_slice(&packet_id.to_le_bytes());
             }
             Record::Unqueued { client_id, msg } => {
-                put_str(&mut p, client_id);
+                put_str(p, client_id);
                 p.extend_from_slice(&msg.to_le_bytes());
             }
             Record::RetainSet {
@@ -343,27 +345,44 @@ impl Record {
                 msg,
                 ingress,
             } => {
-                put_str(&mut p, topic);
+                put_str(p, topic);
                 p.extend_from_slice(&msg.to_le_bytes());
                 p.extend_from_slice(&ingress.to_le_bytes());
             }
-            Record::RetainCleared { topic } => put_str(&mut p, topic),
+            Record::RetainCleared { topic } => put_str(p, topic),
             Record::Ingress {
                 ingress,
                 client_id,
                 msg,
             } => {
                 p.extend_from_slice(&ingress.to_le_bytes());
-                put_str(&mut p, client_id);
+                put_str(p, client_id);
                 p.extend_from_slice(&msg.to_le_bytes());
             }
             Record::Routed { ingress } => p.extend_from_slice(&ingress.to_le_bytes()),
             Record::IngressSeen { ingress, client_id } => {
                 p.extend_from_slice(&ingress.to_le_bytes());
-                put_str(&mut p, client_id);
+                put_str(p, client_id);
             }
         }
-        super::frame::encode(self.kind(), &p, out)
+        let kind = self.kind();
+        super::frame::finish(out, start, kind)
+    }
+
+    /// Appends a [`Record::Message`] frame without building the record (the PUBLISH
+    /// bytes are copied once, into the frame).
+    pub fn write_message(
+        out: &mut Vec<u8>,
+        id: u64,
+        expires_ms: u64,
+        publish: &[u8],
+    ) -> Result<(), super::frame::TooLarge> {
+        let start = super::frame::begin(out);
+        out.reserve(16 + publish.len());
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&expires_ms.to_le_bytes());
+        out.extend_from_slice(publish);
+        super::frame::finish(out, start, MESSAGE)
     }
 
     /// Reads the record a frame of `kind` carries.

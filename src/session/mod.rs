@@ -464,6 +464,9 @@ pub enum Flow {
         durable: u64,
         /// Its packet id.
         id: PacketId,
+        /// At QoS 2: the PUBLISH must not leave before this is durable (the client may
+        /// deliver it at once, and a crash must not send it again under another id).
+        exactly_once: bool,
     },
     /// PUBREC received for outgoing flow `id`: only PUBREL is owed now.
     Released(PacketId),
@@ -1005,6 +1008,7 @@ impl Session {
             log.push(|| Flow::Sent {
                 durable: durable.msg,
                 id,
+                exactly_once: qos == QoS::ExactlyOnce,
             });
         }
         write_publish(
