@@ -6,6 +6,7 @@
 # million messages queued for an offline persistent session.
 #
 #   scripts/compare-durability.sh [--quick] [--broker-cpu N] [--bench-cpu M] [--queued N]
+#                                 [--restart-only]
 #
 # mosquitto keeps its persistent state in memory and writes all of it to one file every
 # `autosave_interval` seconds (1800 by default) and at shutdown: its numbers are what a
@@ -20,12 +21,14 @@ quick=0
 broker_cpu=0
 bench_cpu=1
 queued=1000000
+restart_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --broker-cpu) broker_cpu=$2; shift ;;
     --bench-cpu) bench_cpu=$2; shift ;;
     --queued) queued=$2; shift ;;
+    --restart-only) restart_only=1 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -108,7 +111,9 @@ run() { # broker-label shape args...
   fi
 }
 
-for b in surgemq-off surgemq-sync surgemq-periodic mosquitto-persist; do
+brokers="surgemq-off surgemq-sync surgemq-periodic mosquitto-persist"
+[ "$restart_only" = 1 ] && brokers=""
+for b in $brokers; do
   for shape in one-to-one fan-in; do
     case "$b" in
       surgemq-*) start_surgemq "${b#surgemq-}" ;;
@@ -146,32 +151,42 @@ for shape, v in by.items():
     print(line)
 EOF
 
-# Restart time with $queued messages queued for an offline persistent session.
+# Restart time with $queued messages queued for an offline persistent session: the
+# runner's fan-in (20 publishers, 1 KiB QoS 1) fills the queue of a session subscribed to
+# '#' that is offline the whole time; then the broker is killed (SIGKILL) and restarted.
 echo "== restart with $queued queued messages (mode sync)"
 start_surgemq sync
-mosquitto_sub -p "$port" -i durability-offline -c -q 1 -t 'queued/#' -W 1 >/dev/null 2>&1 || true
+mosquitto_sub -p "$port" -i durability-offline -c -q 1 -t '#' -W 1 >/dev/null 2>&1 || true
 t0=$(date +%s.%N)
-seq "$queued" | mosquitto_pub -p "$port" -i durability-pub -q 1 -t queued/t -l
+taskset -c "$bench_cpu" "$bench" fan-in --port "$port" --qos 1 --count $((queued / 20)) --inflight 256 | grep '^{' > /dev/null
 t1=$(date +%s.%N)
 # A crash, not a shutdown: what was acknowledged must all be there.
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+# The dead process's listening sockets go with its io_uring, a moment later.
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break; sleep 0.05; done
 du -sh "$data/surgemq" | sed 's/^/log on disk: /'
 t2=$(date +%s.%N)
 taskset -c "$broker_cpu" target/release/surgemq --config "$out/surgemq-durable.toml" > "$out/restart.log" 2>&1 &
 pid=$!
-wait_port
+# Listeners are bound before recovery: serving starts at the "started" line.
+for _ in $(seq 6000); do grep -q "surgemq started" "$out/restart.log" && break; sleep 0.01; done
 t3=$(date +%s.%N)
-recovered=$(sed 's/\x1b\[[0-9;]*m//g' "$out/restart.log" | grep -o 'messages_held=[0-9]*' | head -1 || true)
-ms=$(sed 's/\x1b\[[0-9;]*m//g' "$out/restart.log" | grep -o ' ms=[0-9]*' | head -1 | tr -d ' ' || true)
-got=$( (mosquitto_sub -p "$port" -i durability-offline -c -q 1 -t 'queued/#' -W 60 -C "$queued" 2>/dev/null || true) | wc -l)
+plain=$(sed 's/\x1b\[[0-9;]*m//g' "$out/restart.log")
+recovered=$(echo "$plain" | grep -o 'messages_held=[0-9]*' | head -1 || true)
+ms=$(echo "$plain" | grep 'persistent state recovered' | grep -o ' ms=[0-9]*' | head -1 | tr -d ' ' || true)
+rss=$(grep VmRSS "/proc/$pid/status" | awk '{print $2 " kB"}')
+t4=$(date +%s.%N)
+got=$( (mosquitto_sub -p "$port" -i durability-offline -c -q 1 -t '#' -F %t -W 120 -C "$queued" 2>/dev/null || true) | wc -l)
+t5=$(date +%s.%N)
 stop_broker
-python3 - "$queued" "$t0" "$t1" "$t2" "$t3" "$recovered" "$ms" "$got" <<'EOF'
+python3 - "$queued" "$t0" "$t1" "$t2" "$t3" "$recovered" "$ms" "$got" "$t4" "$t5" "$rss" <<'PY'
 import json, sys
-n, t0, t1, t2, t3, rec, ms, got = sys.argv[1:]
+n, t0, t1, t2, t3, rec, ms, got, t4, t5, rss = sys.argv[1:]
 r = {"case": "restart", "queued": int(n), "publish_s": round(float(t1) - float(t0), 2),
-     "restart_to_listening_s": round(float(t3) - float(t2), 2), "recovery": rec, "recovery_log": ms,
-     "delivered_after_restart": int(got)}
-print(f"published {n} QoS 1 in {r['publish_s']} s; restart to listening {r['restart_to_listening_s']} s "
-      f"({rec}, {ms}); delivered after restart: {got}")
+     "restart_to_serving_s": round(float(t3) - float(t2), 2), "recovery": rec,
+     "recovery_log": ms, "rss_after_restart": rss, "delivered_after_restart": int(got),
+     "drain_s": round(float(t5) - float(t4), 2)}
+print(f"queued {n} QoS 1 in {r['publish_s']} s; kill -9; restart until serving {r['restart_to_serving_s']} s "
+      f"({rec}, {ms}, RSS {rss}); delivered after restart: {got} in {r['drain_s']} s")
 print(json.dumps(r))
-EOF
+PY

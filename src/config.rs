@@ -232,7 +232,8 @@ config_section! {
         /// and than twice its last snapshot. At least 1 MiB. Default: `268435456`.
         compact_bytes: u64 = 256 << 20,
 
-        /// Most bytes of log over all shards (each shard gets an equal share); 0: no limit
+        /// Most bytes of log over all shards (each shard gets an equal share, at least 1
+        /// MiB); 0: no limit
         /// beyond what the session limits allow. A shard whose log is over its share after
         /// compaction refuses what would grow it: QoS 1/2 PUBLISHes (5.0: PUBACK / PUBREC
         /// 0x97 Quota exceeded; 3.x: not acknowledged, so the client keeps the message and
@@ -699,6 +700,17 @@ impl Config {
             1 << 20,
             u64::MAX,
         )?;
+        let shards = self.shard_count() as u64;
+        if p.max_disk_bytes != 0 && p.max_disk_bytes / shards.max(1) < 1 << 20 {
+            return Err(ConfigError::invalid(
+                "persistence.max_disk_bytes",
+                format!(
+                    "0 (no limit) or at least 1 MiB per shard ({shards} shards: {} bytes), got {}",
+                    shards << 20,
+                    p.max_disk_bytes
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -442,8 +442,8 @@ fn a_log_over_max_disk_bytes_refuses_new_messages_and_loses_none() {
                 Broker::with(2, move |c: &mut Config| {
                     c.persistence.mode = PersistMode::Sync;
                     c.persistence.dir = dir;
-                    // 32 KiB per shard: a few 4 KiB messages fill it.
-                    c.persistence.max_disk_bytes = 64 << 10;
+                    // 1 MiB per shard (the least allowed): about 15 of these messages.
+                    c.persistence.max_disk_bytes = 2 << 20;
                 })
             };
             let b = start(&dir.0);
@@ -452,14 +452,14 @@ fn a_log_over_max_disk_bytes_refuses_new_messages_and_loses_none() {
             s.subscribe(1, &[("q/#", QoS::AtLeastOnce)]);
             s.disconnect_and_wait();
             let mut p = b.client(v, &b.id_on(ps, "qp"), true);
-            // Each message's commit fills one 4 KiB block, so a compaction (which drops
-            // only padding) cannot bring the log back under the limit.
-            let payload = vec![b'q'; 3900];
+            // Each message's commit nearly fills 64 KiB, so a compaction (which drops only
+            // padding) cannot bring the log back under the limit.
+            let payload = vec![b'q'; 64_000];
             let mut accepted = Vec::new();
             // Until three refusals in a row: the first ones may be followed by a
             // compaction that gives the commits' padding back.
             let mut refused_in_a_row = 0;
-            for i in 1..=60u16 {
+            for i in 1..=100u16 {
                 p.publish(
                     &format!("q/{i}"),
                     &payload,

@@ -104,8 +104,10 @@ pub(crate) struct Durable {
     disk_bytes: Cell<u64>,
     /// A commit is failing (being retried).
     failing: Cell<bool>,
-    /// When compaction may be tried again after one failed (log size).
+    /// When compaction may be tried again after one failed or was not worth it (log size).
     compact_retry_at: Cell<u64>,
+    /// When a compaction may be tried again while over `max_disk_bytes`.
+    next_disk_try: Cell<std::time::Instant>,
     /// Where a message is encoded before it is framed (reused).
     scratch: RefCell<BytesMut>,
     /// Records appended so far that a connection's output must wait for even when it is
@@ -128,7 +130,7 @@ pub(crate) struct Durable {
 
 /// How many deliveries of an ingress a shard remembers for its compactions: far more than
 /// can be made between another shard's commit and its `Routed` record's.
-const RECENT: usize = 16_384;
+const RECENT: usize = 65_536;
 
 /// How long the commit loop waits, once woken, for more of the same turn's records when
 /// the last batch was large (group commit under load; see [`commit_loop`]).
@@ -185,6 +187,7 @@ impl Durable {
             disk_bytes: Cell::new(snapshot_bytes),
             failing: Cell::new(false),
             compact_retry_at: Cell::new(0),
+            next_disk_try: Cell::new(std::time::Instant::now()),
             scratch: RefCell::new(BytesMut::new()),
             strict: Cell::new(0),
             last_ingress: Cell::new(base),
@@ -225,6 +228,14 @@ impl Durable {
             .any(|p| p.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Whether a compaction that would leave about `live` bytes is worth it for a log of
+    /// `tail` bytes: it halves the log, or it brings a log over `max_disk_bytes` back
+    /// under.
+    pub(crate) fn compaction_worth(&self, live: u64, tail: u64) -> bool {
+        live.saturating_mul(2) <= tail
+            || (self.over_disk() && live.saturating_mul(10) < self.max_disk.saturating_mul(9))
+    }
+
     /// Whether this shard's log is over its share of `max_disk_bytes`.
     fn over_disk(&self) -> bool {
         self.max_disk != 0 && self.disk_bytes.get() > self.max_disk
@@ -238,7 +249,9 @@ impl Durable {
             self.work.notify();
         }
         if let Some(p) = self.pressure.get(self.shard) {
-            if p.swap(over, std::sync::atomic::Ordering::Relaxed) != over {
+            // Written only when it changes: every shard reads these flags.
+            if p.load(std::sync::atomic::Ordering::Relaxed) != over {
+                p.store(over, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(shard = self.shard, log_bytes = self.disk_bytes.get(), limit = self.max_disk, failing = self.failing.get(), over, "log pressure changed: new QoS 1/2 messages and persistent subscriptions are {}", if over { "refused" } else { "accepted again" });
             }
         }
@@ -435,15 +448,9 @@ pub(crate) fn wall_ms(t: std::time::SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A message as the log keeps it: a 5.0 PUBLISH (topic, payload, QoS, RETAIN,
-/// properties).
-pub(crate) fn encode_message(msg: &Message) -> Option<BytesMut> {
-    let mut out = BytesMut::new();
-    encode_message_into(msg, &mut out).then_some(out)
-}
-
-/// [`encode_message`] into `out`; false (logged) if it does not encode.
-fn encode_message_into(msg: &Message, out: &mut BytesMut) -> bool {
+/// Appends a message to `out` as the log keeps it: a 5.0 PUBLISH (topic, payload, QoS,
+/// RETAIN, properties); false (logged) if it does not encode.
+pub(crate) fn encode_message_into(msg: &Message, out: &mut BytesMut) -> bool {
     let p = Packet::Publish(Publish {
         dup: false,
         qos: msg.qos,
@@ -548,7 +555,7 @@ impl Shard {
     /// being built: while a QoS 2 message's incoming id is not durable, no other shard may
     /// deliver it (after a crash the publisher sends it again, and a delivery made
     /// elsewhere before the id was on disk would be made a second time). Later messages
-    /// for any shard queue behind held ones, so the data plane keeps its order.
+    /// for the same shard queue behind held ones, so each channel keeps its order.
     pub(crate) fn hold_data(&self, dest: usize, msg: ShardMsg) -> Option<ShardMsg> {
         let Some(d) = self.durable() else {
             return Some(msg);
@@ -689,36 +696,43 @@ pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
             }
         }
         shard.journal_changes(&mut shard.state.borrow_mut().sessions);
-        let spare = std::mem::take(&mut *d.spare.borrow_mut());
-        let mut frames = std::mem::replace(&mut *d.frames.borrow_mut(), spare);
-        let gated = std::mem::take(&mut *d.gated.borrow_mut());
-        let batch = d.building.get();
         // A log grown past its bound is replaced by a snapshot, which stands for this
-        // batch (after a failed attempt, not before the log grew by half the bound again).
-        // Over `max_disk_bytes`, a compaction is tried at once, batch or not: it may give
-        // back enough to accept messages again.
+        // batch (after a compaction found not worth it or failed, not before the log grew
+        // by half the bound again). Over `max_disk_bytes`, one is tried at most every 200
+        // ms whatever the growth: as queues drain, it may bring the log back under.
         let tail = journal.tail();
-        let over = tail >= d.compact_retry_at.get()
-            && (tail > d.compact_bytes.max(2 * d.snapshot_bytes.get())
-                || (d.over_disk() && tail > 2 * d.snapshot_bytes.get()));
-        if frames.is_empty()
-            && gated.is_empty()
+        let now = std::time::Instant::now();
+        let due = tail > d.compact_bytes.max(2 * d.snapshot_bytes.get())
+            && tail >= d.compact_retry_at.get();
+        let disk_try = d.over_disk() && now >= d.next_disk_try.get();
+        if d.frames.borrow().is_empty()
+            && d.gated.borrow().is_empty()
             && d.owed.borrow().is_empty()
             && d.held.get() == 0
-            && !(over && d.over_disk())
+            && !disk_try
         {
             if finishing {
                 break;
             }
             continue;
         }
+        let spare = std::mem::take(&mut *d.spare.borrow_mut());
+        let mut frames = std::mem::replace(&mut *d.frames.borrow_mut(), spare);
+        let gated = std::mem::take(&mut *d.gated.borrow_mut());
+        let batch = d.building.get();
         d.building.set(batch + 1);
         last_batch = d.appended() - appended_then;
         appended_then = d.appended();
-        let compacted = (over && (!frames.is_empty() || d.over_disk()))
-            && super::recovery::compact(&shard, &mut journal).await;
-        if over && !compacted {
-            d.compact_retry_at.set(tail + d.compact_bytes / 2);
+        let compacted = (due || disk_try) && super::recovery::compact(&shard, &mut journal).await;
+        if compacted {
+            d.compact_retry_at.set(0);
+        } else {
+            if due {
+                d.compact_retry_at.set(tail + d.compact_bytes / 2);
+            }
+            if disk_try {
+                d.next_disk_try.set(now + Duration::from_millis(200));
+            }
         }
         if !frames.is_empty() && !compacted {
             let records = frames.len() as u64;

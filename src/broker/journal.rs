@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use crate::persist::frame::{self, BLOCK};
+#[cfg(test)]
+use crate::persist::frame;
+use crate::persist::frame::BLOCK;
 
 /// A shard's log, open for appending.
 pub(crate) struct Journal {
@@ -60,6 +62,7 @@ impl Journal {
     /// at the tail and makes it durable (`fdatasync`). On error nothing is known to be
     /// durable and the tail does not move: the caller retries with the same frames (the
     /// write is repeated too, since a failed sync may have dropped the dirty pages).
+    #[cfg(test)]
     pub(crate) async fn commit(&mut self, frames: &[u8]) -> io::Result<()> {
         let mut sealed = Vec::with_capacity(frames.len() + BLOCK);
         sealed.extend_from_slice(frames);

@@ -37,12 +37,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::durable::{encode_message, wall_ms, Durable};
+use super::durable::{encode_message_into, wall_ms};
 use super::journal::Journal;
 use super::shard::Shard;
 use crate::config::Persistence;
 use crate::persist::frame::{self, BLOCK};
-use crate::persist::image::{FlowImage, Image, MessageImage, SessionImage};
+use crate::persist::image::{FlowImage, Image, MessageImage};
 use crate::persist::record::{self, Record, RecordError};
 use crate::protocol::{
     decode, DecodeOptions, Packet, PacketId, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter,
@@ -543,138 +543,192 @@ fn restored_flow(f: &FlowImage, messages: &HashMap<u64, Message>) -> RestoredFlo
     }
 }
 
-/// The shard's live durable state as an image (for a compaction): persistent sessions
-/// with their subscriptions, flows and incoming QoS 2 ids, and the retained messages.
-fn image_of(shard: &Shard) -> Image {
+/// What the shard's live durable state holds, roughly (queued and in-flight messages of
+/// persistent sessions, retained messages): a compaction that would not halve the log is
+/// not worth its cost.
+fn live_bytes(shard: &Shard) -> u64 {
+    let st = shard.state.borrow();
+    let mut live = 0u64;
+    for (_, s) in st.sessions.iter() {
+        if s.is_persistent() {
+            live += (s.queued_bytes() + s.inflight_bytes()) as u64;
+        }
+    }
+    st.retained.for_each(|m| live += m.cost() as u64);
+    live
+}
+
+/// The shard's live durable state written as a snapshot's frames, straight from memory
+/// (each message encoded once, into the frame): persistent sessions with their
+/// subscriptions, flows and incoming QoS 2 ids, the retained messages, the unrouted
+/// ingresses and the recent deliveries of ingresses. Synchronous: it is the state at one
+/// moment. Returns the frames and (sessions, retained) counts.
+fn snapshot_frames(shard: &Shard) -> (Vec<u8>, usize, usize) {
+    let Some(d) = shard.durable() else {
+        return (Vec::new(), 0, 0);
+    };
     let st = shard.state.borrow();
     let now = Instant::now();
     let now_ms = wall_ms(SystemTime::now());
-    let mut image = Image::default();
+    let expires = |m: &Message| {
+        m.expires.map_or(0, |e| {
+            (now_ms + e.saturating_duration_since(now).as_millis() as u64).max(1)
+        })
+    };
+    let mut out = Vec::new();
+    let mut scratch = BytesMut::new();
+    let mut message = |out: &mut Vec<u8>, id: u64, m: &Message| -> bool {
+        scratch.clear();
+        if !encode_message_into(m, &mut scratch) {
+            return false;
+        }
+        Record::write_message(out, id, expires(m), &scratch).is_ok()
+    };
+    let put = |out: &mut Vec<u8>, r: Record| {
+        if let Err(e) = r.write(out) {
+            tracing::error!(error = %e, "compaction: record not written");
+        }
+    };
     // Numbers for the retained and unrouted messages come after every number the log has
-    // used, and the shard's count moves past them (below): a later message must not take
-    // one of them.
-    let mut last = shard.durable().map_or(0, Durable::last_message);
+    // used, and the shard's count moves past them: a later message must not take one.
+    let mut last = d.last_message();
+    let mut written = std::collections::HashSet::new();
+    let mut sessions = 0;
     for (id, s) in st.sessions.iter() {
         if !s.is_persistent() {
             continue;
         }
-        let offline = st.sessions.offline_deadline(id).map(|deadline| {
-            // The log keeps when it went offline; the store keeps when it expires.
-            match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(now).as_millis() as u64;
-                    (now_ms + left).saturating_sub(u64::from(s.expiry()) * 1000)
-                }
-                None => now_ms,
-            }
-        });
-        let mut flows = Vec::new();
+        sessions += 1;
+        let c = || s.client_id().clone();
+        put(
+            &mut out,
+            Record::SessionCreated {
+                client_id: c(),
+                expiry: s.expiry(),
+            },
+        );
+        for (f, sub) in s.subscriptions() {
+            put(
+                &mut out,
+                Record::Subscribed {
+                    client_id: c(),
+                    filter: f.as_bytestring().clone(),
+                    options: sub.options.to_byte(),
+                    identifier: sub.identifier,
+                },
+            );
+        }
         for f in s.durable_flows() {
             let n = f.durable.msg;
-            if let (Some(m), false) = (&f.message, image.messages.contains_key(&n)) {
-                if let Some(publish) = encode_message(m) {
-                    let expires_ms = m.expires.map_or(0, |e| {
-                        (now_ms + e.saturating_duration_since(now).as_millis() as u64).max(1)
-                    });
-                    image.messages.insert(
-                        n,
-                        MessageImage {
-                            expires_ms,
-                            publish: publish.freeze(),
+            last = last.max(n);
+            if let (Some(m), false) = (&f.message, written.contains(&n)) {
+                if message(&mut out, n, m) {
+                    written.insert(n);
+                }
+            }
+            let tags = f.tags.as_deref();
+            put(
+                &mut out,
+                Record::Delivered {
+                    client_id: c(),
+                    msg: n,
+                    qos: f.qos as u8,
+                    retain: f.retain,
+                    identifiers: tags.map(|t| t.identifiers.to_vec()).unwrap_or_default(),
+                    share: tags
+                        .and_then(|t| t.share.as_ref())
+                        .map_or_else(ByteString::new, |s| s.as_bytestring().clone()),
+                    ingress: f.durable.ingress,
+                },
+            );
+            if let Some(packet_id) = f.packet_id {
+                put(
+                    &mut out,
+                    Record::Sent {
+                        client_id: c(),
+                        msg: n,
+                        packet_id: packet_id.get(),
+                    },
+                );
+                if f.released {
+                    put(
+                        &mut out,
+                        Record::Released {
+                            client_id: c(),
+                            packet_id: packet_id.get(),
                         },
                     );
                 }
             }
-            last = last.max(n);
-            if f.durable.ingress != 0 {
-                image
-                    .seen
-                    .insert((f.durable.ingress, s.client_id().clone()));
-            }
-            flows.push(FlowImage {
-                msg: n,
-                ingress: f.durable.ingress,
-                qos: f.qos as u8,
-                retain: f.retain,
-                identifiers: f
-                    .tags
-                    .as_ref()
-                    .map(|t| t.identifiers.to_vec())
-                    .unwrap_or_default(),
-                share: f
-                    .tags
-                    .as_ref()
-                    .and_then(|t| t.share.as_ref())
-                    .map_or_else(ByteString::new, |s| s.as_bytestring().clone()),
-                packet_id: f.packet_id.map(PacketId::get),
-                released: f.released,
-            });
         }
-        image.sessions.insert(
-            s.client_id().clone(),
-            SessionImage {
-                expiry: s.expiry(),
-                offline,
-                subscriptions: s
-                    .subscriptions()
-                    .map(|(f, sub)| {
-                        (
-                            f.as_bytestring().clone(),
-                            (sub.options.to_byte(), sub.identifier),
-                        )
-                    })
-                    .collect(),
-                flows,
-                incoming_qos2: s.incoming_qos2_ids().collect(),
-            },
-        );
-    }
-    // Retained messages and unrouted ingresses get numbers after every flow's.
-    let mut retained: Vec<Message> = Vec::new();
-    st.retained.for_each(|m| retained.push(m.clone()));
-    drop(st);
-    if let Some(d) = shard.durable() {
-        for (ingress, client_id, m) in d.unrouted() {
-            let Some(publish) = encode_message(&m) else {
-                continue;
-            };
-            last += 1;
-            let expires_ms = m.expires.map_or(0, |e| {
-                (now_ms + e.saturating_duration_since(now).as_millis() as u64).max(1)
-            });
-            image.messages.insert(
-                last,
-                MessageImage {
-                    expires_ms,
-                    publish: publish.freeze(),
+        for packet_id in s.incoming_qos2_ids() {
+            put(
+                &mut out,
+                Record::Qos2Received {
+                    client_id: c(),
+                    packet_id,
                 },
             );
-            image.inbound.insert(ingress, (client_id, last));
         }
-        image.seen.extend(d.recent_ingress());
-        d.used_messages(last);
+        // The log keeps when it went offline; the store keeps when it expires.
+        if let Some(deadline) = st.sessions.offline_deadline(id) {
+            let since_ms = match deadline {
+                Some(dl) => {
+                    let left = dl.saturating_duration_since(now).as_millis() as u64;
+                    (now_ms + left).saturating_sub(u64::from(s.expiry()) * 1000)
+                }
+                None => now_ms,
+            };
+            put(
+                &mut out,
+                Record::SessionOffline {
+                    client_id: c(),
+                    since_ms,
+                    expiry: s.expiry(),
+                },
+            );
+        }
     }
-    for m in retained {
-        let Some(publish) = encode_message(&m) else {
-            continue;
-        };
+    let mut retained = 0;
+    st.retained.for_each(|m| {
         last += 1;
-        let expires_ms = m.expires.map_or(0, |e| {
-            (now_ms + e.saturating_duration_since(now).as_millis() as u64).max(1)
-        });
-        image.messages.insert(
-            last,
-            MessageImage {
-                expires_ms,
-                publish: publish.freeze(),
+        if message(&mut out, last, m) {
+            retained += 1;
+            put(
+                &mut out,
+                Record::RetainSet {
+                    topic: ByteString::from(m.topic.as_str()),
+                    msg: last,
+                    ingress: 0,
+                },
+            );
+        }
+    });
+    drop(st);
+    for (ingress, client_id, m) in d.unrouted() {
+        last += 1;
+        if message(&mut out, last, &m) {
+            put(
+                &mut out,
+                Record::Ingress {
+                    ingress,
+                    client_id,
+                    msg: last,
+                },
+            );
+        }
+    }
+    for (ingress, who) in d.recent_ingress() {
+        put(
+            &mut out,
+            Record::IngressSeen {
+                ingress,
+                client_id: who,
             },
         );
-        image
-            .retained
-            .insert(ByteString::from(m.topic.as_str()), last);
     }
-    image.last_message_id = last;
-    image
+    d.used_messages(last);
+    (out, sessions, retained)
 }
 
 /// Replaces the shard's log by a snapshot of its live state (module docs), taken now:
@@ -687,14 +741,14 @@ pub(crate) async fn compact(shard: &Shard, journal: &mut Journal) -> bool {
         return false;
     };
     let started = Instant::now();
-    // Built before any await: exactly the changes appended so far.
-    let image = image_of(shard);
-    let mut frames = Vec::new();
-    for r in image.snapshot() {
-        if let Err(e) = r.write(&mut frames) {
-            tracing::error!(error = %e, "compaction: record not written");
-        }
+    // Not worth it when most of the log is live (an offline session's long queue): the
+    // caller tries again once the log has grown further.
+    if !d.compaction_worth(live_bytes(shard), journal.tail()) {
+        return false;
     }
+    // Built before any await: exactly the changes appended so far.
+    let (mut frames, sessions, retained) = snapshot_frames(shard);
+    frame::seal(&mut frames, 0, BLOCK);
     let Some(dir) = journal.path().parent().map(Path::to_path_buf) else {
         return false;
     };
@@ -708,7 +762,7 @@ pub(crate) async fn compact(shard: &Shard, journal: &mut Journal) -> bool {
     let _ = glommio::io::remove(&tmp).await;
     let result = async {
         let mut new = Journal::open_at(&tmp, 0).await?;
-        new.commit(&frames).await?;
+        new.commit_sealed(&frames).await?;
         glommio::io::rename(&tmp, &path)
             .await
             .map_err(io::Error::from)?;
@@ -748,8 +802,8 @@ pub(crate) async fn compact(shard: &Shard, journal: &mut Journal) -> bool {
                 shard = shard.id,
                 from_bytes = before,
                 to_bytes = journal.tail(),
-                sessions = image.sessions.len(),
-                retained = image.retained.len(),
+                sessions,
+                retained,
                 ms = started.elapsed().as_millis() as u64,
                 "log compacted"
             );

@@ -18,6 +18,20 @@ impl Shard {
     /// With a log, the change is written down (the message once, then the topic's new
     /// value); the caller makes the publisher's ack wait for it.
     pub(crate) fn store_retained(&self, msg: Message) {
+        // The owner has seen this ingress, whatever it does with it (store, clear, refuse):
+        // recovery must not apply it again over a later change.
+        if let Some(d) = self.durable() {
+            let ingress = d.routing_ingress.get();
+            if ingress != 0 {
+                let store =
+                    bytestring::ByteString::from_static(crate::persist::image::RETAIN_STORE);
+                d.seen(ingress, &store);
+                d.append(&crate::persist::record::Record::IngressSeen {
+                    ingress,
+                    client_id: store,
+                });
+            }
+        }
         let mut st = self.state.borrow_mut();
         let topic = msg.topic.clone();
         let cleared = || crate::persist::record::Record::RetainCleared {
@@ -51,15 +65,10 @@ impl Shard {
         if let Some(d) = self.durable() {
             let id = d.message(&msg);
             if id != 0 {
-                let ingress = d.routing_ingress.get();
-                d.seen(
-                    ingress,
-                    &bytestring::ByteString::from_static(crate::persist::image::RETAIN_STORE),
-                );
                 d.append(&crate::persist::record::Record::RetainSet {
                     topic: bytestring::ByteString::from(topic.as_str()),
                     msg: id,
-                    ingress,
+                    ingress: d.routing_ingress.get(),
                 });
             }
         }

@@ -188,7 +188,7 @@ impl Shard {
     /// is none or it has been through as many shards as there are.
     ///
     /// With `ack`, each shard it goes to answers that token of this shard's once its
-    /// delivery is durable; returns how many it went to.
+    /// delivery is durable; returns how many answers that asks for (0 without `ack`).
     pub(crate) fn forward_shared(
         &self,
         msg: &Message,
@@ -228,7 +228,11 @@ impl Shard {
                 }
             }
         }
-        sent
+        if ack.is_some() {
+            sent
+        } else {
+            0
+        }
     }
 
     /// Gives the messages of ended sessions' shared subscriptions (collected by

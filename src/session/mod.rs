@@ -746,6 +746,16 @@ impl Session {
         self.inflight.len()
     }
 
+    /// What the messages in flight count ([`Message::cost`]; a released QoS 2 flow holds
+    /// none).
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight
+            .iter()
+            .filter_map(|f| f.message.as_ref())
+            .map(Message::cost)
+            .sum()
+    }
+
     /// Messages waiting behind the window.
     pub fn queued_len(&self) -> usize {
         self.queue.len()
