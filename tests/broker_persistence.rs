@@ -517,3 +517,63 @@ fn a_log_over_max_disk_bytes_refuses_new_messages_and_loses_none() {
         }
     }
 }
+
+/// A 5.0 connection with a will delayed `delay` seconds and a session kept an hour.
+fn with_delayed_will(b: &Broker, id: &str, delay: u32, present: bool) -> Raw {
+    let mut c = b.raw(ProtocolVersion::V5);
+    let mut will = will_msg(&format!("will/{id}"), b"gone", QoS::AtLeastOnce, false);
+    will.properties.get_mut().will_delay_interval = Some(delay);
+    let mut properties = Properties::new();
+    properties.get_mut().session_expiry_interval = Some(3600);
+    let ack = c.connect_with(Connect {
+        version: ProtocolVersion::V5,
+        clean_start: false,
+        keep_alive: 0,
+        client_id: bytestring::ByteString::from(id),
+        will: Some(will),
+        username: None,
+        password: None,
+        properties,
+    });
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert_eq!(ack.session_present, present, "{id}");
+    c
+}
+
+#[test]
+fn a_delayed_will_waits_out_its_delay_across_a_restart_and_a_resume_cancels_it() {
+    let dir = Dir(tempdir("will"));
+    let b = durable(2, &dir.0, PersistMode::Sync);
+    // A persistent watcher: a will published while it is away (at the shutdown) would
+    // wait in its queue and reach it as soon as it is back.
+    let watcher = b.id_on(1, "willwatch");
+    let mut w = persistent(&b, ProtocolVersion::V5, &watcher, false);
+    w.subscribe(1, &[("will/#", QoS::AtLeastOnce)]);
+    // Both lose their connection (no DISCONNECT): their wills wait 3 s.
+    let dropped = std::time::Instant::now();
+    for id in ["late", "back"] {
+        drop(with_delayed_will(&b, id, 3, false));
+    }
+    // Not before their delay; and a shutdown does not publish them (their sessions live
+    // on in the log: had it, the restarted broker would have nothing to publish below).
+    w.expect_nothing();
+    w.disconnect_and_wait();
+    stop(b);
+    let b = durable(2, &dir.0, PersistMode::Sync);
+    let mut w = persistent(&b, ProtocolVersion::V5, &watcher, true);
+    // "back" is resumed in time: its will is not published [MQTT-3.1.3-10].
+    let back = with_delayed_will(&b, "back", 3, true);
+    // "late" is published once its delay has passed, not before.
+    let p = w.recv_within(std::time::Duration::from_secs(6));
+    let at = dropped.elapsed();
+    match p {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic.as_str(), "will/late"),
+        other => panic!("expected the will of late, got {other:?}"),
+    }
+    assert!(
+        at >= std::time::Duration::from_millis(2900),
+        "published after {at:?}"
+    );
+    w.expect_nothing();
+    drop(back);
+}

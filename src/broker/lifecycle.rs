@@ -111,7 +111,7 @@ impl Shard {
                 Some(id) => {
                     st.sessions.mark_online(id, terms.session_expiry);
                     // Resumed in time: its delayed will is not published [MQTT-3.1.3-10].
-                    Self::cancel_will(st, id);
+                    self.cancel_will(st, id);
                     (id, true)
                 }
                 None => {

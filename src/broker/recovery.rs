@@ -232,7 +232,18 @@ fn partition(all: Image, shards: usize, now_ms: u64) -> (Vec<Image>, usize) {
         img.retained.insert(topic, id);
     }
     for (client_id, mut s) in all.sessions {
-        if s.expired(now_ms) {
+        // A will whose delay passed, or whose session ended, while the broker was down is
+        // due now [MQTT-3.1.3-9].
+        let ended = s.expired(now_ms);
+        if let Some((due_ms, msg)) = s.will {
+            if ended || due_ms <= now_ms {
+                let img = &mut out[super::home_shard(&client_id, shards)];
+                take(img, msg);
+                img.due_wills.push(msg);
+                s.will = None;
+            }
+        }
+        if ended {
             expired += 1;
             continue;
         }
@@ -242,6 +253,9 @@ fn partition(all: Image, shards: usize, now_ms: u64) -> (Vec<Image>, usize) {
         let img = &mut out[super::home_shard(&client_id, shards)];
         for f in s.flows.iter().filter(|f| !f.released) {
             take(img, f.msg);
+        }
+        if let Some((_, msg)) = s.will {
+            take(img, msg);
         }
         img.sessions.insert(client_id, s);
     }
@@ -454,7 +468,13 @@ impl Shard {
     /// with their subscriptions and flows, the retained messages it owns, and the replica
     /// of every shard's restored filters. Nothing of it is written to the log again: the
     /// log already holds it as its snapshot.
-    pub(crate) fn restore(&self, image: Image, interest: &[(ByteString, usize)]) {
+    ///
+    /// Returns the wills due now, for the caller to publish once the shard runs.
+    pub(crate) fn restore(
+        &self,
+        image: Image,
+        interest: &[(ByteString, usize)],
+    ) -> Vec<crate::protocol::Will> {
         let now = Instant::now();
         let now_ms = wall_ms(SystemTime::now());
         let mut messages: HashMap<u64, Message> = HashMap::with_capacity(image.messages.len());
@@ -508,9 +528,33 @@ impl Shard {
             let ago = Duration::from_millis(now_ms.saturating_sub(since_ms));
             st.sessions
                 .mark_offline(id, now.checked_sub(ago).unwrap_or(now));
+            if let Some(will) = s
+                .will
+                .and_then(|(due_ms, m)| Some((due_ms, as_will(messages.get(&m)?))))
+            {
+                let at = now + Duration::from_millis(will.0.saturating_sub(now_ms));
+                st.will_deadlines.push(std::cmp::Reverse((at, id)));
+                st.delayed_wills.insert(id, (at, Box::new(will.1)));
+            }
         }
         // What restoring recorded is in the snapshot already.
         let _ = st.sessions.take_changes();
+        image
+            .due_wills
+            .iter()
+            .filter_map(|m| messages.get(m).map(as_will))
+            .collect()
+    }
+}
+
+/// A will kept in the log as a message.
+fn as_will(m: &Message) -> crate::protocol::Will {
+    crate::protocol::Will {
+        topic: m.topic.clone(),
+        payload: m.payload.clone(),
+        qos: m.qos,
+        retain: m.retain,
+        properties: m.properties.clone(),
     }
 }
 

@@ -61,6 +61,7 @@ pub(crate) async fn shard_main(
     .await;
     let mut shard = Shard::new(id, cfg.clone(), mesh, control, auth);
     let mut journal = None;
+    let mut due_wills = Vec::new();
     if let Some((start, interest, pressure)) = persist {
         match super::journal::Journal::open_at(&start.path, start.tail).await {
             Ok(j) => journal = Some(j),
@@ -80,10 +81,15 @@ pub(crate) async fn shard_main(
             (start.epoch, start.seq),
             start.tail,
         )));
-        shard.restore(start.image, &interest);
+        due_wills = shard.restore(start.image, &interest);
         shard.state.get_mut().sessions.record_changes();
     }
     let shard = Rc::new(shard);
+    // Wills whose delay passed (or whose session ended) while the broker was down.
+    for w in due_wills {
+        shard.publish_will(w);
+    }
+    shard.flush_mesh();
     let committer =
         journal.map(|j| glommio::spawn_local(super::durable::commit_loop(shard.clone(), j)));
     let receivers = data_rx

@@ -25,8 +25,27 @@ use std::time::{Duration, Instant};
 
 use super::shard::{Shard, State};
 use super::store::SessionId;
+use crate::persist::record::Record;
 use crate::protocol::Will;
 use crate::session::Message;
+
+/// A will as the application message it becomes. Its properties travel with it, except
+/// the one about the will itself (5.0 §3.1.3.2: Will Delay Interval is not a PUBLISH
+/// property); a Message Expiry Interval counts from now.
+fn will_message(w: &Will) -> Message {
+    let mut properties = w.properties.clone();
+    if !properties.is_empty() {
+        properties.get_mut().will_delay_interval = None;
+    }
+    Message {
+        topic: w.topic.clone(),
+        payload: w.payload.clone(),
+        qos: w.qos,
+        retain: w.retain,
+        expires: Message::expiry_of(&properties),
+        properties,
+    }
+}
 
 /// A will's 5.0 Will Delay Interval in seconds (0: none; always 0 for 3.x).
 pub(crate) fn will_delay(will: &Will) -> u32 {
@@ -42,6 +61,24 @@ impl Shard {
         match (kept, at) {
             (Some(id), Some(at)) if delay > 0 => {
                 let mut st = self.state.borrow_mut();
+                // Kept in the log with its session, so that a restart neither loses it
+                // nor publishes it early.
+                if let (Some(d), Some(s)) = (self.durable(), st.sessions.get(id)) {
+                    if s.is_persistent() {
+                        let client_id = s.client_id().clone();
+                        self.journal_changes(&mut st.sessions);
+                        let msg = d.message(&will_message(&will));
+                        if msg != 0 {
+                            let due = std::time::SystemTime::now()
+                                + Duration::from_secs(u64::from(delay));
+                            d.append(&Record::WillDelayed {
+                                client_id,
+                                due_ms: super::durable::wall_ms(due),
+                                msg,
+                            });
+                        }
+                    }
+                }
                 st.will_deadlines.push(Reverse((at, id)));
                 st.delayed_wills.insert(id, (at, will));
             }
@@ -49,28 +86,16 @@ impl Shard {
         }
     }
 
-    /// Publishes a will as an application message. Its properties travel with it, except
-    /// the one about the will itself (5.0 §3.1.3.2: Will Delay Interval is not a PUBLISH
-    /// property); a Message Expiry Interval counts from now.
+    /// Publishes a will as an application message (see [`will_message`]).
     pub(crate) fn publish_will(&self, w: Will) {
-        let mut properties = w.properties;
-        if !properties.is_empty() {
-            properties.get_mut().will_delay_interval = None;
-        }
-        self.route(Message {
-            topic: w.topic,
-            payload: w.payload,
-            qos: w.qos,
-            retain: w.retain,
-            expires: Message::expiry_of(&properties),
-            properties,
-        });
+        self.route(will_message(&w));
     }
 
-    /// The shard stops: sessions do not outlive it (nothing is on disk yet), so every
-    /// delayed will is due now [MQTT-3.1.3-9].
+    /// The shard stops. Without persistence sessions do not outlive it, so every delayed
+    /// will is due now [MQTT-3.1.3-9]; with it, delayed wills stay in the log with their
+    /// sessions and wait out their delay after the restart.
     pub(crate) fn publish_all_wills(&self) {
-        {
+        if self.durable().is_none() {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
             let all: Vec<_> = st.delayed_wills.drain().map(|(_, (_, w))| *w).collect();
@@ -81,8 +106,21 @@ impl Shard {
     }
 
     /// A connection resumed session `id`: its delayed will, if any, is not published.
-    pub(crate) fn cancel_will(st: &mut State, id: SessionId) {
-        st.delayed_wills.remove(&id);
+    pub(crate) fn cancel_will(&self, st: &mut State, id: SessionId) {
+        if st.delayed_wills.remove(&id).is_some() {
+            self.will_cleared(st, id);
+        }
+    }
+
+    /// The log hears that session `id`'s delayed will is gone (published or cancelled).
+    fn will_cleared(&self, st: &mut State, id: SessionId) {
+        if let (Some(d), Some(s)) = (self.durable(), st.sessions.get(id)) {
+            if s.is_logged() {
+                let client_id = s.client_id().clone();
+                self.journal_changes(&mut st.sessions);
+                d.append(&Record::WillCleared { client_id });
+            }
+        }
     }
 
     /// Session `id` ends: its delayed will, if any, is due now (`State::wills_due`).
@@ -106,6 +144,7 @@ impl Shard {
                 if st.delayed_wills.get(&id).is_some_and(|(a, _)| *a == at) {
                     if let Some((_, w)) = st.delayed_wills.remove(&id) {
                         st.wills_due.push(*w);
+                        self.will_cleared(st, id);
                     }
                 }
             }

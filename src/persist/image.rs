@@ -53,6 +53,8 @@ pub struct SessionImage {
     pub flows: Vec<FlowImage>,
     /// Incoming QoS 2 packet ids awaiting PUBREL.
     pub incoming_qos2: BTreeSet<u16>,
+    /// Its delayed will: when it is due (wall-clock ms) and the message.
+    pub will: Option<(u64, u64)>,
 }
 
 impl SessionImage {
@@ -90,6 +92,9 @@ pub struct Image {
     /// QoS 2 messages of persistent publishers not yet known to be delivered durably
     /// everywhere: ingress -> (publisher, message id).
     pub inbound: BTreeMap<u64, (ByteString, u64)>,
+    /// Wills due now (their delay passed, or their session expired, while the broker was
+    /// down): message ids, published by the shard at start. Not written to a log.
+    pub due_wills: Vec<u64>,
     /// Who had a delivery of which ingress: sessions (by client id), share groups (by
     /// their `$share/...` filter) and the retained store ([`RETAIN_STORE`]).
     pub seen: BTreeSet<(u64, ByteString)>,
@@ -276,6 +281,20 @@ impl Image {
             Record::IngressSeen { ingress, client_id } => {
                 self.seen.insert((*ingress, client_id.clone()));
             }
+            Record::WillDelayed {
+                client_id,
+                due_ms,
+                msg,
+            } => {
+                if let Some(s) = self.sessions.get_mut(client_id) {
+                    s.will = Some((*due_ms, *msg));
+                }
+            }
+            Record::WillCleared { client_id } => {
+                if let Some(s) = self.sessions.get_mut(client_id) {
+                    s.will = None;
+                }
+            }
         }
     }
 
@@ -284,6 +303,11 @@ impl Image {
     pub fn collect_garbage(&mut self) {
         let mut live: std::collections::HashSet<u64> = self.retained.values().copied().collect();
         live.extend(self.inbound.values().map(|(_, m)| *m));
+        live.extend(
+            self.sessions
+                .values()
+                .filter_map(|s| s.will.map(|(_, m)| m)),
+        );
         for s in self.sessions.values() {
             live.extend(s.flows.iter().filter(|f| !f.released).map(|f| f.msg));
         }
@@ -366,6 +390,14 @@ impl Image {
                 out.push(Record::Qos2Received {
                     client_id: c(),
                     packet_id: *packet_id,
+                });
+            }
+            if let Some((due_ms, msg)) = s.will {
+                message(&mut out, msg);
+                out.push(Record::WillDelayed {
+                    client_id: c(),
+                    due_ms,
+                    msg,
                 });
             }
             if let Some(since_ms) = s.offline {

@@ -168,6 +168,21 @@ pub enum Record {
         /// The ingress.
         ingress: u64,
     },
+    /// The session's will waits for its 5.0 Will Delay Interval: published at `due_ms`
+    /// (wall clock), or when the session ends, unless a connection resumes it first.
+    WillDelayed {
+        /// The session.
+        client_id: ByteString,
+        /// When it is due (wall-clock ms).
+        due_ms: u64,
+        /// The will as a message ([`Record::Message`]).
+        msg: u64,
+    },
+    /// The session's delayed will was published or cancelled.
+    WillCleared {
+        /// The session.
+        client_id: ByteString,
+    },
     /// Session `client_id` had a delivery of `ingress` (a compaction's note of a delivery
     /// that has ended, kept while its ingress may still be unrouted).
     IngressSeen {
@@ -212,6 +227,8 @@ const RETAIN_CLEARED: u8 = 16;
 const INGRESS: u8 = 17;
 const ROUTED: u8 = 18;
 const INGRESS_SEEN: u8 = 19;
+const WILL_DELAYED: u8 = 20;
+const WILL_CLEARED: u8 = 21;
 
 impl Record {
     /// The frame kind it is written with.
@@ -236,6 +253,8 @@ impl Record {
             Record::Ingress { .. } => INGRESS,
             Record::Routed { .. } => ROUTED,
             Record::IngressSeen { .. } => INGRESS_SEEN,
+            Record::WillDelayed { .. } => WILL_DELAYED,
+            Record::WillCleared { .. } => WILL_CLEARED,
         }
     }
 
@@ -364,6 +383,16 @@ impl Record {
                 p.extend_from_slice(&ingress.to_le_bytes());
                 put_str(p, client_id);
             }
+            Record::WillDelayed {
+                client_id,
+                due_ms,
+                msg,
+            } => {
+                put_str(p, client_id);
+                p.extend_from_slice(&due_ms.to_le_bytes());
+                p.extend_from_slice(&msg.to_le_bytes());
+            }
+            Record::WillCleared { client_id } => put_str(p, client_id),
         }
         let kind = self.kind();
         super::frame::finish(out, start, kind)
@@ -481,6 +510,14 @@ impl Record {
             ROUTED => Record::Routed { ingress: r.u64()? },
             INGRESS_SEEN => Record::IngressSeen {
                 ingress: r.u64()?,
+                client_id: r.str()?,
+            },
+            WILL_DELAYED => Record::WillDelayed {
+                client_id: r.str()?,
+                due_ms: r.u64()?,
+                msg: r.u64()?,
+            },
+            WILL_CLEARED => Record::WillCleared {
                 client_id: r.str()?,
             },
             other => return Err(RecordError::UnknownKind(other)),
@@ -658,6 +695,12 @@ mod tests {
                 ingress: 2,
                 client_id: id(),
             },
+            Record::WillDelayed {
+                client_id: id(),
+                due_ms: 1_764_900_000_000,
+                msg: 4,
+            },
+            Record::WillCleared { client_id: id() },
         ]
     }
 
