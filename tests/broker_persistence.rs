@@ -577,3 +577,29 @@ fn a_delayed_will_waits_out_its_delay_across_a_restart_and_a_resume_cancels_it()
     w.expect_nothing();
     drop(back);
 }
+
+#[test]
+fn a_directory_that_cannot_be_used_is_a_clear_start_error() {
+    // Under /proc nothing can be created, even as root.
+    let mut cfg = Config {
+        listeners: vec!["127.0.0.1:0".parse().unwrap()],
+        shards: 2,
+        log_level: "warn".into(),
+        ..Config::default()
+    };
+    cfg.persistence.mode = PersistMode::Sync;
+    cfg.persistence.dir = "/proc/surgemq-cannot-be-here".into();
+    match surgemq::server::Server::new(cfg).start() {
+        Ok(h) => {
+            h.shutdown();
+            panic!("started on a directory it cannot write");
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.starts_with("persistence:") && text.contains("/proc/surgemq-cannot-be-here"),
+                "{text}"
+            );
+        }
+    }
+}
