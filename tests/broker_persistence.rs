@@ -603,3 +603,46 @@ fn a_directory_that_cannot_be_used_is_a_clear_start_error() {
         }
     }
 }
+
+#[test]
+fn a_delayed_will_survives_a_compaction() {
+    let dir = Dir(tempdir("willcompact"));
+    let start = |dir: &std::path::Path| {
+        let dir = dir.to_owned();
+        Broker::with(2, move |c: &mut Config| {
+            c.persistence.mode = PersistMode::Sync;
+            c.persistence.dir = dir;
+            c.persistence.compact_bytes = 1 << 20;
+        })
+    };
+    let b = start(&dir.0);
+    let watcher = b.id_on(1, "cwatch");
+    let mut w = persistent(&b, ProtocolVersion::V5, &watcher, false);
+    w.subscribe(1, &[("will/#", QoS::AtLeastOnce)]);
+    let dropped = std::time::Instant::now();
+    drop(with_delayed_will(&b, "compacted", 4, false));
+    // Enough acknowledged traffic on the will's shard to compact its log.
+    let shard = surgemq::server::home_shard("compacted", 2);
+    let mut s = persistent(&b, ProtocolVersion::V3_1_1, &b.id_on(shard, "csub"), false);
+    s.subscribe(1, &[("k/#", QoS::AtLeastOnce)]);
+    let mut p = b.client(ProtocolVersion::V3_1_1, &b.id_on(shard, "cpub"), true);
+    let payload = vec![b'k'; 2000];
+    for i in 0..1500u16 {
+        p.publish_acked("k/t", &payload, QoS::AtLeastOnce, false, i + 1);
+        s.recv_publish();
+    }
+    w.disconnect_and_wait();
+    let summary = stop(b);
+    assert!(summary.persist_compactions >= 1, "{summary:?}");
+    assert!(
+        dropped.elapsed() < std::time::Duration::from_secs(4),
+        "too slow to test"
+    );
+    let b = start(&dir.0);
+    let mut w = persistent(&b, ProtocolVersion::V5, &watcher, true);
+    match w.recv_within(std::time::Duration::from_secs(6)) {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic.as_str(), "will/compacted"),
+        other => panic!("expected the will, got {other:?}"),
+    }
+    assert!(dropped.elapsed() >= std::time::Duration::from_millis(3900));
+}

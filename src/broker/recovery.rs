@@ -208,6 +208,9 @@ fn merge(into: &mut Image, from: Image, next: &mut u64) {
         for f in &mut s.flows {
             f.msg = renumber(f.msg);
         }
+        if let Some((_, msg)) = &mut s.will {
+            *msg = renumber(*msg);
+        }
         // One client id in two logs cannot happen (a session lives on its home shard
         // only); should it, the first one read is kept.
         into.sessions.entry(client_id).or_insert(s);
@@ -713,6 +716,21 @@ fn snapshot_frames(shard: &Shard) -> (Vec<u8>, usize, usize) {
                     packet_id,
                 },
             );
+        }
+        // Its delayed will, with a number after every one the log used.
+        if let Some((at, will)) = st.delayed_wills.get(&id) {
+            last += 1;
+            if message(&mut out, last, &super::will::will_message(will)) {
+                let left = at.saturating_duration_since(now).as_millis() as u64;
+                put(
+                    &mut out,
+                    Record::WillDelayed {
+                        client_id: c(),
+                        due_ms: now_ms + left,
+                        msg: last,
+                    },
+                );
+            }
         }
         // The log keeps when it went offline; the store keeps when it expires.
         if let Some(deadline) = st.sessions.offline_deadline(id) {

@@ -32,7 +32,7 @@ use crate::session::Message;
 /// A will as the application message it becomes. Its properties travel with it, except
 /// the one about the will itself (5.0 §3.1.3.2: Will Delay Interval is not a PUBLISH
 /// property); a Message Expiry Interval counts from now.
-fn will_message(w: &Will) -> Message {
+pub(crate) fn will_message(w: &Will) -> Message {
     let mut properties = w.properties.clone();
     if !properties.is_empty() {
         properties.get_mut().will_delay_interval = None;
