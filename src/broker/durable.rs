@@ -726,13 +726,13 @@ pub(crate) async fn commit_loop(shard: Rc<Shard>, mut journal: Journal) {
         let compacted = (due || disk_try) && super::recovery::compact(&shard, &mut journal).await;
         if compacted {
             d.compact_retry_at.set(0);
-        } else {
-            if due {
-                d.compact_retry_at.set(tail + d.compact_bytes / 2);
-            }
-            if disk_try {
-                d.next_disk_try.set(now + Duration::from_millis(200));
-            }
+        } else if due {
+            d.compact_retry_at.set(tail + d.compact_bytes / 2);
+        }
+        if disk_try {
+            // Whatever came of it: a log still over its share after a compaction must not
+            // be compacted again at once.
+            d.next_disk_try.set(now + Duration::from_millis(200));
         }
         if !frames.is_empty() && !compacted {
             let records = frames.len() as u64;

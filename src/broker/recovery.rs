@@ -235,16 +235,15 @@ fn partition(all: Image, shards: usize, now_ms: u64) -> (Vec<Image>, usize) {
         img.retained.insert(topic, id);
     }
     for (client_id, mut s) in all.sessions {
-        // A will whose delay passed, or whose session ended, while the broker was down is
-        // due now [MQTT-3.1.3-9].
+        // A will whose session ended while the broker was down is due now
+        // [MQTT-3.1.3-9]. (One whose delay passed stays with its session, due at once
+        // after the start, so that it is in the new epoch until it is published.)
         let ended = s.expired(now_ms);
-        if let Some((due_ms, msg)) = s.will {
-            if ended || due_ms <= now_ms {
-                let img = &mut out[super::home_shard(&client_id, shards)];
-                take(img, msg);
-                img.due_wills.push(msg);
-                s.will = None;
-            }
+        if let (Some((_, msg)), true) = (s.will, ended) {
+            let img = &mut out[super::home_shard(&client_id, shards)];
+            take(img, msg);
+            img.due_wills.push(msg);
+            s.will = None;
         }
         if ended {
             expired += 1;
@@ -596,9 +595,15 @@ fn restored_flow(f: &FlowImage, messages: &HashMap<u64, Message>) -> RestoredFlo
 fn live_bytes(shard: &Shard) -> u64 {
     let st = shard.state.borrow();
     let mut live = 0u64;
+    // A message held by many sessions is written once.
+    let mut seen = std::collections::HashSet::new();
     for (_, s) in st.sessions.iter() {
         if s.is_persistent() {
-            live += (s.queued_bytes() + s.inflight_bytes()) as u64;
+            for (n, cost) in s.durable_costs() {
+                if seen.insert(n) {
+                    live += cost as u64;
+                }
+            }
         }
     }
     st.retained.for_each(|m| live += m.cost() as u64);

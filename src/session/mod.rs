@@ -746,14 +746,20 @@ impl Session {
         self.inflight.len()
     }
 
-    /// What the messages in flight count ([`Message::cost`]; a released QoS 2 flow holds
-    /// none).
-    pub fn inflight_bytes(&self) -> usize {
-        self.inflight
+    /// The messages the shard's log knows that the session holds (in flight or queued),
+    /// as (number in the log, [`Message::cost`]): what a compaction would write.
+    pub fn durable_costs(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        let inflight = self
+            .inflight
             .iter()
-            .filter_map(|f| f.message.as_ref())
-            .map(Message::cost)
-            .sum()
+            .filter(|f| f.durable.is_logged())
+            .filter_map(|f| Some((f.durable.msg, f.message.as_ref()?.cost())));
+        let queued = self
+            .queue
+            .iter()
+            .filter(|q| q.durable.is_logged())
+            .map(|q| (q.durable.msg, q.message.cost()));
+        inflight.chain(queued)
     }
 
     /// Messages waiting behind the window.
