@@ -55,7 +55,7 @@
 //! | [`session`] | one client's QoS flows, window, queue, packet ids | sockets, other sessions |
 //! | [`index`] | topic tries: local subscribers, shard interest | sessions, runtime |
 //! | [`mesh`] | the grid of channels between shards, batching, overflow | MQTT |
-//! | [`persist`] | the on-disk format of a shard's durable state (in progress) | files, runtimes |
+//! | [`persist`] | the on-disk format of a shard's durable state: frames, records, images | files, runtimes |
 //! | `broker` | shards, connection tasks, routing, retained, wills, keep alive | another shard's state |
 //! | [`server`], [`config`] | start-up, shutdown, embedding; documented configuration | connection state |
 //! | [`client`] | the client library: sans-I/O [`client::state`] plus an async driver over any transport | the broker (speaks MQTT only) |
@@ -63,6 +63,20 @@
 //!
 //! Only `broker`, the client's driver and the runner touch sockets, timers and task spawning; what crosses
 //! between shards is plain data ([`session::Message`] and a few control messages).
+//!
+//! ## Durability
+//!
+//! With `persistence.mode` set, each shard keeps one log of what its persistent sessions
+//! and its retained topics hold ([`persist`] is the format; `broker::durable` the writing).
+//! A shard turn's changes go out as one sealed commit, one `write` and one `fdatasync`
+//! through io_uring, while the shard goes on (group commit). In mode `sync` an answer to a
+//! client (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, CONNACK) waits until what it
+//! acknowledges is on disk, on this shard and on every shard the message reached (step 3
+//! above asks them to confirm; the ack waits in the acknowledgement gate); a QoS 2 message
+//! from a persistent publisher reaches other shards only once its own record is durable, and
+//! carries an ingress number that recovery uses to deliver it exactly once after a crash.
+//! At start the logs are read in parallel, re-homed onto the shard count of the run and
+//! written back as a new epoch (`broker::recovery`). Clean sessions never touch the disk.
 //!
 //! ## Flow control
 //!

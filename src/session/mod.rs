@@ -441,7 +441,7 @@ pub fn tag_identifier(tags: &mut Tagged, id: u32) {
 
 /// A change to what a persistent session holds, for the shard's log (see
 /// [`crate::persist`]): told only for deliveries the log knows (a non-zero `durable`
-/// number), and only while the shard keeps a log for the session ([`FlowLog::on`]).
+/// number), and only while the shard keeps a log for the session ([`FlowLog::set`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
     /// Message `durable` joined the end of the flows (queued, or sent at once: then a
