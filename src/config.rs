@@ -154,6 +154,13 @@ config_section! {
         /// is accepted either way. Default: `true`.
         allow_anonymous: bool = true,
 
+        /// A password file in mosquitto's format (`username:hash` lines, `$6$` or `$7$`, as
+        /// `mosquitto_passwd` or `surgemq passwd` write them). Set: a CONNECT with a user name
+        /// must give that user's password, or it is refused with CONNACK 0x86 (3.x: 0x04);
+        /// one without a user name is anonymous (see allow_anonymous). Read at start; a line
+        /// that does not parse stops the start with its line number. Default: unset.
+        password_file: Option<PathBuf> = None,
+
         /// Whether retained messages are supported. When false, 5.0 clients are told so in
         /// CONNACK (Retain Available = 0) and a 5.0 PUBLISH with RETAIN set is answered with
         /// DISCONNECT 0x9A (Retain not supported); from 3.1 / 3.1.1 clients the RETAIN flag
@@ -837,6 +844,7 @@ mod tests {
             pin_shards: false,
             accept_mode: AcceptMode::RoundRobin,
             allow_anonymous: false,
+            password_file: Some(PathBuf::from("/etc/surgemq/passwd")),
             retain_available: false,
             response_information: "response/%c".to_owned(),
             log_level: "warn,surgemq=debug".to_owned(),

@@ -56,6 +56,7 @@
 //! | [`index`] | topic tries: local subscribers, shard interest | sessions, runtime |
 //! | [`mesh`] | the grid of channels between shards, batching, overflow | MQTT |
 //! | [`persist`] | the on-disk format of a shard's durable state: frames, records, images | files, runtimes |
+//! | [`security`] | password files in mosquitto's format: parse, hash, check | files, sockets |
 //! | `broker` | shards, connection tasks, routing, retained, wills, keep alive | another shard's state |
 //! | [`server`], [`config`] | start-up, shutdown, embedding; documented configuration | connection state |
 //! | [`client`] | the client library: sans-I/O [`client::state`] plus an async driver over any transport | the broker (speaks MQTT only) |
@@ -102,5 +103,6 @@ pub mod mesh;
 pub(crate) mod notify;
 pub mod persist;
 pub mod protocol;
+pub mod security;
 pub mod server;
 pub mod session;

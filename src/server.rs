@@ -56,6 +56,14 @@ pub enum StartError {
         /// What failed, with the path.
         message: String,
     },
+    /// A security file (`password_file`) could not be read or does not parse.
+    #[error("{path}: {message}")]
+    Security {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong (with the line number for a parse error).
+        message: String,
+    },
     /// A shard's executor could not be created (io_uring or locked-memory limits).
     #[error(
         "cannot start shard {shard}: {message}. SurgeMQ needs io_uring (Linux 5.8+, not blocked by \
@@ -104,6 +112,19 @@ impl Server {
     pub fn start(self) -> Result<ServerHandle, StartError> {
         let cfg = self.config;
         cfg.validate()?;
+        // The password file goes in front of the embedder's hooks.
+        let mut auth = self.auth;
+        if let Some(path) = &cfg.password_file {
+            let security = |message: String| StartError::Security {
+                path: path.clone(),
+                message,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| security(e.to_string()))?;
+            let file = crate::security::password::PasswordFile::parse(&text)
+                .map_err(|e| security(e.to_string()))?;
+            tracing::info!(path = %path.display(), users = file.len(), "password file loaded");
+            auth = Arc::new(crate::security::password::PasswordAuth::new(file, auth));
+        }
         let shards = cfg.shard_count();
         // glommio needs 512 KiB of locked memory per executor for its rings; raise the soft
         // limit if the hard one allows (it does for root), so the common case just works.
@@ -186,7 +207,7 @@ impl Server {
                 },
             };
             let cfg = cfg.clone();
-            let auth = self.auth.clone();
+            let auth = auth.clone();
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("surgemq-shard-{id}"))

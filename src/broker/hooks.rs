@@ -91,6 +91,36 @@ pub trait AuthExchange: 'static {
     fn step(&mut self, data: Option<&[u8]>) -> AuthStep;
 }
 
+/// A shared authenticator is one too (so hooks can be stacked: the password file in front
+/// of an embedder's).
+impl Authenticator for std::sync::Arc<dyn Authenticator> {
+    fn authenticate(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<(), ReasonCode> {
+        (**self).authenticate(client_id, username, password)
+    }
+
+    fn start_auth(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        method: &str,
+    ) -> Option<Box<dyn AuthExchange>> {
+        (**self).start_auth(client_id, username, method)
+    }
+
+    fn authorize_publish(&self, client: &ClientInfo<'_>, topic: &str) -> bool {
+        (**self).authorize_publish(client, topic)
+    }
+
+    fn authorize_subscribe(&self, client: &ClientInfo<'_>, filter: &str) -> bool {
+        (**self).authorize_subscribe(client, filter)
+    }
+}
+
 /// Admits every client (the default).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AllowAll;
