@@ -114,16 +114,13 @@ impl Server {
         cfg.validate()?;
         // The password file goes in front of the embedder's hooks.
         let mut auth = self.auth;
+        let mut passwords = None;
         if let Some(path) = &cfg.password_file {
-            let security = |message: String| StartError::Security {
-                path: path.clone(),
-                message,
-            };
-            let text = std::fs::read_to_string(path).map_err(|e| security(e.to_string()))?;
-            let file = crate::security::password::PasswordFile::parse(&text)
-                .map_err(|e| security(e.to_string()))?;
+            let file = read_password_file(path)?;
             tracing::info!(path = %path.display(), users = file.len(), "password file loaded");
-            auth = Arc::new(crate::security::password::PasswordAuth::new(file, auth));
+            let p = Arc::new(crate::security::password::PasswordAuth::new(file, auth));
+            passwords = Some((path.clone(), p.clone()));
+            auth = p;
         }
         let shards = cfg.shard_count();
         // glommio needs 512 KiB of locked memory per executor for its rings; raise the soft
@@ -255,6 +252,7 @@ impl Server {
             addrs,
             stops,
             threads,
+            passwords,
         };
         for _ in 0..shards {
             match ready_rx.recv() {
@@ -277,18 +275,50 @@ impl Server {
     }
 }
 
+/// Reads and parses a password file (a start or a reload).
+fn read_password_file(
+    path: &std::path::Path,
+) -> Result<crate::security::password::PasswordFile, StartError> {
+    let security = |message: String| StartError::Security {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| security(e.to_string()))?;
+    crate::security::password::PasswordFile::parse(&text).map_err(|e| security(e.to_string()))
+}
+
+/// The password file in force and where it is read from (for a reload).
+type Passwords = (
+    std::path::PathBuf,
+    Arc<crate::security::password::PasswordAuth<Arc<dyn Authenticator>>>,
+);
+
 /// A running broker.
 #[derive(Debug)]
 pub struct ServerHandle {
     addrs: Vec<SocketAddr>,
     stops: Vec<Sender<()>>,
     threads: Vec<std::thread::JoinHandle<ShardSummary>>,
+    passwords: Option<Passwords>,
 }
 
 impl ServerHandle {
     /// The addresses the listeners are bound to (with the real port when 0 was asked).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Reads the security files again (what `SIGHUP` does to the binary): the password
+    /// file's users apply to every CONNECT from now on; connections already admitted stay.
+    /// A file that cannot be read or does not parse leaves the one in force (the error says
+    /// why). Without a password file, nothing to do.
+    pub fn reload_security(&self) -> Result<(), StartError> {
+        if let Some((path, auth)) = &self.passwords {
+            let file = read_password_file(path)?;
+            tracing::info!(path = %path.display(), users = file.len(), "password file reloaded");
+            auth.replace(file);
+        }
+        Ok(())
     }
 
     /// Stops accepting, closes every connection and stops the shards. Returns the counters

@@ -171,3 +171,63 @@ fn a_password_file_that_does_not_parse_stops_the_start_with_its_line() {
         }
     }
 }
+
+#[test]
+fn a_reload_applies_the_new_file_and_keeps_connections() {
+    let dir = client_env::TempDir::new("passwd");
+    let file = dir.path.join("passwd");
+    let set = |user: &str, pw: &str, create: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_surgemq"));
+        cmd.arg("passwd");
+        if create {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg("-b")
+            .arg(&file)
+            .args([user, pw])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok);
+    };
+    set("alice", "old", true);
+    let path = file.clone();
+    let b = Broker::with(2, move |c: &mut Config| c.password_file = Some(path));
+    let v = ProtocolVersion::V5;
+    let mut admitted = b.raw(v);
+    let ack = admitted.connect_with(Connect {
+        version: v,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: bytestring::ByteString::from("kept"),
+        will: None,
+        username: Some(bytestring::ByteString::from("alice")),
+        password: Some(bytes::Bytes::from_static(b"old")),
+        properties: Properties::new(),
+    });
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    set("alice", "new", false);
+    // Not before the reload.
+    assert_eq!(
+        connect_as(&b, v, "a1", Some("alice"), Some(b"old")),
+        ReasonCode::SUCCESS
+    );
+    b.handle.as_ref().unwrap().reload_security().unwrap();
+    assert_eq!(
+        connect_as(&b, v, "a2", Some("alice"), Some(b"old")),
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    );
+    assert_eq!(
+        connect_as(&b, v, "a3", Some("alice"), Some(b"new")),
+        ReasonCode::SUCCESS
+    );
+    // The connection admitted before stays.
+    admitted.ping();
+    // A broken file is refused and the one in force stays.
+    std::fs::write(&file, "alice:garbage\n").unwrap();
+    assert!(b.handle.as_ref().unwrap().reload_security().is_err());
+    assert_eq!(
+        connect_as(&b, v, "a4", Some("alice"), Some(b"new")),
+        ReasonCode::SUCCESS
+    );
+}

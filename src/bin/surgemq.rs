@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use surgemq::config;
 use surgemq::server::Server;
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
         .init();
     // Signals are received on this thread before any shard starts, so no shard thread
     // inherits their delivery.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("surgemq: cannot install signal handlers: {e}");
@@ -145,8 +145,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(sig) = signals.forever().next() {
+    // SIGHUP reloads the security files (as mosquitto does); SIGINT or SIGTERM stops.
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            if let Err(e) = handle.reload_security() {
+                tracing::error!(error = %e, "reload refused: the files in force stay");
+            }
+            continue;
+        }
         tracing::info!(signal = sig, "shutting down");
+        break;
     }
     let summary = handle.shutdown();
     tracing::info!(?summary, "bye");

@@ -267,14 +267,15 @@ impl PasswordFile {
 /// without a user name is the anonymous case, which `allow_anonymous` decides before this
 /// runs: admitted here. Authorization is the wrapped authenticator's.
 pub struct PasswordAuth<A> {
-    file: PasswordFile,
+    /// Replaced as a whole by [`PasswordAuth::replace`] (a reload); read per CONNECT.
+    file: std::sync::RwLock<std::sync::Arc<PasswordFile>>,
     inner: A,
 }
 
 impl<A> std::fmt::Debug for PasswordAuth<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PasswordAuth")
-            .field("users", &self.file.len())
+            .field("users", &self.file().len())
             .finish()
     }
 }
@@ -283,7 +284,30 @@ impl<A: Authenticator> PasswordAuth<A> {
     /// Checks passwords against `file`, then asks `inner` (an embedder's hooks, or
     /// [`AllowAll`](crate::broker::hooks::AllowAll)).
     pub fn new(file: PasswordFile, inner: A) -> PasswordAuth<A> {
-        PasswordAuth { file, inner }
+        PasswordAuth {
+            file: std::sync::RwLock::new(std::sync::Arc::new(file)),
+            inner,
+        }
+    }
+}
+
+impl<A> PasswordAuth<A> {
+    /// The users in force.
+    pub fn file(&self) -> std::sync::Arc<PasswordFile> {
+        // A writer that panicked left a whole file behind (the swap is one assignment).
+        match self.file.read() {
+            Ok(f) => f.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// From now on, `file`'s users (a reload: connections already admitted stay).
+    pub fn replace(&self, file: PasswordFile) {
+        let file = std::sync::Arc::new(file);
+        match self.file.write() {
+            Ok(mut f) => *f = file,
+            Err(poisoned) => *poisoned.into_inner() = file,
+        }
     }
 }
 
@@ -295,7 +319,7 @@ impl<A: Authenticator> Authenticator for PasswordAuth<A> {
         password: Option<&[u8]>,
     ) -> Result<(), ReasonCode> {
         if let Some(user) = username {
-            if !self.file.check(user, password.unwrap_or_default()) {
+            if !self.file().check(user, password.unwrap_or_default()) {
                 return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD);
             }
         }
