@@ -8,6 +8,8 @@
 //! A restart here is a shutdown and a new broker on the same directory; what a crash
 //! (SIGKILL) keeps is `persistence_crash.rs`.
 
+#[path = "common/client_env.rs"]
+mod client_env;
 mod common;
 
 use common::*;
@@ -22,27 +24,6 @@ const VERSIONS: [ProtocolVersion; 3] = [
 
 /// (subscriber shard, publisher shard): different shards, then the same shard.
 const PLACES: [(usize, usize); 2] = [(0, 1), (1, 1)];
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "surgemq-persist-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&path);
-    path
-}
-
-struct Dir(std::path::PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn durable(shards: usize, dir: &std::path::Path, mode: PersistMode) -> Broker {
     let dir = dir.to_owned();
@@ -94,8 +75,8 @@ fn payload_of(p: &Publish) -> String {
 fn queued_messages_subscriptions_and_retained_survive_a_restart() {
     for v in VERSIONS {
         for (ss, ps) in PLACES {
-            let dir = Dir(tempdir("queued"));
-            let b = durable(2, &dir.0, PersistMode::Sync);
+            let dir = client_env::TempDir::new("persist-queued");
+            let b = durable(2, &dir.path, PersistMode::Sync);
             let sid = b.id_on(ss, &format!("sub{}{ss}{ps}", v.level()));
             let pub_id = b.id_on(ps, &format!("pub{}{ss}{ps}", v.level()));
             let mut s = persistent(&b, v, &sid, false);
@@ -113,7 +94,7 @@ fn queued_messages_subscriptions_and_retained_survive_a_restart() {
             p.disconnect_and_wait();
             stop(b);
 
-            let b = durable(2, &dir.0, PersistMode::Sync);
+            let b = durable(2, &dir.path, PersistMode::Sync);
             let mut s = persistent(&b, v, &sid, true);
             let got: Vec<(String, QoS, String)> = (0..3)
                 .map(|_| {
@@ -152,8 +133,8 @@ fn queued_messages_subscriptions_and_retained_survive_a_restart() {
 fn unacknowledged_deliveries_are_resent_with_their_ids_after_a_restart() {
     for v in VERSIONS {
         for (ss, ps) in PLACES {
-            let dir = Dir(tempdir("inflight"));
-            let b = durable(2, &dir.0, PersistMode::Sync);
+            let dir = client_env::TempDir::new("persist-inflight");
+            let b = durable(2, &dir.path, PersistMode::Sync);
             let sid = b.id_on(ss, &format!("s{}{ss}{ps}", v.level()));
             let mut s = persistent(&b, v, &sid, false);
             s.auto_pubcomp = false;
@@ -179,7 +160,7 @@ fn unacknowledged_deliveries_are_resent_with_their_ids_after_a_restart() {
             drop(p);
             stop(b);
 
-            let b = durable(2, &dir.0, PersistMode::Sync);
+            let b = durable(2, &dir.path, PersistMode::Sync);
             let mut s = persistent(&b, v, &sid, true);
             s.auto_pubcomp = false;
             // In their original order [MQTT-4.4.0-1]: a and b again, with DUP and their
@@ -205,7 +186,7 @@ fn unacknowledged_deliveries_are_resent_with_their_ids_after_a_restart() {
             s.disconnect_and_wait();
             stop(b);
             // Completed flows stay completed.
-            let b = durable(2, &dir.0, PersistMode::Sync);
+            let b = durable(2, &dir.path, PersistMode::Sync);
             let mut s = persistent(&b, v, &sid, true);
             s.expect_nothing();
             drop(b);
@@ -217,8 +198,8 @@ fn unacknowledged_deliveries_are_resent_with_their_ids_after_a_restart() {
 fn an_incoming_qos2_id_survives_a_restart_and_is_not_forwarded_twice() {
     for v in VERSIONS {
         for (ss, ps) in PLACES {
-            let dir = Dir(tempdir("qos2in"));
-            let b = durable(2, &dir.0, PersistMode::Sync);
+            let dir = client_env::TempDir::new("persist-qos2in");
+            let b = durable(2, &dir.path, PersistMode::Sync);
             let pid_ = b.id_on(ps, &format!("p{}{ss}{ps}", v.level()));
             let mut s = b.client(v, &b.id_on(ss, "watch"), true);
             assert_eq!(
@@ -233,7 +214,7 @@ fn an_incoming_qos2_id_survives_a_restart_and_is_not_forwarded_twice() {
             drop(s);
             stop(b);
 
-            let b = durable(2, &dir.0, PersistMode::Sync);
+            let b = durable(2, &dir.path, PersistMode::Sync);
             let mut s = b.client(v, &b.id_on(ss, "watch"), true);
             assert_eq!(
                 s.subscribe(1, &[("e/#", QoS::AtLeastOnce)]),
@@ -254,9 +235,9 @@ fn an_incoming_qos2_id_survives_a_restart_and_is_not_forwarded_twice() {
 #[test]
 fn a_restart_with_another_shard_count_keeps_every_session() {
     let v = ProtocolVersion::V3_1_1;
-    let dir = Dir(tempdir("rehome"));
+    let dir = client_env::TempDir::new("persist-rehome");
     let ids: Vec<String> = (0..12).map(|i| format!("rehome-{i}")).collect();
-    let b = durable(2, &dir.0, PersistMode::Sync);
+    let b = durable(2, &dir.path, PersistMode::Sync);
     for id in &ids {
         let mut s = persistent(&b, v, id, false);
         assert_eq!(
@@ -285,7 +266,7 @@ fn a_restart_with_another_shard_count_keeps_every_session() {
     drop(p);
     stop(b);
     for shards in [3, 1] {
-        let b = durable(shards, &dir.0, PersistMode::Sync);
+        let b = durable(shards, &dir.path, PersistMode::Sync);
         for id in &ids {
             let mut s = persistent(&b, v, id, true);
             if shards == 3 {
@@ -316,8 +297,8 @@ fn a_restart_with_another_shard_count_keeps_every_session() {
 #[test]
 fn a_session_that_expired_while_the_broker_was_down_is_gone() {
     let v = ProtocolVersion::V5;
-    let dir = Dir(tempdir("expiry"));
-    let b = durable(2, &dir.0, PersistMode::Sync);
+    let dir = client_env::TempDir::new("persist-expiry");
+    let b = durable(2, &dir.path, PersistMode::Sync);
     for (id, expiry) in [("short", 1u32), ("long", 3600)] {
         let mut c = b.raw(v);
         let mut properties = Properties::new();
@@ -338,7 +319,7 @@ fn a_session_that_expired_while_the_broker_was_down_is_gone() {
     }
     stop(b);
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    let b = durable(2, &dir.0, PersistMode::Sync);
+    let b = durable(2, &dir.path, PersistMode::Sync);
     for (id, present) in [("short", false), ("long", true)] {
         let mut c = b.raw(v);
         let ack = c.connect(id, false, 0, None);
@@ -349,8 +330,8 @@ fn a_session_that_expired_while_the_broker_was_down_is_gone() {
 #[test]
 fn clean_sessions_never_touch_the_disk() {
     for v in VERSIONS {
-        let dir = Dir(tempdir("clean"));
-        let b = durable(2, &dir.0, PersistMode::Sync);
+        let dir = client_env::TempDir::new("persist-clean");
+        let b = durable(2, &dir.path, PersistMode::Sync);
         let mut s = b.client(v, &b.id_on(0, "cs"), true);
         s.subscribe(1, &[("c/#", QoS::ExactlyOnce)]);
         let mut p = b.client(v, &b.id_on(1, "cp"), true);
@@ -373,8 +354,8 @@ fn clean_sessions_never_touch_the_disk() {
 #[test]
 fn periodic_mode_keeps_what_was_synced() {
     let v = ProtocolVersion::V3_1_1;
-    let dir = Dir(tempdir("periodic"));
-    let b = durable(2, &dir.0, PersistMode::Periodic);
+    let dir = client_env::TempDir::new("persist-periodic");
+    let b = durable(2, &dir.path, PersistMode::Periodic);
     let sid = b.id_on(0, "per");
     let mut s = persistent(&b, v, &sid, false);
     s.subscribe(1, &[("p/#", QoS::AtLeastOnce)]);
@@ -384,7 +365,7 @@ fn periodic_mode_keeps_what_was_synced() {
     drop(p);
     // A clean shutdown syncs what is left.
     stop(b);
-    let b = durable(2, &dir.0, PersistMode::Periodic);
+    let b = durable(2, &dir.path, PersistMode::Periodic);
     let mut s = persistent(&b, v, &sid, true);
     assert_eq!(payload_of(&s.recv_publish()), "1");
 }
@@ -392,7 +373,7 @@ fn periodic_mode_keeps_what_was_synced() {
 #[test]
 fn a_log_past_its_bound_is_compacted_and_still_restores() {
     let v = ProtocolVersion::V3_1_1;
-    let dir = Dir(tempdir("compact"));
+    let dir = client_env::TempDir::new("persist-compact");
     let start = |dir: &std::path::Path| {
         let dir = dir.to_owned();
         Broker::with(2, move |c: &mut Config| {
@@ -401,7 +382,7 @@ fn a_log_past_its_bound_is_compacted_and_still_restores() {
             c.persistence.compact_bytes = 1 << 20;
         })
     };
-    let b = start(&dir.0);
+    let b = start(&dir.path);
     let sid = b.id_on(0, "comp");
     let mut s = persistent(&b, v, &sid, false);
     s.subscribe(1, &[("k/#", QoS::AtLeastOnce)]);
@@ -420,12 +401,12 @@ fn a_log_past_its_bound_is_compacted_and_still_restores() {
     drop(p);
     let summary = stop(b);
     assert!(summary.persist_compactions >= 1, "{summary:?}");
-    let size: u64 = std::fs::read_dir(dir.0.join("shard-0"))
+    let size: u64 = std::fs::read_dir(dir.path.join("shard-0"))
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     assert!(size < 2 << 20, "shard-0 holds {size} bytes");
-    let b = start(&dir.0);
+    let b = start(&dir.path);
     let mut s = persistent(&b, v, &sid, true);
     let again = s.recv_publish();
     assert_eq!((payload_of(&again), again.dup), ("last".to_owned(), true));
@@ -436,7 +417,7 @@ fn a_log_past_its_bound_is_compacted_and_still_restores() {
 fn a_log_over_max_disk_bytes_refuses_new_messages_and_loses_none() {
     for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
         for (ss, ps) in PLACES {
-            let dir = Dir(tempdir("quota"));
+            let dir = client_env::TempDir::new("persist-quota");
             let start = |dir: &std::path::Path| {
                 let dir = dir.to_owned();
                 Broker::with(2, move |c: &mut Config| {
@@ -446,7 +427,7 @@ fn a_log_over_max_disk_bytes_refuses_new_messages_and_loses_none() {
                     c.persistence.max_disk_bytes = 2 << 20;
                 })
             };
-            let b = start(&dir.0);
+            let b = start(&dir.path);
             let sid = b.id_on(ss, &format!("q{}{ss}{ps}", v.level()));
             let mut s = persistent(&b, v, &sid, false);
             s.subscribe(1, &[("q/#", QoS::AtLeastOnce)]);
@@ -504,7 +485,7 @@ fn a_log_over_max_disk_bytes_refuses_new_messages_and_loses_none() {
             let summary = stop(b);
             assert!(summary.persist_refused >= 2, "{summary:?}");
             // Every acknowledged message is there after a restart, and nothing else.
-            let b = start(&dir.0);
+            let b = start(&dir.path);
             let mut s = persistent(&b, v, &sid, true);
             let got: Vec<String> = accepted
                 .iter()
@@ -542,8 +523,8 @@ fn with_delayed_will(b: &Broker, id: &str, delay: u32, present: bool) -> Raw {
 
 #[test]
 fn a_delayed_will_waits_out_its_delay_across_a_restart_and_a_resume_cancels_it() {
-    let dir = Dir(tempdir("will"));
-    let b = durable(2, &dir.0, PersistMode::Sync);
+    let dir = client_env::TempDir::new("persist-will");
+    let b = durable(2, &dir.path, PersistMode::Sync);
     // A persistent watcher: a will published while it is away (at the shutdown) would
     // wait in its queue and reach it as soon as it is back.
     let watcher = b.id_on(1, "willwatch");
@@ -560,7 +541,7 @@ fn a_delayed_will_waits_out_its_delay_across_a_restart_and_a_resume_cancels_it()
     w.expect_nothing();
     w.disconnect_and_wait();
     stop(b);
-    let b = durable(2, &dir.0, PersistMode::Sync);
+    let b = durable(2, &dir.path, PersistMode::Sync);
     let mut w = persistent(&b, ProtocolVersion::V5, &watcher, true);
     // "back" is resumed in time: its will is not published [MQTT-3.1.3-10].
     let back = with_delayed_will(&b, "back", 5, true);
@@ -607,7 +588,7 @@ fn a_directory_that_cannot_be_used_is_a_clear_start_error() {
 
 #[test]
 fn a_delayed_will_survives_a_compaction() {
-    let dir = Dir(tempdir("willcompact"));
+    let dir = client_env::TempDir::new("persist-willcompact");
     let start = |dir: &std::path::Path| {
         let dir = dir.to_owned();
         Broker::with(2, move |c: &mut Config| {
@@ -616,7 +597,7 @@ fn a_delayed_will_survives_a_compaction() {
             c.persistence.compact_bytes = 1 << 20;
         })
     };
-    let b = start(&dir.0);
+    let b = start(&dir.path);
     let watcher = b.id_on(1, "cwatch");
     let mut w = persistent(&b, ProtocolVersion::V5, &watcher, false);
     w.subscribe(1, &[("will/#", QoS::AtLeastOnce)]);
@@ -639,7 +620,7 @@ fn a_delayed_will_survives_a_compaction() {
         dropped.elapsed() < std::time::Duration::from_secs(10),
         "too slow to test"
     );
-    let b = start(&dir.0);
+    let b = start(&dir.path);
     let mut w = persistent(&b, ProtocolVersion::V5, &watcher, true);
     match w.recv_within(std::time::Duration::from_secs(15)) {
         Some(Packet::Publish(p)) => assert_eq!(p.topic.as_str(), "will/compacted"),

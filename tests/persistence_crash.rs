@@ -18,6 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "common/client_env.rs"]
+mod client_env;
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use surgemq::protocol::*;
@@ -36,14 +40,6 @@ impl Rng {
     fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct BrokerProc {
@@ -420,7 +416,7 @@ fn acknowledged_messages_survive_sigkill() {
     let dir = std::env::temp_dir().join(format!("surgemq-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
+    let port = client_env::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let config = dir.join("surgemq.toml");
     std::fs::write(

@@ -83,7 +83,7 @@ impl Shard {
             }
             self.release_deferred(conn, token);
         } else {
-            self.state.borrow_mut().retain_acks.insert(
+            self.state.borrow_mut().awaiting.insert(
                 token,
                 Awaiting {
                     conn: Rc::downgrade(conn),
@@ -100,12 +100,12 @@ impl Shard {
     pub(crate) fn answer_arrived(&self, token: u64) {
         let done = {
             let mut st = self.state.borrow_mut();
-            match st.retain_acks.get_mut(&token) {
+            match st.awaiting.get_mut(&token) {
                 Some(a) if a.answers > 1 => {
                     a.answers -= 1;
                     return;
                 }
-                Some(_) => st.retain_acks.remove(&token),
+                Some(_) => st.awaiting.remove(&token),
                 None => None,
             }
         };

@@ -206,7 +206,7 @@ pub(crate) struct State {
     /// Connections whose ack waits for other shards (a retained message stored by its
     /// owner, deliveries made durable), with how many answers are still to come.
     /// And the ingress whose routing ends then (see [`super::durable`]), 0: none.
-    pub(crate) retain_acks: AHashMap<u64, super::gate::Awaiting>,
+    pub(crate) awaiting: AHashMap<u64, super::gate::Awaiting>,
     pub(crate) next_token: u64,
     /// Live connections, by slot, with the generation of their [`ConnId`].
     pub conns: slab::Slab<(u32, Rc<ConnShared>)>,
@@ -304,7 +304,7 @@ impl Shard {
                 will_deadlines: std::collections::BinaryHeap::new(),
                 wills_due: Vec::new(),
                 pending: AHashMap::new(),
-                retain_acks: AHashMap::new(),
+                awaiting: AHashMap::new(),
                 next_token: 0,
                 conns: slab::Slab::new(),
                 next_conn_generation: 0,
@@ -424,7 +424,7 @@ impl Shard {
                         // Handed on to other shards: answered once they answered too.
                         Some((own, answers)) => {
                             let batch = self.own_batch(before);
-                            self.state.borrow_mut().retain_acks.insert(
+                            self.state.borrow_mut().awaiting.insert(
                                 own,
                                 super::gate::Awaiting {
                                     conn: std::rc::Weak::new(),

@@ -35,11 +35,9 @@ pub struct TooLarge(pub usize);
 /// Appends one frame of `kind` (not [`COMMIT`]) carrying `payload`. On error nothing is
 /// written.
 pub fn encode(kind: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), TooLarge> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(TooLarge(payload.len()));
-    }
-    put_frame(kind, payload, out);
-    Ok(())
+    let start = begin(out);
+    out.extend_from_slice(payload);
+    finish(out, start, kind)
 }
 
 /// Starts a frame whose payload the caller appends to `out` in place (no intermediate
@@ -50,7 +48,7 @@ pub fn begin(out: &mut Vec<u8>) -> usize {
     start
 }
 
-/// Completes the frame [`begin`] started at `start` as one of `kind` (not [`COMMIT`]):
+/// Completes the frame [`begin`] started at `start` as one of `kind`:
 /// its payload is everything appended since. A payload over [`MAX_PAYLOAD`] is taken back
 /// (nothing is written).
 pub fn finish(out: &mut Vec<u8>, start: usize, kind: u8) -> Result<(), TooLarge> {
@@ -71,18 +69,6 @@ pub fn finish(out: &mut Vec<u8>, start: usize, kind: u8) -> Result<(), TooLarge>
     Ok(())
 }
 
-fn put_frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
-    let len = (1 + payload.len()) as u32;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&[kind]);
-    crc.update(payload);
-    out.reserve(HEADER + payload.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.push(kind);
-    out.extend_from_slice(payload);
-}
-
 /// Seals the frames written to `out` since `start` (where this commit began) into one
 /// commit, and pads `out` with zeros to a multiple of `block` (a power of two) so the next
 /// commit starts on a fresh block.
@@ -91,7 +77,10 @@ pub fn seal(out: &mut Vec<u8>, start: usize, block: usize) {
     let mut p = [0u8; 12];
     p[..8].copy_from_slice(&(body.len() as u64).to_le_bytes());
     p[8..].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
-    put_frame(COMMIT, &p, out);
+    let start = begin(out);
+    out.extend_from_slice(&p);
+    // Twelve bytes: never over the limit.
+    let _ = finish(out, start, COMMIT);
     let block = block.max(1);
     let rem = out.len() % block;
     if rem != 0 {

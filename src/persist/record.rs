@@ -476,26 +476,38 @@ impl Record {
                 msg: r.u64()?,
                 packet_id: r.u16()?,
             },
-            RELEASED => Record::Released {
-                client_id: r.str()?,
-                packet_id: r.u16()?,
-            },
-            FINISHED => Record::Finished {
-                client_id: r.str()?,
-                packet_id: r.u16()?,
-            },
+            RELEASED => {
+                let (client_id, packet_id) = r.client_and_id()?;
+                Record::Released {
+                    client_id,
+                    packet_id,
+                }
+            }
+            FINISHED => {
+                let (client_id, packet_id) = r.client_and_id()?;
+                Record::Finished {
+                    client_id,
+                    packet_id,
+                }
+            }
             UNQUEUED => Record::Unqueued {
                 client_id: r.str()?,
                 msg: r.u64()?,
             },
-            QOS2_RECEIVED => Record::Qos2Received {
-                client_id: r.str()?,
-                packet_id: r.u16()?,
-            },
-            QOS2_ENDED => Record::Qos2Ended {
-                client_id: r.str()?,
-                packet_id: r.u16()?,
-            },
+            QOS2_RECEIVED => {
+                let (client_id, packet_id) = r.client_and_id()?;
+                Record::Qos2Received {
+                    client_id,
+                    packet_id,
+                }
+            }
+            QOS2_ENDED => {
+                let (client_id, packet_id) = r.client_and_id()?;
+                Record::Qos2Ended {
+                    client_id,
+                    packet_id,
+                }
+            }
             RETAIN_SET => Record::RetainSet {
                 topic: r.str()?,
                 msg: r.u64()?,
@@ -573,6 +585,11 @@ impl Reader<'_> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
+    }
+
+    /// A client identifier and a packet id (four records are just that).
+    fn client_and_id(&mut self) -> Result<(ByteString, u16), RecordError> {
+        Ok((self.str()?, self.u16()?))
     }
 
     fn u16(&mut self) -> Result<u16, RecordError> {

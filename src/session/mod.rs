@@ -1369,12 +1369,8 @@ impl Session {
     /// order: when the session ends they go to another member of their group (5.0
     /// §4.8.2). A QoS 2 message the client has acknowledged with PUBREC is its own and
     /// is not taken.
+    /// (Only an ending session's are taken: its end is what the log records, not this.)
     pub fn take_shared(&mut self) -> Vec<(TopicFilter, Message)> {
-        self.take_shared_logged(&mut FlowLog::off())
-    }
-
-    /// [`Session::take_shared`], telling `log` which flows left.
-    pub fn take_shared_logged(&mut self, log: &mut FlowLog) -> Vec<(TopicFilter, Message)> {
         let mut taken = Vec::new();
         let mut i = 0;
         while i < self.inflight.len() {
@@ -1387,9 +1383,6 @@ impl Session {
                 Some(f) => {
                     if !f.sent {
                         self.unsent -= 1;
-                    }
-                    if f.durable.is_logged() {
-                        log.push(|| Flow::Finished(f.id));
                     }
                     if let (Some(m), Some(share)) = (f.message, f.tags.and_then(|t| t.share)) {
                         taken.push((share, m));
@@ -1404,7 +1397,6 @@ impl Session {
             match share {
                 Some(share) => {
                     self.queued_bytes -= q.cost();
-                    log.unqueued(q.durable);
                     taken.push((share, q.message));
                 }
                 None => self.queue.push_back(q),
