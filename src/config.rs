@@ -161,6 +161,15 @@ config_section! {
         /// that does not parse stops the start with its line number. Default: unset.
         password_file: Option<PathBuf> = None,
 
+        /// An ACL file in mosquitto's syntax (`user NAME`, `topic [read|write|readwrite|deny]
+        /// FILTER`, `pattern ...` with `%c` / `%u`). Set: a client may publish, subscribe
+        /// and receive only what its rules grant. A denied PUBLISH is not routed (5.0: PUBACK
+        /// / PUBREC 0x87; 3.x: acknowledged as usual), a denied filter gets SUBACK 0x87
+        /// (3.x: 0x80), a denied delivery (retained included) is not made; all counted and
+        /// logged at most once a second. Read at start (a bad line stops it with its
+        /// number) and again on SIGHUP. Default: unset (everything allowed).
+        acl_file: Option<PathBuf> = None,
+
         /// Whether retained messages are supported. When false, 5.0 clients are told so in
         /// CONNACK (Retain Available = 0) and a 5.0 PUBLISH with RETAIN set is answered with
         /// DISCONNECT 0x9A (Retain not supported); from 3.1 / 3.1.1 clients the RETAIN flag
@@ -845,6 +854,7 @@ mod tests {
             accept_mode: AcceptMode::RoundRobin,
             allow_anonymous: false,
             password_file: Some(PathBuf::from("/etc/surgemq/passwd")),
+            acl_file: Some(PathBuf::from("/etc/surgemq/acl")),
             retain_available: false,
             response_information: "response/%c".to_owned(),
             log_level: "warn,surgemq=debug".to_owned(),

@@ -32,7 +32,9 @@ use crate::config::{AcceptMode, Config, ConfigError};
 use crate::mesh;
 
 pub use crate::broker::home_shard;
-pub use crate::broker::hooks::{AllowAll, AuthExchange, AuthStep, Authenticator, ClientInfo};
+pub use crate::broker::hooks::{
+    AllowAll, AuthExchange, AuthStep, Authenticator, ClientInfo, ClientRights,
+};
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,7 @@ pub enum StartError {
         /// What failed, with the path.
         message: String,
     },
-    /// A security file (`password_file`) could not be read or does not parse.
+    /// A security file (`password_file`, `acl_file`) could not be read or does not parse.
     #[error("{path}: {message}")]
     Security {
         /// The file.
@@ -112,8 +114,17 @@ impl Server {
     pub fn start(self) -> Result<ServerHandle, StartError> {
         let cfg = self.config;
         cfg.validate()?;
-        // The password file goes in front of the embedder's hooks.
+        // The ACL file goes in front of the embedder's hooks, the password file in front
+        // of both.
         let mut auth = self.auth;
+        let mut acl = None;
+        if let Some(path) = &cfg.acl_file {
+            let file = read_acl_file(path)?;
+            tracing::info!(path = %path.display(), rules = file.len(), "ACL file loaded");
+            let a = Arc::new(crate::security::acl_auth::AclAuth::new(file, auth));
+            acl = Some((path.clone(), a.clone()));
+            auth = a;
+        }
         let mut passwords = None;
         if let Some(path) = &cfg.password_file {
             let file = read_password_file(path)?;
@@ -253,6 +264,7 @@ impl Server {
             stops,
             threads,
             passwords,
+            acl,
         };
         for _ in 0..shards {
             match ready_rx.recv() {
@@ -287,6 +299,22 @@ fn read_password_file(
     crate::security::password::PasswordFile::parse(&text).map_err(|e| security(e.to_string()))
 }
 
+/// Reads and parses an ACL file (a start or a reload).
+fn read_acl_file(path: &std::path::Path) -> Result<crate::security::acl::Acl, StartError> {
+    let security = |message: String| StartError::Security {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| security(e.to_string()))?;
+    crate::security::acl::Acl::parse(&text).map_err(|e| security(e.to_string()))
+}
+
+/// The ACL file in force and where it is read from (for a reload).
+type AclInForce = (
+    std::path::PathBuf,
+    Arc<crate::security::acl_auth::AclAuth<Arc<dyn Authenticator>>>,
+);
+
 /// The password file in force and where it is read from (for a reload).
 type Passwords = (
     std::path::PathBuf,
@@ -300,6 +328,7 @@ pub struct ServerHandle {
     stops: Vec<Sender<()>>,
     threads: Vec<std::thread::JoinHandle<ShardSummary>>,
     passwords: Option<Passwords>,
+    acl: Option<AclInForce>,
 }
 
 impl ServerHandle {
@@ -308,14 +337,28 @@ impl ServerHandle {
         &self.addrs
     }
 
-    /// Reads the security files again (what `SIGHUP` does to the binary): the password
+    /// Reads the security files again (what `SIGHUP` does to the binary). The password
     /// file's users apply to every CONNECT from now on; connections already admitted stay.
-    /// A file that cannot be read or does not parse leaves the one in force (the error says
-    /// why). Without a password file, nothing to do.
+    /// The ACL file's rules apply to every client, connected ones included, from each
+    /// shard's next check or delivery; subscriptions made before stay, but what they
+    /// deliver is checked against the new rules. Both files are read and parsed before
+    /// either is replaced: a file that cannot be read or does not parse leaves both in
+    /// force (the error says why). Without security files, nothing to do.
     pub fn reload_security(&self) -> Result<(), StartError> {
-        if let Some((path, auth)) = &self.passwords {
-            let file = read_password_file(path)?;
+        let passwords = match &self.passwords {
+            Some((path, _)) => Some(read_password_file(path)?),
+            None => None,
+        };
+        let acl = match &self.acl {
+            Some((path, _)) => Some(read_acl_file(path)?),
+            None => None,
+        };
+        if let (Some((path, auth)), Some(file)) = (&self.passwords, passwords) {
             tracing::info!(path = %path.display(), users = file.len(), "password file reloaded");
+            auth.replace(file);
+        }
+        if let (Some((path, auth)), Some(file)) = (&self.acl, acl) {
+            tracing::info!(path = %path.display(), rules = file.len(), "ACL file reloaded");
             auth.replace(file);
         }
         Ok(())

@@ -476,7 +476,12 @@ fn check_connect(shard: &Shard, c: &mut Connect) -> Result<bool, ReasonCode> {
             client_id: &c.client_id,
             username: c.username.as_deref(),
         };
-        if !shard.auth.authorize_publish(&who, &w.topic) {
+        let rights = shard.rights_for(who.client_id, who.username);
+        if rights.is_some_and(|r| !r.publish(&w.topic))
+            || !shard.auth.authorize_publish(&who, &w.topic)
+        {
+            shard.count(|m| m.publish_denied += 1);
+            shard.log_denied("will", who.client_id, &w.topic);
             return Err(ReasonCode::NOT_AUTHORIZED);
         }
     }

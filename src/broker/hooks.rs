@@ -1,12 +1,16 @@
 //! Hooks: the extension points an embedder plugs into the broker: authentication (with 5.0
-//! enhanced authentication) and authorization of publishes and subscriptions. They are
+//! enhanced authentication) and authorization of publishes, subscriptions and deliveries
+//! ([`ClientRights`], prepared per client). They are
 //! called on the shard's thread, so they must be quick.
 //!
 //! **Owns:** the hook traits and their default implementations.
 //!
 //! **Must not touch:** broker state: a hook sees what it is asked about and answers.
 
+use std::sync::Arc;
+
 use crate::protocol::ReasonCode;
+pub use crate::security::ClientRights;
 
 /// Decides whether a client may connect. Called on the client's home shard for every
 /// accepted CONNECT; it must be quick (it runs on the shard's thread) and is shared by
@@ -57,6 +61,33 @@ pub trait Authenticator: Send + Sync + 'static {
         let _ = (client, filter);
         true
     }
+
+    /// Authorization prepared per client: what it may publish, subscribe to and receive,
+    /// resolved once when it connects (after [`authenticate`]) and kept with its
+    /// session, so the checks on the hot path ask something made for this client. The
+    /// broker asks it for every PUBLISH the client sends and its will (with
+    /// [`authorize_publish`]), every SUBSCRIBE filter (with [`authorize_subscribe`]) and
+    /// every message delivered to it, retained ones included (a denied delivery is not
+    /// made and is counted in `read_denied`). None (the default): nothing beyond the two
+    /// hooks above, and no cost per delivery.
+    ///
+    /// [`authenticate`]: Authenticator::authenticate
+    /// [`authorize_publish`]: Authenticator::authorize_publish
+    /// [`authorize_subscribe`]: Authenticator::authorize_subscribe
+    fn client_rights(&self, client: &ClientInfo<'_>) -> Option<Arc<dyn ClientRights>> {
+        let _ = client;
+        None
+    }
+
+    /// A number that changes whenever [`client_rights`] would answer differently for
+    /// clients already connected (a reload of the rules): each shard then asks again for
+    /// every session it holds, before its next delivery or check. Asked once per routed
+    /// message, so it must be a plain atomic load. Default: 0, never changes.
+    ///
+    /// [`client_rights`]: Authenticator::client_rights
+    fn rights_generation(&self) -> u64 {
+        0
+    }
 }
 
 /// Who asks, for the authorization hooks.
@@ -93,7 +124,7 @@ pub trait AuthExchange: 'static {
 
 /// A shared authenticator is one too (so hooks can be stacked: the password file in front
 /// of an embedder's).
-impl Authenticator for std::sync::Arc<dyn Authenticator> {
+impl Authenticator for Arc<dyn Authenticator> {
     fn authenticate(
         &self,
         client_id: &str,
@@ -118,6 +149,14 @@ impl Authenticator for std::sync::Arc<dyn Authenticator> {
 
     fn authorize_subscribe(&self, client: &ClientInfo<'_>, filter: &str) -> bool {
         (**self).authorize_subscribe(client, filter)
+    }
+
+    fn client_rights(&self, client: &ClientInfo<'_>) -> Option<Arc<dyn ClientRights>> {
+        (**self).client_rights(client)
+    }
+
+    fn rights_generation(&self) -> u64 {
+        (**self).rights_generation()
     }
 }
 

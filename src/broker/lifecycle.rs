@@ -123,8 +123,10 @@ impl Shard {
                     ));
                     let mut session = session;
                     session.set_expiry(terms.session_expiry);
-                    session.set_username(terms.username.clone());
-                    (st.sessions.insert(session), false)
+                    let id = st.sessions.insert(session);
+                    let rights = self.rights_for(client_id, terms.username.as_deref());
+                    st.sessions.set_user(id, terms.username.clone(), rights);
+                    (id, false)
                 }
             }
         };
@@ -137,14 +139,18 @@ impl Shard {
         }
         let mut st = self.state.borrow_mut();
         let st_ = &mut *st;
-        // What the resume writes follows the store's changes (removed, created, online).
+        if present {
+            let rights = self.rights_for(client_id, terms.username.as_deref());
+            st_.sessions.set_user(id, terms.username.clone(), rights);
+        }
+        // What the resume writes follows the store's changes (removed, created, online,
+        // its user).
         self.journal_changes(&mut st_.sessions);
         if let Some(session) = st_.sessions.get_mut(id) {
             st_.links.set(id, conn.clone());
             if present {
                 // The new CONNECT's interval applies from now on (5.0 §3.1.2.11.2).
                 session.set_expiry(terms.session_expiry);
-                session.set_username(terms.username.clone());
                 session.set_limits(terms.limits);
                 self.with_flows(session, |session, log| {
                     session.resume_logged(version, &mut conn.out.borrow_mut(), log)

@@ -265,7 +265,14 @@ pub(crate) fn process_with(
                 // Not routed; 5.0 says why (5.0 §3.4.2.1: PUBACK / PUBREC 0x87; it ends a QoS 2
                 // flow: its id is not kept awaiting a PUBREL); 3.x is acknowledged as usual.
                 shard.count(|c| c.publish_denied += 1);
-                tracing::debug!(topic = %m.topic, "PUBLISH not authorized: not routed");
+                let client_id = shard
+                    .state
+                    .borrow()
+                    .sessions
+                    .get(slot)
+                    .map(|s| s.client_id().clone())
+                    .unwrap_or_default();
+                shard.log_denied("PUBLISH", &client_id, &m.topic);
                 if let Some(mut r) = response {
                     if opts.version.is_v5() {
                         r.refuse(ReasonCode::NOT_AUTHORIZED);

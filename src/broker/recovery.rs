@@ -520,7 +520,12 @@ impl Shard {
                 flows,
                 s.incoming_qos2.iter().filter_map(|i| PacketId::new(*i)),
             );
-            let id = st.sessions.insert(Box::new(session));
+            let mut session = Box::new(session);
+            // Its rules until it reconnects are those of the user that last connected.
+            let username = s.username.as_deref().map(Box::<str>::from);
+            session.set_rights(self.rights_for(session.client_id(), username.as_deref()));
+            session.set_username(username);
+            let id = st.sessions.insert(session);
             for (filter, sub) in subs {
                 if st.subs.insert(&filter, id, sub).is_none() {
                     *st.local_filters.entry(filter).or_insert(0) += 1;
@@ -659,6 +664,15 @@ fn snapshot_frames(shard: &Shard) -> (Vec<u8>, usize, usize) {
                 expiry: s.expiry(),
             },
         );
+        if let Some(u) = s.username() {
+            put(
+                &mut out,
+                Record::SessionUser {
+                    client_id: c(),
+                    username: Some(ByteString::from(u)),
+                },
+            );
+        }
         for (f, sub) in s.subscriptions() {
             put(
                 &mut out,

@@ -318,6 +318,7 @@ impl Shard {
     /// Sends what the session's stream can send now (see the module docs).
     pub(crate) fn pump_retained(&self, st: &mut State, id: SessionId) {
         self.journal_changes(&mut st.sessions);
+        self.refresh_rights(&mut st.sessions);
         let l = &self.cfg.limits;
         let mut fetched_remote = false;
         // Which of the front job's filters the session holds; subscriptions cannot change
@@ -470,7 +471,10 @@ impl Shard {
                 }
                 // Counted by `offer`; offline never happens (the stream pauses).
                 DeliverOutcome::Dropped(
-                    DropReason::TooLarge | DropReason::Expired | DropReason::Offline,
+                    DropReason::TooLarge
+                    | DropReason::Expired
+                    | DropReason::Offline
+                    | DropReason::NotAuthorized,
                 ) => {}
             }
         }

@@ -163,6 +163,7 @@ impl Shard {
         // The message's number in the log, once a persistent session takes it.
         let mut durable = 0u64;
         self.journal_changes(&mut st.sessions);
+        self.refresh_rights(&mut st.sessions);
         let mut matches = std::mem::take(&mut st.matches);
         matches.clear();
         let mut shares: Vec<TopicFilter> = Vec::new();
@@ -266,7 +267,9 @@ impl Shard {
                     self.count(|m| m.dropped_offline_qos0 += 1)
                 }
                 // Counted by `offer`.
-                DeliverOutcome::Dropped(DropReason::TooLarge | DropReason::Expired) => {}
+                DeliverOutcome::Dropped(
+                    DropReason::TooLarge | DropReason::Expired | DropReason::NotAuthorized,
+                ) => {}
             }
         }
         st.matches = matches;
@@ -276,7 +279,7 @@ impl Shard {
     /// Offers `msg` to a session: written to its connection (or queued behind its window),
     /// or, offline, queued or dropped by the session's rules; the connection's queue
     /// mirror and congestion mark follow. Drops that do not depend on who offers (too
-    /// large for the client, expired) are counted here; the caller counts the rest.
+    /// large for the client, expired, not authorized) are counted here; the caller counts the rest.
     ///
     /// With a log, a QoS 1/2 delivery to a persistent session is written down: the message
     /// once per routing (`durable`, 0 until then, is its number in the log), then what the
@@ -293,6 +296,13 @@ impl Shard {
         tags: Tagged,
         durable: &mut u64,
     ) -> DeliverOutcome {
+        // Checked here, where every delivery passes (live, retained, a share group's,
+        // a queue's), and before anything is written down for it.
+        if !session.may_read(&msg.topic) {
+            self.count(|m| m.read_denied += 1);
+            self.log_denied("delivery", session.client_id(), &msg.topic);
+            return DeliverOutcome::Dropped(DropReason::NotAuthorized);
+        }
         let persistent = session.is_persistent();
         let before = self.log_marks();
         let id = match self.durable() {

@@ -75,6 +75,10 @@ pub struct ShardSummary {
     pub publish_denied: u64,
     /// Subscriptions the authorization hook refused (SUBACK 0x87 / 0x80).
     pub subscribe_denied: u64,
+    /// Deliveries not made because the client may not read the topic (the hook's
+    /// [`ClientRights::read`](crate::security::ClientRights::read)), retained ones
+    /// included.
+    pub read_denied: u64,
     /// 5.0 enhanced authentications refused (unsupported method, the hook's failure, or
     /// a protocol error during the exchange): CONNACK with the code, or DISCONNECT on
     /// re-authentication.
@@ -127,6 +131,7 @@ impl ShardSummary {
         self.auth_refused += o.auth_refused;
         self.publish_denied += o.publish_denied;
         self.subscribe_denied += o.subscribe_denied;
+        self.read_denied += o.read_denied;
         self.shared_redelivered += o.shared_redelivered;
         self.shared_undeliverable += o.shared_undeliverable;
         self.mesh_undeliverable += o.mesh_undeliverable;
@@ -241,6 +246,12 @@ pub(crate) struct Shard {
     pub(crate) retained_work: WaitList,
     /// When a queue-full drop was last logged (drops are logged at most once a second).
     pub(crate) drop_logged: Cell<Instant>,
+    /// When something the authorization hook refused was last logged (at most once a
+    /// second, with the totals).
+    pub(crate) deny_logged: Cell<Instant>,
+    /// The hook's [`Authenticator::rights_generation`] the sessions' rights were resolved
+    /// at (see [`Shard::refresh_rights`]).
+    pub(crate) rights_generation: Cell<u64>,
     /// Rotates the choice of shard for messages a share group's chosen shard could not
     /// take (see [`super::shared`]).
     pub(crate) share_turn: Cell<u32>,
@@ -274,7 +285,9 @@ impl Shard {
     ) -> Shard {
         let shards = mesh.shards();
         let l = &cfg.limits;
+        let rights_generation = Cell::new(auth.rights_generation());
         Shard {
+            rights_generation,
             id,
             shards,
             max_connections: l.max_connections.div_ceil(shards),
@@ -318,6 +331,11 @@ impl Shard {
             output_drained: WaitList::default(),
             retained_work: WaitList::default(),
             drop_logged: Cell::new(
+                Instant::now()
+                    .checked_sub(Duration::from_secs(2))
+                    .unwrap_or_else(Instant::now),
+            ),
+            deny_logged: Cell::new(
                 Instant::now()
                     .checked_sub(Duration::from_secs(2))
                     .unwrap_or_else(Instant::now),
@@ -469,15 +487,76 @@ impl Shard {
     }
 
     /// Whether the authorization hook lets the client of session `id` publish to
-    /// `topic`.
+    /// `topic` (its rights, then `authorize_publish`).
     pub(crate) fn may_publish(&self, id: SessionId, topic: &str) -> bool {
-        let st = self.state.borrow();
+        let mut st = self.state.borrow_mut();
+        self.refresh_rights(&mut st.sessions);
         let s = st.sessions.get(id);
+        if s.and_then(|s| s.rights())
+            .is_some_and(|r| !r.publish(topic))
+        {
+            return false;
+        }
         let who = super::hooks::ClientInfo {
             client_id: s.map_or("", |s| s.client_id()),
             username: s.and_then(|s| s.username()),
         };
         self.auth.authorize_publish(&who, topic)
+    }
+
+    /// The rights the authorization hook gives a client (None: no restriction).
+    pub(crate) fn rights_for(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+    ) -> Option<Arc<dyn crate::security::ClientRights>> {
+        self.auth.client_rights(&super::hooks::ClientInfo {
+            client_id,
+            username,
+        })
+    }
+
+    /// After the hook's rules changed (a reload: its generation moved), every session of
+    /// this shard gets its rights again, before the next check or delivery. One atomic
+    /// load when nothing changed.
+    pub(crate) fn refresh_rights(&self, sessions: &mut SessionStore) {
+        let generation = self.auth.rights_generation();
+        if generation == self.rights_generation.get() {
+            return;
+        }
+        self.rights_generation.set(generation);
+        let mut n = 0usize;
+        sessions.for_each_mut(|s| {
+            let rights = self.rights_for(s.client_id(), s.username());
+            s.set_rights(rights);
+            n += 1;
+        });
+        tracing::info!(
+            shard = self.id,
+            sessions = n,
+            "authorization rules changed: rights resolved again"
+        );
+    }
+
+    /// Logs something the authorization hook refused, at most once a second per shard
+    /// (the counters have the totals): a client trying a forbidden topic in a loop must
+    /// not flood the log.
+    pub(crate) fn log_denied(&self, what: &'static str, client_id: &str, topic: &str) {
+        let now = Instant::now();
+        if now.duration_since(self.deny_logged.get()) < Duration::from_secs(1) {
+            return;
+        }
+        self.deny_logged.set(now);
+        let m = self.summary();
+        tracing::warn!(
+            what,
+            client_id,
+            topic,
+            publish_denied = m.publish_denied,
+            subscribe_denied = m.subscribe_denied,
+            read_denied = m.read_denied,
+            "not authorized (logged at most once a second per shard; the totals are this shard's)"
+        );
     }
 
     /// The largest packet the client of `conn` accepts (its session's 5.0 Maximum Packet

@@ -75,6 +75,11 @@ pub(crate) enum Change {
     },
     /// A connection resumed it (or took it over), with this expiry interval from now on.
     Online { client_id: ByteString, expiry: u32 },
+    /// A connection with this user name serves it from now on.
+    User {
+        client_id: ByteString,
+        username: Option<Box<str>>,
+    },
     /// A subscription was added or replaced.
     Subscribed {
         client_id: ByteString,
@@ -114,6 +119,13 @@ impl Change {
             Change::Online { client_id, expiry } => Record::SessionOnline {
                 client_id: client_id.clone(),
                 expiry: *expiry,
+            },
+            Change::User {
+                client_id,
+                username,
+            } => Record::SessionUser {
+                client_id: client_id.clone(),
+                username: username.as_deref().map(ByteString::from),
             },
             Change::Subscribed {
                 client_id,
@@ -193,6 +205,13 @@ impl SessionStore {
         })
     }
 
+    /// Applies `f` to every session (for changes no log records: a session's rights).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut Session)) {
+        for (_, (_, s)) in self.slots.iter_mut() {
+            f(s);
+        }
+    }
+
     /// When an offline session expires: `Some(None)` never, `None` if it is online (or
     /// gone).
     pub fn offline_deadline(&self, id: SessionId) -> Option<Option<Instant>> {
@@ -213,6 +232,30 @@ impl SessionStore {
         if let (Some(c), true) = (self.changes.as_mut(), persistent) {
             c.push(change());
         }
+    }
+
+    /// A connection with `username` serves the session from now on, with `rights`
+    /// (recorded when the user name changes, so a restart resolves its rules for the
+    /// right user).
+    pub fn set_user(
+        &mut self,
+        id: SessionId,
+        username: Option<Box<str>>,
+        rights: Option<std::sync::Arc<dyn crate::security::ClientRights>>,
+    ) {
+        let Some(s) = self.get_mut(id) else {
+            return;
+        };
+        s.set_rights(rights);
+        if s.username() == username.as_deref() {
+            return;
+        }
+        let (persistent, client_id) = (s.is_persistent(), s.client_id().clone());
+        s.set_username(username.clone());
+        self.record(persistent, || Change::User {
+            client_id,
+            username,
+        });
     }
 
     /// Adds or replaces the session's subscription to `filter`; true if it is new.

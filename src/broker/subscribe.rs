@@ -72,6 +72,7 @@ impl Shard {
         let token = self.next_token();
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
+        self.refresh_rights(&mut st.sessions);
         for (i, (filter, sub)) in added.into_iter().enumerate() {
             let (exists, count) = st.sessions.get(id).map_or((false, 0), |s| {
                 (s.has_subscription(&filter), s.subscription_count())
@@ -90,8 +91,13 @@ impl Shard {
             {
                 self.persist_refused("SUBSCRIBE");
                 Some(ReasonCode::QUOTA_EXCEEDED)
-            } else if !self.auth.authorize_subscribe(&who, &filter) {
+            } else if s
+                .and_then(|s| s.rights())
+                .is_some_and(|r| !r.subscribe(filter.shared().map_or(&filter, |(_, f)| f)))
+                || !self.auth.authorize_subscribe(&who, &filter)
+            {
                 self.count(|m| m.subscribe_denied += 1);
+                self.log_denied("SUBSCRIBE", who.client_id, &filter);
                 Some(ReasonCode::NOT_AUTHORIZED)
             } else if filter.levels().count() > l.max_topic_levels {
                 Some(ReasonCode::TOPIC_FILTER_INVALID)

@@ -62,6 +62,7 @@ mod tests;
 pub use interest::{InterestTrie, ShardIter, ShardMask};
 pub use retained::{tree_order, Matches, RetainedTrie};
 pub use subscriptions::SubscriptionTrie;
+pub(crate) use trie::{Slot, Trie};
 
 /// Whether `filter` is a shared subscription `$share/{group}/{filter}` (as
 /// [`TopicFilter::shared`](crate::protocol::TopicFilter::shared) says), which the index

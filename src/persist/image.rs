@@ -55,6 +55,8 @@ pub struct SessionImage {
     pub incoming_qos2: BTreeSet<u16>,
     /// Its delayed will: when it is due (wall-clock ms) and the message.
     pub will: Option<(u64, u64)>,
+    /// The user name of the connection that last served it.
+    pub username: Option<ByteString>,
 }
 
 impl SessionImage {
@@ -295,6 +297,14 @@ impl Image {
                     s.will = None;
                 }
             }
+            Record::SessionUser {
+                client_id,
+                username,
+            } => {
+                if let Some(s) = self.sessions.get_mut(client_id) {
+                    s.username = username.clone();
+                }
+            }
         }
     }
 
@@ -351,6 +361,12 @@ impl Image {
                 client_id: c(),
                 expiry: s.expiry,
             });
+            if s.username.is_some() {
+                out.push(Record::SessionUser {
+                    client_id: c(),
+                    username: s.username.clone(),
+                });
+            }
             for (filter, (options, identifier)) in &s.subscriptions {
                 out.push(Record::Subscribed {
                     client_id: c(),

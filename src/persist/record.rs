@@ -183,6 +183,14 @@ pub enum Record {
         /// The session.
         client_id: ByteString,
     },
+    /// The user name of the connection that last served the session (what its
+    /// authorization rules are resolved for after a restart, before it reconnects).
+    SessionUser {
+        /// The session.
+        client_id: ByteString,
+        /// The user name, None for an anonymous client.
+        username: Option<ByteString>,
+    },
     /// Session `client_id` had a delivery of `ingress` (a compaction's note of a delivery
     /// that has ended, kept while its ingress may still be unrouted).
     IngressSeen {
@@ -229,6 +237,7 @@ const ROUTED: u8 = 18;
 const INGRESS_SEEN: u8 = 19;
 const WILL_DELAYED: u8 = 20;
 const WILL_CLEARED: u8 = 21;
+const SESSION_USER: u8 = 22;
 
 impl Record {
     /// The frame kind it is written with.
@@ -255,6 +264,7 @@ impl Record {
             Record::IngressSeen { .. } => INGRESS_SEEN,
             Record::WillDelayed { .. } => WILL_DELAYED,
             Record::WillCleared { .. } => WILL_CLEARED,
+            Record::SessionUser { .. } => SESSION_USER,
         }
     }
 
@@ -393,6 +403,18 @@ impl Record {
                 p.extend_from_slice(&msg.to_le_bytes());
             }
             Record::WillCleared { client_id } => put_str(p, client_id),
+            Record::SessionUser {
+                client_id,
+                username,
+            } => {
+                put_str(p, client_id);
+                if let Some(u) = username {
+                    p.push(1);
+                    put_str(p, u);
+                } else {
+                    p.push(0);
+                }
+            }
         }
         let kind = self.kind();
         super::frame::finish(out, start, kind)
@@ -531,6 +553,14 @@ impl Record {
             },
             WILL_CLEARED => Record::WillCleared {
                 client_id: r.str()?,
+            },
+            SESSION_USER => Record::SessionUser {
+                client_id: r.str()?,
+                username: match r.array::<1>()?[0] {
+                    0 => None,
+                    1 => Some(r.str()?),
+                    _ => return Err(RecordError::Length(kind)),
+                },
             },
             other => return Err(RecordError::UnknownKind(other)),
         };
@@ -718,6 +748,14 @@ mod tests {
                 msg: 4,
             },
             Record::WillCleared { client_id: id() },
+            Record::SessionUser {
+                client_id: id(),
+                username: Some(ByteString::from("alice")),
+            },
+            Record::SessionUser {
+                client_id: id(),
+                username: None,
+            },
         ]
     }
 

@@ -268,7 +268,7 @@ impl PasswordFile {
 /// runs: admitted here. Authorization is the wrapped authenticator's.
 pub struct PasswordAuth<A> {
     /// Replaced as a whole by [`PasswordAuth::replace`] (a reload); read per CONNECT.
-    file: std::sync::RwLock<std::sync::Arc<PasswordFile>>,
+    file: super::InForce<PasswordFile>,
     inner: A,
 }
 
@@ -285,7 +285,7 @@ impl<A: Authenticator> PasswordAuth<A> {
     /// [`AllowAll`](crate::broker::hooks::AllowAll)).
     pub fn new(file: PasswordFile, inner: A) -> PasswordAuth<A> {
         PasswordAuth {
-            file: std::sync::RwLock::new(std::sync::Arc::new(file)),
+            file: super::InForce::new(file),
             inner,
         }
     }
@@ -294,20 +294,12 @@ impl<A: Authenticator> PasswordAuth<A> {
 impl<A> PasswordAuth<A> {
     /// The users in force.
     pub fn file(&self) -> std::sync::Arc<PasswordFile> {
-        // A writer that panicked left a whole file behind (the swap is one assignment).
-        match self.file.read() {
-            Ok(f) => f.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.file.get()
     }
 
     /// From now on, `file`'s users (a reload: connections already admitted stay).
     pub fn replace(&self, file: PasswordFile) {
-        let file = std::sync::Arc::new(file);
-        match self.file.write() {
-            Ok(mut f) => *f = file,
-            Err(poisoned) => *poisoned.into_inner() = file,
-        }
+        self.file.replace(file);
     }
 }
 
@@ -349,6 +341,17 @@ impl<A: Authenticator> Authenticator for PasswordAuth<A> {
         filter: &str,
     ) -> bool {
         self.inner.authorize_subscribe(client, filter)
+    }
+
+    fn client_rights(
+        &self,
+        client: &crate::broker::hooks::ClientInfo<'_>,
+    ) -> Option<std::sync::Arc<dyn crate::security::ClientRights>> {
+        self.inner.client_rights(client)
+    }
+
+    fn rights_generation(&self) -> u64 {
+        self.inner.rights_generation()
     }
 }
 

@@ -323,6 +323,8 @@ pub enum DropReason {
     TooLarge,
     /// Its 5.0 Message Expiry Interval ran out before delivery started [MQTT-3.3.2-5].
     Expired,
+    /// The client may not receive it (the authorization hook's read rights).
+    NotAuthorized,
 }
 
 /// State of one outgoing QoS 1/2 flow.
@@ -611,6 +613,9 @@ pub struct Session {
     /// The user name of the connection serving the session (or that last served it), for
     /// the authorization hooks.
     username: Option<Box<str>>,
+    /// What the client may receive, as the authorization hook resolved it for the
+    /// connection serving it (None: everything); see [`Session::may_read`].
+    rights: Option<std::sync::Arc<dyn crate::security::ClientRights>>,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -648,6 +653,7 @@ impl Session {
             subscriptions: Default::default(),
             aliases_out: None,
             username: None,
+            rights: None,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -674,6 +680,26 @@ impl Session {
     /// A connection with this user name serves the session from now on.
     pub fn set_username(&mut self, username: Option<Box<str>>) {
         self.username = username;
+    }
+
+    /// What the authorization hook lets the client do, from now on (None: everything).
+    pub fn set_rights(
+        &mut self,
+        rights: Option<std::sync::Arc<dyn crate::security::ClientRights>>,
+    ) {
+        self.rights = rights;
+    }
+
+    /// What the authorization hook lets the client do (None: everything).
+    pub fn rights(&self) -> Option<&dyn crate::security::ClientRights> {
+        self.rights.as_deref()
+    }
+
+    /// Whether a message to `topic` may be delivered to the client: its caller does not
+    /// offer one that may not (the session keeps no rules of its own).
+    #[inline]
+    pub fn may_read(&self, topic: &str) -> bool {
+        self.rights.as_ref().map_or(true, |r| r.read(topic))
     }
 
     /// The largest packet the client accepts (5.0 Maximum Packet Size; `u32::MAX`: none).
