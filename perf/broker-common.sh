@@ -82,6 +82,9 @@ start_broker() {
     printf 'cpus = [%s]\n' "$(expand_cpus "$SHARD_CPUS" | sed 's/ /, /g')" > "$out_dir/broker-cpus.toml"
     args+=(--config "$out_dir/broker-cpus.toml")
   fi
+  # BROKER_CONFIG: a configuration file for the broker (e.g. with an acl_file); not with
+  # SHARD_CPUS, which writes its own.
+  if [ -n "${BROKER_CONFIG:-}" ]; then args+=(--config "$BROKER_CONFIG"); fi
   [ $# -gt 0 ] && timeout=60
   log "broker: taskset -c $BROKER_CPUS $* $broker --listen 127.0.0.1:$port ${args[*]}"
   taskset -c "$BROKER_CPUS" "$@" "$broker" --listen "127.0.0.1:$port" "${args[@]}" &

@@ -9,7 +9,8 @@
 # BENCH_CPUS (default: the other CPUs), SHARD_CPUS (pin shards via the `cpus` setting,
 # default unset), BENCH_ARGS (extra runner arguments, e.g. "--qos 1"), FREQ (sampling Hz,
 # default 499), CALL_GRAPH (default dwarf,8192), PROFILER=callgrind (force the fallback),
-# CG_RATE (messages/s per publisher under callgrind, default 50), NO_BUILD=1.
+# CG_RATE (messages/s per publisher under callgrind, default 50), NO_BUILD=1,
+# BROKER_CONFIG (a configuration file for the broker).
 #
 # Builds the release binaries, starts `surgemq --shards N` pinned with taskset, starts the
 # load, skips the first second (connection set-up) and samples the broker's threads on the

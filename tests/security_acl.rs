@@ -334,3 +334,110 @@ fn an_acl_file_that_does_not_parse_stops_the_start_with_its_line() {
         }
     }
 }
+
+/// A persistent session connected with this user name (5.0: expiry "never").
+fn persistent_as(b: &Broker, v: ProtocolVersion, id: &str, name: &str) -> (Raw, bool) {
+    let mut c = b.raw(v);
+    let mut p = connect_packet(v, id, false, 0, None);
+    p.username = Some(name.into());
+    if v.is_v5() {
+        p.properties.get_mut().session_expiry_interval = Some(u32::MAX);
+    }
+    let ack = c.connect_with(p);
+    assert_eq!(ack.reason, ReasonCode::SUCCESS, "CONNECT of {id} as {name}");
+    (c, ack.session_present)
+}
+
+#[test]
+fn another_user_never_resumes_a_session() {
+    let (b, _dir) = start(ACL, |_| {});
+    for v in VERSIONS {
+        for shard in 0..2 {
+            let id = b.id_on(shard, &format!("u{}", v.level()));
+            let (mut alice, _) = persistent_as(&b, v, &id, "alice");
+            alice.subscribe(1, &[("sensors/#", QoS::AtLeastOnce)]);
+            alice.disconnect();
+            let mut admin = user(&b, v, &b.id_on(1 - shard, "um"), Some("admin"), true);
+            admin.publish_acked("sensors/a/temp", b"for alice", QoS::AtLeastOnce, false, 1);
+            // bob takes alice's client id: a new session, nothing of hers.
+            let (mut bob, present) = persistent_as(&b, v, &id, "bob");
+            assert!(!present, "{v:?}");
+            bob.expect_nothing();
+            admin.publish_acked("sensors/b/temp", b"later", QoS::AtLeastOnce, false, 2);
+            bob.expect_nothing();
+            bob.disconnect();
+            let mut gone = b.raw(v);
+            gone.connect(&id, true, 0, None);
+        }
+    }
+}
+
+#[test]
+fn queued_messages_are_checked_again_after_a_reload() {
+    let (b, dir) = start(ACL, |_| {});
+    for v in VERSIONS {
+        std::fs::write(dir.path.join("acl"), ACL).unwrap();
+        b.handle.as_ref().unwrap().reload_security().unwrap();
+        let id = b.id_on(0, &format!("q{}", v.level()));
+        let (mut alice, _) = persistent_as(&b, v, &id, "alice");
+        alice.subscribe(1, &[("sensors/#", QoS::AtLeastOnce)]);
+        alice.disconnect();
+        let mut admin = user(&b, v, &b.id_on(1, "qm"), Some("admin"), true);
+        admin.publish_acked("sensors/a/temp", b"revoked", QoS::AtLeastOnce, false, 1);
+        admin.publish_acked("sensors/b/temp", b"kept", QoS::AtLeastOnce, false, 2);
+        // Queued under the old rules; alice loses sensors/a before she comes back.
+        std::fs::write(
+            dir.path.join("acl"),
+            "user admin\ntopic readwrite #\nuser alice\ntopic read sensors/b/#\n",
+        )
+        .unwrap();
+        b.handle.as_ref().unwrap().reload_security().unwrap();
+        let (mut alice, present) = persistent_as(&b, v, &id, "alice");
+        assert!(present || v == ProtocolVersion::V3_1, "{v:?}");
+        let got = alice.recv_publish();
+        assert_eq!(&got.payload[..], b"kept", "{v:?}");
+        if let Some(pid) = got.packet_id {
+            alice.send(&Packet::PubAck(Ack::new(pid)));
+        }
+        alice.expect_nothing();
+        drop(alice);
+        let mut gone = b.raw(v);
+        gone.connect(&id, true, 0, None);
+    }
+}
+
+#[test]
+fn a_share_group_member_that_may_not_read_is_passed_over() {
+    let (b, _dir) = start(ACL, |_| {});
+    let v = ProtocolVersion::V5;
+    for shard in 0..2 {
+        let mut alice = user(&b, v, &b.id_on(shard, "ga"), Some("alice"), true);
+        let mut admin = user(&b, v, &b.id_on(shard, "gm"), Some("admin"), true);
+        let filter = format!("$share/g{shard}/sensors/#");
+        assert_eq!(
+            alice.subscribe(1, &[(&filter, QoS::AtLeastOnce)]),
+            [ReasonCode(1)]
+        );
+        assert_eq!(
+            admin.subscribe(1, &[(&filter, QoS::AtLeastOnce)]),
+            [ReasonCode(1)]
+        );
+        let mut p = user(&b, v, &b.id_on(1 - shard, "gp"), Some("admin"), true);
+        for i in 0..6u16 {
+            p.publish_acked(
+                "sensors/secret",
+                format!("s{i}").as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                i + 1,
+            );
+        }
+        // Every one reaches the member that may read it; none is lost to alice.
+        for i in 0..6 {
+            let got = admin.recv_publish();
+            assert_eq!(got.payload, format!("s{i}").as_bytes(), "shard {shard}");
+            admin.send(&Packet::PubAck(Ack::new(got.packet_id.unwrap())));
+        }
+        alice.expect_nothing();
+    }
+}

@@ -76,7 +76,15 @@ impl Shard {
             let mut reuse = None;
             if let Some(id) = existing {
                 if let Some(session) = st.sessions.get(id) {
-                    let keep = !clean_start && session.is_persistent();
+                    // A session is resumed only by the user it was serving: what it holds
+                    // (queued and in-flight messages, subscriptions) was authorized for
+                    // that user, and another user taking the client id over must not
+                    // receive it. Otherwise it starts clean, as on Clean Start.
+                    let same_user = session.username() == terms.username.as_deref();
+                    if !clean_start && session.is_persistent() && !same_user {
+                        tracing::info!(client_id = %client_id, "CONNECT with another user name: the session is not resumed");
+                    }
+                    let keep = !clean_start && session.is_persistent() && same_user;
                     if let Some(old) = st.links.take(id) {
                         // [MQTT-3.1.4-2]: the existing connection is closed first. The old
                         // task still owns its socket; shutting it down now makes the close
@@ -156,7 +164,11 @@ impl Shard {
                     session.resume_logged(version, &mut conn.out.borrow_mut(), log)
                 });
                 let expired = session.take_expired_drops();
-                self.count(|m| m.dropped_expired += u64::from(expired));
+                let denied = session.take_denied_drops();
+                self.count(|m| {
+                    m.dropped_expired += u64::from(expired);
+                    m.read_denied += u64::from(denied);
+                });
             }
         }
         // A stream of retained messages the session had not finished goes on.

@@ -214,8 +214,12 @@ pub(crate) fn process_with(
             ingress_logged = is_publish && shard.appended() != pre;
             conn.queued.set(session.queued_len());
             let expired = session.take_expired_drops();
-            if expired > 0 {
-                shard.count(|m| m.dropped_expired += u64::from(expired));
+            let denied = session.take_denied_drops();
+            if expired > 0 || denied > 0 {
+                shard.count(|m| {
+                    m.dropped_expired += u64::from(expired);
+                    m.read_denied += u64::from(denied);
+                });
             }
             // An ack may let a paused stream of retained messages go on.
             if frees_window && !st.streams.is_empty() && st.streams.contains_key(&slot) {

@@ -186,9 +186,9 @@ impl Shard {
                     let Some(at) = unserved.iter().position(|g| &**g == filter) else {
                         return;
                     };
-                    let Some((slot, sub, ready)) =
-                        super::shared::pick_member(members, cursor, sessions, links, max_write)
-                    else {
+                    let Some((slot, sub, ready)) = super::shared::pick_member(
+                        members, cursor, sessions, links, max_write, &msg.topic,
+                    ) else {
                         return;
                     };
                     // All offline here: another shard with members may have a connected

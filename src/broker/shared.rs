@@ -88,14 +88,15 @@ pub(crate) enum Readiness {
     Offline,
 }
 
-/// Picks the member of a share group that gets the next message (module docs), and moves
-/// the group's cursor past it.
+/// Picks the member of a share group that gets the next message to `topic` (module docs),
+/// among those that may read it, and moves the group's cursor past it.
 pub(crate) fn pick_member(
     members: &[(SessionId, Subscribed)],
     cursor: &Cell<u32>,
     sessions: &SessionStore,
     links: &Links,
     max_write: usize,
+    topic: &str,
 ) -> Option<(SessionId, Subscribed, Readiness)> {
     let n = members.len();
     if n == 0 {
@@ -108,7 +109,9 @@ pub(crate) fn pick_member(
         let Some((slot, _)) = members.get(at) else {
             continue;
         };
-        let Some(session) = sessions.get(*slot) else {
+        // A member that may not read the topic is not a candidate: the message goes to
+        // one that may (here or on another shard), not to a refusal.
+        let Some(session) = sessions.get(*slot).filter(|s| s.may_read(topic)) else {
             continue;
         };
         let rank = match links.get(*slot) {

@@ -634,6 +634,9 @@ pub struct Session {
     stats: SessionStats,
     /// Queued messages dropped as expired, not yet taken by [`Session::take_expired_drops`].
     expired_unreported: u32,
+    /// Queued messages dropped because the client may no longer read them (its rights
+    /// changed after they were queued), not yet taken by [`Session::take_denied_drops`].
+    denied_unreported: u32,
 }
 
 impl Session {
@@ -664,6 +667,7 @@ impl Session {
             logged: false,
             stats: SessionStats::default(),
             expired_unreported: 0,
+            denied_unreported: 0,
         }
     }
 
@@ -757,6 +761,12 @@ impl Session {
     /// shard adds them to its counters).
     pub fn take_expired_drops(&mut self) -> u32 {
         std::mem::take(&mut self.expired_unreported)
+    }
+
+    /// Queued messages dropped since the last call because the client may no longer read
+    /// them (the caller counts them).
+    pub fn take_denied_drops(&mut self) -> u32 {
+        std::mem::take(&mut self.denied_unreported)
     }
 
     /// Whether a QoS 1/2 delivery would go out now: connected, nothing queued, room in
@@ -1125,6 +1135,13 @@ impl Session {
                 // Waited in the queue past its expiry [MQTT-3.3.2-5].
                 bump(&mut self.stats.dropped_expired);
                 bump(&mut self.expired_unreported);
+                log.unqueued(q.durable);
+                continue;
+            }
+            if !self.may_read(&q.message.topic) {
+                // Queued under rights the client no longer has (a reload of the rules, or
+                // a log restored without its user): checked again before it is sent.
+                bump(&mut self.denied_unreported);
                 log.unqueued(q.durable);
                 continue;
             }
