@@ -122,6 +122,13 @@ config_section! {
         /// Default: `["0.0.0.0:1883"]`.
         listeners: Vec<SocketAddr> = vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
 
+        /// More listeners, each with its own transport and settings: `[[listener]]` tables
+        /// (see the keys below). When the file has `[[listener]]` tables and no
+        /// `listeners` key, only the tables are bound (the default `listeners` is not).
+        /// Every address must be distinct over `listeners` and `[[listener]]`.
+        /// Default: `[]`.
+        listener: Vec<Listener> = Vec::new(),
+
         /// Number of shards: executor threads, one per core, each owning its connections,
         /// sessions and part of the topic index. 0 means one per entry of cpus when that is
         /// set, else one per available core (at most 64). At most 64, because a filter's
@@ -200,6 +207,116 @@ config_section! {
         /// Durable sessions and retained messages: whether and how the broker keeps them
         /// on disk so that they survive a restart, a crash and a power loss.
         persistence: Persistence = Persistence::default(),
+    }
+}
+
+/// What a `[[listener]]` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// MQTT over TCP, or over TLS when `certfile` is set.
+    #[default]
+    Mqtt,
+}
+
+/// The lowest TLS version a listener accepts (`tls_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "tlsv1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "tlsv1.3")]
+    Tls13,
+}
+
+config_section! {
+    /// One `[[listener]]` table: an address with its own transport and settings, with
+    /// mosquitto's names for them. Keys it leaves unset are the top level's.
+    pub struct Listener {
+        /// "IP:PORT" to accept on (IPv6 as "[::]:8883"); port 0 picks a free one at start.
+        /// Required: Default: unset, which is refused.
+        address: Option<SocketAddr> = None,
+
+        /// "mqtt": MQTT over TCP, or over TLS when certfile is set. (MQTT over WebSockets
+        /// is not supported yet.) Default: `"mqtt"`.
+        protocol: ListenerProtocol = ListenerProtocol::Mqtt,
+
+        /// PEM file with the server's certificate chain (leaf first). Set, with keyfile:
+        /// the listener speaks TLS (rustls; no kernel TLS needed). Read at start and again
+        /// on SIGHUP (new connections get the new certificate). Default: unset (plain TCP).
+        certfile: Option<PathBuf> = None,
+
+        /// PEM file with the private key of certfile (PKCS#8, PKCS#1 or SEC1).
+        /// Default: unset.
+        keyfile: Option<PathBuf> = None,
+
+        /// PEM file with the certificate authorities that client certificates must chain
+        /// to (with require_certificate). Default: unset.
+        cafile: Option<PathBuf> = None,
+
+        /// Whether a client must present a certificate that chains to cafile (mutual
+        /// TLS); without one the handshake fails. Needs cafile. Default: `false`.
+        require_certificate: bool = false,
+
+        /// The lowest TLS version accepted: "tlsv1.2" or "tlsv1.3". Default: `"tlsv1.2"`.
+        tls_version: TlsVersion = TlsVersion::Tls12,
+
+        /// Use the client certificate's subject Common Name as the user name, whatever the
+        /// CONNECT says (the password file is then not consulted for these clients; the ACL
+        /// file applies to that user). Needs require_certificate. Default: `false`.
+        use_identity_as_username: bool = false,
+
+        /// Whether a client of this listener may connect without a user name; unset: the
+        /// top-level allow_anonymous. Default: unset.
+        allow_anonymous: Option<bool> = None,
+    }
+}
+
+impl Listener {
+    /// Whether clients of this listener speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.certfile.is_some()
+    }
+
+    fn validate(&self, i: usize, seen: &mut HashSet<SocketAddr>) -> Result<(), ConfigError> {
+        let bad = |field, reason: String| {
+            Err(ConfigError::invalid(
+                field,
+                format!("[[listener]] #{}: {reason}", i + 1),
+            ))
+        };
+        let Some(addr) = self.address else {
+            return bad("listener.address", "is required".into());
+        };
+        if addr.port() != 0 && !seen.insert(addr) {
+            return bad("listener.address", format!("{addr} is listed twice"));
+        }
+        if self.certfile.is_some() != self.keyfile.is_some() {
+            return bad(
+                "listener.keyfile",
+                "certfile and keyfile go together".into(),
+            );
+        }
+        if !self.is_tls()
+            && (self.cafile.is_some() || self.require_certificate || self.use_identity_as_username)
+        {
+            return bad(
+                "listener.certfile",
+                "cafile, require_certificate and use_identity_as_username need TLS (certfile and keyfile)".into(),
+            );
+        }
+        if self.require_certificate && self.cafile.is_none() {
+            return bad("listener.cafile", "require_certificate needs cafile".into());
+        }
+        if self.use_identity_as_username && !self.require_certificate {
+            return bad(
+                "listener.use_identity_as_username",
+                "needs require_certificate (no certificate, no identity)".into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -539,12 +656,18 @@ fn section_docs(key: &str) -> Option<FieldDocs> {
     }
 }
 
+/// Whether `value` is a non-empty array of tables (written as `[[key]]` blocks).
+fn is_table_array(value: Option<&toml::Value>) -> bool {
+    matches!(value, Some(toml::Value::Array(a))
+        if !a.is_empty() && a.iter().all(|v| matches!(v, toml::Value::Table(_))))
+}
+
 /// Writes the non-table keys of `table` in `docs` order, each below its doc lines. A key
 /// absent from `table` (an unset `Option`) is written as a comment.
 fn write_fields(out: &mut String, table: &toml::Table, docs: FieldDocs) {
     for (key, lines) in docs {
         let value = table.get(*key);
-        if matches!(value, Some(toml::Value::Table(_))) {
+        if matches!(value, Some(toml::Value::Table(_))) || is_table_array(value) {
             continue;
         }
         out.push('\n');
@@ -581,27 +704,43 @@ impl Config {
     }
 
     fn parse(text: &str, origin: String) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse { origin, source })
+        let mut config: Config =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { origin, source })?;
+        // `[[listener]]` tables without a `listeners` key: only the tables are bound (the
+        // default plain listener on 1883 would be a surprise next to a TLS one).
+        if !config.listener.is_empty() {
+            let explicit = text
+                .parse::<toml::Table>()
+                .is_ok_and(|t| t.contains_key("listeners"));
+            if !explicit {
+                config.listeners.clear();
+            }
+        }
+        Ok(config)
     }
 
     /// Checks every bound and every rule between fields; the error names the first field
     /// found wrong. Call it before starting any shard.
     pub fn validate(&self) -> Result<(), ConfigError> {
         // Listeners.
-        if self.listeners.is_empty() {
+        if self.listeners.is_empty() && self.listener.is_empty() {
             return Err(ConfigError::invalid(
                 "listeners",
-                "must list at least one address",
+                "must list at least one address (or have a [[listener]])",
             ));
         }
         let mut seen = HashSet::new();
+        // Port 0 picks a free port per listener: never a duplicate.
         for addr in &self.listeners {
-            if !seen.insert(addr) {
+            if addr.port() != 0 && !seen.insert(*addr) {
                 return Err(ConfigError::invalid(
                     "listeners",
                     format!("{addr} is listed twice"),
                 ));
             }
+        }
+        for (i, l) in self.listener.iter().enumerate() {
+            l.validate(i, &mut seen)?;
         }
 
         if self.response_information.len() > 256
@@ -770,6 +909,37 @@ impl Config {
             let _ = writeln!(out, "[{key}]");
             write_fields(&mut out, section, docs);
         }
+        // `[[listener]]` tables, each with its keys' documentation; without any, the keys
+        // a table may have, as comments.
+        let docs = Config::FIELD_DOCS
+            .iter()
+            .find(|(k, _)| *k == "listener")
+            .map_or(&[][..], |(_, d)| *d);
+        match table.get("listener") {
+            Some(toml::Value::Array(items)) if is_table_array(table.get("listener")) => {
+                for item in items {
+                    if let toml::Value::Table(t) = item {
+                        out.push('\n');
+                        for line in docs {
+                            let _ = writeln!(out, "#{}", line.trim_end());
+                        }
+                        out.push_str("[[listener]]\n");
+                        write_fields(&mut out, t, Listener::FIELD_DOCS);
+                    }
+                }
+            }
+            _ => {
+                let example = toml::Table::try_from(Listener::default())
+                    .expect("a Listener serializes to TOML");
+                let mut keys = String::new();
+                write_fields(&mut keys, &example, Listener::FIELD_DOCS);
+                out.push_str("\n# A [[listener]] table may set (shown with their defaults):\n# [[listener]]\n");
+                for line in keys.lines().filter(|l| !l.is_empty()) {
+                    let line = line.strip_prefix("# ").unwrap_or(line);
+                    let _ = writeln!(out, "# {}", line.strip_prefix('#').unwrap_or(line));
+                }
+            }
+        }
         out
     }
 }
@@ -855,6 +1025,23 @@ mod tests {
             allow_anonymous: false,
             password_file: Some(PathBuf::from("/etc/surgemq/passwd")),
             acl_file: Some(PathBuf::from("/etc/surgemq/acl")),
+            listener: vec![
+                Listener {
+                    address: Some(addr("0.0.0.0:8883")),
+                    protocol: ListenerProtocol::Mqtt,
+                    certfile: Some(PathBuf::from("/etc/surgemq/cert.pem")),
+                    keyfile: Some(PathBuf::from("/etc/surgemq/key.pem")),
+                    cafile: Some(PathBuf::from("/etc/surgemq/ca.pem")),
+                    require_certificate: true,
+                    tls_version: TlsVersion::Tls13,
+                    use_identity_as_username: true,
+                    allow_anonymous: Some(false),
+                },
+                Listener {
+                    address: Some(addr("127.0.0.1:1885")),
+                    ..Listener::default()
+                },
+            ],
             retain_available: false,
             response_information: "response/%c".to_owned(),
             log_level: "warn,surgemq=debug".to_owned(),
@@ -1016,6 +1203,14 @@ mod tests {
             }
         }
         check("", &defaults, &all_set, Config::FIELD_DOCS);
+        let toml::Value::Array(listeners) = &all_set["listener"] else {
+            unreachable!()
+        };
+        let toml::Value::Table(first) = &listeners[0] else {
+            unreachable!()
+        };
+        let default = toml::Table::try_from(Listener::default()).unwrap();
+        check("listener.", &default, first, Listener::FIELD_DOCS);
     }
 
     #[test]
@@ -1044,7 +1239,12 @@ mod tests {
                 );
             }
         }
+        // The two `[[listener]]` headers stand for the `listener` key; the first sets all
+        // 9 keys, the second 5 (its unset options are comments).
         let expected = Config::FIELD_DOCS.len()
+            + 1
+            + 9
+            + 5
             + Limits::FIELD_DOCS.len()
             + Mesh::FIELD_DOCS.len()
             + Persistence::FIELD_DOCS.len();

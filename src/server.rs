@@ -27,6 +27,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::broker::runtime::shard_main;
 pub use crate::broker::shard::ShardSummary;
+use crate::broker::transport::Listening;
 use crate::broker::{net, ShardMsg};
 use crate::config::{AcceptMode, Config, ConfigError};
 use crate::mesh;
@@ -138,13 +139,59 @@ impl Server {
         // limit if the hard one allows (it does for root), so the common case just works.
         let _ = net::raise_memlock(512 * 1024 * (shards as u64 + 2));
 
+        // What each listener's connections get: `listeners` are plain MQTT with the top
+        // level's settings; `[[listener]]` tables have their own (TLS files read here).
+        let mut specs: Vec<(SocketAddr, Arc<Listening>)> = cfg
+            .listeners
+            .iter()
+            .map(|addr| {
+                let plain = Listening {
+                    tls: None,
+                    allow_anonymous: cfg.allow_anonymous,
+                    identity_as_username: false,
+                };
+                (*addr, Arc::new(plain))
+            })
+            .collect();
+        let mut certs = Vec::new();
+        for l in &cfg.listener {
+            let Some(addr) = l.address else { continue };
+            let tls = match (&l.certfile, &l.keyfile) {
+                (Some(cert), Some(key)) => {
+                    let served = Arc::new(read_server_cert(cert, key)?);
+                    let ca = match &l.cafile {
+                        Some(ca) if l.require_certificate => Some(read_file(ca)?),
+                        _ => None,
+                    };
+                    let config = crate::security::tls::server_config(
+                        served.clone(),
+                        ca.as_deref(),
+                        l.tls_version,
+                    )
+                    .map_err(|e| StartError::Security {
+                        path: cert.clone(),
+                        message: e.to_string(),
+                    })?;
+                    certs.push((cert.clone(), key.clone(), served));
+                    Some(Arc::new(config))
+                }
+                _ => None,
+            };
+            let listening = Listening {
+                tls,
+                allow_anonymous: l.allow_anonymous.unwrap_or(cfg.allow_anonymous),
+                identity_as_username: l.use_identity_as_username,
+            };
+            specs.push((addr, Arc::new(listening)));
+        }
+
         // Listeners: bound here, on the calling thread, so that errors are reported before
         // anything starts and port 0 resolves once for every shard.
         let reuse = cfg.accept_mode == AcceptMode::ReusePort;
-        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+        let mut per_shard: Vec<Vec<(std::net::TcpListener, Arc<Listening>)>> =
             (0..shards).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
-        for &addr in &cfg.listeners {
+        for (addr, listening) in specs {
             let first =
                 net::bind(addr, reuse).map_err(|source| StartError::Bind { addr, source })?;
             let actual = first
@@ -152,14 +199,15 @@ impl Server {
                 .map_err(|source| StartError::Bind { addr, source })?;
             addrs.push(actual);
             if let Some(v) = per_shard.get_mut(0) {
-                v.push(first);
+                v.push((first, listening.clone()));
             }
             if reuse {
                 for v in per_shard.iter_mut().skip(1) {
-                    v.push(net::bind(actual, true).map_err(|source| StartError::Bind {
+                    let l = net::bind(actual, true).map_err(|source| StartError::Bind {
                         addr: actual,
                         source,
-                    })?);
+                    })?;
+                    v.push((l, listening.clone()));
                 }
             }
         }
@@ -265,6 +313,7 @@ impl Server {
             threads,
             passwords,
             acl,
+            certs,
         };
         for _ in 0..shards {
             match ready_rx.recv() {
@@ -299,6 +348,27 @@ fn read_password_file(
     crate::security::password::PasswordFile::parse(&text).map_err(|e| security(e.to_string()))
 }
 
+/// Reads a whole security file (a certificate, a key, a CA).
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).map_err(|e| StartError::Security {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads a listener's certificate chain and key (a start or a reload).
+fn read_server_cert(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<crate::security::tls::ServerCert, StartError> {
+    crate::security::tls::ServerCert::from_pem(&read_file(cert)?, &read_file(key)?).map_err(|e| {
+        StartError::Security {
+            path: cert.to_owned(),
+            message: e.to_string(),
+        }
+    })
+}
+
 /// Reads and parses an ACL file (a start or a reload).
 fn read_acl_file(path: &std::path::Path) -> Result<crate::security::acl::Acl, StartError> {
     let security = |message: String| StartError::Security {
@@ -329,6 +399,12 @@ pub struct ServerHandle {
     threads: Vec<std::thread::JoinHandle<ShardSummary>>,
     passwords: Option<Passwords>,
     acl: Option<AclInForce>,
+    /// Each TLS listener's certificate and key files and what it serves (for a reload).
+    certs: Vec<(
+        std::path::PathBuf,
+        std::path::PathBuf,
+        Arc<crate::security::tls::ServerCert>,
+    )>,
 }
 
 impl ServerHandle {
@@ -353,6 +429,18 @@ impl ServerHandle {
             Some((path, _)) => Some(read_acl_file(path)?),
             None => None,
         };
+        let mut certs = Vec::with_capacity(self.certs.len());
+        for (cert, key, _) in &self.certs {
+            let (cert_pem, key_pem) = (read_file(cert)?, read_file(key)?);
+            // Checked now, so that nothing is replaced unless everything parses.
+            crate::security::tls::ServerCert::from_pem(&cert_pem, &key_pem).map_err(|e| {
+                StartError::Security {
+                    path: cert.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            certs.push((cert_pem, key_pem));
+        }
         if let (Some((path, auth)), Some(file)) = (&self.passwords, passwords) {
             tracing::info!(path = %path.display(), users = file.len(), "password file reloaded");
             auth.replace(file);
@@ -360,6 +448,11 @@ impl ServerHandle {
         if let (Some((path, auth)), Some(file)) = (&self.acl, acl) {
             tracing::info!(path = %path.display(), rules = file.len(), "ACL file reloaded");
             auth.replace(file);
+        }
+        for ((path, _, served), (cert, key)) in self.certs.iter().zip(certs) {
+            if served.replace_pem(&cert, &key).is_ok() {
+                tracing::info!(path = %path.display(), "TLS certificate reloaded (new connections)");
+            }
         }
         Ok(())
     }

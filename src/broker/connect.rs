@@ -20,27 +20,53 @@ use super::connection::{CloseReason, ConnId, ConnShared};
 use super::negotiated::write_refusal;
 use super::serve::{read_some, serve, ReadEv, CONNECT_CHUNK, MAX_CHUNK};
 use super::shard::Shard;
-use super::transport::Transport;
+use super::tls::TlsStream;
+use super::transport::{Listening, Transport};
 use super::{home_shard, Adopt, ShardMsg};
 use crate::protocol::*;
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 /// Spawns the task of a connection accepted on this shard. The connection is registered
 /// here, before the task exists, so that the task is wrapped in one place
 /// ([`spawn_serving`], [`guard_end`]): a panic in it (a bug; bad input never panics) is
 /// caught, counted and logged, and the connection is unregistered and closed like any
 /// other, at no memory cost per connection beyond the references the task already holds.
-pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
+pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream, listening: Arc<Listening>) {
     let _ = stream.set_nodelay(true);
     let timeout = u16::try_from(shard.cfg.limits.connect_timeout).unwrap_or(u16::MAX);
     let Some((key, conn)) = shard.register_conn(stream.socket(), timeout) else {
-        refuse_busy(&shard, stream);
+        // "Server busy" is answered in MQTT, so only where MQTT is spoken from the first
+        // byte; a TLS connection beyond the limit is closed.
+        if listening.tls.is_none() {
+            refuse_busy(&shard, stream);
+        }
         return;
     };
     shard.count(|m| m.connections_accepted += 1);
+    match listening.tls.clone() {
+        None => accepted(shard, stream, key, conn, listening),
+        Some(config) => match rustls::ServerConnection::new(config) {
+            Ok(tls) => accepted(shard, TlsStream::new(stream, tls), key, conn, listening),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS connection state not created: closed");
+                shard.connection_closed(key, &conn, CloseReason::ServerShutdown);
+            }
+        },
+    }
+}
+
+/// The task of an accepted connection (see [`spawn_accepted`]).
+fn accepted<S: Transport>(
+    shard: Rc<Shard>,
+    stream: S,
+    key: ConnId,
+    conn: Rc<ConnShared>,
+    listening: Arc<Listening>,
+) {
     glommio::spawn_local(async move {
-        let r = AssertUnwindSafe(accept_phase(&shard, stream, key, &conn))
+        let r = AssertUnwindSafe(accept_phase(&shard, stream, key, &conn, &listening))
             .catch_unwind()
             .await;
         match r {
@@ -59,7 +85,18 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream) {
 
 /// Spawns the task of a connection moved here from the shard that accepted it.
 pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
-    let stream = a.transport.into_tcp();
+    let Adopt {
+        transport,
+        connect,
+        rest,
+    } = a;
+    match transport.arrive() {
+        super::transport::Arrived::Tcp(s) => adopted(shard, s, connect, rest),
+        super::transport::Arrived::Tls(s) => adopted(shard, s, connect, rest),
+    }
+}
+
+fn adopted<S: Transport>(shard: Rc<Shard>, stream: S, connect: Box<Connect>, rest: BytesMut) {
     let Some((key, conn)) = shard.register_conn(stream.socket(), 0) else {
         // Its CONNECT is known: it is told at once.
         let Some(slot) = BusySlot::take(&shard) else {
@@ -68,9 +105,9 @@ pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
         let mut out = BytesMut::new();
         write_refusal(
             &mut out,
-            a.connect.version,
+            connect.version,
             ReasonCode::SERVER_BUSY,
-            client_max(&a.connect),
+            client_max(&connect),
         );
         let mut stream = stream;
         glommio::spawn_local(async move {
@@ -82,7 +119,7 @@ pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
     };
     // A moved connection's id was the client's own: assigned ids hash to the shard that
     // accepted the connection, so they never move.
-    spawn_serving(shard, stream, key, conn, a.connect, a.rest, false);
+    spawn_serving(shard, stream, key, conn, connect, rest, false);
 }
 
 /// Spawns the task that serves an accepted CONNECT on the session's home shard.
@@ -140,6 +177,7 @@ async fn accept_phase<S: Transport>(
     mut stream: S,
     key: ConnId,
     conn: &Rc<ConnShared>,
+    listening: &Listening,
 ) -> Option<(S, Box<Connect>, BytesMut, bool)> {
     let mut buf = BytesMut::new();
     let opts = DecodeOptions {
@@ -153,6 +191,12 @@ async fn accept_phase<S: Transport>(
     let first = match next_packet(&mut stream, &mut buf, &opts, conn, &mut chunk).await {
         Ok(p) => p,
         Err(r) => {
+            if stream.handshake_incomplete() {
+                // Not TLS, a certificate refused, garbage, or too slow: the connection
+                // never reached MQTT.
+                shard.count(|m| m.tls_handshake_failed += 1);
+                shard.log_transport_failure("TLS handshake did not complete");
+            }
             shard.connection_closed(key, conn, r);
             return None;
         }
@@ -194,7 +238,31 @@ async fn accept_phase<S: Transport>(
     };
     let mut connect = connect;
     // Identify the client; refusals get CONNACK with the code and a close.
-    let assigned = match check_connect(shard, &mut connect) {
+    if listening.identity_as_username {
+        // The certificate authenticated the client: its Common Name is the user name.
+        match stream.peer_identity() {
+            Some(cn) => {
+                connect.username = Some(ByteString::from(cn));
+                connect.password = None;
+            }
+            None => {
+                // A verified certificate without a Common Name: no identity to use.
+                shard.count(|m| m.auth_refused += 1);
+                tracing::info!("client certificate without a Common Name: refused");
+                let mut out = BytesMut::new();
+                write_refusal(
+                    &mut out,
+                    connect.version,
+                    ReasonCode::NOT_AUTHORIZED,
+                    client_max(&connect),
+                );
+                let _ = write_bounded(&mut stream, &out, shard).await;
+                shard.connection_closed(key, conn, CloseReason::Refused);
+                return None;
+            }
+        }
+    }
+    let assigned = match check_connect(shard, &mut connect, listening) {
         Ok(assigned) => assigned,
         Err(code) => {
             let mut out = BytesMut::new();
@@ -249,12 +317,11 @@ async fn accept_phase<S: Transport>(
     let home = home_shard(&connect.client_id, shard.shards);
     if home != shard.id {
         // Move to the home shard with whatever the client sent after CONNECT.
-        match stream.to_moving() {
+        // The original goes before the home shard starts reading the duplicate: this
+        // shard's reactor lets go of the socket first.
+        match stream.into_moving() {
             Ok(transport) => {
                 shard.connection_closed(key, conn, CloseReason::Migrated);
-                // The original goes before the home shard starts reading the duplicate:
-                // this shard's reactor lets go of the socket first.
-                drop(stream);
                 shard.count(|m| m.connections_migrated += 1);
                 shard.send_control(
                     home,
@@ -289,7 +356,11 @@ async fn write_within<S: Transport>(
     bytes: &[u8],
     limit: std::time::Duration,
 ) -> bool {
-    let write = Box::pin(stream.write_all(bytes));
+    // Flushed too: a TLS stream sends its last records on flush.
+    let write = Box::pin(async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    });
     let timer = Box::pin(glommio::timer::sleep(limit));
     matches!(
         futures::future::select(write, timer).await,
@@ -443,7 +514,11 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
 /// CONNECT rules that need configuration: client identifier, anonymous access,
 /// authentication. Assigns an identifier where the protocol allows an empty one (and
 /// returns true then).
-fn check_connect(shard: &Shard, c: &mut Connect) -> Result<bool, ReasonCode> {
+fn check_connect(
+    shard: &Shard,
+    c: &mut Connect,
+    listening: &Listening,
+) -> Result<bool, ReasonCode> {
     let mut assigned = false;
     if c.client_id.is_empty() {
         // 3.1.1 [MQTT-3.1.3-6]/[MQTT-3.1.3-8]: an empty id is allowed with clean session
@@ -463,12 +538,16 @@ fn check_connect(shard: &Shard, c: &mut Connect) -> Result<bool, ReasonCode> {
         // refuses longer ones the same way).
         return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
     }
-    if c.username.is_none() && !shard.cfg.allow_anonymous {
+    if c.username.is_none() && !listening.allow_anonymous {
         return Err(ReasonCode::NOT_AUTHORIZED);
     }
-    shard
-        .auth
-        .authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())?;
+    // With the certificate's identity as user name, the certificate was the
+    // authentication (mosquitto's use_identity_as_username: no password is checked).
+    if !listening.identity_as_username {
+        shard
+            .auth
+            .authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())?;
+    }
     if let Some(w) = &c.will {
         // A will the client may not publish is refused with the CONNECT, as mosquitto
         // does, rather than dropped silently when it is due.

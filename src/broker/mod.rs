@@ -67,6 +67,7 @@ pub(crate) mod shared;
 mod shared_tests;
 pub(crate) mod store;
 pub(crate) mod subscribe;
+pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod will;
 
@@ -186,7 +187,10 @@ impl ShardMsg {
 }
 
 /// An accepted socket not yet bound to an executor.
-pub(crate) struct AcceptedConn(pub glommio::net::AcceptedTcpStream);
+pub(crate) struct AcceptedConn(
+    pub glommio::net::AcceptedTcpStream,
+    pub std::sync::Arc<transport::Listening>,
+);
 
 impl std::fmt::Debug for AcceptedConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

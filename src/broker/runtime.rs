@@ -44,7 +44,7 @@ pub(crate) async fn shard_main(
     auth: Arc<dyn Authenticator>,
     data_ends: mesh::MeshEnds<ShardMsg>,
     control_ends: mesh::MeshEnds<ShardMsg>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, Arc<super::transport::Listening>)>,
     persist: Option<PersistStart>,
     ready: Sender<Result<(), StartError>>,
     stop: Receiver<()>,
@@ -123,7 +123,7 @@ pub(crate) async fn shard_main(
         .detach();
     }
     let mut accept_tasks = Vec::new();
-    for l in listeners {
+    for (l, listening) in listeners {
         let listener = net::listener(l);
         let s = shard.clone();
         let round_robin = cfg.accept_mode == AcceptMode::RoundRobin;
@@ -140,12 +140,15 @@ pub(crate) async fn shard_main(
                             if target == s.id {
                                 let stream = a.bind_to_executor();
                                 crate::broker::guarded("accept", || {
-                                    connect::spawn_accepted(s.clone(), stream)
+                                    connect::spawn_accepted(s.clone(), stream, listening.clone())
                                 });
                             } else {
                                 s.send_control(
                                     target,
-                                    ShardMsg::Accepted(crate::broker::AcceptedConn(a)),
+                                    ShardMsg::Accepted(crate::broker::AcceptedConn(
+                                        a,
+                                        listening.clone(),
+                                    )),
                                 );
                                 s.control.flush();
                             }
@@ -158,7 +161,7 @@ pub(crate) async fn shard_main(
                 } else {
                     match listener.accept().await {
                         Ok(stream) => crate::broker::guarded("accept", || {
-                            connect::spawn_accepted(s.clone(), stream)
+                            connect::spawn_accepted(s.clone(), stream, listening.clone())
                         }),
                         Err(e) => {
                             tracing::warn!(error = %e, "accept failed");

@@ -135,7 +135,26 @@ pub(crate) async fn write_out<S: Transport>(
             }
         }
     }
-    Ok(())
+    // A TLS stream sends its last records on flush (a no-op for plain TCP); bounded like
+    // the writes, by a close request.
+    loop {
+        if let Some(r) = conn.close.get() {
+            return Err(r);
+        }
+        let done = {
+            let flush = stream.flush();
+            let wake = conn.wake.notified();
+            futures::pin_mut!(flush, wake);
+            match select(flush, wake).await {
+                Either::Left((Ok(()), _)) => true,
+                Either::Left((Err(_), _)) => return Err(CloseReason::SocketClosed),
+                Either::Right(_) => false,
+            }
+        };
+        if done {
+            return Ok(());
+        }
+    }
 }
 
 pub(crate) async fn flush<S: Transport>(

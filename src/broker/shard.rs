@@ -79,6 +79,9 @@ pub struct ShardSummary {
     /// [`ClientRights::read`](crate::security::ClientRights::read)), retained ones
     /// included.
     pub read_denied: u64,
+    /// TLS connections whose handshake did not complete (a client that does not speak
+    /// TLS, a refused or missing client certificate, garbage, or the connect timeout).
+    pub tls_handshake_failed: u64,
     /// 5.0 enhanced authentications refused (unsupported method, the hook's failure, or
     /// a protocol error during the exchange): CONNACK with the code, or DISCONNECT on
     /// re-authentication.
@@ -132,6 +135,7 @@ impl ShardSummary {
         self.publish_denied += o.publish_denied;
         self.subscribe_denied += o.subscribe_denied;
         self.read_denied += o.read_denied;
+        self.tls_handshake_failed += o.tls_handshake_failed;
         self.shared_redelivered += o.shared_redelivered;
         self.shared_undeliverable += o.shared_undeliverable;
         self.mesh_undeliverable += o.mesh_undeliverable;
@@ -249,6 +253,8 @@ pub(crate) struct Shard {
     /// When something the authorization hook refused was last logged (at most once a
     /// second, with the totals).
     pub(crate) deny_logged: Cell<Instant>,
+    /// When a transport failure (a TLS handshake) was last logged (at most once a second).
+    pub(crate) transport_logged: Cell<Instant>,
     /// The hook's [`Authenticator::rights_generation`] the sessions' rights were resolved
     /// at (see [`Shard::refresh_rights`]).
     pub(crate) rights_generation: Cell<u64>,
@@ -336,6 +342,11 @@ impl Shard {
                     .unwrap_or_else(Instant::now),
             ),
             deny_logged: Cell::new(
+                Instant::now()
+                    .checked_sub(Duration::from_secs(2))
+                    .unwrap_or_else(Instant::now),
+            ),
+            transport_logged: Cell::new(
                 Instant::now()
                     .checked_sub(Duration::from_secs(2))
                     .unwrap_or_else(Instant::now),
@@ -466,7 +477,7 @@ impl Shard {
             ShardMsg::RetainStored { token } => self.answer_arrived(token),
             ShardMsg::Accepted(a) => {
                 let stream = a.0.bind_to_executor();
-                super::connect::spawn_accepted(self.clone(), stream);
+                super::connect::spawn_accepted(self.clone(), stream, a.1);
             }
             ShardMsg::Adopt(a) => super::connect::spawn_adopted(self.clone(), *a),
             ShardMsg::InterestAdd {
@@ -535,6 +546,22 @@ impl Shard {
             shard = self.id,
             sessions = n,
             "authorization rules changed: rights resolved again"
+        );
+    }
+
+    /// Logs a connection that failed below MQTT (its TLS handshake), at most once a second
+    /// per shard with the total: a scanner or a flood of plain clients on a TLS port must
+    /// not flood the log.
+    pub(crate) fn log_transport_failure(&self, what: &'static str) {
+        let now = Instant::now();
+        if now.duration_since(self.transport_logged.get()) < Duration::from_secs(1) {
+            return;
+        }
+        self.transport_logged.set(now);
+        let total = self.summary().tls_handshake_failed;
+        tracing::warn!(
+            tls_handshake_failed = total,
+            "{what}: closed (a client that does not speak TLS, a refused or missing client certificate, or the connect timeout; logged at most once a second per shard)"
         );
     }
 

@@ -24,14 +24,39 @@ use glommio::net::TcpStream;
 
 use super::net;
 
+/// What the connections of one listener get (from its `[[listener]]` settings, or the top
+/// level for `listeners`).
+#[derive(Debug)]
+pub(crate) struct Listening {
+    /// TLS: connections are wrapped in a [`super::tls::TlsStream`] with this config.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Whether a CONNECT without a user name is admitted.
+    pub allow_anonymous: bool,
+    /// The client certificate's Common Name is the user name.
+    pub identity_as_username: bool,
+}
+
 /// A connection's byte stream (see the module docs).
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
     /// The socket underneath.
     fn socket(&self) -> RawFd;
 
-    /// Plain data that can move to another shard. The caller drops `self` afterwards,
-    /// which releases this shard's reactor registrations.
-    fn to_moving(&self) -> io::Result<Moving>;
+    /// The identity a client certificate gives (its subject Common Name), if any.
+    fn peer_identity(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether the transport's own handshake (TLS) never completed: a failure before
+    /// MQTT, counted and logged apart.
+    fn handshake_incomplete(&self) -> bool {
+        false
+    }
+
+    /// Plain data that can move to another shard; this shard's reactor lets go of the
+    /// socket before it returns.
+    fn into_moving(self) -> io::Result<Moving>
+    where
+        Self: Sized;
 }
 
 /// A transport on its way to another shard: plain `Send` data.
@@ -39,6 +64,8 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
 pub(crate) enum Moving {
     /// Plain TCP: a duplicate of the socket.
     Tcp(OwnedFd),
+    /// TLS: a duplicate of the socket and everything rustls holds for it.
+    Tls(OwnedFd, Box<rustls::ServerConnection>),
 }
 
 impl Transport for TcpStream {
@@ -46,20 +73,30 @@ impl Transport for TcpStream {
         self.as_raw_fd()
     }
 
-    fn to_moving(&self) -> io::Result<Moving> {
-        net::dup(self).map(Moving::Tcp)
+    fn into_moving(self) -> io::Result<Moving> {
+        let fd = net::dup(&self)?;
+        drop(self);
+        Ok(Moving::Tcp(fd))
     }
 }
 
+/// A moved transport, again a stream on the calling shard.
+pub(crate) enum Arrived {
+    Tcp(TcpStream),
+    Tls(super::tls::TlsStream),
+}
+
 impl Moving {
-    /// Becomes a plain TCP transport on the calling shard.
-    pub(crate) fn into_tcp(self) -> TcpStream {
+    /// Becomes a transport on the calling shard.
+    pub(crate) fn arrive(self) -> Arrived {
+        let tcp = |fd| {
+            let stream = net::adopt(fd);
+            let _ = stream.set_nodelay(true);
+            stream
+        };
         match self {
-            Moving::Tcp(fd) => {
-                let stream = net::adopt(fd);
-                let _ = stream.set_nodelay(true);
-                stream
-            }
+            Moving::Tcp(fd) => Arrived::Tcp(tcp(fd)),
+            Moving::Tls(fd, tls) => Arrived::Tls(super::tls::TlsStream::resume(tcp(fd), tls)),
         }
     }
 }

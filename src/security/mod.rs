@@ -1,7 +1,7 @@
 //! Security files in mosquitto's formats, and what a client may do: [`password`] files
 //! (`password_file`, made by `mosquitto_passwd` or `surgemq passwd`) and [`acl`] files
 //! (`acl_file`), with the hooks that put them in front of an embedder's
-//! ([`password::PasswordAuth`], [`acl_auth::AclAuth`]). Pure: parsing, hashing and
+//! ([`password::PasswordAuth`], [`acl_auth::AclAuth`]), and listeners' [`tls`] settings. Pure: parsing, hashing and
 //! checking; the server reads the files, and the broker's hooks
 //! ([`crate::server::Authenticator`]) are how they take effect.
 //!
@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 pub mod acl;
 pub mod acl_auth;
 pub mod password;
+pub mod tls;
 
 /// What one client may do, resolved once for it when it connects
 /// ([`crate::server::Authenticator::client_rights`]) and kept with its session, so that

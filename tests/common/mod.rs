@@ -106,9 +106,61 @@ pub fn pid(n: u16) -> PacketId {
     NonZeroU16::new(n).unwrap()
 }
 
+/// The byte stream of a [`Raw`] client: plain TCP, or TLS (rustls) over TCP.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.tcp().set_read_timeout(t)
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.tcp().set_write_timeout(t)
+    }
+
+    pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        self.tcp().shutdown(how)
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// A minimal MQTT client speaking raw packets.
 pub struct Raw {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: BytesMut,
     pub version: ProtocolVersion,
     /// Answer PUBREL with PUBCOMP inside `recv` instead of returning it (default on), so
@@ -165,7 +217,26 @@ impl Raw {
         let stream = TcpStream::connect(addr).expect("tcp connect");
         stream.set_nodelay(true).unwrap();
         Raw {
-            stream,
+            stream: Stream::Tcp(stream),
+            buf: BytesMut::new(),
+            version,
+            auto_pubcomp: true,
+        }
+    }
+
+    /// A client over TLS with `config` (no CONNECT yet); the handshake runs with the first
+    /// write.
+    pub fn open_tls(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Raw {
+        let tcp = TcpStream::connect(addr).expect("tcp connect");
+        tcp.set_nodelay(true).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).expect("TLS client");
+        Raw {
+            stream: Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))),
             buf: BytesMut::new(),
             version,
             auto_pubcomp: true,
@@ -174,11 +245,12 @@ impl Raw {
 
     pub fn send_bytes(&mut self, b: &[u8]) {
         self.stream.write_all(b).expect("write");
+        self.stream.flush().expect("flush");
     }
 
     /// Sends bytes, tolerating a connection the broker already closed.
     pub fn try_send_bytes(&mut self, b: &[u8]) -> bool {
-        self.stream.write_all(b).is_ok()
+        self.stream.write_all(b).is_ok() && self.stream.flush().is_ok()
     }
 
     pub fn send(&mut self, p: &Packet) {
