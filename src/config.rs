@@ -253,7 +253,9 @@ config_section! {
         keyfile: Option<PathBuf> = None,
 
         /// PEM file with the certificate authorities that client certificates must chain
-        /// to (with require_certificate). Default: unset.
+        /// to: a client that presents one is checked against it; with require_certificate
+        /// every client must present one. Read at start (not reloaded by SIGHUP).
+        /// Default: unset.
         cafile: Option<PathBuf> = None,
 
         /// Whether a client must present a certificate that chains to cafile (mutual
@@ -264,8 +266,10 @@ config_section! {
         tls_version: TlsVersion = TlsVersion::Tls12,
 
         /// Use the client certificate's subject Common Name as the user name, whatever the
-        /// CONNECT says (the password file is then not consulted for these clients; the ACL
-        /// file applies to that user). Needs require_certificate. Default: `false`.
+        /// CONNECT says: the certificate is the authentication, so neither the password
+        /// file nor an embedder's authenticate hook is asked for these clients (as
+        /// mosquitto skips the password check); the ACL file and the authorization hooks
+        /// apply to that user. Needs require_certificate. Default: `false`.
         use_identity_as_username: bool = false,
 
         /// Whether a client of this listener may connect without a user name; unset: the

@@ -160,12 +160,13 @@ impl Server {
                 (Some(cert), Some(key)) => {
                     let served = Arc::new(read_server_cert(cert, key)?);
                     let ca = match &l.cafile {
-                        Some(ca) if l.require_certificate => Some(read_file(ca)?),
-                        _ => None,
+                        Some(ca) => Some(read_file(ca)?),
+                        None => None,
                     };
                     let config = crate::security::tls::server_config(
                         served.clone(),
                         ca.as_deref(),
+                        l.require_certificate,
                         l.tls_version,
                     )
                     .map_err(|e| StartError::Security {

@@ -132,11 +132,27 @@ fn tls_clients_publish_and_subscribe_across_shards() {
             let tag = format!("{}{shard}", v.level());
             // Several connections each, so that round-robin accepting puts some on the
             // other shard first: they move home with their TLS state.
-            let mut sub = connect_tls(tls, v, &config, &b.id_on(shard, &format!("s{tag}")));
-            assert_eq!(
-                sub.subscribe(1, &[("tls/#", QoS::AtLeastOnce)]),
-                [ReasonCode(1)]
-            );
+            // CONNECT and SUBSCRIBE in one write: what was decrypted behind the CONNECT
+            // moves home with the connection.
+            let mut sub = Raw::open_tls(tls, v, config.clone());
+            let mut bytes = bytes::BytesMut::new();
+            let connect = connect_packet(v, &b.id_on(shard, &format!("s{tag}")), true, 0, None);
+            Packet::Connect(Box::new(connect))
+                .encode(v, &mut bytes)
+                .unwrap();
+            Packet::Subscribe(Subscribe {
+                packet_id: pid(1),
+                subscriptions: vec![Subscription {
+                    filter: TopicFilter::new("tls/#").unwrap(),
+                    options: SubscriptionOptions::new(QoS::AtLeastOnce),
+                }],
+                properties: Properties::new(),
+            })
+            .encode(v, &mut bytes)
+            .unwrap();
+            sub.send_bytes(&bytes);
+            assert!(matches!(sub.recv(), Packet::ConnAck(a) if a.reason == ReasonCode::SUCCESS));
+            assert!(matches!(sub.recv(), Packet::SubAck(_)), "{tag}");
             let mut tls_pub = connect_tls(tls, v, &config, &b.id_on(1 - shard, &format!("p{tag}")));
             let mut plain_pub = b.client(v, &b.id_on(shard, &format!("q{tag}")), true);
             tls_pub.publish_acked("tls/a", b"over tls", QoS::AtLeastOnce, false, 1);
@@ -155,10 +171,13 @@ fn tls_clients_publish_and_subscribe_across_shards() {
             sub.expect_nothing();
         }
     }
+    // Round robin per listener: the TLS listener's second connection of each round goes to
+    // shard 1, so for shard 1 both TLS clients start on the other shard and move (two per
+    // version); the plain publishers always start at home.
     let summary = b.handle.take().unwrap().shutdown();
     assert!(
-        summary.connections_migrated >= 4,
-        "no TLS connection moved: {summary:?}"
+        summary.connections_migrated >= 6,
+        "TLS connections did not move: {summary:?}"
     );
 }
 
@@ -180,9 +199,13 @@ fn mutual_tls_names_the_user_and_refuses_clients_without_a_certificate() {
     for v in VERSIONS {
         for shard in 0..2 {
             let tag = format!("{}{shard}", v.level());
-            // No user name in the CONNECT: the certificate's CN is it, and the ACL file
-            // applies to alice.
-            let mut a = connect_tls(tls, v, &with_cert, &b.id_on(shard, &format!("m{tag}")));
+            // The CONNECT says mallory; the certificate's CN is the user name, and the ACL
+            // file applies to alice.
+            let mut a = Raw::open_tls(tls, v, with_cert.clone());
+            let mut c = connect_packet(v, &b.id_on(shard, &format!("m{tag}")), true, 0, None);
+            c.username = Some("mallory".into());
+            c.password = Some(bytes::Bytes::from_static(b"whatever"));
+            assert_eq!(a.connect_with(c).reason, ReasonCode::SUCCESS, "{tag}");
             assert_eq!(
                 a.subscribe(1, &[("alice/#", QoS::AtLeastOnce)]),
                 [ReasonCode(1)]
@@ -406,4 +429,69 @@ fn listener_settings_are_validated_before_start() {
     )
     .unwrap();
     assert_eq!(c.listeners.len(), 1);
+}
+
+#[test]
+fn a_taken_over_tls_client_sees_a_clean_close() {
+    let pki = Pki::new("tlstake");
+    let (b, tls) = start(pki.listener(), |_| {});
+    let config = pki.client(false);
+    for shard in 0..2 {
+        let id = b.id_on(shard, "take");
+        let mut old = connect_tls(tls, ProtocolVersion::V5, &config, &id);
+        old.ping();
+        let mut new = connect_tls(tls, ProtocolVersion::V5, &config, &id);
+        new.ping();
+        // Whatever arrives must still be TLS: garbage would be a decode error.
+        old.stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 256];
+        loop {
+            match std::io::Read::read(&mut old.stream, &mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    assert_ne!(
+                        e.kind(),
+                        std::io::ErrorKind::InvalidData,
+                        "shard {shard}: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cafile_alone_checks_certificates_that_are_presented() {
+    let pki = Pki::new("tlsopt");
+    let listener = Listener {
+        cafile: Some(pki.path("ca.pem")),
+        ..pki.listener()
+    };
+    let (_b, tls) = start(listener, |_| {});
+    connect_tls(tls, ProtocolVersion::V5, &pki.client(false), "nocert").ping();
+    connect_tls(tls, ProtocolVersion::V5, &pki.client(true), "cert").ping();
+    // A certificate from another CA is refused.
+    let other = Pki::new("tlsother");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(other.client_key.serialize_der()).unwrap();
+    let foreign = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![other.client_cert.der().clone()], key)
+        .unwrap();
+    let mut c = Raw::open_tls(tls, ProtocolVersion::V5, Arc::new(foreign));
+    let mut bytes = bytes::BytesMut::new();
+    Packet::Connect(Box::new(connect_packet(
+        ProtocolVersion::V5,
+        "foreign",
+        true,
+        0,
+        None,
+    )))
+    .encode(ProtocolVersion::V5, &mut bytes)
+    .unwrap();
+    let _ = c.try_send_bytes(&bytes);
+    assert!(c.closed_within(WAIT).is_some());
 }

@@ -65,6 +65,7 @@ fn accepted<S: Transport>(
     conn: Rc<ConnShared>,
     listening: Arc<Listening>,
 ) {
+    conn.encrypted.set(stream.encrypted());
     glommio::spawn_local(async move {
         let r = AssertUnwindSafe(accept_phase(&shard, stream, key, &conn, &listening))
             .catch_unwind()
@@ -119,6 +120,7 @@ fn adopted<S: Transport>(shard: Rc<Shard>, stream: S, connect: Box<Connect>, res
     };
     // A moved connection's id was the client's own: assigned ids hash to the shard that
     // accepted the connection, so they never move.
+    conn.encrypted.set(stream.encrypted());
     spawn_serving(shard, stream, key, conn, connect, rest, false);
 }
 

@@ -17,7 +17,9 @@ pub use crate::security::ClientRights;
 /// all shards.
 pub trait Authenticator: Send + Sync + 'static {
     /// `Ok(())` admits the client; `Err(code)` refuses it with that 5.0 reason code (mapped
-    /// to the nearest 3.x CONNACK code for 3.x clients).
+    /// to the nearest 3.x CONNACK code for 3.x clients). Not asked for clients of a
+    /// listener with `use_identity_as_username`: their verified certificate authenticated
+    /// them.
     fn authenticate(
         &self,
         client_id: &str,

@@ -192,7 +192,9 @@ impl Shard {
     /// output is being written (what waits in its buffer is dropped: the session resends
     /// it to the new connection). Otherwise it only sees the close.
     fn tell_taken_over(old: &ConnShared, client_max: u32) {
-        if !old.version.get().is_v5() || old.writing.get() != 0 {
+        // Over TLS the bytes would have to go through the task's stream (plain bytes in a
+        // TLS stream are garbage to the client): it only sees the close.
+        if !old.version.get().is_v5() || old.writing.get() != 0 || old.encrypted.get() {
             return;
         }
         let mut out = old.out.borrow_mut();

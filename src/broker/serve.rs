@@ -266,8 +266,13 @@ pub(crate) async fn serve<S: Transport>(
                 super::connect::client_max(&connect),
             );
             // A client that does not read cannot hold the connection open.
+            // Flushed too: a TLS stream sends its last records on flush.
+            let write = async {
+                stream.write_all(&out).await?;
+                stream.flush().await
+            };
             let _ = futures::future::select(
-                Box::pin(stream.write_all(&out)),
+                Box::pin(write),
                 Box::pin(glommio::timer::sleep(std::time::Duration::from_secs(1))),
             )
             .await;
@@ -444,8 +449,12 @@ pub(crate) async fn serve<S: Transport>(
             // Marked as writing, so a takeover meanwhile does not slip its DISCONNECT
             // into these bytes.
             conn.writing.set(data.len());
+            let write = async {
+                stream.write_all(&data).await?;
+                stream.flush().await
+            };
             let _ = futures::future::select(
-                Box::pin(stream.write_all(&data)),
+                Box::pin(write),
                 Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(100))),
             )
             .await;

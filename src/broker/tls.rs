@@ -198,6 +198,10 @@ impl Transport for TlsStream {
         crate::security::tls::common_name(leaf)
     }
 
+    fn encrypted(&self) -> bool {
+        true
+    }
+
     fn handshake_incomplete(&self) -> bool {
         self.tls.is_handshaking()
     }

@@ -46,6 +46,11 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
         None
     }
 
+    /// Whether bytes are encrypted on the socket (so none may be written to it directly).
+    fn encrypted(&self) -> bool {
+        false
+    }
+
     /// Whether the transport's own handshake (TLS) never completed: a failure before
     /// MQTT, counted and logged apart.
     fn handshake_incomplete(&self) -> bool {

@@ -84,11 +84,13 @@ fn certified_key(cert: &[u8], key: &[u8]) -> Result<CertifiedKey, TlsError> {
 }
 
 /// A listener's rustls configuration: `cert` (kept by the caller for reloads), client
-/// certificates required and checked against `ca` when given (PEM), and the lowest
-/// version accepted.
+/// certificates checked against `ca` when given (PEM) and, with `require`, mandatory
+/// (without it a client may present none, as with mosquitto's cafile alone), and the
+/// lowest version accepted.
 pub fn server_config(
     cert: Arc<ServerCert>,
     ca: Option<&[u8]>,
+    require: bool,
     min_version: TlsVersion,
 ) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(provider());
@@ -108,9 +110,13 @@ pub fn server_config(
             if roots.is_empty() {
                 return Err(TlsError::Ca("no CERTIFICATE block".into()));
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| TlsError::Ca(e.to_string()))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if require {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|e| TlsError::Ca(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
