@@ -3,7 +3,13 @@
 # broker at a time on the same CPU, the same load from surgemq-bench on another CPU.
 #
 #   scripts/compare.sh [--quick] [--no-rumqttd] [--broker-cpu N] [--bench-cpu M]
-#                      [--surgemq PATH]
+#                      [--surgemq PATH] [--tls]
+#
+# --tls: every client connects over TLS (a CA and a certificate for localhost made with
+# openssl under target/compare/tls); SurgeMQ gets a `[[listener]]` with certfile / keyfile,
+# mosquitto a listener with the same files; rumqttd is left out. Results go to
+# target/compare/results-tls.jsonl. The connections rows then measure TLS handshakes per
+# second and memory per idle TLS connection.
 #
 # --surgemq PATH runs that SurgeMQ binary instead of building this tree's (to measure an
 # earlier build against the peers in the same session: before and after a change).
@@ -26,6 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
+tls=0
 with_rumqttd=1
 broker_cpu=0
 bench_cpu=1
@@ -37,6 +44,7 @@ while [ $# -gt 0 ]; do
     --broker-cpu) broker_cpu=$2; shift ;;
     --bench-cpu) bench_cpu=$2; shift ;;
     --surgemq) surgemq_bin=$2; shift ;;
+    --tls) tls=1 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -55,7 +63,25 @@ cargo build --release --bin surgemq --bin surgemq-bench >&2
 bench=target/release/surgemq-bench
 out=target/compare
 mkdir -p "$out"
-: > "$out/results.jsonl"
+results="$out/results.jsonl"
+tls_args=()
+if [ "$tls" = 1 ]; then
+  with_rumqttd=0
+  results="$out/results-tls.jsonl"
+  pki="$PWD/$out/tls"
+  mkdir -p "$pki"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$pki/ca.key" -out "$pki/ca.pem" -subj "/CN=surgemq compare CA" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$pki/server.key" -out "$pki/server.csr" -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$pki/ext"
+  openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 2 -out "$pki/server.pem" -extfile "$pki/ext" 2>/dev/null
+  # mosquitto started as root runs as user mosquitto: it must read the files.
+  chmod 755 "$pki"; chmod 644 "$pki"/*
+  tls_args=(--tls-ca "$pki/ca.pem" --tls-name localhost)
+fi
+: > "$results"
 
 if [ "$quick" = 1 ]; then n1=20000; nmany=2000; nmesh=500; conns=2000; else n1=200000; nmany=20000; nmesh=5000; conns=10000; fi
 
@@ -75,7 +101,13 @@ start_broker() {
   port=$((port + 1))
   case "$name" in
     surgemq)
-      taskset -c "$broker_cpu" "$surgemq_bin" --listen "127.0.0.1:$port" --shards 1 --log-level warn &
+      if [ "$tls" = 1 ]; then
+        printf 'listeners = []\nshards = 1\nlog_level = "warn"\n[[listener]]\naddress = "127.0.0.1:%s"\ncertfile = "%s"\nkeyfile = "%s"\n' \
+          "$port" "$pki/server.pem" "$pki/server.key" > "$out/surgemq-tls.toml"
+        taskset -c "$broker_cpu" "$surgemq_bin" --config "$out/surgemq-tls.toml" &
+      else
+        taskset -c "$broker_cpu" "$surgemq_bin" --listen "127.0.0.1:$port" --shards 1 --log-level warn &
+      fi
       pid=$! ;;
     mosquitto)
       cat > "$out/mosquitto.conf" <<EOF
@@ -87,6 +119,9 @@ max_queued_bytes 0
 max_inflight_messages 0
 log_type error
 EOF
+      if [ "$tls" = 1 ]; then
+        printf 'certfile %s\nkeyfile %s\n' "$pki/server.pem" "$pki/server.key" >> "$out/mosquitto.conf"
+      fi
       taskset -c "$broker_cpu" mosquitto -c "$out/mosquitto.conf" &
       pid=$! ;;
     rumqttd)
@@ -122,10 +157,10 @@ EOF
 run() {
   local broker=$1 label=$2; shift 2
   local line
-  if line=$(taskset -c "$bench_cpu" "$bench" "$@" --port "$port" --pid "$pid" --inflight 256 | grep '^{'); then
-    echo "{\"broker\":\"$broker\",\"label\":\"$label\",${line#\{}" >> "$out/results.jsonl"
+  if line=$(taskset -c "$bench_cpu" "$bench" "$@" "${tls_args[@]}" --port "$port" --pid "$pid" --inflight 256 | grep '^{'); then
+    echo "{\"broker\":\"$broker\",\"label\":\"$label\",${line#\{}" >> "$results"
   else
-    echo "{\"broker\":\"$broker\",\"label\":\"$label\",\"shape\":\"$1\",\"failed\":true}" >> "$out/results.jsonl"
+    echo "{\"broker\":\"$broker\",\"label\":\"$label\",\"shape\":\"$1\",\"failed\":true}" >> "$results"
   fi
 }
 
@@ -148,7 +183,7 @@ for broker in $brokers; do
   stop_broker
 done
 
-python3 - "$out/results.jsonl" <<'EOF'
+python3 - "$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def key(r): return (r.get("label", r.get("shape")), r.get("qos", 0))
@@ -188,6 +223,7 @@ for k, v in by.items():
 print("ratio: SurgeMQ msgs/s / peer msgs/s; for connections, SurgeMQ RSS / peer RSS (m = memory)")
 EOF
 
-if "$bench" chart "$out/results.jsonl" "$out/throughput.svg"; then
-  echo "chart: $out/throughput.svg"
+chart="$out/throughput.svg"; [ "$tls" = 1 ] && chart="$out/throughput-tls.svg"
+if "$bench" chart "$results" "$chart"; then
+  echo "chart: $chart"
 fi

@@ -495,3 +495,82 @@ fn a_cafile_alone_checks_certificates_that_are_presented() {
     let _ = c.try_send_bytes(&bytes);
     assert!(c.closed_within(WAIT).is_some());
 }
+
+#[test]
+fn the_surgemq_client_works_over_tls() {
+    let pki = Pki::new("tlsclient");
+    let (b, tls) = start(pki.listener(), |_| {});
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    let config = Arc::new(surgemq::security::tls::client_config(&ca).unwrap());
+    let (id0, id1) = (b.id_on(0, "cl"), b.id_on(1, "cl"));
+    client_env::run(WAIT * 4, move || async move {
+        use futures::StreamExt;
+        use surgemq::client::{glommio_connect_tls, ConnectOptions};
+        for v in VERSIONS {
+            let addr = tls.to_string();
+            let opts = |id: &str| ConnectOptions::new(format!("{id}{}", v.level())).version(v);
+            let (sub, mut msgs, _) =
+                glommio_connect_tls(&addr, "localhost", config.clone(), opts(&id0))
+                    .await
+                    .unwrap();
+            sub.subscribe("c/#", QoS::ExactlyOnce).await.unwrap();
+            let (publ, _m, _) = glommio_connect_tls(&addr, "localhost", config.clone(), opts(&id1))
+                .await
+                .unwrap();
+            publ.publish("c/x", "over tls", QoS::ExactlyOnce, false)
+                .await
+                .unwrap();
+            let m = msgs.next().await.expect("a message");
+            assert_eq!(&m.payload[..], b"over tls", "{v:?}");
+        }
+    });
+}
+
+/// Python's paho-mqtt over TLS (3.1.1 and 5.0): subscribes, publishes to itself, prints the
+/// message.
+const PAHO_TLS: &str = r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+port, ca, proto = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+got = threading.Event()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-tls-" + proto,
+                protocol=mqtt.MQTTv5 if proto == "5" else mqtt.MQTTv311)
+c.tls_set(ca_certs=ca)
+def on_connect(c, u, flags, rc, props=None):
+    c.subscribe("py/#", qos=1)
+def on_subscribe(c, u, mid, rcs, props=None):
+    c.publish("py/x", "hello from paho", qos=1)
+def on_message(c, u, m):
+    print(m.payload.decode(), flush=True)
+    got.set()
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect("localhost", port)
+c.loop_start()
+ok = got.wait(10)
+c.disconnect()
+c.loop_stop()
+sys.exit(0 if ok else 1)
+"#;
+
+#[test]
+fn paho_works_over_tls() {
+    let pki = Pki::new("tlspaho");
+    let (_b, tls) = start(pki.listener(), |_| {});
+    for proto in ["311", "5"] {
+        let out = Command::new("python3")
+            .args(["-c", PAHO_TLS, &tls.port().to_string()])
+            .arg(pki.path("ca.pem"))
+            .arg(proto)
+            .output()
+            .expect("python3 with paho-mqtt 2.x is required (scripts/install-test-deps.sh)");
+        assert!(
+            out.status.success(),
+            "paho {proto}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "hello from paho"
+        );
+    }
+}

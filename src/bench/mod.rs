@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use bytestring::ByteString;
 use futures::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use glommio::net::TcpStream as Tcp;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
@@ -103,6 +103,11 @@ pub struct RunSpec {
     /// Every client connects with a persistent session (3.1.1 clean session 0; 5.0 Session
     /// Expiry Interval 0xFFFFFFFF), so a durable broker writes the run's messages down.
     pub persistent: bool,
+    /// TLS: every client connects over TLS with this configuration, checking the
+    /// broker's certificate for `tls_name`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The name the broker's certificate must carry (with `tls`).
+    pub tls_name: String,
 }
 
 impl RunSpec {
@@ -138,6 +143,8 @@ impl RunSpec {
             progress: false,
             prefix: format!("sb{}", std::process::id()),
             persistent: false,
+            tls: None,
+            tls_name: "localhost".to_owned(),
         }
     }
 
@@ -683,8 +690,70 @@ fn topic_name(spec: &RunSpec, topic: usize) -> String {
 /// sends nothing, is not timed out during any realistic run (the broker allows 1.5x).
 const RUN_KEEP_ALIVE: u16 = 600;
 
+/// Writes all of `bytes` and flushes (a TLS stream sends its last records on flush).
+async fn send<W: futures::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// A runner client's stream: plain TCP or TLS (rustls) over TCP.
+enum BenchStream {
+    Tcp(Tcp),
+    Tls(Box<futures_rustls::client::TlsStream<Tcp>>),
+}
+
+impl futures::AsyncRead for BenchStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            BenchStream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            BenchStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl futures::AsyncWrite for BenchStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            BenchStream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            BenchStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BenchStream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            BenchStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            BenchStream::Tcp(s) => std::pin::Pin::new(s).poll_close(cx),
+            BenchStream::Tls(s) => std::pin::Pin::new(&mut **s).poll_close(cx),
+        }
+    }
+}
+
 /// Connects and completes CONNECT / CONNACK.
-async fn open(spec: &RunSpec, id: &str, keep_alive: u16) -> Result<(TcpStream, BytesMut), String> {
+async fn open(
+    spec: &RunSpec,
+    id: &str,
+    keep_alive: u16,
+) -> Result<(BenchStream, BytesMut), String> {
     open_with_terms(spec, id, keep_alive)
         .await
         .map(|(s, b, _)| (s, b))
@@ -696,12 +765,23 @@ async fn open_with_terms(
     spec: &RunSpec,
     id: &str,
     keep_alive: u16,
-) -> Result<(TcpStream, BytesMut, u16), String> {
-    let stream = TcpStream::connect(spec.addr)
+) -> Result<(BenchStream, BytesMut, u16), String> {
+    let tcp = Tcp::connect(spec.addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let mut stream = stream;
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &spec.tls {
+        None => BenchStream::Tcp(tcp),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(spec.tls_name.clone())
+                .map_err(|e| format!("TLS name {:?}: {e}", spec.tls_name))?;
+            let tls = futures_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            BenchStream::Tls(Box::new(tls))
+        }
+    };
     let mut out = BytesMut::new();
     let mut properties = Properties::new();
     if spec.persistent && spec.version.is_v5() {
@@ -719,8 +799,7 @@ async fn open_with_terms(
     }))
     .encode(spec.version, &mut out)
     .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&out)
+    send(&mut stream, &out)
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut buf = BytesMut::new();
@@ -734,7 +813,7 @@ async fn open_with_terms(
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, String> {
+async fn read_more(stream: &mut BenchStream, buf: &mut BytesMut) -> Result<usize, String> {
     let len = buf.len();
     buf.resize(len + 64 * 1024, 0);
     let r = stream.read(&mut buf[len..]).await;
@@ -755,7 +834,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, 
 }
 
 async fn read_packet(
-    stream: &mut TcpStream,
+    stream: &mut BenchStream,
     buf: &mut BytesMut,
     version: ProtocolVersion,
 ) -> Result<Packet, String> {
@@ -789,7 +868,7 @@ async fn idle(
     while !shared.stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(100)).await;
     }
-    let _ = stream.write_all(&[0xE0, 0x00]).await;
+    let _ = send(&mut stream, &[0xE0, 0x00]).await;
     Ok(())
 }
 
@@ -947,9 +1026,7 @@ async fn flush_control_then_wait<W: futures::AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     let rel = std::mem::take(&mut *control.borrow_mut());
     if !rel.is_empty() {
-        wr.write_all(&rel)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+        send(wr, &rel).await.map_err(|e| format!("write: {e}"))?;
     }
     let n = acked.notified();
     let t = glommio::timer::sleep(Duration::from_millis(50));
@@ -961,7 +1038,7 @@ async fn flush_control_then_wait<W: futures::AsyncWrite + Unpin>(
 /// Sends SUBSCRIBE for `topic` and waits for a successful SUBACK.
 async fn subscribe_to(
     spec: &RunSpec,
-    stream: &mut TcpStream,
+    stream: &mut BenchStream,
     buf: &mut BytesMut,
     topic: usize,
 ) -> Result<(), String> {
@@ -976,8 +1053,7 @@ async fn subscribe_to(
     })
     .encode(spec.version, &mut out)
     .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&out)
+    send(stream, &out)
         .await
         .map_err(|e| format!("write: {e}"))?;
     match read_packet(stream, buf, spec.version).await? {
@@ -1129,7 +1205,7 @@ async fn publisher(
         if in_flight >= window {
             let rel = take_control();
             if !rel.is_empty() {
-                wr.write_all(&rel)
+                send(&mut wr, &rel)
                     .await
                     .map_err(|e| format!("write: {e}"))?;
             }
@@ -1191,7 +1267,7 @@ async fn publisher(
                 out.put_slice(&rel);
             }
         }
-        wr.write_all(&out)
+        send(&mut wr, &out)
             .await
             .map_err(|e| format!("write: {e}"))?;
         out.clear();
@@ -1229,7 +1305,7 @@ async fn publisher(
             None
         }
     };
-    let _ = wr.write_all(&[0xE0, 0x00]).await;
+    let _ = send(&mut wr, &[0xE0, 0x00]).await;
     Ok((
         PubResult {
             index,
@@ -1255,8 +1331,7 @@ async fn subscriber(
     loop {
         recv.consume(&mut buf, &mut out, &mut own, shared)?;
         if !out.is_empty() {
-            stream
-                .write_all(&out)
+            send(&mut stream, &out)
                 .await
                 .map_err(|e| format!("write: {e}"))?;
             out.clear();
@@ -1266,7 +1341,7 @@ async fn subscriber(
         }
         read_tick(&mut stream, &mut buf).await?;
     }
-    let _ = stream.write_all(&[0xE0, 0x00]).await;
+    let _ = send(&mut stream, &[0xE0, 0x00]).await;
     Ok(recv.result())
 }
 

@@ -77,6 +77,12 @@ struct Args {
     /// Write the latency distribution of the run as an SVG chart to this file.
     #[arg(long, value_name = "FILE")]
     svg: Option<std::path::PathBuf>,
+    /// Connect over TLS, trusting the certificate authorities in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the broker's certificate must carry (with --tls-ca).
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
 }
 
 /// `surgemq-bench chart RESULTS.jsonl OUT.svg`: a bar chart of msgs/s per shape per broker
@@ -156,6 +162,19 @@ fn main() -> ExitCode {
     spec.broker_pid = a.pid;
     spec.progress = a.progress;
     spec.persistent = a.persistent;
+    if let Some(ca) = &a.tls_ca {
+        let config = std::fs::read(ca)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| surgemq::security::tls::client_config(&pem).map_err(|e| e.to_string()));
+        match config {
+            Ok(c) => spec.tls = Some(std::sync::Arc::new(c)),
+            Err(e) => {
+                eprintln!("surgemq-bench: --tls-ca {}: {e}", ca.display());
+                return ExitCode::from(2);
+            }
+        }
+        spec.tls_name = a.tls_name.clone();
+    }
     match run(&spec) {
         Ok(r) => {
             print!("{}", r.table());

@@ -488,6 +488,40 @@ pub async fn glommio_connect(
     Ok((c.client, c.messages, c.session_present))
 }
 
+/// [`glommio_connect`] over TLS (rustls): the broker's certificate must be valid for
+/// `server_name` and chain to a root `tls` trusts (for example
+/// [`crate::security::tls::client_config`] with the broker's CA). Any other executor can
+/// do the same with its own stream and `futures_rustls::TlsConnector` in a [`Connector`].
+pub async fn glommio_connect_tls(
+    addr: &str,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    options: ConnectOptions,
+) -> Result<(Client, Messages, bool), ClientError> {
+    let addr = addr.to_owned();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| ClientError::from(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let tls = futures_rustls::TlsConnector::from(tls);
+    let connector = move || {
+        let (addr, name, tls) = (addr.clone(), name.clone(), tls.clone());
+        async move {
+            let s = glommio::net::TcpStream::connect(addr.as_str())
+                .await
+                .map_err(io::Error::from)?;
+            s.set_nodelay(true).map_err(io::Error::from)?;
+            tls.connect(name, s).await
+        }
+    };
+    let c = connect(connector, GlommioTimer, options).await?;
+    glommio::spawn_local(async move {
+        if let Err(e) = c.driver.run().await {
+            tracing::debug!("mqtt client ended: {e}");
+        }
+    })
+    .detach();
+    Ok((c.client, c.messages, c.session_present))
+}
+
 const READ_CHUNK: usize = 16 * 1024;
 /// Turns of the serve loop before yielding to the executor, so a busy connection does
 /// not starve other tasks.

@@ -130,8 +130,8 @@ impl From<Publish> for Message {
     }
 }
 pub use driver::{
-    connect, glommio_connect, Client, Connected, Connector, Delivery, Driver, FuturesTimer,
-    GlommioTimer, Messages, Timer,
+    connect, glommio_connect, glommio_connect_tls, Client, Connected, Connector, Delivery, Driver,
+    FuturesTimer, GlommioTimer, Messages, Timer,
 };
 
 /// A will message, published by the broker if the connection ends without DISCONNECT.

@@ -61,7 +61,7 @@ impl ResolvesServerCert for ServerCert {
 /// no post-quantum key exchange; aws-lc-rs has one but needs cmake and a C toolchain to
 /// build, which a fresh machine may not have. Swapping is this one function.
 #[allow(deprecated)]
-fn provider() -> rustls::crypto::CryptoProvider {
+pub fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
@@ -102,14 +102,7 @@ pub fn server_config(
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
     let builder = match ca {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(ca) {
-                let c = c.map_err(|e| TlsError::Ca(e.to_string()))?;
-                roots.add(c).map_err(|e| TlsError::Ca(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::Ca("no CERTIFICATE block".into()));
-            }
+            let roots = roots(ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if require {
                 verifier
@@ -122,6 +115,31 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
     };
     Ok(builder.with_cert_resolver(cert))
+}
+
+/// The certificate authorities of a PEM file (at least one).
+fn roots(ca: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        let c = c.map_err(|e| TlsError::Ca(e.to_string()))?;
+        roots.add(c).map_err(|e| TlsError::Ca(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Ca("no CERTIFICATE block".into()));
+    }
+    Ok(roots)
+}
+
+/// A client configuration that trusts the certificate authorities in `ca` (PEM): what
+/// `surgemq-bench --tls-ca` and the client library's TLS helper use.
+pub fn client_config(ca: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
+    let roots = roots(ca)?;
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// The subject Common Name of a client certificate (DER), for `use_identity_as_username`;

@@ -614,8 +614,10 @@ pub struct Session {
     /// the authorization hooks.
     username: Option<Box<str>>,
     /// What the client may receive, as the authorization hook resolved it for the
-    /// connection serving it (None: everything); see [`Session::may_read`].
-    rights: Option<std::sync::Arc<dyn crate::security::ClientRights>>,
+    /// connection serving it (None: everything); see [`Session::may_read`]. Boxed to a
+    /// thin pointer: 8 bytes in every session, where the `Arc<dyn>` itself is 16.
+    #[allow(clippy::redundant_allocation)]
+    rights: Option<Box<std::sync::Arc<dyn crate::security::ClientRights>>>,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
@@ -691,12 +693,12 @@ impl Session {
         &mut self,
         rights: Option<std::sync::Arc<dyn crate::security::ClientRights>>,
     ) {
-        self.rights = rights;
+        self.rights = rights.map(Box::new);
     }
 
     /// What the authorization hook lets the client do (None: everything).
     pub fn rights(&self) -> Option<&dyn crate::security::ClientRights> {
-        self.rights.as_deref()
+        self.rights.as_deref().map(|r| &**r)
     }
 
     /// Whether a message to `topic` may be delivered to the client: its caller does not
