@@ -275,6 +275,15 @@ config_section! {
         /// Whether a client of this listener may connect without a user name; unset: the
         /// top-level allow_anonymous. Default: unset.
         allow_anonymous: Option<bool> = None,
+
+        /// Most connections open at once on this listener, over all shards; 0: no limit
+        /// but `limits.max_connections`. A connection beyond it is closed at once (counted
+        /// in `connections_refused_limit`). Default: `0`.
+        max_connections: usize = 0,
+
+        /// New connections this listener accepts per second (see
+        /// `limits.max_connection_rate`); unset: that one. Default: unset.
+        max_connection_rate: Option<u32> = None,
     }
 }
 
@@ -394,6 +403,21 @@ config_section! {
         /// unavailable), while at most 64 such answers per shard are under way; otherwise
         /// it is closed at once. At least 1. Default: `100000`.
         max_connections: usize = 100_000,
+
+        /// Most connections open at once from one IP address, over every listener and
+        /// shard (counted from accept to close); 0: no limit. A connection beyond it is
+        /// closed at once, before any byte is read (counted in `connections_refused_ip`,
+        /// logged at most once a second per shard). Default: `0`.
+        max_connections_per_ip: usize = 0,
+
+        /// New connections each listener accepts per second; 0: no limit. Beyond it the
+        /// listener pauses: new connections wait in the kernel's accept queue (and, when
+        /// that is full, in the client's SYN retries) rather than being refused, so a
+        /// reconnect storm is spread out instead of taking the shards' CPU from
+        /// connected clients. With reuse_port each shard accepts its share (this divided
+        /// by the number of shards, rounded up). A `[[listener]]` may set its own.
+        /// Default: `0`.
+        max_connection_rate: u32 = 0,
 
         /// Most sessions kept at once, online and offline (a persistent session outlives
         /// its connection, so client-id churn with clean session 0 would otherwise grow
@@ -1040,6 +1064,8 @@ mod tests {
                     tls_version: TlsVersion::Tls13,
                     use_identity_as_username: true,
                     allow_anonymous: Some(false),
+                    max_connections: 10,
+                    max_connection_rate: Some(100),
                 },
                 Listener {
                     address: Some(addr("127.0.0.1:1885")),
@@ -1069,6 +1095,8 @@ mod tests {
                 max_subscriptions_per_client: 2,
                 max_filters_per_subscribe: 1,
                 max_topic_levels: 256,
+                max_connections_per_ip: 5,
+                max_connection_rate: 50,
             },
             mesh: Mesh {
                 channel_capacity: 1,
@@ -1244,11 +1272,11 @@ mod tests {
             }
         }
         // The two `[[listener]]` headers stand for the `listener` key; the first sets all
-        // 9 keys, the second 5 (its unset options are comments).
+        // 11 keys, the second 6 (its unset options are comments).
         let expected = Config::FIELD_DOCS.len()
             + 1
-            + 9
-            + 5
+            + 11
+            + 6
             + Limits::FIELD_DOCS.len()
             + Mesh::FIELD_DOCS.len()
             + Persistence::FIELD_DOCS.len();

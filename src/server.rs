@@ -141,6 +141,17 @@ impl Server {
 
         // What each listener's connections get: `listeners` are plain MQTT with the top
         // level's settings; `[[listener]]` tables have their own (TLS files read here).
+        let limits = &cfg.limits;
+        let per_ip = (limits.max_connections_per_ip > 0).then(|| {
+            Arc::new(crate::broker::admission::IpCounts::new(
+                limits.max_connections_per_ip,
+            ))
+        });
+        let caps = |max_connections| crate::broker::admission::Caps {
+            max_connections,
+            open: Arc::default(),
+            per_ip: per_ip.clone(),
+        };
         let mut specs: Vec<(SocketAddr, Arc<Listening>)> = cfg
             .listeners
             .iter()
@@ -149,6 +160,8 @@ impl Server {
                     tls: None,
                     allow_anonymous: cfg.allow_anonymous,
                     identity_as_username: false,
+                    caps: caps(0),
+                    rate: limits.max_connection_rate,
                 };
                 (*addr, Arc::new(plain))
             })
@@ -182,6 +195,8 @@ impl Server {
                 tls,
                 allow_anonymous: l.allow_anonymous.unwrap_or(cfg.allow_anonymous),
                 identity_as_username: l.use_identity_as_username,
+                caps: caps(l.max_connections),
+                rate: l.max_connection_rate.unwrap_or(limits.max_connection_rate),
             };
             specs.push((addr, Arc::new(listening)));
         }

@@ -15,6 +15,7 @@ use bytestring::ByteString;
 use futures::AsyncWriteExt;
 use glommio::net::TcpStream;
 
+use super::admission::Admitted;
 use super::auth::{ConnectAuth, ConnectStep};
 use super::connection::{CloseReason, ConnId, ConnShared};
 use super::negotiated::write_refusal;
@@ -35,6 +36,25 @@ use std::sync::Arc;
 /// other, at no memory cost per connection beyond the references the task already holds.
 pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream, listening: Arc<Listening>) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    let admitted = match listening.caps.admit(peer) {
+        Ok(a) => a,
+        Err(refused) => {
+            // Closed at once, before any byte is read: the caps are about how many
+            // sockets a client holds, and an answer would cost what they guard.
+            match refused {
+                super::admission::Refused::Ip => {
+                    shard.count(|m| m.connections_refused_ip += 1);
+                    shard.log_transport_failure("connection over max_connections_per_ip");
+                }
+                super::admission::Refused::Listener => {
+                    shard.count(|m| m.connections_refused_limit += 1);
+                    shard.log_transport_failure("connection over the listener's max_connections");
+                }
+            }
+            return;
+        }
+    };
     let timeout = u16::try_from(shard.cfg.limits.connect_timeout).unwrap_or(u16::MAX);
     let Some((key, conn)) = shard.register_conn(stream.socket(), timeout) else {
         // "Server busy" is answered in MQTT, so only where MQTT is spoken from the first
@@ -46,9 +66,16 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream, listening: Arc
     };
     shard.count(|m| m.connections_accepted += 1);
     match listening.tls.clone() {
-        None => accepted(shard, stream, key, conn, listening),
+        None => accepted(shard, stream, key, conn, listening, admitted),
         Some(config) => match rustls::ServerConnection::new(config) {
-            Ok(tls) => accepted(shard, TlsStream::new(stream, tls), key, conn, listening),
+            Ok(tls) => accepted(
+                shard,
+                TlsStream::new(stream, tls),
+                key,
+                conn,
+                listening,
+                admitted,
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "TLS connection state not created: closed");
                 shard.connection_closed(key, &conn, CloseReason::ServerShutdown);
@@ -64,18 +91,19 @@ fn accepted<S: Transport>(
     key: ConnId,
     conn: Rc<ConnShared>,
     listening: Arc<Listening>,
+    admitted: Admitted,
 ) {
     conn.encrypted.set(stream.encrypted());
     glommio::spawn_local(async move {
-        let r = AssertUnwindSafe(accept_phase(&shard, stream, key, &conn, &listening))
-            .catch_unwind()
-            .await;
+        let mut admitted = admitted;
+        let phase = accept_phase(&shard, stream, key, &conn, &listening, &mut admitted);
+        let r = AssertUnwindSafe(phase).catch_unwind().await;
         match r {
             // Served here: the serving task is spawned on its own, so this task's state
             // (sized for the CONNECT phase) is freed instead of being carried for the life
             // of the connection.
             Ok(Some((stream, connect, buf, assigned))) => {
-                spawn_serving(shard, stream, key, conn, connect, buf, assigned)
+                spawn_serving(shard, stream, key, conn, connect, buf, assigned, admitted)
             }
             Ok(None) => {}
             Err(panic) => guard_end(&shard, key, &conn, &*panic),
@@ -90,14 +118,21 @@ pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
         transport,
         connect,
         rest,
+        admitted,
     } = a;
     match transport.arrive() {
-        super::transport::Arrived::Tcp(s) => adopted(shard, s, connect, rest),
-        super::transport::Arrived::Tls(s) => adopted(shard, s, connect, rest),
+        super::transport::Arrived::Tcp(s) => adopted(shard, s, connect, rest, admitted),
+        super::transport::Arrived::Tls(s) => adopted(shard, s, connect, rest, admitted),
     }
 }
 
-fn adopted<S: Transport>(shard: Rc<Shard>, stream: S, connect: Box<Connect>, rest: BytesMut) {
+fn adopted<S: Transport>(
+    shard: Rc<Shard>,
+    stream: S,
+    connect: Box<Connect>,
+    rest: BytesMut,
+    admitted: Admitted,
+) {
     let Some((key, conn)) = shard.register_conn(stream.socket(), 0) else {
         // Its CONNECT is known: it is told at once.
         let Some(slot) = BusySlot::take(&shard) else {
@@ -121,10 +156,11 @@ fn adopted<S: Transport>(shard: Rc<Shard>, stream: S, connect: Box<Connect>, res
     // A moved connection's id was the client's own: assigned ids hash to the shard that
     // accepted the connection, so they never move.
     conn.encrypted.set(stream.encrypted());
-    spawn_serving(shard, stream, key, conn, connect, rest, false);
+    spawn_serving(shard, stream, key, conn, connect, rest, false, admitted);
 }
 
 /// Spawns the task that serves an accepted CONNECT on the session's home shard.
+#[allow(clippy::too_many_arguments)]
 fn spawn_serving<S: Transport>(
     shard: Rc<Shard>,
     stream: S,
@@ -133,8 +169,11 @@ fn spawn_serving<S: Transport>(
     connect: Box<Connect>,
     buf: BytesMut,
     assigned: bool,
+    admitted: Admitted,
 ) {
     glommio::spawn_local(async move {
+        // Its places under the listener's caps, given back when the task ends.
+        let _admitted = admitted;
         let mut stream = stream;
         let r = AssertUnwindSafe(serve(
             &shard,
@@ -180,6 +219,7 @@ async fn accept_phase<S: Transport>(
     key: ConnId,
     conn: &Rc<ConnShared>,
     listening: &Listening,
+    admitted: &mut Admitted,
 ) -> Option<(S, Box<Connect>, BytesMut, bool)> {
     let mut buf = BytesMut::new();
     let opts = DecodeOptions {
@@ -270,7 +310,8 @@ async fn accept_phase<S: Transport>(
             let mut out = BytesMut::new();
             write_refusal(&mut out, connect.version, code, client_max(&connect));
             let _ = write_bounded(&mut stream, &out, shard).await;
-            tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
+            shard.count(|m| m.connects_refused += 1);
+            shard.log_refused_connect(&connect.client_id, code);
             shard.connection_closed(key, conn, CloseReason::Refused);
             return None;
         }
@@ -331,6 +372,7 @@ async fn accept_phase<S: Transport>(
                         transport,
                         connect,
                         rest: buf,
+                        admitted: std::mem::take(admitted),
                     })),
                 );
                 shard.control.flush();

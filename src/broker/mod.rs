@@ -39,6 +39,7 @@
 //! | [`net`] | listeners, socket options, moving a socket to another shard |
 //! | `harness` | (tests) shards on one thread with a hand-driven mesh, no sockets |
 
+pub(crate) mod admission;
 pub(crate) mod auth;
 pub(crate) mod connect;
 pub(crate) mod connection;
@@ -205,6 +206,8 @@ pub(crate) struct Adopt {
     pub connect: Box<Connect>,
     /// Bytes read after the CONNECT (the client may pipeline).
     pub rest: BytesMut,
+    /// Its places under the listener's caps, held until it closes.
+    pub admitted: admission::Admitted,
 }
 
 #[cfg(test)]

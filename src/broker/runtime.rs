@@ -127,9 +127,26 @@ pub(crate) async fn shard_main(
         let listener = net::listener(l);
         let s = shard.clone();
         let round_robin = cfg.accept_mode == AcceptMode::RoundRobin;
+        // This loop's share of the listener's pace: all of it when it alone accepts.
+        let share = if round_robin {
+            listening.rate
+        } else {
+            listening
+                .rate
+                .div_ceil(u32::try_from(s.shards).unwrap_or(1).max(1))
+        };
+        let mut pace = super::admission::Pace::new(share);
         accept_tasks.push(glommio::spawn_local(async move {
             let mut next = 0usize;
             loop {
+                // Over the pace: not accepting for a moment; new connections wait in the
+                // kernel's accept queue.
+                if let Some(p) = pace.as_mut() {
+                    let wait = p.next_wait(std::time::Instant::now());
+                    if !wait.is_zero() {
+                        glommio::timer::sleep(wait).await;
+                    }
+                }
                 if round_robin {
                     match listener.shared_accept().await {
                         Ok(a) => {

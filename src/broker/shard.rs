@@ -82,6 +82,12 @@ pub struct ShardSummary {
     /// TLS connections whose handshake did not complete (a client that does not speak
     /// TLS, a refused or missing client certificate, garbage, or the connect timeout).
     pub tls_handshake_failed: u64,
+    /// Connections closed at accept because their IP address had
+    /// `limits.max_connections_per_ip` open already.
+    pub connections_refused_ip: u64,
+    /// CONNECTs refused by their checks (client identifier, allow_anonymous, user name
+    /// and password, the will's authorization), each answered with its CONNACK code.
+    pub connects_refused: u64,
     /// 5.0 enhanced authentications refused (unsupported method, the hook's failure, or
     /// a protocol error during the exchange): CONNACK with the code, or DISCONNECT on
     /// re-authentication.
@@ -136,6 +142,8 @@ impl ShardSummary {
         self.subscribe_denied += o.subscribe_denied;
         self.read_denied += o.read_denied;
         self.tls_handshake_failed += o.tls_handshake_failed;
+        self.connections_refused_ip += o.connections_refused_ip;
+        self.connects_refused += o.connects_refused;
         self.shared_redelivered += o.shared_redelivered;
         self.shared_undeliverable += o.shared_undeliverable;
         self.mesh_undeliverable += o.mesh_undeliverable;
@@ -558,10 +566,28 @@ impl Shard {
             return;
         }
         self.transport_logged.set(now);
-        let total = self.summary().tls_handshake_failed;
+        let m = self.summary();
         tracing::warn!(
-            tls_handshake_failed = total,
-            "{what}: closed (a client that does not speak TLS, a refused or missing client certificate, or the connect timeout; logged at most once a second per shard)"
+            tls_handshake_failed = m.tls_handshake_failed,
+            connections_refused_ip = m.connections_refused_ip,
+            connections_refused_limit = m.connections_refused_limit,
+            "{what}: closed (logged at most once a second per shard; the totals are this shard's)"
+        );
+    }
+
+    /// Logs a refused CONNECT, at most once a second per shard (with the total): a
+    /// client retrying a wrong password in a loop must not flood the log.
+    pub(crate) fn log_refused_connect(&self, client_id: &str, code: crate::protocol::ReasonCode) {
+        let now = Instant::now();
+        if now.duration_since(self.deny_logged.get()) < Duration::from_secs(1) {
+            return;
+        }
+        self.deny_logged.set(now);
+        tracing::info!(
+            client_id,
+            code = %code,
+            connects_refused = self.summary().connects_refused,
+            "CONNECT refused (logged at most once a second per shard; the total is this shard's)"
         );
     }
 

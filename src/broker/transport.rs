@@ -34,6 +34,10 @@ pub(crate) struct Listening {
     pub allow_anonymous: bool,
     /// The client certificate's Common Name is the user name.
     pub identity_as_username: bool,
+    /// Connection caps (per listener, per IP).
+    pub caps: super::admission::Caps,
+    /// New connections per second this listener accepts (over all shards); 0: no pace.
+    pub rate: u32,
 }
 
 /// A connection's byte stream (see the module docs).
