@@ -217,6 +217,8 @@ pub enum ListenerProtocol {
     /// MQTT over TCP, or over TLS when `certfile` is set.
     #[default]
     Mqtt,
+    /// MQTT over WebSockets (MQTT §6), or over secure WebSockets when `certfile` is set.
+    Websockets,
 }
 
 /// The lowest TLS version a listener accepts (`tls_version`).
@@ -239,9 +241,19 @@ config_section! {
         /// Required: Default: unset, which is refused.
         address: Option<SocketAddr> = None,
 
-        /// "mqtt": MQTT over TCP, or over TLS when certfile is set. (MQTT over WebSockets
-        /// is not supported yet.) Default: `"mqtt"`.
+        /// "mqtt": MQTT over TCP, or over TLS when certfile is set. "websockets": MQTT
+        /// over WebSockets (binary frames, subprotocol `mqtt`), or over WSS when certfile
+        /// is set. Default: `"mqtt"`.
         protocol: ListenerProtocol = ListenerProtocol::Mqtt,
+
+        /// WebSockets: the HTTP path of the upgrade request, e.g. "/mqtt"; empty: any path
+        /// (as mosquitto). A request for another path gets 400 Bad Request. Default: `""`.
+        http_path: String = String::new(),
+
+        /// WebSockets: the longest frame payload accepted; 0: `limits.max_packet_size`
+        /// plus 5 (one whole packet per frame). A longer frame closes the connection with
+        /// close code 1009 (counted in `websocket_errors`). Default: `0`.
+        websockets_max_frame_size: u64 = 0,
 
         /// PEM file with the server's certificate chain (leaf first). Set, with keyfile:
         /// the listener speaks TLS (rustls; no kernel TLS needed). Read at start and again
@@ -1056,7 +1068,6 @@ mod tests {
             listener: vec![
                 Listener {
                     address: Some(addr("0.0.0.0:8883")),
-                    protocol: ListenerProtocol::Mqtt,
                     certfile: Some(PathBuf::from("/etc/surgemq/cert.pem")),
                     keyfile: Some(PathBuf::from("/etc/surgemq/key.pem")),
                     cafile: Some(PathBuf::from("/etc/surgemq/ca.pem")),
@@ -1064,6 +1075,9 @@ mod tests {
                     tls_version: TlsVersion::Tls13,
                     use_identity_as_username: true,
                     allow_anonymous: Some(false),
+                    protocol: ListenerProtocol::Websockets,
+                    http_path: "/mqtt".into(),
+                    websockets_max_frame_size: 65536,
                     max_connections: 10,
                     max_connection_rate: Some(100),
                 },
@@ -1272,11 +1286,11 @@ mod tests {
             }
         }
         // The two `[[listener]]` headers stand for the `listener` key; the first sets all
-        // 11 keys, the second 6 (its unset options are comments).
+        // 13 keys, the second 8 (its unset options are comments).
         let expected = Config::FIELD_DOCS.len()
             + 1
-            + 11
-            + 6
+            + 13
+            + 8
             + Limits::FIELD_DOCS.len()
             + Mesh::FIELD_DOCS.len()
             + Persistence::FIELD_DOCS.len();

@@ -162,6 +162,7 @@ impl Server {
                     identity_as_username: false,
                     caps: caps(0),
                     rate: limits.max_connection_rate,
+                    websocket: None,
                 };
                 (*addr, Arc::new(plain))
             })
@@ -197,6 +198,13 @@ impl Server {
                 identity_as_username: l.use_identity_as_username,
                 caps: caps(l.max_connections),
                 rate: l.max_connection_rate.unwrap_or(limits.max_connection_rate),
+                websocket: (l.protocol == crate::config::ListenerProtocol::Websockets).then(|| {
+                    let max_frame = match l.websockets_max_frame_size {
+                        0 => u64::from(limits.max_packet_size) + 5,
+                        n => n,
+                    };
+                    (l.http_path.clone(), max_frame)
+                }),
             };
             specs.push((addr, Arc::new(listening)));
         }

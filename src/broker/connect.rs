@@ -93,23 +93,67 @@ fn accepted<S: Transport>(
     listening: Arc<Listening>,
     admitted: Admitted,
 ) {
-    conn.encrypted.set(stream.encrypted());
+    conn.encrypted
+        .set(stream.encrypted() || listening.websocket.is_some());
     glommio::spawn_local(async move {
-        let mut admitted = admitted;
-        let phase = accept_phase(&shard, stream, key, &conn, &listening, &mut admitted);
-        let r = AssertUnwindSafe(phase).catch_unwind().await;
-        match r {
-            // Served here: the serving task is spawned on its own, so this task's state
-            // (sized for the CONNECT phase) is freed instead of being carried for the life
-            // of the connection.
-            Ok(Some((stream, connect, buf, assigned))) => {
-                spawn_serving(shard, stream, key, conn, connect, buf, assigned, admitted)
+        let phase = async {
+            let Some((path, max_frame)) = &listening.websocket else {
+                return connect_phase(&shard, stream, key, &conn, &listening, admitted).await;
+            };
+            let mut stream = stream;
+            match super::ws::upgrade(&mut stream, path).await {
+                Ok(rest) => {
+                    let st = Box::new(super::ws::WsState::new(rest, *max_frame));
+                    let ws = super::ws::WsStream::new(stream, st);
+                    connect_phase(&shard, ws, key, &conn, &listening, admitted).await
+                }
+                Err(e) => {
+                    if stream.handshake_incomplete() {
+                        shard.count(|m| m.tls_handshake_failed += 1);
+                        shard.log_transport_failure("TLS handshake did not complete");
+                    } else {
+                        shard.count(|m| m.websocket_errors += 1);
+                        shard.log_transport_failure(match e {
+                            super::ws::WsError::NotUpgrade(why)
+                            | super::ws::WsError::Frame(why) => why,
+                        });
+                    }
+                    shard.connection_closed(key, &conn, CloseReason::ProtocolError);
+                }
             }
-            Ok(None) => {}
-            Err(panic) => guard_end(&shard, key, &conn, &*panic),
+        };
+        if let Err(panic) = AssertUnwindSafe(phase).catch_unwind().await {
+            guard_end(&shard, key, &conn, &*panic);
         }
     })
     .detach();
+}
+
+/// The CONNECT phase of an accepted connection, then its serving task when it stays here
+/// (the serving task is spawned on its own, so this task's state, sized for the CONNECT
+/// phase, is freed instead of being carried for the life of the connection).
+async fn connect_phase<S: Transport>(
+    shard: &Rc<Shard>,
+    stream: S,
+    key: ConnId,
+    conn: &Rc<ConnShared>,
+    listening: &Listening,
+    admitted: Admitted,
+) {
+    let mut admitted = admitted;
+    let phase = accept_phase(shard, stream, key, conn, listening, &mut admitted).await;
+    if let Some((stream, connect, buf, assigned)) = phase {
+        spawn_serving(
+            shard.clone(),
+            stream,
+            key,
+            conn.clone(),
+            connect,
+            buf,
+            assigned,
+            admitted,
+        )
+    }
 }
 
 /// Spawns the task of a connection moved here from the shard that accepted it.
@@ -120,9 +164,12 @@ pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
         rest,
         admitted,
     } = a;
+    use super::transport::Arrived;
     match transport.arrive() {
-        super::transport::Arrived::Tcp(s) => adopted(shard, s, connect, rest, admitted),
-        super::transport::Arrived::Tls(s) => adopted(shard, s, connect, rest, admitted),
+        Arrived::Tcp(s) => adopted(shard, s, connect, rest, admitted),
+        Arrived::Tls(s) => adopted(shard, s, connect, rest, admitted),
+        Arrived::WsTcp(s) => adopted(shard, s, connect, rest, admitted),
+        Arrived::WsTls(s) => adopted(shard, s, connect, rest, admitted),
     }
 }
 
@@ -238,6 +285,10 @@ async fn accept_phase<S: Transport>(
                 // never reached MQTT.
                 shard.count(|m| m.tls_handshake_failed += 1);
                 shard.log_transport_failure("TLS handshake did not complete");
+            }
+            if let Some(why) = stream.failure() {
+                shard.count(|m| m.websocket_errors += 1);
+                shard.log_transport_failure(why);
             }
             shard.connection_closed(key, conn, r);
             return None;

@@ -71,6 +71,7 @@ pub(crate) mod subscribe;
 pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod will;
+pub(crate) mod ws;
 
 use bytes::BytesMut;
 

@@ -460,5 +460,9 @@ pub(crate) async fn serve<S: Transport>(
             .await;
         }
     }
+    if let Some(why) = stream.failure() {
+        shard.count(|m| m.websocket_errors += 1);
+        shard.log_transport_failure(why);
+    }
     shard.connection_closed(key, conn, reason);
 }

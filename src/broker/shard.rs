@@ -88,6 +88,10 @@ pub struct ShardSummary {
     /// CONNECTs refused by their checks (client identifier, allow_anonymous, user name
     /// and password, the will's authorization), each answered with its CONNACK code.
     pub connects_refused: u64,
+    /// WebSocket connections refused at the upgrade (not an upgrade request, wrong path,
+    /// no MQTT subprotocol) or closed for a frame that broke the rules (text, unmasked,
+    /// too long, malformed).
+    pub websocket_errors: u64,
     /// 5.0 enhanced authentications refused (unsupported method, the hook's failure, or
     /// a protocol error during the exchange): CONNACK with the code, or DISCONNECT on
     /// re-authentication.
@@ -144,6 +148,7 @@ impl ShardSummary {
         self.tls_handshake_failed += o.tls_handshake_failed;
         self.connections_refused_ip += o.connections_refused_ip;
         self.connects_refused += o.connects_refused;
+        self.websocket_errors += o.websocket_errors;
         self.shared_redelivered += o.shared_redelivered;
         self.shared_undeliverable += o.shared_undeliverable;
         self.mesh_undeliverable += o.mesh_undeliverable;

@@ -38,6 +38,8 @@ pub(crate) struct Listening {
     pub caps: super::admission::Caps,
     /// New connections per second this listener accepts (over all shards); 0: no pace.
     pub rate: u32,
+    /// MQTT over WebSockets: the path accepted (any when empty) and the longest frame.
+    pub websocket: Option<(String, u64)>,
 }
 
 /// A connection's byte stream (see the module docs).
@@ -53,6 +55,11 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
     /// Whether bytes are encrypted on the socket (so none may be written to it directly).
     fn encrypted(&self) -> bool {
         false
+    }
+
+    /// Why the transport itself failed (a WebSocket frame that broke the rules), if it did.
+    fn failure(&self) -> Option<&'static str> {
+        None
     }
 
     /// Whether the transport's own handshake (TLS) never completed: a failure before
@@ -75,6 +82,8 @@ pub(crate) enum Moving {
     Tcp(OwnedFd),
     /// TLS: a duplicate of the socket and everything rustls holds for it.
     Tls(OwnedFd, Box<rustls::ServerConnection>),
+    /// WebSockets: the framing state over one of the others.
+    Ws(Box<super::ws::WsState>, Box<Moving>),
 }
 
 impl Transport for TcpStream {
@@ -93,6 +102,8 @@ impl Transport for TcpStream {
 pub(crate) enum Arrived {
     Tcp(TcpStream),
     Tls(super::tls::TlsStream),
+    WsTcp(super::ws::WsStream<TcpStream>),
+    WsTls(super::ws::WsStream<super::tls::TlsStream>),
 }
 
 impl Moving {
@@ -106,6 +117,12 @@ impl Moving {
         match self {
             Moving::Tcp(fd) => Arrived::Tcp(tcp(fd)),
             Moving::Tls(fd, tls) => Arrived::Tls(super::tls::TlsStream::resume(tcp(fd), tls)),
+            Moving::Ws(st, inner) => match inner.arrive() {
+                Arrived::Tcp(s) => Arrived::WsTcp(super::ws::WsStream::new(s, st)),
+                Arrived::Tls(s) => Arrived::WsTls(super::ws::WsStream::new(s, st)),
+                // WebSockets over WebSockets is never built.
+                nested => nested,
+            },
         }
     }
 }

@@ -1,0 +1,369 @@
+//! MQTT over WebSockets (`[[listener]] protocol = "websockets"`), over real TCP with two
+//! shards and round-robin accepting, so that WebSocket connections are accepted on one
+//! shard and moved with their framing state to their session's home shard. A raw client
+//! here builds the upgrade and the masked frames itself (to send fragmented, oversized,
+//! text and control frames); Python's paho-mqtt is the client we did not write, over WS
+//! and WSS. Bad input (an HTTP request that is not an upgrade, a text frame, an oversized
+//! frame) gets a clear refusal or close, is counted, and nobody else notices.
+
+#[path = "common/client_env.rs"]
+mod client_env;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+
+use bytes::BytesMut;
+use common::*;
+use surgemq::config::{AcceptMode, Config, Listener, ListenerProtocol};
+use surgemq::protocol::*;
+
+/// A WebSocket MQTT client over a plain socket: the upgrade, masked frames out, frames in.
+struct Ws {
+    tcp: TcpStream,
+    rbuf: Vec<u8>,
+    version: ProtocolVersion,
+    mqtt: BytesMut,
+}
+
+impl Ws {
+    fn upgrade(addr: SocketAddr, path: &str, protocol: Option<&str>) -> (TcpStream, String) {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        if let Some(p) = protocol {
+            req.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        }
+        req.push_str("\r\n");
+        tcp.write_all(req.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tcp.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        (tcp, String::from_utf8_lossy(&head).into_owned())
+    }
+
+    fn open(addr: SocketAddr, version: ProtocolVersion) -> Ws {
+        let (tcp, head) = Ws::upgrade(addr, "/mqtt", Some("mqtt"));
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        // RFC 6455's example key and its accept value.
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{head}"
+        );
+        assert!(head.contains("Sec-WebSocket-Protocol: mqtt"), "{head}");
+        Ws {
+            tcp,
+            rbuf: Vec::new(),
+            version,
+            mqtt: BytesMut::new(),
+        }
+    }
+
+    /// Sends one masked frame.
+    fn frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        let mut f = vec![(u8::from(fin) << 7) | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        self.tcp.write_all(&f).unwrap();
+    }
+
+    fn send(&mut self, p: &Packet) {
+        let mut b = BytesMut::new();
+        p.encode(self.version, &mut b).unwrap();
+        self.frame(true, 2, &b);
+    }
+
+    /// The next server frame: (opcode, payload); None when the connection ends.
+    fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if self.rbuf.len() >= 2 {
+                let op = self.rbuf[0] & 0x0F;
+                assert_eq!(self.rbuf[1] & 0x80, 0, "server frames are not masked");
+                let (len, head) = match self.rbuf[1] & 0x7F {
+                    126 if self.rbuf.len() >= 4 => {
+                        (u16::from_be_bytes([self.rbuf[2], self.rbuf[3]]) as usize, 4)
+                    }
+                    127 if self.rbuf.len() >= 10 => {
+                        let mut l = [0u8; 8];
+                        l.copy_from_slice(&self.rbuf[2..10]);
+                        (u64::from_be_bytes(l) as usize, 10)
+                    }
+                    n if n < 126 => (n as usize, 2),
+                    _ => (usize::MAX, 0),
+                };
+                if head > 0 && self.rbuf.len() >= head + len {
+                    let payload = self.rbuf[head..head + len].to_vec();
+                    self.rbuf.drain(..head + len);
+                    return Some((op, payload));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match self.tcp.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next MQTT packet, from however many binary frames it spans.
+    fn recv(&mut self) -> Packet {
+        loop {
+            let opts = DecodeOptions::new(self.version);
+            if let Some(p) = decode(&mut self.mqtt, &opts).unwrap() {
+                return p;
+            }
+            let (op, payload) = self.next_frame().expect("connection open");
+            assert!(op == 2 || op == 0, "a data frame that is not binary: {op}");
+            self.mqtt.extend_from_slice(&payload);
+        }
+    }
+
+    fn connect(&mut self, id: &str) {
+        self.send(&Packet::Connect(Box::new(connect_packet(
+            self.version,
+            id,
+            true,
+            0,
+            None,
+        ))));
+        assert!(matches!(self.recv(), Packet::ConnAck(a) if a.reason == ReasonCode::SUCCESS));
+    }
+
+    /// The close frame's code, once the server closes.
+    fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.next_frame()? {
+                (8, p) if p.len() >= 2 => return Some(u16::from_be_bytes([p[0], p[1]])),
+                (8, _) => return Some(1005),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn ws_listener() -> Listener {
+    Listener {
+        address: Some("127.0.0.1:0".parse().unwrap()),
+        protocol: ListenerProtocol::Websockets,
+        http_path: "/mqtt".into(),
+        websockets_max_frame_size: 4096,
+        ..Listener::default()
+    }
+}
+
+fn start(listener: Listener) -> (Broker, SocketAddr) {
+    let b = Broker::with(2, move |c: &mut Config| {
+        c.accept_mode = AcceptMode::RoundRobin;
+        c.listener = vec![listener];
+    });
+    let ws = b.handle.as_ref().unwrap().local_addrs()[1];
+    (b, ws)
+}
+
+#[test]
+fn websocket_clients_publish_and_subscribe_across_shards() {
+    let (mut b, addr) = start(ws_listener());
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        for shard in 0..2 {
+            let tag = format!("{}{shard}", v.level());
+            let mut sub = Ws::open(addr, v);
+            sub.connect(&b.id_on(shard, &format!("ws{tag}")));
+            sub.send(&Packet::Subscribe(Subscribe {
+                packet_id: pid(1),
+                subscriptions: vec![Subscription {
+                    filter: TopicFilter::new("w/#").unwrap(),
+                    options: SubscriptionOptions::new(QoS::AtLeastOnce),
+                }],
+                properties: Properties::new(),
+            }));
+            assert!(matches!(sub.recv(), Packet::SubAck(_)));
+            // A publisher whose CONNECT comes in two fragments, and whose PUBLISH shares
+            // a frame with a PINGREQ.
+            let mut publ = Ws::open(addr, v);
+            let mut connect = BytesMut::new();
+            Packet::Connect(Box::new(connect_packet(
+                v,
+                &b.id_on(1 - shard, &format!("wp{tag}")),
+                true,
+                0,
+                None,
+            )))
+            .encode(v, &mut connect)
+            .unwrap();
+            let (a, c) = connect.split_at(5);
+            publ.frame(false, 2, a);
+            publ.frame(true, 0, c);
+            assert!(matches!(publ.recv(), Packet::ConnAck(_)));
+            let mut both = BytesMut::new();
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: TopicName::try_from("w/x").unwrap(),
+                packet_id: None,
+                properties: Properties::new(),
+                payload: bytes::Bytes::from_static(b"over ws"),
+            })
+            .encode(v, &mut both)
+            .unwrap();
+            Packet::PingReq.encode(v, &mut both).unwrap();
+            publ.frame(true, 2, &both);
+            assert_eq!(publ.recv(), Packet::PingResp);
+            match sub.recv() {
+                Packet::Publish(p) => assert_eq!(&p.payload[..], b"over ws", "{tag}"),
+                other => panic!("{tag}: {other:?}"),
+            }
+            // A ping frame is answered with a pong carrying its payload.
+            sub.frame(true, 9, b"still there?");
+            assert_eq!(sub.next_frame(), Some((10, b"still there?".to_vec())));
+        }
+    }
+    let summary = b.handle.take().unwrap().shutdown();
+    assert!(
+        summary.connections_migrated >= 2,
+        "no WebSocket connection moved: {summary:?}"
+    );
+}
+
+#[test]
+fn bad_upgrades_and_frames_are_refused_and_counted() {
+    let (mut b, addr) = start(ws_listener());
+    let mut bystander = Ws::open(addr, ProtocolVersion::V5);
+    bystander.connect("bystander");
+    // An HTTP request that is not an upgrade, and one for another path.
+    for (path, upgrade) in [("/mqtt", false), ("/other", true)] {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let req = if upgrade {
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        } else {
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+        };
+        tcp.write_all(req.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    // A text frame: closed with 1003 [MQTT-6.0.0-1].
+    let mut text = Ws::open(addr, ProtocolVersion::V3_1_1);
+    text.frame(true, 1, b"hello");
+    assert_eq!(text.close_code(), Some(1003));
+    // A frame over the listener's limit: closed with 1009.
+    let mut big = Ws::open(addr, ProtocolVersion::V3_1_1);
+    big.connect("big");
+    big.frame(true, 2, &vec![0u8; 10_000]);
+    assert_eq!(big.close_code(), Some(1009));
+    // An unmasked frame: closed with 1002.
+    let mut bare = Ws::open(addr, ProtocolVersion::V3_1_1);
+    bare.tcp.write_all(&[0x82, 0x02, 0xC0, 0x00]).unwrap();
+    assert_eq!(bare.close_code(), Some(1002));
+    // The bystander noticed nothing.
+    bystander.send(&Packet::PingReq);
+    assert_eq!(bystander.recv(), Packet::PingResp);
+    let summary = b.handle.take().unwrap().shutdown();
+    assert!(summary.websocket_errors >= 5, "{summary:?}");
+}
+
+/// paho-mqtt over WebSockets (and over WSS with a CA file): subscribes, publishes to
+/// itself, prints the message.
+const PAHO_WS: &str = r#"
+import sys, threading
+import paho.mqtt.client as mqtt
+port, proto, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+got = threading.Event()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-ws-" + proto,
+                protocol=mqtt.MQTTv5 if proto == "5" else mqtt.MQTTv311, transport="websockets")
+c.ws_set_options(path="/mqtt")
+if ca:
+    c.tls_set(ca_certs=ca)
+def on_connect(c, u, flags, rc, props=None):
+    c.subscribe("py/#", qos=1)
+def on_subscribe(c, u, mid, rcs, props=None):
+    c.publish("py/x", "hello over websockets", qos=1)
+def on_message(c, u, m):
+    print(m.payload.decode(), flush=True)
+    got.set()
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect("localhost", port)
+c.loop_start()
+ok = got.wait(10)
+c.disconnect()
+c.loop_stop()
+sys.exit(0 if ok else 1)
+"#;
+
+fn paho(port: u16, proto: &str, ca: &str) {
+    let out = Command::new("python3")
+        .args(["-c", PAHO_WS, &port.to_string(), proto, ca])
+        .output()
+        .expect("python3 with paho-mqtt 2.x is required (scripts/install-test-deps.sh)");
+    assert!(
+        out.status.success(),
+        "paho {proto} {ca}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello over websockets"
+    );
+}
+
+#[test]
+fn paho_works_over_websockets_and_wss() {
+    let (_b, addr) = start(ws_listener());
+    for proto in ["311", "5"] {
+        paho(addr.port(), proto, "");
+    }
+    // WSS: a CA and a server certificate for localhost.
+    let dir = client_env::TempDir::new("wss");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct names: a leaf whose subject equals its issuer looks self-signed to OpenSSL.
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "WSS test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.path.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path.join("server.key"), key.serialize_pem()).unwrap();
+    let (_b, addr) = start(Listener {
+        certfile: Some(dir.path.join("server.pem")),
+        keyfile: Some(dir.path.join("server.key")),
+        ..ws_listener()
+    });
+    for proto in ["311", "5"] {
+        paho(
+            addr.port(),
+            proto,
+            dir.path.join("ca.pem").to_str().unwrap(),
+        );
+    }
+}
