@@ -9,7 +9,8 @@
 # openssl under target/compare/tls); SurgeMQ gets a `[[listener]]` with certfile / keyfile,
 # mosquitto a listener with the same files; rumqttd is left out. Results go to
 # target/compare/results-tls.jsonl. The connections rows then measure TLS handshakes per
-# second and memory per idle TLS connection.
+# second and memory per idle TLS connection. SurgeMQ over plain TCP runs too (column
+# surgemq-tcp; its ratio is TLS / plain), so the cost of TLS comes from the same run.
 #
 # --surgemq PATH runs that SurgeMQ binary instead of building this tree's (to measure an
 # earlier build against the peers in the same session: before and after a change).
@@ -100,6 +101,10 @@ start_broker() {
   local name=$1
   port=$((port + 1))
   case "$name" in
+    surgemq-tcp)
+      # --tls: the same SurgeMQ over plain TCP, in the same run, for the cost of TLS.
+      taskset -c "$broker_cpu" "$surgemq_bin" --listen "127.0.0.1:$port" --shards 1 --log-level warn &
+      pid=$! ;;
     surgemq)
       if [ "$tls" = 1 ]; then
         printf 'listeners = []\nshards = 1\nlog_level = "warn"\n[[listener]]\naddress = "127.0.0.1:%s"\ncertfile = "%s"\nkeyfile = "%s"\n' \
@@ -157,7 +162,9 @@ EOF
 run() {
   local broker=$1 label=$2; shift 2
   local line
-  if line=$(taskset -c "$bench_cpu" "$bench" "$@" "${tls_args[@]}" --port "$port" --pid "$pid" --inflight 256 | grep '^{'); then
+  local extra=("${tls_args[@]}")
+  [ "$broker" = surgemq-tcp ] && extra=()
+  if line=$(taskset -c "$bench_cpu" "$bench" "$@" "${extra[@]}" --port "$port" --pid "$pid" --inflight 256 | grep '^{'); then
     echo "{\"broker\":\"$broker\",\"label\":\"$label\",${line#\{}" >> "$results"
   else
     echo "{\"broker\":\"$broker\",\"label\":\"$label\",\"shape\":\"$1\",\"failed\":true}" >> "$results"
@@ -165,6 +172,7 @@ run() {
 }
 
 brokers="surgemq mosquitto"
+[ "$tls" = 1 ] && brokers="surgemq surgemq-tcp mosquitto"
 [ "$with_rumqttd" = 1 ] && command -v rumqttd >/dev/null && brokers="$brokers rumqttd"
 for broker in $brokers; do
   for qos in 0 1; do
@@ -190,7 +198,7 @@ def key(r): return (r.get("label", r.get("shape")), r.get("qos", 0))
 by = {}
 for r in rows:
     by.setdefault(key(r), {})[r["broker"]] = r
-peers = [b for b in ("mosquitto", "rumqttd") if any(b in v for v in by.values())]
+peers = [b for b in ("surgemq-tcp", "mosquitto", "rumqttd") if any(b in v for v in by.values())]
 hdr = f"{'shape':<12}{'qos':>4}{'surgemq msg/s':>15}{'p99 us':>9}{'rss MiB':>9}"
 for p in peers:
     hdr += f"{p + ' msg/s':>18}{'p99 us':>9}{'rss MiB':>9}{'ratio':>7}"

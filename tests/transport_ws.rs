@@ -367,3 +367,105 @@ fn paho_works_over_websockets_and_wss() {
         );
     }
 }
+
+#[test]
+fn an_upgrade_that_never_comes_is_closed_at_the_connect_timeout() {
+    let b = Broker::with(2, |c: &mut Config| {
+        c.limits.connect_timeout = 1;
+        c.listener = vec![ws_listener()];
+    });
+    let addr = b.handle.as_ref().unwrap().local_addrs()[1];
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    let mut trickle = TcpStream::connect(addr).unwrap();
+    trickle.set_read_timeout(Some(WAIT)).unwrap();
+    trickle.write_all(b"GET /mqtt HTTP/1.1\r\n").unwrap();
+    let started = std::time::Instant::now();
+    for (name, s) in [("silent", &mut silent), ("trickle", &mut trickle)] {
+        let mut buf = [0u8; 256];
+        // Closed (a 0-byte read or a reset), not left open until the read times out.
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(_) => {}
+            Err(e) if !is_timeout(&e) => {}
+            Err(e) => panic!("{name}: still open: {e}"),
+        }
+    }
+    assert!(
+        started.elapsed() < WAIT,
+        "closed only after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn frames_across_the_edges_of_the_protocol() {
+    let (_b, addr) = start(Listener {
+        websockets_max_frame_size: 200_000,
+        ..ws_listener()
+    });
+    let v = ProtocolVersion::V5;
+    // The CONNECT pipelined behind the upgrade request, in the same write.
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let mut bytes = b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+        .to_vec();
+    let mut connect = BytesMut::new();
+    Packet::Connect(Box::new(connect_packet(v, "pipelined", true, 0, None)))
+        .encode(v, &mut connect)
+        .unwrap();
+    let mask = [9u8, 8, 7, 6];
+    bytes.extend_from_slice(&[0x82, 0x80 | connect.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(connect.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    tcp.write_all(&bytes).unwrap();
+    let mut ws = Ws {
+        tcp,
+        rbuf: Vec::new(),
+        version: v,
+        mqtt: BytesMut::new(),
+    };
+    // Skip the 101 response, then the CONNACK arrives in a frame.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.tcp.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(matches!(ws.recv(), Packet::ConnAck(a) if a.reason == ReasonCode::SUCCESS));
+    // A frame with a 64-bit length: a 70,000-byte PUBLISH to itself.
+    ws.send(&Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::new("big").unwrap(),
+            options: SubscriptionOptions::new(QoS::AtMostOnce),
+        }],
+        properties: Properties::new(),
+    }));
+    assert!(matches!(ws.recv(), Packet::SubAck(_)));
+    let payload = bytes::Bytes::from(vec![5u8; 70_000]);
+    ws.send(&Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: TopicName::try_from("big").unwrap(),
+        packet_id: None,
+        properties: Properties::new(),
+        payload: payload.clone(),
+    }));
+    match ws.recv() {
+        Packet::Publish(p) => assert_eq!(p.payload, payload),
+        other => panic!("{other:?}"),
+    }
+    // A close from the client is answered with a close.
+    ws.frame(true, 8, &1000u16.to_be_bytes());
+    assert_eq!(ws.close_code(), Some(1000));
+    // A continuation with no message started: closed with 1002.
+    let mut stray = Ws::open(addr, v);
+    stray.frame(true, 0, b"x");
+    assert_eq!(stray.close_code(), Some(1002));
+    // No MQTT subprotocol among those offered: refused.
+    let (_tcp, head) = Ws::upgrade(addr, "/mqtt", Some("chat, superchat"));
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+}

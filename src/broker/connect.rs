@@ -101,7 +101,20 @@ fn accepted<S: Transport>(
                 return connect_phase(&shard, stream, key, &conn, &listening, admitted).await;
             };
             let mut stream = stream;
-            match super::ws::upgrade(&mut stream, path).await {
+            // The upgrade (and, for WSS, the TLS handshake inside it) has the connect
+            // timeout too: a client that sends nothing, or trickles, is closed.
+            let limit = std::time::Duration::from_secs(shard.cfg.limits.connect_timeout.max(1));
+            let upgraded = {
+                let upgrade = Box::pin(super::ws::upgrade(&mut stream, path));
+                let timer = Box::pin(glommio::timer::sleep(limit));
+                match futures::future::select(upgrade, timer).await {
+                    futures::future::Either::Left((r, _)) => r,
+                    futures::future::Either::Right(_) => Err(super::ws::WsError::NotUpgrade(
+                        "no WebSocket upgrade within the connect timeout",
+                    )),
+                }
+            };
+            match upgraded {
                 Ok(rest) => {
                     let st = Box::new(super::ws::WsState::new(rest, *max_frame));
                     let ws = super::ws::WsStream::new(stream, st);

@@ -36,6 +36,9 @@ use super::transport::{Moving, Transport};
 
 /// The largest payload of a frame the server sends.
 const MAX_OUT_FRAME: usize = 64 * 1024;
+/// Control frames (pongs) owed beyond which the connection is not read until they are
+/// sent.
+const MAX_CTRL: usize = 4096;
 /// The largest HTTP upgrade request read.
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -64,6 +67,9 @@ pub(crate) struct WsState {
     ctrl: BytesMut,
     /// The data frame being sent (header and payload).
     wbuf: BytesMut,
+    /// Inside a fragmented message (a binary frame without FIN was read): only
+    /// continuations may follow until the final one.
+    in_message: bool,
     /// A close frame arrived (or was sent): reads end.
     closed: bool,
     /// The transport ended.
@@ -84,6 +90,7 @@ impl WsState {
             pos: 0,
             ctrl: BytesMut::new(),
             wbuf: BytesMut::new(),
+            in_message: false,
             closed: false,
             eof: false,
             max_frame,
@@ -103,14 +110,15 @@ impl<S: Transport> WsStream<S> {
         WsStream { inner, st }
     }
 
-    /// Sends what is owed (control frames first, then the data frame under way).
+    /// Sends what is owed: the data frame under way first (a control frame must not land
+    /// inside it), then the control frames. Each buffer holds whole frames only.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         for which in [0, 1] {
             loop {
                 let buf = if which == 0 {
-                    &mut self.st.ctrl
-                } else {
                     &mut self.st.wbuf
+                } else {
+                    &mut self.st.ctrl
                 };
                 if buf.is_empty() {
                     break;
@@ -168,8 +176,10 @@ impl<S: Transport> WsStream<S> {
                 return Ok(Some(false));
             }
             let mut cursor = Cursor::new(&self.st.rbuf[..]);
-            let parsed = FrameHeader::parse(&mut cursor)
-                .map_err(|_| WsError::Frame("malformed frame header"))?;
+            let Ok(parsed) = FrameHeader::parse(&mut cursor) else {
+                self.close_with(1002);
+                return Err(WsError::Frame("malformed frame header"));
+            };
             let Some((header, len)) = parsed else {
                 return Ok(None);
             };
@@ -185,7 +195,14 @@ impl<S: Transport> WsStream<S> {
                 ));
             }
             match header.opcode {
-                OpCode::Data(Data::Binary | Data::Continue) => {
+                OpCode::Data(d @ (Data::Binary | Data::Continue)) => {
+                    // RFC 6455 §5.4: a message starts with one binary frame and goes on with
+                    // continuations until FIN.
+                    if (d == Data::Binary) == self.st.in_message {
+                        self.close_with(1002);
+                        return Err(WsError::Frame("fragments out of order"));
+                    }
+                    self.st.in_message = !header.is_final;
                     if len > self.st.max_frame {
                         self.close_with(1009);
                         return Err(WsError::Frame("frame longer than the listener allows"));
@@ -219,11 +236,8 @@ impl<S: Transport> WsStream<S> {
                         }
                         Control::Pong => {}
                         Control::Close => {
-                            // Answered with the same code; reading ends.
-                            let code = payload
-                                .get(..2)
-                                .map_or(1000, |b| u16::from_be_bytes([b[0], b[1]]));
-                            self.close_with(code);
+                            // Answered (RFC 6455 §5.5.1: normal closure); reading ends.
+                            self.close_with(1000);
                             return Ok(Some(false));
                         }
                         Control::Reserved(_) => {
@@ -268,10 +282,19 @@ impl<S: Transport> AsyncRead for WsStream<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        // Reads per call without handing bytes up (control or empty frames): beyond it the
+        // task yields, so a client streaming pings cannot hold the shard.
+        let mut fills = 0;
         loop {
-            // Pongs and closes go out as soon as the socket takes them.
-            if let Poll::Ready(Err(e)) = this.poll_send(cx) {
-                return Poll::Ready(Err(e));
+            // What the server owes goes out as the socket takes it. Reading goes on while
+            // it waits (acks must still come in while output is backed up), except when
+            // the control frames owed pass MAX_CTRL: a client that pings and never reads
+            // cannot make the server queue pongs without end. The write's waker is
+            // registered.
+            match this.poll_send(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if this.st.ctrl.len() > MAX_CTRL => return Poll::Pending,
+                _ => {}
             }
             match this.next_frame() {
                 Err(e) => {
@@ -301,11 +324,18 @@ impl<S: Transport> AsyncRead for WsStream<S> {
                 Ok(_) => {}
             }
             // A ping just read is answered now, not with the next data out.
-            if let Poll::Ready(Err(e)) = this.poll_send(cx) {
-                return Poll::Ready(Err(e));
+            match this.poll_send(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if this.st.ctrl.len() > MAX_CTRL => return Poll::Pending,
+                _ => {}
             }
             if this.st.eof {
                 return Poll::Ready(Ok(0));
+            }
+            fills += 1;
+            if fills > 16 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             match futures::ready!(this.poll_fill(cx)) {
                 Ok(0) => this.st.eof = true,
