@@ -574,3 +574,24 @@ fn paho_works_over_tls() {
         );
     }
 }
+
+#[test]
+fn the_server_ends_tls_connections_with_close_notify() {
+    let pki = Pki::new("tlsend");
+    let (_b, tls) = start(pki.listener(), |_| {});
+    let config = pki.client(false);
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        let mut c = connect_tls(tls, v, &config, &format!("end{}", v.level()));
+        c.send(&Packet::Disconnect(Disconnect::default()));
+        c.stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 64];
+        // A clean TLS end reads as 0 bytes; a cut without close_notify is UnexpectedEof.
+        loop {
+            match std::io::Read::read(&mut c.stream, &mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => panic!("{v:?}: {e}"),
+            }
+        }
+    }
+}

@@ -469,3 +469,16 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
     let (_tcp, head) = Ws::upgrade(addr, "/mqtt", Some("chat, superchat"));
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 }
+
+#[test]
+fn the_server_ends_websocket_connections_with_a_close_frame() {
+    let (_b, addr) = start(ws_listener());
+    let v = ProtocolVersion::V5;
+    let mut c = Ws::open(addr, v);
+    c.connect("ending");
+    // A PUBLISH with QoS 3: malformed, so the server ends the connection (5.0: with a
+    // DISCONNECT first), then closes the WebSocket properly.
+    c.frame(true, 2, &[0x36, 0x03, 0x00, 0x01, b't']);
+    assert!(matches!(c.recv(), Packet::Disconnect(_)));
+    assert_eq!(c.close_code(), Some(1000));
+}

@@ -460,6 +460,18 @@ pub(crate) async fn serve<S: Transport>(
             .await;
         }
     }
+    // A transport with its own end says it (TLS close_notify, a WebSocket Close frame), so
+    // the client sees a clean close rather than a cut; bounded like the last write. Not
+    // after the socket failed or was shut down (a takeover), and not for plain TCP, whose
+    // close stays the socket's. (Both ends are whole records / frames of their own, valid
+    // even after an MQTT packet cut short.)
+    if stream.encrypted() && !matches!(reason, CloseReason::SocketClosed | CloseReason::TakenOver) {
+        let _ = futures::future::select(
+            Box::pin(stream.close()),
+            Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(100))),
+        )
+        .await;
+    }
     if let Some(why) = stream.failure() {
         shard.count(|m| m.websocket_errors += 1);
         shard.log_transport_failure(why);
