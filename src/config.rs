@@ -427,8 +427,10 @@ config_section! {
         /// that is full, in the client's SYN retries) rather than being refused, so a
         /// reconnect storm is spread out instead of taking the shards' CPU from
         /// connected clients. With reuse_port each shard accepts its share (this divided
-        /// by the number of shards, rounded up). A `[[listener]]` may set its own.
-        /// Default: `0`.
+        /// by the number of shards, rounded up, so the total may exceed it by up to one
+        /// per shard; and the kernel's uneven spread can leave it below), with
+        /// round_robin shard 0 all of it. Connections later refused (per-IP cap, CONNECT
+        /// checks) count against it too. A `[[listener]]` may set its own. Default: `0`.
         max_connection_rate: u32 = 0,
 
         /// Most sessions kept at once, online and offline (a persistent session outlives

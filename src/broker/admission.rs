@@ -152,7 +152,8 @@ impl Pace {
     /// How long to wait before the next accept (zero when a token is there), taking it.
     pub(crate) fn next_wait(&mut self, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
+        // Never back: a wait that ended early still owes its time.
+        self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -36,7 +36,8 @@ use std::sync::Arc;
 /// other, at no memory cost per connection beyond the references the task already holds.
 pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream, listening: Arc<Listening>) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    // An IPv4 client is one address however it arrives (an IPv4-mapped IPv6 one included).
+    let peer = stream.peer_addr().ok().map(|a| a.ip().to_canonical());
     let admitted = match listening.caps.admit(peer) {
         Ok(a) => a,
         Err(refused) => {
@@ -59,7 +60,7 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream, listening: Arc
     let Some((key, conn)) = shard.register_conn(stream.socket(), timeout) else {
         // "Server busy" is answered in MQTT, so only where MQTT is spoken from the first
         // byte; a TLS connection beyond the limit is closed.
-        if listening.tls.is_none() {
+        if listening.tls.is_none() && listening.websocket.is_none() {
             refuse_busy(&shard, stream);
         }
         return;
