@@ -35,12 +35,9 @@ while [ $# -gt 0 ]; do
 done
 if [ "$quick" = 1 ]; then n1=20000; nmany=2000; queued=${queued/1000000/100000}; else n1=100000; nmany=10000; fi
 
-if ! command -v mosquitto >/dev/null; then
-  echo "installing mosquitto" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
-fi
-export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --bin surgemq --bin surgemq-bench >&2
+. scripts/lib.sh
+ensure_mosquitto
+build_release
 bench=target/release/surgemq-bench
 out=target/compare
 mkdir -p "$out"
@@ -50,19 +47,7 @@ data=$(mktemp -d /var/tmp/surgemq-durability.XXXXXX)
 chmod 755 "$data"
 port=$((20000 + RANDOM % 20000))
 pid=""
-stop_broker() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi
-}
 trap 'stop_broker; rm -rf "$data"' EXIT
-
-wait_port() {
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "broker did not start" >&2
-  return 1
-}
 
 start_surgemq() { # mode
   port=$((port + 1))

@@ -29,7 +29,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-cargo build --release --bin surgemq --bin surgemq-bench >&2
+. scripts/lib.sh
+build_release
 bench=target/release/surgemq-bench
 out=target/compare
 mkdir -p "$out"
@@ -40,17 +41,11 @@ if [ "$quick" = 1 ]; then n1=20000; nmany=2000; nmesh=500; else n1=200000; nmany
 
 port=$((20000 + RANDOM % 20000))
 pid=""
-stop_broker() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi
-}
 trap stop_broker EXIT
 
 taskset -c "$broker_cpu" "$surgemq_bin" --listen "127.0.0.1:$port" --shards 1 --log-level warn &
 pid=$!
-for _ in $(seq 50); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  sleep 0.1
-done
+wait_port
 
 run() {
   local protocol=$1 label=$2; shift 2

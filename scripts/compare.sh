@@ -51,16 +51,13 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-if ! command -v mosquitto >/dev/null; then
-  echo "installing mosquitto" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null
-fi
+. scripts/lib.sh
+ensure_mosquitto
 if [ "$with_rumqttd" = 1 ] && ! command -v rumqttd >/dev/null; then
   echo "installing rumqttd (cargo install rumqttd)" >&2
   cargo install rumqttd >&2 || echo "rumqttd did not install; comparing without it" >&2
 fi
-export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --bin surgemq --bin surgemq-bench >&2
+build_release
 bench=target/release/surgemq-bench
 out=target/compare
 mkdir -p "$out"
@@ -92,9 +89,6 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 port=$((20000 + RANDOM % 20000))
 pid=""
-stop_broker() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi
-}
 trap stop_broker EXIT
 
 start_broker() {
@@ -151,12 +145,7 @@ EOF
       taskset -c "$broker_cpu" rumqttd --config "$out/rumqttd.toml" -q &
       pid=$! ;;
   esac
-  for _ in $(seq 50); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "$name did not start" >&2
-  return 1
+  wait_port || { echo "$name did not start" >&2; return 1; }
 }
 
 run() {

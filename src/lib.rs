@@ -56,14 +56,18 @@
 //! | [`index`] | topic tries: local subscribers, shard interest | sessions, runtime |
 //! | [`mesh`] | the grid of channels between shards, batching, overflow | MQTT |
 //! | [`persist`] | the on-disk format of a shard's durable state: frames, records, images | files, runtimes |
-//! | [`security`] | password files in mosquitto's format: parse, hash, check | files, sockets |
+//! | [`security`] | password and ACL files in mosquitto's formats, per-client rights, TLS settings as rustls configs | files, sockets |
 //! | `broker` | shards, connection tasks, routing, retained, wills, keep alive | another shard's state |
 //! | [`server`], [`config`] | start-up, shutdown, embedding; documented configuration | connection state |
 //! | [`client`] | the client library: sans-I/O [`client::state`] plus an async driver over any transport | the broker (speaks MQTT only) |
 //! | [`bench`](mod@bench) | the load runner behind `surgemq-bench` | broker internals (speaks MQTT only) |
 //!
 //! Only `broker`, the client's driver and the runner touch sockets, timers and task spawning; what crosses
-//! between shards is plain data ([`session::Message`] and a few control messages).
+//! between shards is plain data ([`session::Message`], a few control messages, and a
+//! connection moving home after CONNECT: its socket and its TLS / WebSocket state). What
+//! shards share beyond that is read-mostly and touched outside the message path: the
+//! security files in force (read at CONNECT), atomics (persistence pressure, listener
+//! connection counts) and one mutex for the per-IP connection count (at accept and close).
 //!
 //! ## Durability
 //!

@@ -360,16 +360,24 @@ impl Server {
     }
 }
 
-/// Reads and parses a password file (a start or a reload).
-fn read_password_file(
+/// Reads and parses a security file (a start or a reload): errors name the file.
+fn read_parsed<T, E: std::fmt::Display>(
     path: &std::path::Path,
-) -> Result<crate::security::password::PasswordFile, StartError> {
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, StartError> {
     let security = |message: String| StartError::Security {
         path: path.to_owned(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| security(e.to_string()))?;
-    crate::security::password::PasswordFile::parse(&text).map_err(|e| security(e.to_string()))
+    parse(&text).map_err(|e| security(e.to_string()))
+}
+
+/// Reads and parses a password file.
+fn read_password_file(
+    path: &std::path::Path,
+) -> Result<crate::security::password::PasswordFile, StartError> {
+    read_parsed(path, crate::security::password::PasswordFile::parse)
 }
 
 /// Reads a whole security file (a certificate, a key, a CA).
@@ -393,14 +401,9 @@ fn read_server_cert(
     })
 }
 
-/// Reads and parses an ACL file (a start or a reload).
+/// Reads and parses an ACL file.
 fn read_acl_file(path: &std::path::Path) -> Result<crate::security::acl::Acl, StartError> {
-    let security = |message: String| StartError::Security {
-        path: path.to_owned(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| security(e.to_string()))?;
-    crate::security::acl::Acl::parse(&text).map_err(|e| security(e.to_string()))
+    read_parsed(path, crate::security::acl::Acl::parse)
 }
 
 /// The ACL file in force and where it is read from (for a reload).
@@ -453,18 +456,12 @@ impl ServerHandle {
             Some((path, _)) => Some(read_acl_file(path)?),
             None => None,
         };
-        let mut certs = Vec::with_capacity(self.certs.len());
-        for (cert, key, _) in &self.certs {
-            let (cert_pem, key_pem) = (read_file(cert)?, read_file(key)?);
-            // Checked now, so that nothing is replaced unless everything parses.
-            crate::security::tls::ServerCert::from_pem(&cert_pem, &key_pem).map_err(|e| {
-                StartError::Security {
-                    path: cert.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-            certs.push((cert_pem, key_pem));
-        }
+        // Everything is read and parsed before anything is replaced.
+        let certs = self
+            .certs
+            .iter()
+            .map(|(cert, key, _)| read_server_cert(cert, key))
+            .collect::<Result<Vec<_>, _>>()?;
         if let (Some((path, auth)), Some(file)) = (&self.passwords, passwords) {
             tracing::info!(path = %path.display(), users = file.len(), "password file reloaded");
             auth.replace(file);
@@ -473,10 +470,9 @@ impl ServerHandle {
             tracing::info!(path = %path.display(), rules = file.len(), "ACL file reloaded");
             auth.replace(file);
         }
-        for ((path, _, served), (cert, key)) in self.certs.iter().zip(certs) {
-            if served.replace_pem(&cert, &key).is_ok() {
-                tracing::info!(path = %path.display(), "TLS certificate reloaded (new connections)");
-            }
+        for ((path, _, served), new) in self.certs.iter().zip(certs) {
+            served.replace(new);
+            tracing::info!(path = %path.display(), "TLS certificate reloaded (new connections)");
         }
         Ok(())
     }

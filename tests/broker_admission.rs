@@ -16,17 +16,8 @@ use surgemq::protocol::*;
 /// Whether a connection to `addr` is served: CONNECT answered within the wait.
 fn served(addr: std::net::SocketAddr, id: &str) -> Option<Raw> {
     let mut c = Raw::open(addr, ProtocolVersion::V3_1_1);
-    let mut bytes = bytes::BytesMut::new();
-    Packet::Connect(Box::new(connect_packet(
-        ProtocolVersion::V3_1_1,
-        id,
-        true,
-        0,
-        None,
-    )))
-    .encode(ProtocolVersion::V3_1_1, &mut bytes)
-    .unwrap();
-    if !c.try_send_bytes(&bytes) {
+    let connect = connect_packet(ProtocolVersion::V3_1_1, id, true, 0, None);
+    if !c.try_send(&Packet::Connect(Box::new(connect))) {
         return None;
     }
     // A refused connection is closed (or reset) without a CONNACK.
@@ -125,18 +116,14 @@ fn the_accept_pace_spreads_a_burst_without_refusing() {
     let clients: Vec<Raw> = (0..60)
         .map(|i| {
             let mut c = Raw::open(b.addr, ProtocolVersion::V3_1_1);
-            let mut bytes = bytes::BytesMut::new();
             let id = format!("pace{i}");
-            Packet::Connect(Box::new(connect_packet(
+            c.send(&Packet::Connect(Box::new(connect_packet(
                 ProtocolVersion::V3_1_1,
                 &id,
                 true,
                 0,
                 None,
-            )))
-            .encode(ProtocolVersion::V3_1_1, &mut bytes)
-            .unwrap();
-            c.send_bytes(&bytes);
+            ))));
             c
         })
         .collect();

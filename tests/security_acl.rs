@@ -50,6 +50,18 @@ fn start(acl: &str, tweak: impl FnOnce(&mut Config)) -> (Broker, client_env::Tem
 
 /// A connected client with this user name (no password file: any is admitted).
 fn user(b: &Broker, v: ProtocolVersion, id: &str, name: Option<&str>, clean: bool) -> Raw {
+    connect_as(b, v, id, name, clean).0
+}
+
+/// A connected client with this user name (no password file: any is admitted); not
+/// `clean`: a persistent session (5.0: expiry "never"). Returns it and session present.
+fn connect_as(
+    b: &Broker,
+    v: ProtocolVersion,
+    id: &str,
+    name: Option<&str>,
+    clean: bool,
+) -> (Raw, bool) {
     let mut c = b.raw(v);
     let mut p = connect_packet(v, id, clean, 0, None);
     p.username = name.map(bytestring::ByteString::from);
@@ -57,8 +69,12 @@ fn user(b: &Broker, v: ProtocolVersion, id: &str, name: Option<&str>, clean: boo
         p.properties.get_mut().session_expiry_interval = Some(u32::MAX);
     }
     let ack = c.connect_with(p);
-    assert_eq!(ack.reason, ReasonCode::SUCCESS, "CONNECT of {id} refused");
-    c
+    assert_eq!(
+        ack.reason,
+        ReasonCode::SUCCESS,
+        "CONNECT of {id} as {name:?} refused"
+    );
+    (c, ack.session_present)
 }
 
 fn denied(v: ProtocolVersion) -> ReasonCode {
@@ -289,15 +305,9 @@ fn a_restored_session_keeps_its_users_rules() {
         let mut admin = user(&b, v, "admin", Some("admin"), true);
         admin.publish_acked("sensors/a/temp", b"queued", QoS::AtLeastOnce, false, 1);
         admin.publish_acked("sensors/secret", b"secret", QoS::AtLeastOnce, false, 2);
-        let mut alice = b.raw(v);
-        let mut p = connect_packet(v, &id, false, 0, None);
-        p.username = Some("alice".into());
-        if v.is_v5() {
-            p.properties.get_mut().session_expiry_interval = Some(u32::MAX);
-        }
-        let ack = alice.connect_with(p);
+        let (mut alice, present) = persistent_as(&b, v, &id, "alice");
         // (3.1 has no session present flag.)
-        assert!(ack.session_present || v == ProtocolVersion::V3_1, "{v:?}");
+        assert!(present || v == ProtocolVersion::V3_1, "{v:?}");
         let got = alice.recv_publish();
         assert_eq!(&got.payload[..], b"queued", "{v:?}");
         if let Some(pid) = got.packet_id {
@@ -337,15 +347,7 @@ fn an_acl_file_that_does_not_parse_stops_the_start_with_its_line() {
 
 /// A persistent session connected with this user name (5.0: expiry "never").
 fn persistent_as(b: &Broker, v: ProtocolVersion, id: &str, name: &str) -> (Raw, bool) {
-    let mut c = b.raw(v);
-    let mut p = connect_packet(v, id, false, 0, None);
-    p.username = Some(name.into());
-    if v.is_v5() {
-        p.properties.get_mut().session_expiry_interval = Some(u32::MAX);
-    }
-    let ack = c.connect_with(p);
-    assert_eq!(ack.reason, ReasonCode::SUCCESS, "CONNECT of {id} as {name}");
-    (c, ack.session_present)
+    connect_as(b, v, id, Some(name), false)
 }
 
 #[test]

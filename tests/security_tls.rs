@@ -9,11 +9,14 @@
 #[path = "common/client_env.rs"]
 mod client_env;
 mod common;
+#[path = "common/paho_round_trip.rs"]
+mod paho;
 
 use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
+use paho::paho_round_trip;
 use surgemq::config::{AcceptMode, Config, Listener, TlsVersion};
 use surgemq::protocol::*;
 
@@ -225,12 +228,8 @@ fn mutual_tls_names_the_user_and_refuses_clients_without_a_certificate() {
     let mut bare = Raw::open_tls(tls, ProtocolVersion::V3_1_1, pki.client(false));
     let mut c = connect_packet(ProtocolVersion::V3_1_1, "nocert", true, 0, None);
     c.username = Some("alice".into());
-    let mut bytes = bytes::BytesMut::new();
-    Packet::Connect(Box::new(c))
-        .encode(ProtocolVersion::V3_1_1, &mut bytes)
-        .unwrap();
     // TLS 1.3: the client learns of the refusal on its first read.
-    let _ = bare.try_send_bytes(&bytes);
+    let _ = bare.try_send(&Packet::Connect(Box::new(c)));
     assert!(
         bare.closed_within(WAIT).is_some(),
         "a client without a certificate was served"
@@ -250,17 +249,13 @@ fn a_plain_client_or_garbage_on_a_tls_port_is_closed_and_counted() {
     ok.subscribe(1, &[("t", QoS::AtMostOnce)]);
     // An MQTT CONNECT where a ClientHello belongs.
     let mut plain = Raw::open(tls, ProtocolVersion::V3_1_1);
-    let mut bytes = bytes::BytesMut::new();
-    Packet::Connect(Box::new(connect_packet(
+    plain.send(&Packet::Connect(Box::new(connect_packet(
         ProtocolVersion::V3_1_1,
         "plain",
         true,
         0,
         None,
-    )))
-    .encode(ProtocolVersion::V3_1_1, &mut bytes)
-    .unwrap();
-    plain.send_bytes(&bytes);
+    ))));
     let answer = plain.bytes_until_closed();
     // At most a TLS alert record (content type 21), never an MQTT CONNACK.
     assert!(answer.is_empty() || answer[0] == 21, "{answer:02x?}");
@@ -345,17 +340,11 @@ fn a_reload_serves_the_new_certificate_and_keeps_connections() {
     kept.ping();
     // A client that trusts only the old CA is now refused.
     let mut stale = Raw::open_tls(tls, ProtocolVersion::V3_1_1, old.client(false));
-    let mut bytes = bytes::BytesMut::new();
-    Packet::Connect(Box::new(connect_packet(
-        ProtocolVersion::V3_1_1,
-        "stale",
-        true,
-        0,
-        None,
-    )))
-    .encode(ProtocolVersion::V3_1_1, &mut bytes)
-    .unwrap();
-    assert!(!stale.try_send_bytes(&bytes), "the old CA still verifies");
+    let connect = connect_packet(ProtocolVersion::V3_1_1, "stale", true, 0, None);
+    assert!(
+        !stale.try_send(&Packet::Connect(Box::new(connect))),
+        "the old CA still verifies"
+    );
     // A broken key file is refused and the certificate in force stays.
     std::fs::write(old.path("server.key"), "not a key").unwrap();
     assert!(b.handle.as_ref().unwrap().reload_security().is_err());
@@ -482,17 +471,8 @@ fn a_cafile_alone_checks_certificates_that_are_presented() {
         .with_client_auth_cert(vec![other.client_cert.der().clone()], key)
         .unwrap();
     let mut c = Raw::open_tls(tls, ProtocolVersion::V5, Arc::new(foreign));
-    let mut bytes = bytes::BytesMut::new();
-    Packet::Connect(Box::new(connect_packet(
-        ProtocolVersion::V5,
-        "foreign",
-        true,
-        0,
-        None,
-    )))
-    .encode(ProtocolVersion::V5, &mut bytes)
-    .unwrap();
-    let _ = c.try_send_bytes(&bytes);
+    let connect = connect_packet(ProtocolVersion::V5, "foreign", true, 0, None);
+    let _ = c.try_send(&Packet::Connect(Box::new(connect)));
     assert!(c.closed_within(WAIT).is_some());
 }
 
@@ -526,52 +506,19 @@ fn the_surgemq_client_works_over_tls() {
     });
 }
 
-/// Python's paho-mqtt over TLS (3.1.1 and 5.0): subscribes, publishes to itself, prints the
-/// message.
-const PAHO_TLS: &str = r#"
-import sys, threading
-import paho.mqtt.client as mqtt
-port, ca, proto = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-got = threading.Event()
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-tls-" + proto,
-                protocol=mqtt.MQTTv5 if proto == "5" else mqtt.MQTTv311)
-c.tls_set(ca_certs=ca)
-def on_connect(c, u, flags, rc, props=None):
-    c.subscribe("py/#", qos=1)
-def on_subscribe(c, u, mid, rcs, props=None):
-    c.publish("py/x", "hello from paho", qos=1)
-def on_message(c, u, m):
-    print(m.payload.decode(), flush=True)
-    got.set()
-c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-c.connect("localhost", port)
-c.loop_start()
-ok = got.wait(10)
-c.disconnect()
-c.loop_stop()
-sys.exit(0 if ok else 1)
-"#;
-
 #[test]
 fn paho_works_over_tls() {
     let pki = Pki::new("tlspaho");
     let (_b, tls) = start(pki.listener(), |_| {});
     for proto in ["311", "5"] {
-        let out = Command::new("python3")
-            .args(["-c", PAHO_TLS, &tls.port().to_string()])
-            .arg(pki.path("ca.pem"))
-            .arg(proto)
-            .output()
-            .expect("python3 with paho-mqtt 2.x is required (scripts/install-test-deps.sh)");
-        assert!(
-            out.status.success(),
-            "paho {proto}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let got = paho_round_trip(
+            tls.port(),
+            proto,
+            false,
+            Some(&pki.path("ca.pem")),
+            "hello from paho",
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "hello from paho"
-        );
+        assert_eq!(got, "hello from paho");
     }
 }
 

@@ -9,13 +9,15 @@
 #[path = "common/client_env.rs"]
 mod client_env;
 mod common;
+#[path = "common/paho_round_trip.rs"]
+mod paho_rt;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 
 use bytes::BytesMut;
 use common::*;
+use paho_rt::paho_round_trip;
 use surgemq::config::{AcceptMode, Config, Listener, ListenerProtocol};
 use surgemq::protocol::*;
 
@@ -285,55 +287,16 @@ fn bad_upgrades_and_frames_are_refused_and_counted() {
     assert!(summary.websocket_errors >= 5, "{summary:?}");
 }
 
-/// paho-mqtt over WebSockets (and over WSS with a CA file): subscribes, publishes to
-/// itself, prints the message.
-const PAHO_WS: &str = r#"
-import sys, threading
-import paho.mqtt.client as mqtt
-port, proto, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-got = threading.Event()
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-ws-" + proto,
-                protocol=mqtt.MQTTv5 if proto == "5" else mqtt.MQTTv311, transport="websockets")
-c.ws_set_options(path="/mqtt")
-if ca:
-    c.tls_set(ca_certs=ca)
-def on_connect(c, u, flags, rc, props=None):
-    c.subscribe("py/#", qos=1)
-def on_subscribe(c, u, mid, rcs, props=None):
-    c.publish("py/x", "hello over websockets", qos=1)
-def on_message(c, u, m):
-    print(m.payload.decode(), flush=True)
-    got.set()
-c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-c.connect("localhost", port)
-c.loop_start()
-ok = got.wait(10)
-c.disconnect()
-c.loop_stop()
-sys.exit(0 if ok else 1)
-"#;
-
-fn paho(port: u16, proto: &str, ca: &str) {
-    let out = Command::new("python3")
-        .args(["-c", PAHO_WS, &port.to_string(), proto, ca])
-        .output()
-        .expect("python3 with paho-mqtt 2.x is required (scripts/install-test-deps.sh)");
-    assert!(
-        out.status.success(),
-        "paho {proto} {ca}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "hello over websockets"
-    );
+fn paho(port: u16, proto: &str, ca: Option<&std::path::Path>) {
+    let got = paho_round_trip(port, proto, true, ca, "hello over websockets");
+    assert_eq!(got, "hello over websockets");
 }
 
 #[test]
 fn paho_works_over_websockets_and_wss() {
     let (_b, addr) = start(ws_listener());
     for proto in ["311", "5"] {
-        paho(addr.port(), proto, "");
+        paho(addr.port(), proto, None);
     }
     // WSS: a CA and a server certificate for localhost.
     let dir = client_env::TempDir::new("wss");
@@ -360,11 +323,7 @@ fn paho_works_over_websockets_and_wss() {
         ..ws_listener()
     });
     for proto in ["311", "5"] {
-        paho(
-            addr.port(),
-            proto,
-            dir.path.join("ca.pem").to_str().unwrap(),
-        );
+        paho(addr.port(), proto, Some(&dir.path.join("ca.pem")));
     }
 }
 

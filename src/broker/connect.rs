@@ -12,14 +12,13 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
-use futures::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use super::admission::Admitted;
 use super::auth::{ConnectAuth, ConnectStep};
 use super::connection::{CloseReason, ConnId, ConnShared};
 use super::negotiated::write_refusal;
-use super::serve::{read_some, serve, ReadEv, CONNECT_CHUNK, MAX_CHUNK};
+use super::serve::{read_some, serve, write_within, ReadEv, CONNECT_CHUNK, MAX_CHUNK};
 use super::shard::Shard;
 use super::tls::TlsStream;
 use super::transport::{Listening, Transport};
@@ -94,8 +93,6 @@ fn accepted<S: Transport>(
     listening: Arc<Listening>,
     admitted: Admitted,
 ) {
-    conn.encrypted
-        .set(stream.encrypted() || listening.websocket.is_some());
     glommio::spawn_local(async move {
         let phase = async {
             let Some((path, max_frame)) = &listening.websocket else {
@@ -216,7 +213,6 @@ fn adopted<S: Transport>(
     };
     // A moved connection's id was the client's own: assigned ids hash to the shard that
     // accepted the connection, so they never move.
-    conn.encrypted.set(stream.encrypted());
     spawn_serving(shard, stream, key, conn, connect, rest, false, admitted);
 }
 
@@ -232,6 +228,7 @@ fn spawn_serving<S: Transport>(
     assigned: bool,
     admitted: Admitted,
 ) {
+    conn.framed.set(stream.framed());
     glommio::spawn_local(async move {
         // Its places under the listener's caps, given back when the task ends.
         let _admitted = admitted;
@@ -458,23 +455,6 @@ async fn accept_phase<S: Transport>(
 async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8], shard: &Shard) -> bool {
     let limit = std::time::Duration::from_secs(shard.cfg.limits.connect_timeout.max(1));
     write_within(stream, bytes, limit).await
-}
-
-async fn write_within<S: Transport>(
-    stream: &mut S,
-    bytes: &[u8],
-    limit: std::time::Duration,
-) -> bool {
-    // Flushed too: a TLS stream sends its last records on flush.
-    let write = Box::pin(async {
-        stream.write_all(bytes).await?;
-        stream.flush().await
-    });
-    let timer = Box::pin(glommio::timer::sleep(limit));
-    matches!(
-        futures::future::select(write, timer).await,
-        futures::future::Either::Left((Ok(()), _))
-    )
 }
 
 /// Connections beyond `max_connections` a shard reads the CONNECT of at once, to answer

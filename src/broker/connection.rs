@@ -127,9 +127,10 @@ pub(crate) struct ConnShared {
     /// writes nothing until the batch is durable and the tag cleared. One byte, which the
     /// struct's padding had spare.
     pub durable_wait: Cell<u8>,
-    /// The transport encrypts (TLS): nothing may be written to `fd` directly, only
-    /// through the task's stream (a takeover's DISCONNECT is not sent then).
-    pub encrypted: Cell<bool>,
+    /// The transport frames the bytes on the socket (TLS records, WebSocket frames):
+    /// nothing may be written to `fd` directly, only through the task's stream (a
+    /// takeover's DISCONNECT is not sent then). Set when the serving task starts.
+    pub framed: Cell<bool>,
     /// What few connections need: held packets and 5.0 topic aliases ([`Rare`]). Boxed
     /// and absent while empty: almost every connection never holds anything, 3.x ones
     /// never have aliases, and this struct exists per connection.
@@ -310,7 +311,7 @@ impl ConnShared {
             congested_since: Cell::new(Instant::now()),
             slow: Cell::new(false),
             durable_wait: Cell::new(0),
-            encrypted: Cell::new(false),
+            framed: Cell::new(false),
         }
     }
 

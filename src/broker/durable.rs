@@ -578,9 +578,7 @@ impl Shard {
     /// `max_disk_bytes` or failing.
     pub(crate) fn persist_refused(&self, what: &'static str) {
         self.count(|m| m.persist_refused += 1);
-        let now = std::time::Instant::now();
-        if now.duration_since(self.drop_logged.get()) >= Duration::from_secs(1) {
-            self.drop_logged.set(now);
+        if self.drop_logged.due() {
             let total = self.summary().persist_refused;
             tracing::warn!(shard = self.id, refused = what, refused_total = total, "log over persistence.max_disk_bytes or failing: refused (logged at most once a second)");
         }

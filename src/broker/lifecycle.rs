@@ -131,10 +131,7 @@ impl Shard {
                     ));
                     let mut session = session;
                     session.set_expiry(terms.session_expiry);
-                    let id = st.sessions.insert(session);
-                    let rights = self.rights_for(client_id, terms.username.as_deref());
-                    st.sessions.set_user(id, terms.username.clone(), rights);
-                    (id, false)
+                    (st.sessions.insert(session), false)
                 }
             }
         };
@@ -147,10 +144,10 @@ impl Shard {
         }
         let mut st = self.state.borrow_mut();
         let st_ = &mut *st;
-        if present {
-            let rights = self.rights_for(client_id, terms.username.as_deref());
-            st_.sessions.set_user(id, terms.username.clone(), rights);
-        }
+        // Its user (recorded for a new persistent session; a resumed one served the same
+        // user) and what the user may do.
+        let rights = self.rights_for(client_id, terms.username.as_deref());
+        st_.sessions.set_user(id, terms.username.clone(), rights);
         // What the resume writes follows the store's changes (removed, created, online,
         // its user).
         self.journal_changes(&mut st_.sessions);
@@ -194,7 +191,7 @@ impl Shard {
     fn tell_taken_over(old: &ConnShared, client_max: u32) {
         // Over TLS the bytes would have to go through the task's stream (plain bytes in a
         // TLS stream are garbage to the client): it only sees the close.
-        if !old.version.get().is_v5() || old.writing.get() != 0 || old.encrypted.get() {
+        if !old.version.get().is_v5() || old.writing.get() != 0 || old.framed.get() {
             return;
         }
         let mut out = old.out.borrow_mut();

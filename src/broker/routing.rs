@@ -18,8 +18,6 @@
 //! **Must not touch:** sockets, the subscription index's contents (it only reads matches),
 //! acknowledgements to the publisher (the gate does that).
 
-use std::time::{Duration, Instant};
-
 use std::rc::Rc;
 
 use super::connection::ConnShared;
@@ -256,9 +254,7 @@ impl Shard {
                     self.count(|m| m.dropped_queue_full += 1);
                     // One line per client and second at most: a flood of drops must not
                     // become a flood of log lines (the counter has the total).
-                    let now = Instant::now();
-                    if now.duration_since(self.drop_logged.get()) >= Duration::from_secs(1) {
-                        self.drop_logged.set(now);
+                    if self.drop_logged.due() {
                         let total = self.summary().dropped_queue_full;
                         tracing::warn!(client_id = %session.client_id(), topic = %msg.topic, dropped_total = total, "session queue full: message dropped (logged at most once a second per shard)");
                     }

@@ -135,8 +135,17 @@ pub(crate) async fn write_out<S: Transport>(
             }
         }
     }
-    // A TLS stream sends its last records on flush (a no-op for plain TCP); bounded like
-    // the writes, by a close request.
+    if !stream.framed() {
+        // glommio's TCP flush is a no-op: nothing to wait for.
+        return Ok(());
+    }
+    // Boxed: only framed transports pay for its state, not every connection's task.
+    Box::pin(flush_framed(stream, conn)).await
+}
+
+/// A framed transport (TLS, WebSockets) sends its last records or frames on flush; bounded
+/// like the writes, by a close request.
+async fn flush_framed<S: Transport>(stream: &mut S, conn: &ConnShared) -> Result<(), CloseReason> {
     loop {
         if let Some(r) = conn.close.get() {
             return Err(r);
@@ -155,6 +164,24 @@ pub(crate) async fn write_out<S: Transport>(
             return Ok(());
         }
     }
+}
+
+/// Writes `bytes` and flushes, giving up after `limit`; true when everything went out.
+pub(crate) async fn write_within<S: Transport>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: std::time::Duration,
+) -> bool {
+    // Flushed too: a framed stream sends its last records on flush.
+    let write = Box::pin(async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    });
+    let timer = Box::pin(glommio::timer::sleep(limit));
+    matches!(
+        futures::future::select(write, timer).await,
+        futures::future::Either::Left((Ok(()), _))
+    )
 }
 
 pub(crate) async fn flush<S: Transport>(
@@ -266,16 +293,7 @@ pub(crate) async fn serve<S: Transport>(
                 super::connect::client_max(&connect),
             );
             // A client that does not read cannot hold the connection open.
-            // Flushed too: a TLS stream sends its last records on flush.
-            let write = async {
-                stream.write_all(&out).await?;
-                stream.flush().await
-            };
-            let _ = futures::future::select(
-                Box::pin(write),
-                Box::pin(glommio::timer::sleep(std::time::Duration::from_secs(1))),
-            )
-            .await;
+            write_within(stream, &out, std::time::Duration::from_secs(1)).await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
             shard.connection_closed(key, conn, CloseReason::Refused);
             return;
@@ -449,15 +467,7 @@ pub(crate) async fn serve<S: Transport>(
             // Marked as writing, so a takeover meanwhile does not slip its DISCONNECT
             // into these bytes.
             conn.writing.set(data.len());
-            let write = async {
-                stream.write_all(&data).await?;
-                stream.flush().await
-            };
-            let _ = futures::future::select(
-                Box::pin(write),
-                Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(100))),
-            )
-            .await;
+            write_within(stream, &data, std::time::Duration::from_millis(100)).await;
         }
     }
     // A transport with its own end says it (TLS close_notify, a WebSocket Close frame), so
@@ -465,7 +475,7 @@ pub(crate) async fn serve<S: Transport>(
     // after the socket failed or was shut down (a takeover), and not for plain TCP, whose
     // close stays the socket's. (Both ends are whole records / frames of their own, valid
     // even after an MQTT packet cut short.)
-    if stream.encrypted() && !matches!(reason, CloseReason::SocketClosed | CloseReason::TakenOver) {
+    if stream.framed() && !matches!(reason, CloseReason::SocketClosed | CloseReason::TakenOver) {
         let _ = futures::future::select(
             Box::pin(stream.close()),
             Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(100))),

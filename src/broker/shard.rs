@@ -262,12 +262,12 @@ pub(crate) struct Shard {
     /// Woken when `State::retained_later` has streams to go on with.
     pub(crate) retained_work: WaitList,
     /// When a queue-full drop was last logged (drops are logged at most once a second).
-    pub(crate) drop_logged: Cell<Instant>,
+    pub(crate) drop_logged: LogGate,
     /// When something the authorization hook refused was last logged (at most once a
     /// second, with the totals).
-    pub(crate) deny_logged: Cell<Instant>,
+    pub(crate) deny_logged: LogGate,
     /// When a transport failure (a TLS handshake) was last logged (at most once a second).
-    pub(crate) transport_logged: Cell<Instant>,
+    pub(crate) transport_logged: LogGate,
     /// The hook's [`Authenticator::rights_generation`] the sessions' rights were resolved
     /// at (see [`Shard::refresh_rights`]).
     pub(crate) rights_generation: Cell<u64>,
@@ -286,6 +286,33 @@ pub(crate) struct Shard {
     pub(crate) limits: SessionLimits,
     /// The log, when `persistence.mode` is not off (see [`super::durable`]).
     pub(crate) persist: Option<Box<super::durable::Durable>>,
+}
+
+/// At most one log line a second for one kind of event (floods are counted, not logged
+/// line by line).
+#[derive(Debug)]
+pub(crate) struct LogGate(Cell<Option<Instant>>);
+
+impl Default for LogGate {
+    fn default() -> Self {
+        LogGate(Cell::new(None))
+    }
+}
+
+impl LogGate {
+    /// Whether a line may be logged now (and, if so, the next not before a second).
+    pub(crate) fn due(&self) -> bool {
+        let now = Instant::now();
+        if self
+            .0
+            .get()
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.0.set(Some(now));
+        true
+    }
 }
 
 impl std::fmt::Debug for Shard {
@@ -349,21 +376,9 @@ impl Shard {
             output_congested: Cell::new(0),
             output_drained: WaitList::default(),
             retained_work: WaitList::default(),
-            drop_logged: Cell::new(
-                Instant::now()
-                    .checked_sub(Duration::from_secs(2))
-                    .unwrap_or_else(Instant::now),
-            ),
-            deny_logged: Cell::new(
-                Instant::now()
-                    .checked_sub(Duration::from_secs(2))
-                    .unwrap_or_else(Instant::now),
-            ),
-            transport_logged: Cell::new(
-                Instant::now()
-                    .checked_sub(Duration::from_secs(2))
-                    .unwrap_or_else(Instant::now),
-            ),
+            drop_logged: LogGate::default(),
+            deny_logged: LogGate::default(),
+            transport_logged: LogGate::default(),
             share_turn: Cell::new(0),
             busy_refusals: Cell::new(0),
             persist: None,
@@ -566,11 +581,9 @@ impl Shard {
     /// per shard with the total: a scanner or a flood of plain clients on a TLS port must
     /// not flood the log.
     pub(crate) fn log_transport_failure(&self, what: &'static str) {
-        let now = Instant::now();
-        if now.duration_since(self.transport_logged.get()) < Duration::from_secs(1) {
+        if !self.transport_logged.due() {
             return;
         }
-        self.transport_logged.set(now);
         let m = self.summary();
         tracing::warn!(
             tls_handshake_failed = m.tls_handshake_failed,
@@ -583,11 +596,9 @@ impl Shard {
     /// Logs a refused CONNECT, at most once a second per shard (with the total): a
     /// client retrying a wrong password in a loop must not flood the log.
     pub(crate) fn log_refused_connect(&self, client_id: &str, code: crate::protocol::ReasonCode) {
-        let now = Instant::now();
-        if now.duration_since(self.deny_logged.get()) < Duration::from_secs(1) {
+        if !self.deny_logged.due() {
             return;
         }
-        self.deny_logged.set(now);
         tracing::info!(
             client_id,
             code = %code,
@@ -600,11 +611,9 @@ impl Shard {
     /// (the counters have the totals): a client trying a forbidden topic in a loop must
     /// not flood the log.
     pub(crate) fn log_denied(&self, what: &'static str, client_id: &str, topic: &str) {
-        let now = Instant::now();
-        if now.duration_since(self.deny_logged.get()) < Duration::from_secs(1) {
+        if !self.deny_logged.due() {
             return;
         }
-        self.deny_logged.set(now);
         let m = self.summary();
         tracing::warn!(
             what,

@@ -198,7 +198,7 @@ impl Transport for TlsStream {
         crate::security::tls::common_name(leaf)
     }
 
-    fn encrypted(&self) -> bool {
+    fn framed(&self) -> bool {
         true
     }
 

@@ -52,8 +52,9 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + 'static {
         None
     }
 
-    /// Whether bytes are encrypted on the socket (so none may be written to it directly).
-    fn encrypted(&self) -> bool {
+    /// Whether the transport frames the bytes on the socket (TLS records, WebSocket
+    /// frames), so none may be written to it directly and its writes end with a flush.
+    fn framed(&self) -> bool {
         false
     }
 

@@ -387,8 +387,7 @@ impl<S: Transport> Transport for WsStream<S> {
         self.inner.peer_identity()
     }
 
-    fn encrypted(&self) -> bool {
-        // Framed: nothing may be written to the socket directly either.
+    fn framed(&self) -> bool {
         true
     }
 
@@ -513,15 +512,8 @@ async fn refuse<S: Transport>(stream: &mut S, why: &'static str) -> WsError {
         "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{why}",
         why.len()
     );
-    let send = async {
-        stream.write_all(body.as_bytes()).await?;
-        stream.flush().await
-    };
-    let _ = futures::future::select(
-        Box::pin(send),
-        Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(500))),
-    )
-    .await;
+    let limit = std::time::Duration::from_millis(500);
+    super::serve::write_within(stream, body.as_bytes(), limit).await;
     WsError::NotUpgrade(why)
 }
 

@@ -44,10 +44,9 @@ impl ServerCert {
         Ok(ServerCert(InForce::new(certified_key(cert, key)?)))
     }
 
-    /// New connections get this certificate from now on.
-    pub fn replace_pem(&self, cert: &[u8], key: &[u8]) -> Result<(), TlsError> {
-        self.0.replace(certified_key(cert, key)?);
-        Ok(())
+    /// New connections get `new`'s certificate from now on.
+    pub fn replace(&self, new: ServerCert) {
+        self.0.replace(CertifiedKey::clone(&new.0.get()));
     }
 }
 

@@ -253,6 +253,14 @@ impl Raw {
         self.stream.write_all(b).is_ok() && self.stream.flush().is_ok()
     }
 
+    /// Sends a packet, tolerating a connection the broker already closed (or refused at
+    /// its TLS handshake); false if it did not go out.
+    pub fn try_send(&mut self, p: &Packet) -> bool {
+        let mut b = BytesMut::new();
+        p.encode(self.version, &mut b).expect("encode");
+        self.try_send_bytes(&b)
+    }
+
     pub fn send(&mut self, p: &Packet) {
         let mut b = BytesMut::new();
         p.encode(self.version, &mut b).expect("encode");
