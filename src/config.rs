@@ -288,6 +288,18 @@ config_section! {
         /// top-level allow_anonymous. Default: unset.
         allow_anonymous: Option<bool> = None,
 
+        /// This listener's password file (mosquitto's format, as the top-level
+        /// password_file); unset: the top-level one, if any. Read at start and again on
+        /// SIGHUP. Default: unset.
+        password_file: Option<PathBuf> = None,
+
+        /// This listener's ACL file (mosquitto's syntax, as the top-level acl_file); unset:
+        /// the top-level one, if any. Its clients' rights follow this file for the life of
+        /// their sessions, offline included; after a restart, a persistent session is held
+        /// to it again when its client reconnects (see the README). Read at start and again
+        /// on SIGHUP. Default: unset.
+        acl_file: Option<PathBuf> = None,
+
         /// Most connections open at once on this listener, over all shards; 0: no limit
         /// but `limits.max_connections`. A connection beyond it is closed at once (counted
         /// in `connections_refused_limit`). Default: `0`.
@@ -1077,6 +1089,8 @@ mod tests {
                     tls_version: TlsVersion::Tls13,
                     use_identity_as_username: true,
                     allow_anonymous: Some(false),
+                    password_file: Some(PathBuf::from("/etc/surgemq/passwd-ws")),
+                    acl_file: Some(PathBuf::from("/etc/surgemq/acl-ws")),
                     protocol: ListenerProtocol::Websockets,
                     http_path: "/mqtt".into(),
                     websockets_max_frame_size: 65536,

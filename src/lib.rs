@@ -66,8 +66,10 @@
 //! between shards is plain data ([`session::Message`], a few control messages, and a
 //! connection moving home after CONNECT: its socket and its TLS / WebSocket state). What
 //! shards share beyond that is read-mostly and touched outside the message path: the
-//! security files in force (read at CONNECT), atomics (persistence pressure, listener
-//! connection counts) and one mutex for the per-IP connection count (at accept and close).
+//! security files in force, one hook stack per listener's pair of files (read at CONNECT;
+//! a session keeps its listener's stack for its rights), atomics (persistence pressure,
+//! listener connection counts) and one mutex for the per-IP connection count (at accept
+//! and close).
 //!
 //! ## Durability
 //!

@@ -33,6 +33,8 @@ pub(crate) struct AuthState {
     pub method: ByteString,
     pub client_id: ByteString,
     pub username: Option<ByteString>,
+    /// The hook stack of the listener that admitted it (which re-authenticates it).
+    pub domain: u16,
     /// The re-authentication under way, if any.
     pub running: Option<Box<dyn AuthExchange>>,
 }
@@ -40,7 +42,7 @@ pub(crate) struct AuthState {
 impl AuthState {
     /// What a connection whose 5.0 CONNECT named an Authentication Method (and passed
     /// its exchange) keeps for re-authentication.
-    pub(crate) fn of(connect: &Connect) -> Option<Box<AuthState>> {
+    pub(crate) fn of(connect: &Connect, domain: u16) -> Option<Box<AuthState>> {
         let method = connect
             .properties
             .authentication_method
@@ -50,6 +52,7 @@ impl AuthState {
             method: ByteString::from(&**method),
             client_id: ByteString::from(&*connect.client_id),
             username: connect.username.as_deref().map(ByteString::from),
+            domain,
             running: None,
         }))
     }
@@ -111,7 +114,10 @@ pub(crate) struct ConnectAuth {
 
 impl ConnectAuth {
     /// The exchange for `connect`, None when it names no method (or is not 5.0).
-    pub(crate) fn new(shard: &Shard, connect: &Connect) -> Option<ConnectAuth> {
+    pub(crate) fn new(
+        auth: &dyn super::hooks::Authenticator,
+        connect: &Connect,
+    ) -> Option<ConnectAuth> {
         let method = connect
             .properties
             .authentication_method
@@ -119,11 +125,7 @@ impl ConnectAuth {
             .filter(|_| connect.version.is_v5())?;
         Some(ConnectAuth {
             method: ByteString::from(&**method),
-            exchange: shard.auth.start_auth(
-                &connect.client_id,
-                connect.username.as_deref(),
-                method,
-            ),
+            exchange: auth.start_auth(&connect.client_id, connect.username.as_deref(), method),
         })
     }
 
@@ -215,7 +217,7 @@ fn reauth(
         ReasonCode::REAUTHENTICATE => {
             let Some(mut exchange) =
                 shard
-                    .auth
+                    .auth(st.domain)
                     .start_auth(&st.client_id, st.username.as_deref(), &st.method)
             else {
                 return Err((

@@ -153,7 +153,11 @@ async fn connect_phase<S: Transport>(
 ) {
     let mut admitted = admitted;
     let phase = accept_phase(shard, stream, key, conn, listening, &mut admitted).await;
-    if let Some((stream, connect, buf, assigned)) = phase {
+    if let Some((stream, connect, buf, assigned_id)) = phase {
+        let terms = Admit {
+            assigned_id,
+            domain: listening.domain,
+        };
         spawn_serving(
             shard.clone(),
             stream,
@@ -161,7 +165,7 @@ async fn connect_phase<S: Transport>(
             conn.clone(),
             connect,
             buf,
-            assigned,
+            terms,
             admitted,
         )
     }
@@ -174,14 +178,30 @@ pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
         connect,
         rest,
         admitted,
+        domain,
     } = a;
+    // A moved connection's id was the client's own: assigned ids hash to the shard that
+    // accepted the connection, so they never move.
+    let terms = Admit {
+        assigned_id: false,
+        domain,
+    };
     use super::transport::Arrived;
     match transport.arrive() {
-        Arrived::Tcp(s) => adopted(shard, s, connect, rest, admitted),
-        Arrived::Tls(s) => adopted(shard, s, connect, rest, admitted),
-        Arrived::WsTcp(s) => adopted(shard, s, connect, rest, admitted),
-        Arrived::WsTls(s) => adopted(shard, s, connect, rest, admitted),
+        Arrived::Tcp(s) => adopted(shard, s, connect, rest, admitted, terms),
+        Arrived::Tls(s) => adopted(shard, s, connect, rest, admitted, terms),
+        Arrived::WsTcp(s) => adopted(shard, s, connect, rest, admitted, terms),
+        Arrived::WsTls(s) => adopted(shard, s, connect, rest, admitted, terms),
     }
+}
+
+/// What the CONNECT phase decided that serving needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admit {
+    /// The server assigned the client identifier (the CONNECT's was empty).
+    pub assigned_id: bool,
+    /// The hook stack of the listener that admitted the client.
+    pub domain: u16,
 }
 
 fn adopted<S: Transport>(
@@ -190,6 +210,7 @@ fn adopted<S: Transport>(
     connect: Box<Connect>,
     rest: BytesMut,
     admitted: Admitted,
+    terms: Admit,
 ) {
     let Some((key, conn)) = shard.register_conn(stream.socket(), 0) else {
         // Its CONNECT is known: it is told at once.
@@ -211,9 +232,7 @@ fn adopted<S: Transport>(
         .detach();
         return;
     };
-    // A moved connection's id was the client's own: assigned ids hash to the shard that
-    // accepted the connection, so they never move.
-    spawn_serving(shard, stream, key, conn, connect, rest, false, admitted);
+    spawn_serving(shard, stream, key, conn, connect, rest, terms, admitted);
 }
 
 /// Spawns the task that serves an accepted CONNECT on the session's home shard.
@@ -225,7 +244,7 @@ fn spawn_serving<S: Transport>(
     conn: Rc<ConnShared>,
     connect: Box<Connect>,
     buf: BytesMut,
-    assigned: bool,
+    terms: Admit,
     admitted: Admitted,
 ) {
     conn.framed.set(stream.framed());
@@ -233,17 +252,9 @@ fn spawn_serving<S: Transport>(
         // Its places under the listener's caps, given back when the task ends.
         let _admitted = admitted;
         let mut stream = stream;
-        let r = AssertUnwindSafe(serve(
-            &shard,
-            &mut stream,
-            key,
-            &conn,
-            connect,
-            buf,
-            assigned,
-        ))
-        .catch_unwind()
-        .await;
+        let r = AssertUnwindSafe(serve(&shard, &mut stream, key, &conn, connect, buf, terms))
+            .catch_unwind()
+            .await;
         if let Err(panic) = r {
             guard_end(&shard, key, &conn, &*panic);
         }
@@ -379,7 +390,7 @@ async fn accept_phase<S: Transport>(
         }
     };
     // 5.0 enhanced authentication runs here, before CONNACK (see `super::auth`).
-    if let Some(mut exchange) = ConnectAuth::new(shard, &connect) {
+    if let Some(mut exchange) = ConnectAuth::new(shard.auth(listening.domain), &connect) {
         let opts = DecodeOptions {
             version: ProtocolVersion::V5,
             ..opts
@@ -435,6 +446,7 @@ async fn accept_phase<S: Transport>(
                         connect,
                         rest: buf,
                         admitted: std::mem::take(admitted),
+                        domain: listening.domain,
                     })),
                 );
                 shard.control.flush();
@@ -632,10 +644,9 @@ fn check_connect(
     }
     // With the certificate's identity as user name, the certificate was the
     // authentication (mosquitto's use_identity_as_username: no password is checked).
+    let auth = shard.auth(listening.domain);
     if !listening.identity_as_username {
-        shard
-            .auth
-            .authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())?;
+        auth.authenticate(&c.client_id, c.username.as_deref(), c.password.as_deref())?;
     }
     if let Some(w) = &c.will {
         // A will the client may not publish is refused with the CONNECT, as mosquitto
@@ -644,10 +655,8 @@ fn check_connect(
             client_id: &c.client_id,
             username: c.username.as_deref(),
         };
-        let rights = shard.rights_for(who.client_id, who.username);
-        if rights.is_some_and(|r| !r.publish(&w.topic))
-            || !shard.auth.authorize_publish(&who, &w.topic)
-        {
+        let rights = shard.rights_for(listening.domain, who.client_id, who.username);
+        if rights.is_some_and(|r| !r.publish(&w.topic)) || !auth.authorize_publish(&who, &w.topic) {
             shard.count(|m| m.publish_denied += 1);
             shard.log_denied("will", who.client_id, &w.topic);
             return Err(ReasonCode::NOT_AUTHORIZED);

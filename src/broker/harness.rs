@@ -82,7 +82,7 @@ impl Harness {
                     cfg.clone(),
                     data[s].clone(),
                     control[s].clone(),
-                    Arc::new(AllowAll),
+                    Arc::new(super::hooks::Domains::single(Arc::new(AllowAll))),
                 ))
             })
             .collect();

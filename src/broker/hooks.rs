@@ -171,3 +171,87 @@ impl Authenticator for AllowAll {
         Ok(())
     }
 }
+
+/// The hook stacks in force, one per distinct pair of security files a listener uses
+/// (its own `password_file` / `acl_file`, or the top level's): a client is authenticated
+/// by its listener's stack and keeps that stack's rights for the life of its session.
+/// Shared read-only by all shards; each stack swaps its files on a reload by itself.
+pub(crate) struct Domains {
+    /// Index 0: the top level's files (plain `listeners`, and sessions whose listener is
+    /// not known). Never empty.
+    stacks: Box<[Arc<dyn Authenticator>]>,
+    /// Whether every stack resolves rights from the same ACL source (one ACL file or
+    /// none), so a session's rights do not depend on which listener served it.
+    one_rights_source: bool,
+}
+
+impl std::fmt::Debug for Domains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domains")
+            .field("stacks", &self.stacks.len())
+            .field("one_rights_source", &self.one_rights_source)
+            .finish()
+    }
+}
+
+/// The domain of a session restored from disk whose rights depend on the listener its
+/// client comes back through: no rights are resolved for it until then (see
+/// [`Domains::rights`]).
+pub(crate) const UNKNOWN_DOMAIN: u16 = u16::MAX;
+
+impl Domains {
+    /// One stack for every listener (an embedder's hooks, or the top-level files).
+    #[cfg(test)]
+    pub(crate) fn single(auth: Arc<dyn Authenticator>) -> Domains {
+        Domains {
+            stacks: Box::new([auth]),
+            one_rights_source: true,
+        }
+    }
+
+    /// `stacks` (index 0 the top level's; at most [`UNKNOWN_DOMAIN`] of them, and at least
+    /// one), `one_rights_source` as [`Domains::one_rights_source`] says.
+    pub(crate) fn new(stacks: Vec<Arc<dyn Authenticator>>, one_rights_source: bool) -> Domains {
+        assert!(!stacks.is_empty() && stacks.len() < usize::from(UNKNOWN_DOMAIN));
+        Domains {
+            stacks: stacks.into_boxed_slice(),
+            one_rights_source,
+        }
+    }
+
+    /// The stack of domain `d` (the top level's for [`UNKNOWN_DOMAIN`]: the hooks an
+    /// embedder gave are in every stack).
+    pub(crate) fn get(&self, d: u16) -> &dyn Authenticator {
+        match self.stacks.get(usize::from(d)).or(self.stacks.first()) {
+            Some(a) => &**a,
+            None => &AllowAll,
+        }
+    }
+
+    /// The domain a session restored from disk gets: the top level's when rights do not
+    /// depend on the listener; otherwise unknown until its client reconnects (its queued
+    /// messages are checked against its rights then, before any is sent).
+    pub(crate) fn restored(&self) -> u16 {
+        if self.one_rights_source {
+            0
+        } else {
+            UNKNOWN_DOMAIN
+        }
+    }
+
+    /// The rights domain `d` gives `client` (None for [`UNKNOWN_DOMAIN`]).
+    pub(crate) fn rights(&self, d: u16, client: &ClientInfo<'_>) -> Option<Arc<dyn ClientRights>> {
+        if d == UNKNOWN_DOMAIN {
+            return None;
+        }
+        self.get(d).client_rights(client)
+    }
+
+    /// A number that moves whenever any stack's rights generation does. One atomic load
+    /// per stack (listeners with their own files are few).
+    pub(crate) fn rights_generation(&self) -> u64 {
+        self.stacks
+            .iter()
+            .fold(0u64, |g, a| g.wrapping_add(a.rights_generation()))
+    }
+}

@@ -146,8 +146,9 @@ impl Shard {
         let st_ = &mut *st;
         // Its user (recorded for a new persistent session; a resumed one served the same
         // user) and what the user may do.
-        let rights = self.rights_for(client_id, terms.username.as_deref());
-        st_.sessions.set_user(id, terms.username.clone(), rights);
+        let rights = self.rights_for(terms.domain, client_id, terms.username.as_deref());
+        st_.sessions
+            .set_user(id, terms.username.clone(), terms.domain, rights);
         // What the resume writes follows the store's changes (removed, created, online,
         // its user).
         self.journal_changes(&mut st_.sessions);

@@ -209,6 +209,8 @@ pub(crate) struct Adopt {
     pub rest: BytesMut,
     /// Its places under the listener's caps, held until it closes.
     pub admitted: admission::Admitted,
+    /// The hook stack of the listener that admitted it.
+    pub domain: u16,
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub(crate) struct Negotiated {
     pub topic_alias_max_in: u16,
     /// The CONNECT's user name (kept with the session for the authorization hooks).
     pub username: Option<Box<str>>,
+    /// The hook stack of the listener that admitted the client (kept with the session).
+    pub domain: u16,
     /// 5.0: the Authentication Method of an enhanced authentication, echoed in CONNACK
     /// with the exchange's last Authentication Data (5.0 §4.12).
     pub auth: Option<(ByteString, Option<bytes::Bytes>)>,
@@ -141,6 +143,8 @@ impl Negotiated {
                 }),
             response_information: response_information(connect, cfg),
             username: connect.username.as_deref().map(Box::from),
+            // Set by the caller, which knows the listener.
+            domain: 0,
             limits: session,
         }
     }

@@ -521,9 +521,12 @@ impl Shard {
                 s.incoming_qos2.iter().filter_map(|i| PacketId::new(*i)),
             );
             let mut session = Box::new(session);
-            // Its rules until it reconnects are those of the user that last connected.
+            // Its rules until it reconnects are those of the user that last connected
+            // (when they depend on its listener, none until then: see `Domains::restored`).
             let username = s.username.as_deref().map(Box::<str>::from);
-            session.set_rights(self.rights_for(session.client_id(), username.as_deref()));
+            let domain = self.domains.restored();
+            session.set_domain(domain);
+            session.set_rights(self.rights_for(domain, session.client_id(), username.as_deref()));
             session.set_username(username);
             let id = st.sessions.insert(session);
             for (filter, sub) in subs {

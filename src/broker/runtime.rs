@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::hooks::Authenticator;
 use super::shard::{Shard, ShardSummary};
 use super::{connect, net, ShardMsg};
 use crate::config::{AcceptMode, Config};
@@ -41,7 +40,7 @@ pub(crate) type PersistStart = (
 pub(crate) async fn shard_main(
     id: usize,
     cfg: Arc<Config>,
-    auth: Arc<dyn Authenticator>,
+    domains: Arc<super::hooks::Domains>,
     data_ends: mesh::MeshEnds<ShardMsg>,
     control_ends: mesh::MeshEnds<ShardMsg>,
     listeners: Vec<(std::net::TcpListener, Arc<super::transport::Listening>)>,
@@ -59,7 +58,7 @@ pub(crate) async fn shard_main(
         control_ends.connect(cfg.mesh.batch_size, usize::MAX),
     )
     .await;
-    let mut shard = Shard::new(id, cfg.clone(), mesh, control, auth);
+    let mut shard = Shard::new(id, cfg.clone(), mesh, control, domains);
     let mut journal = None;
     let mut due_wills = Vec::new();
     if let Some((start, interest, pressure)) = persist {

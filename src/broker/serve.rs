@@ -240,7 +240,7 @@ async fn wait_durable(conn: &ConnShared, limit: std::time::Duration) -> bool {
 
 /// What the connection keeps of its CONNECT: the will, the user name, the enhanced
 /// authentication method.
-fn setup_connection(conn: &ConnShared, connect: &Connect) {
+fn setup_connection(conn: &ConnShared, connect: &Connect, domain: u16) {
     // The will lives as long as the connection: copied out of the read buffer it was
     // decoded from, which would otherwise stay pinned (a whole read chunk per connection).
     *conn.will.borrow_mut() = connect.will.as_ref().map(|w| {
@@ -253,7 +253,7 @@ fn setup_connection(conn: &ConnShared, connect: &Connect) {
         })
     });
     // A client that authenticated with a method may re-authenticate with it.
-    if let Some(state) = super::auth::AuthState::of(connect) {
+    if let Some(state) = super::auth::AuthState::of(connect, domain) {
         conn.put_auth(state);
     }
 }
@@ -266,16 +266,17 @@ pub(crate) async fn serve<S: Transport>(
     conn: &Rc<ConnShared>,
     connect: Box<Connect>,
     mut buf: BytesMut,
-    assigned: bool,
+    admit: super::connect::Admit,
 ) {
     // The terms live in this block only: a local that was borrowed stays in the task's
     // state until its scope ends, even once moved, so outside a block it would be carried
     // for the life of every connection.
     let (attached, version, max_packet_in) = {
-        let terms = Negotiated::new(&connect, &shard.cfg, shard.limits, assigned);
+        let mut terms = Negotiated::new(&connect, &shard.cfg, shard.limits, admit.assigned_id);
+        terms.domain = admit.domain;
         conn.keep_alive.set(terms.keep_alive);
         conn.last_read.set(Instant::now());
-        setup_connection(conn, &connect);
+        setup_connection(conn, &connect, terms.domain);
         (
             shard.attach(conn, &terms),
             terms.version,

@@ -252,7 +252,9 @@ pub(crate) struct Shard {
     pub control: Rc<MeshTx<ShardMsg>>,
     pub state: RefCell<State>,
     pub(crate) metrics: Cell<ShardSummary>,
-    pub auth: Arc<dyn Authenticator>,
+    /// The hook stacks: the connection's listener picks one at CONNECT, and its session
+    /// keeps it ([`crate::session::Session::domain`]).
+    pub(crate) domains: Arc<super::hooks::Domains>,
     pub stopping: Cell<bool>,
     /// Connections above the output soft watermark (not counting slow ones). While above 0
     /// the shard stops reading from publishers and from other shards.
@@ -327,11 +329,11 @@ impl Shard {
         cfg: Arc<Config>,
         mesh: Rc<MeshTx<ShardMsg>>,
         control: Rc<MeshTx<ShardMsg>>,
-        auth: Arc<dyn Authenticator>,
+        domains: Arc<super::hooks::Domains>,
     ) -> Shard {
         let shards = mesh.shards();
         let l = &cfg.limits;
-        let rights_generation = Cell::new(auth.rights_generation());
+        let rights_generation = Cell::new(domains.rights_generation());
         Shard {
             rights_generation,
             id,
@@ -371,7 +373,7 @@ impl Shard {
                 shared_orphans: Vec::new(),
             }),
             metrics: Cell::new(ShardSummary::default()),
-            auth,
+            domains,
             stopping: Cell::new(false),
             output_congested: Cell::new(0),
             output_drained: WaitList::default(),
@@ -540,33 +542,43 @@ impl Shard {
             client_id: s.map_or("", |s| s.client_id()),
             username: s.and_then(|s| s.username()),
         };
-        self.auth.authorize_publish(&who, topic)
+        self.auth(s.map_or(0, |s| s.domain()))
+            .authorize_publish(&who, topic)
     }
 
-    /// The rights the authorization hook gives a client (None: no restriction).
+    /// The hook stack of domain `d` (a listener's, kept by its sessions).
+    pub(crate) fn auth(&self, d: u16) -> &dyn Authenticator {
+        self.domains.get(d)
+    }
+
+    /// The rights domain `d`'s hooks give a client (None: no restriction).
     pub(crate) fn rights_for(
         &self,
+        d: u16,
         client_id: &str,
         username: Option<&str>,
     ) -> Option<Arc<dyn crate::security::ClientRights>> {
-        self.auth.client_rights(&super::hooks::ClientInfo {
-            client_id,
-            username,
-        })
+        self.domains.rights(
+            d,
+            &super::hooks::ClientInfo {
+                client_id,
+                username,
+            },
+        )
     }
 
-    /// After the hook's rules changed (a reload: its generation moved), every session of
-    /// this shard gets its rights again, before the next check or delivery. One atomic
-    /// load when nothing changed.
+    /// After the hooks' rules changed (a reload: a generation moved), every session of
+    /// this shard gets its rights again from its domain, before the next check or
+    /// delivery. One atomic load per domain when nothing changed.
     pub(crate) fn refresh_rights(&self, sessions: &mut SessionStore) {
-        let generation = self.auth.rights_generation();
+        let generation = self.domains.rights_generation();
         if generation == self.rights_generation.get() {
             return;
         }
         self.rights_generation.set(generation);
         let mut n = 0usize;
         sessions.for_each_mut(|s| {
-            let rights = self.rights_for(s.client_id(), s.username());
+            let rights = self.rights_for(s.domain(), s.client_id(), s.username());
             s.set_rights(rights);
             n += 1;
         });

@@ -234,18 +234,20 @@ impl SessionStore {
         }
     }
 
-    /// A connection with `username` serves the session from now on, with `rights`
-    /// (recorded when the user name changes, so a restart resolves its rules for the
-    /// right user).
+    /// A connection with `username`, admitted by hook stack `domain`, serves the session
+    /// from now on, with `rights` (the user name is recorded when it changes, so a restart
+    /// resolves its rules for the right user).
     pub fn set_user(
         &mut self,
         id: SessionId,
         username: Option<Box<str>>,
+        domain: u16,
         rights: Option<std::sync::Arc<dyn crate::security::ClientRights>>,
     ) {
         let Some(s) = self.get_mut(id) else {
             return;
         };
+        s.set_domain(domain);
         s.set_rights(rights);
         if s.username() == username.as_deref() {
             return;

@@ -94,7 +94,9 @@ impl Shard {
             } else if s
                 .and_then(|s| s.rights())
                 .is_some_and(|r| !r.subscribe(filter.shared().map_or(&filter, |(_, f)| f)))
-                || !self.auth.authorize_subscribe(&who, &filter)
+                || !self
+                    .auth(s.map_or(0, |s| s.domain()))
+                    .authorize_subscribe(&who, &filter)
             {
                 self.count(|m| m.subscribe_denied += 1);
                 self.log_denied("SUBSCRIBE", who.client_id, &filter);

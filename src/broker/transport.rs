@@ -34,6 +34,9 @@ pub(crate) struct Listening {
     pub allow_anonymous: bool,
     /// The client certificate's Common Name is the user name.
     pub identity_as_username: bool,
+    /// Its hook stack (its own security files, or the top level's): see
+    /// [`super::hooks::Domains`].
+    pub domain: u16,
     /// Connection caps (per listener, per IP).
     pub caps: super::admission::Caps,
     /// New connections per second this listener accepts (over all shards); 0: no pace.

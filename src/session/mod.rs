@@ -628,6 +628,9 @@ pub struct Session {
     /// window, itself a `u16`.
     unsent: u16,
     last_id: u16,
+    /// Which of the broker's hook stacks (a listener's security files) the client was
+    /// admitted by: its rights come from that one, a reload included.
+    domain: u16,
     connected: bool,
     /// The shard's log has heard of this session (it was persistent when created, or was
     /// restored from the log): its end is written down too. A session created clean never
@@ -665,6 +668,7 @@ impl Session {
             incoming_qos2: IdSet::default(),
             unsent: 0,
             last_id: 0,
+            domain: 0,
             connected: true,
             logged: false,
             stats: SessionStats::default(),
@@ -686,6 +690,16 @@ impl Session {
     /// A connection with this user name serves the session from now on.
     pub fn set_username(&mut self, username: Option<Box<str>>) {
         self.username = username;
+    }
+
+    /// The hook stack (a listener's security files) its rights come from.
+    pub fn domain(&self) -> u16 {
+        self.domain
+    }
+
+    /// A client admitted by hook stack `domain` serves the session from now on.
+    pub fn set_domain(&mut self, domain: u16) {
+        self.domain = domain;
     }
 
     /// What the authorization hook lets the client do, from now on (None: everything).

@@ -32,6 +32,8 @@ use crate::broker::{net, ShardMsg};
 use crate::config::{AcceptMode, Config, ConfigError};
 use crate::mesh;
 
+mod security;
+
 pub use crate::broker::home_shard;
 pub use crate::broker::hooks::{
     AllowAll, AuthExchange, AuthStep, Authenticator, ClientInfo, ClientRights,
@@ -115,25 +117,13 @@ impl Server {
     pub fn start(self) -> Result<ServerHandle, StartError> {
         let cfg = self.config;
         cfg.validate()?;
-        // The ACL file goes in front of the embedder's hooks, the password file in front
-        // of both.
-        let mut auth = self.auth;
-        let mut acl = None;
-        if let Some(path) = &cfg.acl_file {
-            let file = read_acl_file(path)?;
-            tracing::info!(path = %path.display(), rules = file.len(), "ACL file loaded");
-            let a = Arc::new(crate::security::acl_auth::AclAuth::new(file, auth));
-            acl = Some((path.clone(), a.clone()));
-            auth = a;
-        }
-        let mut passwords = None;
-        if let Some(path) = &cfg.password_file {
-            let file = read_password_file(path)?;
-            tracing::info!(path = %path.display(), users = file.len(), "password file loaded");
-            let p = Arc::new(crate::security::password::PasswordAuth::new(file, auth));
-            passwords = Some((path.clone(), p.clone()));
-            auth = p;
-        }
+        // One hook stack per listener's pair of security files (see `security`).
+        let security::Stacks {
+            domains,
+            listener_domains,
+            files: mut security,
+        } = security::stacks(&cfg, self.auth)?;
+        let domains = Arc::new(domains);
         let shards = cfg.shard_count();
         // glommio needs 512 KiB of locked memory per executor for its rings; raise the soft
         // limit if the hard one allows (it does for root), so the common case just works.
@@ -160,6 +150,7 @@ impl Server {
                     tls: None,
                     allow_anonymous: cfg.allow_anonymous,
                     identity_as_username: false,
+                    domain: 0,
                     caps: caps(0),
                     rate: limits.max_connection_rate,
                     websocket: None,
@@ -167,14 +158,13 @@ impl Server {
                 (*addr, Arc::new(plain))
             })
             .collect();
-        let mut certs = Vec::new();
-        for l in &cfg.listener {
+        for (l, domain) in cfg.listener.iter().zip(listener_domains) {
             let Some(addr) = l.address else { continue };
             let tls = match (&l.certfile, &l.keyfile) {
                 (Some(cert), Some(key)) => {
-                    let served = Arc::new(read_server_cert(cert, key)?);
+                    let served = security.server_cert(cert, key)?;
                     let ca = match &l.cafile {
-                        Some(ca) => Some(read_file(ca)?),
+                        Some(ca) => Some(security::read_file(ca)?),
                         None => None,
                     };
                     let config = crate::security::tls::server_config(
@@ -187,7 +177,6 @@ impl Server {
                         path: cert.clone(),
                         message: e.to_string(),
                     })?;
-                    certs.push((cert.clone(), key.clone(), served));
                     Some(Arc::new(config))
                 }
                 _ => None,
@@ -196,6 +185,7 @@ impl Server {
                 tls,
                 allow_anonymous: l.allow_anonymous.unwrap_or(cfg.allow_anonymous),
                 identity_as_username: l.use_identity_as_username,
+                domain,
                 caps: caps(l.max_connections),
                 rate: l.max_connection_rate.unwrap_or(limits.max_connection_rate),
                 websocket: (l.protocol == crate::config::ListenerProtocol::Websockets).then(|| {
@@ -287,7 +277,7 @@ impl Server {
                 },
             };
             let cfg = cfg.clone();
-            let auth = auth.clone();
+            let domains = domains.clone();
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("surgemq-shard-{id}"))
@@ -315,7 +305,7 @@ impl Server {
                     ex.run(shard_main(
                         id,
                         cfg,
-                        auth,
+                        domains,
                         data_ends,
                         control_ends,
                         listeners,
@@ -335,9 +325,7 @@ impl Server {
             addrs,
             stops,
             threads,
-            passwords,
-            acl,
-            certs,
+            security,
         };
         for _ in 0..shards {
             match ready_rx.recv() {
@@ -360,78 +348,14 @@ impl Server {
     }
 }
 
-/// Reads and parses a security file (a start or a reload): errors name the file.
-fn read_parsed<T, E: std::fmt::Display>(
-    path: &std::path::Path,
-    parse: impl FnOnce(&str) -> Result<T, E>,
-) -> Result<T, StartError> {
-    let security = |message: String| StartError::Security {
-        path: path.to_owned(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| security(e.to_string()))?;
-    parse(&text).map_err(|e| security(e.to_string()))
-}
-
-/// Reads and parses a password file.
-fn read_password_file(
-    path: &std::path::Path,
-) -> Result<crate::security::password::PasswordFile, StartError> {
-    read_parsed(path, crate::security::password::PasswordFile::parse)
-}
-
-/// Reads a whole security file (a certificate, a key, a CA).
-fn read_file(path: &std::path::Path) -> Result<Vec<u8>, StartError> {
-    std::fs::read(path).map_err(|e| StartError::Security {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
-
-/// Reads a listener's certificate chain and key (a start or a reload).
-fn read_server_cert(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<crate::security::tls::ServerCert, StartError> {
-    crate::security::tls::ServerCert::from_pem(&read_file(cert)?, &read_file(key)?).map_err(|e| {
-        StartError::Security {
-            path: cert.to_owned(),
-            message: e.to_string(),
-        }
-    })
-}
-
-/// Reads and parses an ACL file.
-fn read_acl_file(path: &std::path::Path) -> Result<crate::security::acl::Acl, StartError> {
-    read_parsed(path, crate::security::acl::Acl::parse)
-}
-
-/// The ACL file in force and where it is read from (for a reload).
-type AclInForce = (
-    std::path::PathBuf,
-    Arc<crate::security::acl_auth::AclAuth<Arc<dyn Authenticator>>>,
-);
-
-/// The password file in force and where it is read from (for a reload).
-type Passwords = (
-    std::path::PathBuf,
-    Arc<crate::security::password::PasswordAuth<Arc<dyn Authenticator>>>,
-);
-
 /// A running broker.
 #[derive(Debug)]
 pub struct ServerHandle {
     addrs: Vec<SocketAddr>,
     stops: Vec<Sender<()>>,
     threads: Vec<std::thread::JoinHandle<ShardSummary>>,
-    passwords: Option<Passwords>,
-    acl: Option<AclInForce>,
-    /// Each TLS listener's certificate and key files and what it serves (for a reload).
-    certs: Vec<(
-        std::path::PathBuf,
-        std::path::PathBuf,
-        Arc<crate::security::tls::ServerCert>,
-    )>,
+    /// The security files in force (for a reload).
+    security: security::SecurityFiles,
 }
 
 impl ServerHandle {
@@ -440,41 +364,16 @@ impl ServerHandle {
         &self.addrs
     }
 
-    /// Reads the security files again (what `SIGHUP` does to the binary). The password
-    /// file's users apply to every CONNECT from now on; connections already admitted stay.
-    /// The ACL file's rules apply to every client, connected ones included, from each
-    /// shard's next check or delivery; subscriptions made before stay, but what they
-    /// deliver is checked against the new rules. Both files are read and parsed before
-    /// either is replaced: a file that cannot be read or does not parse leaves both in
-    /// force (the error says why). Without security files, nothing to do.
+    /// Reads the security files again (what `SIGHUP` does to the binary): every password
+    /// and ACL file, the top level's and the listeners' own, and the TLS certificates.
+    /// Password files apply to every CONNECT from now on; connections already admitted
+    /// stay. ACL files apply to every client, connected ones included, from each shard's
+    /// next check or delivery; subscriptions made before stay, but what they deliver is
+    /// checked against the new rules. Every file is read and parsed before any is
+    /// replaced: one that cannot be read or does not parse leaves them all in force (the
+    /// error says why). Without security files, nothing to do.
     pub fn reload_security(&self) -> Result<(), StartError> {
-        let passwords = match &self.passwords {
-            Some((path, _)) => Some(read_password_file(path)?),
-            None => None,
-        };
-        let acl = match &self.acl {
-            Some((path, _)) => Some(read_acl_file(path)?),
-            None => None,
-        };
-        // Everything is read and parsed before anything is replaced.
-        let certs = self
-            .certs
-            .iter()
-            .map(|(cert, key, _)| read_server_cert(cert, key))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let (Some((path, auth)), Some(file)) = (&self.passwords, passwords) {
-            tracing::info!(path = %path.display(), users = file.len(), "password file reloaded");
-            auth.replace(file);
-        }
-        if let (Some((path, auth)), Some(file)) = (&self.acl, acl) {
-            tracing::info!(path = %path.display(), rules = file.len(), "ACL file reloaded");
-            auth.replace(file);
-        }
-        for ((path, _, served), new) in self.certs.iter().zip(certs) {
-            served.replace(new);
-            tracing::info!(path = %path.display(), "TLS certificate reloaded (new connections)");
-        }
-        Ok(())
+        self.security.reload()
     }
 
     /// Stops accepting, closes every connection and stops the shards. Returns the counters
