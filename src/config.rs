@@ -164,8 +164,9 @@ config_section! {
         /// A password file in mosquitto's format (`username:hash` lines, `$6$` or `$7$`, as
         /// `mosquitto_passwd` or `surgemq passwd` write them). Set: a CONNECT with a user name
         /// must give that user's password, or it is refused with CONNACK 0x86 (3.x: 0x04);
-        /// one without a user name is anonymous (see allow_anonymous). Read at start; a line
-        /// that does not parse stops the start with its line number. Default: unset.
+        /// one without a user name is anonymous (see allow_anonymous). Read at start (a line
+        /// that does not parse stops it with its number) and again on SIGHUP. A
+        /// `[[listener]]` may have its own instead. Default: unset.
         password_file: Option<PathBuf> = None,
 
         /// An ACL file in mosquitto's syntax (`user NAME`, `topic [read|write|readwrite|deny]
@@ -174,7 +175,8 @@ config_section! {
         /// / PUBREC 0x87; 3.x: acknowledged as usual), a denied filter gets SUBACK 0x87
         /// (3.x: 0x80), a denied delivery (retained included) is not made; all counted and
         /// logged at most once a second. Read at start (a bad line stops it with its
-        /// number) and again on SIGHUP. Default: unset (everything allowed).
+        /// number) and again on SIGHUP. A `[[listener]]` may have its own instead.
+        /// Default: unset (everything allowed).
         acl_file: Option<PathBuf> = None,
 
         /// Whether retained messages are supported. When false, 5.0 clients are told so in
@@ -294,10 +296,10 @@ config_section! {
         password_file: Option<PathBuf> = None,
 
         /// This listener's ACL file (mosquitto's syntax, as the top-level acl_file); unset:
-        /// the top-level one, if any. Its clients' rights follow this file for the life of
-        /// their sessions, offline included; after a restart, a persistent session is held
-        /// to it again when its client reconnects (see the README). Read at start and again
-        /// on SIGHUP. Default: unset.
+        /// the top-level one, if any. A session keeps the rights of the listener its client
+        /// last connected through, offline included; after a restart, when listeners'
+        /// ACL files differ, from when its client reconnects (see the README). Read at
+        /// start and again on SIGHUP. Default: unset.
         acl_file: Option<PathBuf> = None,
 
         /// Most connections open at once on this listener, over all shards; 0: no limit
@@ -1302,10 +1304,10 @@ mod tests {
             }
         }
         // The two `[[listener]]` headers stand for the `listener` key; the first sets all
-        // 13 keys, the second 8 (its unset options are comments).
+        // its keys, the second the 8 that are not options (its unset options are comments).
         let expected = Config::FIELD_DOCS.len()
             + 1
-            + 13
+            + Listener::FIELD_DOCS.len()
             + 8
             + Limits::FIELD_DOCS.len()
             + Mesh::FIELD_DOCS.len()

@@ -187,10 +187,13 @@ fn each_listener_authenticates_by_its_own_password_file() {
     assert_eq!(code(s.own, v, "r2", "bob", "new"), ReasonCode::SUCCESS);
     assert_eq!(code(s.inherit, v, "r3", "bob", "new"), ReasonCode::SUCCESS);
     assert_eq!(code(s.top, v, "r4", "alice", "a"), ReasonCode::SUCCESS);
-    // A broken file among them is refused and every file in force stays.
+    // A broken file among them is refused and every file in force stays, the password
+    // file that did parse included.
+    std::fs::write(s.dir.path.join("passwd-own"), passwd(&[("bob", "newer")])).unwrap();
     std::fs::write(s.dir.path.join("acl-own"), "topic bad/#/x\n").unwrap();
     assert!(s.b.handle.as_ref().unwrap().reload_security().is_err());
     assert_eq!(code(s.own, v, "r5", "bob", "new"), ReasonCode::SUCCESS);
+    assert_eq!(code(s.own, v, "r6", "bob", "newer"), refused(v));
 }
 
 #[test]

@@ -67,8 +67,8 @@ pub fn both(
 pub(crate) struct InForce<T>(RwLock<Arc<T>>);
 
 impl<T> InForce<T> {
-    pub(crate) fn new(value: T) -> InForce<T> {
-        InForce(RwLock::new(Arc::new(value)))
+    pub(crate) fn new(value: impl Into<Arc<T>>) -> InForce<T> {
+        InForce(RwLock::new(value.into()))
     }
 
     pub(crate) fn get(&self) -> Arc<T> {
@@ -78,8 +78,8 @@ impl<T> InForce<T> {
         }
     }
 
-    pub(crate) fn replace(&self, value: T) {
-        let value = Arc::new(value);
+    pub(crate) fn replace(&self, value: impl Into<Arc<T>>) {
+        let value = value.into();
         match self.0.write() {
             Ok(mut v) => *v = value,
             Err(poisoned) => *poisoned.into_inner() = value,

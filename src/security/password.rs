@@ -282,8 +282,9 @@ impl<A> std::fmt::Debug for PasswordAuth<A> {
 
 impl<A: Authenticator> PasswordAuth<A> {
     /// Checks passwords against `file`, then asks `inner` (an embedder's hooks, or
-    /// [`AllowAll`](crate::broker::hooks::AllowAll)).
-    pub fn new(file: PasswordFile, inner: A) -> PasswordAuth<A> {
+    /// [`AllowAll`](crate::broker::hooks::AllowAll)). An `Arc` of a file may be shared by
+    /// several of these (listeners with the same password file).
+    pub fn new(file: impl Into<std::sync::Arc<PasswordFile>>, inner: A) -> PasswordAuth<A> {
         PasswordAuth {
             file: super::InForce::new(file),
             inner,
@@ -298,7 +299,7 @@ impl<A> PasswordAuth<A> {
     }
 
     /// From now on, `file`'s users (a reload: connections already admitted stay).
-    pub fn replace(&self, file: PasswordFile) {
+    pub fn replace(&self, file: impl Into<std::sync::Arc<PasswordFile>>) {
         self.file.replace(file);
     }
 }

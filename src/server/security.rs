@@ -78,6 +78,7 @@ pub(super) fn stacks(cfg: &Config, embedder: Arc<dyn Authenticator>) -> Result<S
     }
     let mut files = SecurityFiles::default();
     let mut acl_layers: HashMap<PathBuf, AclLayer> = HashMap::new();
+    let mut password_files: HashMap<PathBuf, Arc<PasswordFile>> = HashMap::new();
     let mut stacks = Vec::with_capacity(pairs.len());
     for (password_file, acl_file) in &pairs {
         let mut auth = embedder.clone();
@@ -96,8 +97,16 @@ pub(super) fn stacks(cfg: &Config, embedder: Arc<dyn Authenticator>) -> Result<S
             auth = layer;
         }
         if let Some(path) = password_file {
-            let file = read_password_file(path)?;
-            tracing::info!(path = %path.display(), users = file.len(), "password file loaded");
+            // One parse per file, shared by the stacks that use it.
+            let file = match password_files.get(path) {
+                Some(file) => file.clone(),
+                None => {
+                    let file = Arc::new(read_password_file(path)?);
+                    tracing::info!(path = %path.display(), users = file.len(), "password file loaded");
+                    password_files.insert(path.clone(), file.clone());
+                    file
+                }
+            };
             let layer = Arc::new(PasswordAuth::new(file, auth));
             files.passwords.push((path.clone(), layer.clone()));
             auth = layer;
@@ -128,11 +137,13 @@ impl SecurityFiles {
     /// Reads every file again and, when all of them read and parse, puts them in force;
     /// otherwise changes nothing (the error names the file).
     pub(super) fn reload(&self) -> Result<(), StartError> {
-        let passwords = self
-            .passwords
-            .iter()
-            .map(|(path, _)| read_password_file(path))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Each file once, however many stacks use it.
+        let mut passwords: HashMap<&Path, Arc<PasswordFile>> = HashMap::new();
+        for (path, _) in &self.passwords {
+            if !passwords.contains_key(path.as_path()) {
+                passwords.insert(path, Arc::new(read_password_file(path)?));
+            }
+        }
         let acls = self
             .acls
             .iter()
@@ -144,9 +155,13 @@ impl SecurityFiles {
             .map(|(cert, key, _)| read_server_cert(cert, key))
             .collect::<Result<Vec<_>, _>>()?;
         // Everything was read and parsed: now it is replaced.
-        for ((path, auth), file) in self.passwords.iter().zip(passwords) {
+        for (path, file) in &passwords {
             tracing::info!(path = %path.display(), users = file.len(), "password file reloaded");
-            auth.replace(file);
+        }
+        for (path, auth) in &self.passwords {
+            if let Some(file) = passwords.get(path.as_path()) {
+                auth.replace(file.clone());
+            }
         }
         for ((path, auth), file) in self.acls.iter().zip(acls) {
             tracing::info!(path = %path.display(), rules = file.len(), "ACL file reloaded");
@@ -234,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn one_stack_per_pair_of_files_and_each_file_read_once() {
+    fn one_stack_per_pair_of_files_and_each_file_parsed_once() {
         let d = dir("pairs");
         let p = |f: &str| Some(d.0.join(f));
         let cfg = Config {
@@ -253,6 +268,23 @@ mod tests {
         assert_eq!(s.listener_domains, [0, 1, 2, 1, 0]);
         assert_eq!(s.files.acls.len(), 2, "acl-a is shared by its stacks");
         assert_eq!(s.files.passwords.len(), 1);
+        // A password file used with two ACL files: two layers, one parse.
+        let cfg = Config {
+            password_file: p("pw"),
+            listener: vec![listener(None, p("acl-a")), listener(None, p("acl-b"))],
+            ..Config::default()
+        };
+        let s = stacks(&cfg, Arc::new(AllowAll)).unwrap();
+        assert_eq!(s.listener_domains, [1, 2]);
+        let layers = &s.files.passwords;
+        assert_eq!(layers.len(), 3);
+        assert!(layers
+            .windows(2)
+            .all(|w| Arc::ptr_eq(&w[0].1.file(), &w[1].1.file())));
+        s.files.reload().unwrap();
+        assert!(layers
+            .windows(2)
+            .all(|w| Arc::ptr_eq(&w[0].1.file(), &w[1].1.file())));
         assert_eq!(s.domains.restored(), crate::broker::hooks::UNKNOWN_DOMAIN);
         // Only password files differ: rights do not depend on the listener.
         let cfg = Config {

@@ -639,8 +639,9 @@ pub struct Session {
     stats: SessionStats,
     /// Queued messages dropped as expired, not yet taken by [`Session::take_expired_drops`].
     expired_unreported: u32,
-    /// Queued messages dropped because the client may no longer read them (its rights
-    /// changed after they were queued), not yet taken by [`Session::take_denied_drops`].
+    /// Queued or in-flight messages dropped because the client may no longer read them
+    /// (its rights changed after they were queued or sent), not yet taken by
+    /// [`Session::take_denied_drops`].
     denied_unreported: u32,
 }
 
@@ -779,8 +780,8 @@ impl Session {
         std::mem::take(&mut self.expired_unreported)
     }
 
-    /// Queued messages dropped since the last call because the client may no longer read
-    /// them (the caller counts them).
+    /// Queued or in-flight messages dropped since the last call because the client may no
+    /// longer read them (the caller counts them).
     pub fn take_denied_drops(&mut self) -> u32 {
         std::mem::take(&mut self.denied_unreported)
     }
@@ -883,6 +884,24 @@ impl Session {
             });
             let dropped = before - self.inflight.len();
             bump_by(&mut self.stats.dropped_too_large, dropped);
+        }
+        // A PUBLISH in flight the client may no longer read (its rights changed since it
+        // was sent: a reload, another listener's rules after a takeover, a restart) is not
+        // sent again: discarded as if delivered (mosquitto checks read access on every
+        // send, resends included). A PUBREL carries no message and always goes.
+        if let Some(rights) = self.rights.as_deref() {
+            let before = self.inflight.len();
+            self.inflight.retain(|f| {
+                let keep = f.message.as_ref().map_or(true, |m| rights.read(&m.topic));
+                if !keep && f.durable.is_logged() {
+                    log.push(|| Flow::Finished(f.id));
+                }
+                keep
+            });
+            let dropped = before - self.inflight.len();
+            self.denied_unreported = self
+                .denied_unreported
+                .saturating_add(u32::try_from(dropped).unwrap_or(u32::MAX));
         }
         // Every PUBREL goes out, wherever it stands in the window's order, so PUBLISHes
         // get only the room the PUBRELs leave.

@@ -690,6 +690,59 @@ fn resume_discards_what_no_longer_fits_the_maximum_packet_size() {
     assert_eq!(s.stats().dropped_too_large, 2);
 }
 
+/// Rights that allow reading topics under one prefix only.
+struct ReadOnly(&'static str);
+
+impl crate::security::ClientRights for ReadOnly {
+    fn publish(&self, _: &str) -> bool {
+        true
+    }
+    fn subscribe(&self, _: &str) -> bool {
+        true
+    }
+    fn read(&self, topic: &str) -> bool {
+        topic.starts_with(self.0)
+    }
+}
+
+#[test]
+fn resume_discards_in_flight_messages_the_client_may_no_longer_read() {
+    let mut s = session(2);
+    let mut out = BytesMut::new();
+    s.deliver(
+        &msg("a/1", b"kept", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+        Some(&mut out),
+    );
+    s.deliver(
+        &msg("b/1", b"gone", QoS::ExactlyOnce),
+        QoS::ExactlyOnce,
+        false,
+        Some(&mut out),
+    );
+    s.deliver(
+        &msg("b/2", b"queued", QoS::AtLeastOnce),
+        QoS::AtLeastOnce,
+        false,
+        Some(&mut out),
+    );
+    out.clear();
+    s.detach();
+    // Back with rights that no longer cover b/ (another listener's rules, a reload).
+    s.set_rights(Some(std::sync::Arc::new(ReadOnly("a/"))));
+    s.resume(V4, &mut out);
+    let sent: Vec<_> = packets(&mut out)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, [Bytes::from_static(b"kept")]);
+    assert_eq!(s.take_denied_drops(), 2, "one in flight, one queued");
+}
+
 fn v5_session(max_inflight: u16) -> Session {
     let mut s = session(max_inflight);
     s.version = ProtocolVersion::V5;
