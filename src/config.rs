@@ -179,6 +179,15 @@ config_section! {
         /// Default: unset (everything allowed).
         acl_file: Option<PathBuf> = None,
 
+        /// Seconds between updates of the `$SYS/broker/...` topics (mosquitto's
+        /// sys_interval and names: clients, messages, bytes, publish counts, store,
+        /// subscriptions, retained, load averages; SurgeMQ's own per shard under
+        /// `$SYS/broker/shards/N/...`). Shard 0 gathers every shard's counters over the mesh
+        /// and publishes the values that changed, retained, at QoS 0; clients may read them
+        /// (subject to the ACL) but never publish to `$SYS`. 0: no `$SYS` topics.
+        /// Default: `10`.
+        sys_interval: u32 = 10,
+
         /// Whether retained messages are supported. When false, 5.0 clients are told so in
         /// CONNACK (Retain Available = 0) and a 5.0 PUBLISH with RETAIN set is answered with
         /// DISCONNECT 0x9A (Retain not supported); from 3.1 / 3.1.1 clients the RETAIN flag
@@ -1105,6 +1114,7 @@ mod tests {
                 },
             ],
             retain_available: false,
+            sys_interval: 3,
             response_information: "response/%c".to_owned(),
             log_level: "warn,surgemq=debug".to_owned(),
             limits: Limits {

@@ -107,6 +107,7 @@ pub mod config;
 pub mod index;
 pub mod mesh;
 pub(crate) mod notify;
+pub mod observe;
 pub mod persist;
 pub mod protocol;
 pub mod security;

@@ -134,6 +134,8 @@ impl<T: Send + 'static> MeshEnds<T> {
             flusher_sending: (0..n).map(|_| Cell::new(false)).collect(),
             closed: (0..n).map(|_| Cell::new(false)).collect(),
             dropped: Cell::new(0),
+            sent_batches: Cell::new(0),
+            sent_items: Cell::new(0),
             drained: WaitList::default(),
             #[cfg(test)]
             captured: None,
@@ -171,6 +173,9 @@ pub struct MeshTx<T: Send + 'static> {
     closed: Vec<Cell<bool>>,
     /// Items dropped because their destination had closed.
     dropped: Cell<u64>,
+    /// Batches flushed to peers, and the items in them (for the broker's statistics).
+    sent_batches: Cell<u64>,
+    sent_items: Cell<u64>,
     drained: WaitList,
     /// Test builds: batches kept here instead of sent, for a harness to deliver by hand.
     #[cfg(test)]
@@ -236,6 +241,11 @@ impl<T: Send + 'static> MeshTx<T> {
         self.dropped.get()
     }
 
+    /// Batches flushed to peers so far, and the items in them.
+    pub fn sent(&self) -> (u64, u64) {
+        (self.sent_batches.get(), self.sent_items.get())
+    }
+
     /// A grid end without channels whose flushed batches are kept for
     /// [`MeshTx::take_captured`] (the deterministic broker harness delivers them by hand).
     #[cfg(test)]
@@ -252,6 +262,8 @@ impl<T: Send + 'static> MeshTx<T> {
             flusher_sending: (0..shards).map(|_| Cell::new(false)).collect(),
             closed: (0..shards).map(|_| Cell::new(false)).collect(),
             dropped: Cell::new(0),
+            sent_batches: Cell::new(0),
+            sent_items: Cell::new(0),
             drained: WaitList::default(),
             captured: Some(RefCell::new(VecDeque::new())),
         })
@@ -271,6 +283,9 @@ impl<T: Send + 'static> MeshTx<T> {
             Some(o) if !o.is_empty() => std::mem::take(o),
             _ => return,
         };
+        self.sent_batches.set(self.sent_batches.get() + 1);
+        self.sent_items
+            .set(self.sent_items.get() + batch.len() as u64);
         #[cfg(test)]
         if let Some(c) = &self.captured {
             c.borrow_mut().push_back((dest, batch));

@@ -299,7 +299,7 @@ async fn accept_phase<S: Transport>(
     // connections holds one of these buffers each: start small, double while reads fill it.
     let mut chunk = CONNECT_CHUNK.min(shard.cfg.limits.read_buffer_size);
     // The first packet must be CONNECT [MQTT-3.1.0-1].
-    let first = match next_packet(&mut stream, &mut buf, &opts, conn, &mut chunk).await {
+    let first = match next_packet(shard, &mut stream, &mut buf, &opts, conn, &mut chunk).await {
         Ok(p) => p,
         Err(r) => {
             if stream.handshake_incomplete() {
@@ -405,7 +405,7 @@ async fn accept_phase<S: Transport>(
                         shard.connection_closed(key, conn, CloseReason::SocketClosed);
                         return None;
                     }
-                    match next_packet(&mut stream, &mut buf, &opts, conn, &mut chunk).await {
+                    match next_packet(shard, &mut stream, &mut buf, &opts, conn, &mut chunk).await {
                         Ok(Ok(p)) => {
                             step = exchange.next(p, &mut connect);
                             continue;
@@ -466,6 +466,8 @@ async fn accept_phase<S: Transport>(
 /// True when everything was written.
 async fn write_bounded<S: Transport>(stream: &mut S, bytes: &[u8], shard: &Shard) -> bool {
     let limit = std::time::Duration::from_secs(shard.cfg.limits.connect_timeout.max(1));
+    // CONNACK refusals and AUTH: no PUBLISH, so the protocol version does not matter.
+    shard.count_sent(bytes, false);
     write_within(stream, bytes, limit).await
 }
 
@@ -572,6 +574,7 @@ pub(crate) fn client_max(connect: &Connect) -> u32 {
 /// to answer); `Err` with the reason when the connection ended or was told to close
 /// (the connect timeout) first.
 async fn next_packet<S: Transport>(
+    shard: &Shard,
     stream: &mut S,
     buf: &mut BytesMut,
     opts: &DecodeOptions,
@@ -580,12 +583,16 @@ async fn next_packet<S: Transport>(
 ) -> Result<Result<Packet, DecodeError>, CloseReason> {
     loop {
         match decode(buf, opts) {
-            Ok(Some(p)) => return Ok(Ok(p)),
+            Ok(Some(p)) => {
+                shard.count_received(&p);
+                return Ok(Ok(p));
+            }
             Ok(None) => {}
             Err(e) => return Ok(Err(e)),
         }
         match read_some(stream, buf, *chunk, conn).await {
             ReadEv::Data(n) => {
+                shard.count_read(n);
                 if n == *chunk {
                     *chunk = (*chunk * 2).min(MAX_CHUNK);
                 }
@@ -656,7 +663,10 @@ fn check_connect(
             username: c.username.as_deref(),
         };
         let rights = shard.rights_for(listening.domain, who.client_id, who.username);
-        if rights.is_some_and(|r| !r.publish(&w.topic)) || !auth.authorize_publish(&who, &w.topic) {
+        if super::stats::is_sys(&w.topic)
+            || rights.is_some_and(|r| !r.publish(&w.topic))
+            || !auth.authorize_publish(&who, &w.topic)
+        {
             shard.count(|m| m.publish_denied += 1);
             shard.log_denied("will", who.client_id, &w.topic);
             return Err(ReasonCode::NOT_AUTHORIZED);

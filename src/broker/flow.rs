@@ -34,6 +34,10 @@ impl Shard {
         if over && !conn.congested.get() && !conn.slow.get() {
             conn.congested.set(true);
             conn.congested_since.set(Instant::now());
+            if self.output_congested.get() == 0 {
+                self.congestion_episodes
+                    .set(self.congestion_episodes.get() + 1);
+            }
             self.output_congested.set(self.output_congested.get() + 1);
         }
     }

@@ -34,7 +34,8 @@
 //! | [`journal`] | a shard's log file: sealed commits appended with direct I/O |
 //! | [`durable`] | what a shard logs, group commit, acks waiting for the disk |
 //! | [`recovery`] | reading logs back at start, re-homing, restoring, compaction |
-//! | [`hooks`] | authentication (and later authorization) extension points |
+//! | [`hooks`] | authentication and authorization extension points, one stack per listener's files |
+//! | [`stats`] | a shard's traffic counters and report; gathering them for `$SYS` (shard 0) |
 //! | [`transport`] | the transport seam: what a connection needs from its byte stream |
 //! | [`net`] | listeners, socket options, moving a socket to another shard |
 //! | `harness` | (tests) shards on one thread with a hand-driven mesh, no sockets |
@@ -66,6 +67,7 @@ pub(crate) mod shard;
 pub(crate) mod shared;
 #[cfg(test)]
 mod shared_tests;
+pub(crate) mod stats;
 pub(crate) mod store;
 pub(crate) mod subscribe;
 pub(crate) mod tls;
@@ -166,6 +168,13 @@ pub(crate) enum ShardMsg {
     InterestRemove { from: usize, filter: TopicFilter },
     /// A connection accepted by shard 0 in round-robin mode, handed to this shard.
     Accepted(AcceptedConn),
+    /// Shard `from` gathers the shards' reports (round `round`): answer `StatsReport`.
+    StatsRequest { from: usize, round: u64 },
+    /// A shard's report for gathering round `round` (see [`stats`]).
+    StatsReport {
+        round: u64,
+        stats: Box<crate::observe::ShardStats>,
+    },
 }
 
 impl ShardMsg {
@@ -184,6 +193,8 @@ impl ShardMsg {
             ShardMsg::RetainedFetch(_) => "RetainedFetch",
             ShardMsg::RetainedBatch(_) => "RetainedBatch",
             ShardMsg::Accepted(_) => "Accepted",
+            ShardMsg::StatsRequest { .. } => "StatsRequest",
+            ShardMsg::StatsReport { .. } => "StatsReport",
         }
     }
 }

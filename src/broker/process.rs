@@ -109,7 +109,10 @@ pub(crate) fn process_with(
                     return Ok(!buf.is_empty());
                 }
                 let packet = match decode(buf, opts) {
-                    Ok(Some(p)) => p,
+                    Ok(Some(p)) => {
+                        shard.count_received(&p);
+                        p
+                    }
                     Ok(None) => return Ok(false),
                     Err(e) => {
                         shard.count(|m| m.malformed_packets += 1);

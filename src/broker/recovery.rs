@@ -614,7 +614,11 @@ fn live_bytes(shard: &Shard) -> u64 {
             }
         }
     }
-    st.retained.for_each(|m| live += m.cost() as u64);
+    st.retained.for_each(|m| {
+        if !super::stats::is_sys(&m.topic) {
+            live += m.cost() as u64;
+        }
+    });
     live
 }
 
@@ -775,6 +779,10 @@ fn snapshot_frames(shard: &Shard) -> (Vec<u8>, usize, usize) {
     }
     let mut retained = 0;
     st.retained.for_each(|m| {
+        // `$SYS` values describe one run: never written (see `Shard::store_retained`).
+        if super::stats::is_sys(&m.topic) {
+            return;
+        }
         last += 1;
         if message(&mut out, last, m) {
             retained += 1;

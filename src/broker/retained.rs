@@ -18,9 +18,22 @@ impl Shard {
     /// With a log, the change is written down (the message once, then the topic's new
     /// value); the caller makes the publisher's ack wait for it.
     pub(crate) fn store_retained(&self, msg: Message) {
+        if super::stats::is_sys(&msg.topic) {
+            // The broker's own `$SYS` values: a fixed set of topics that describes this
+            // run, so kept in memory only and outside `retained_max_messages` (they must
+            // not take the clients' room).
+            let mut st = self.state.borrow_mut();
+            if st.retained.get(&msg.topic).is_none() {
+                self.sys_retained.set(self.sys_retained.get() + 1);
+            }
+            let topic = msg.topic.clone();
+            st.retained.insert(&topic, msg);
+            return;
+        }
+        let durable = self.durable();
         // The owner has seen this ingress, whatever it does with it (store, clear, refuse):
         // recovery must not apply it again over a later change.
-        if let Some(d) = self.durable() {
+        if let Some(d) = durable {
             let ingress = d.routing_ingress.get();
             if ingress != 0 {
                 let store =
@@ -39,7 +52,7 @@ impl Shard {
         };
         if msg.payload.is_empty() {
             if st.retained.remove(&topic).is_some() {
-                if let Some(d) = self.durable() {
+                if let Some(d) = durable {
                     d.append(&cleared());
                 }
             }
@@ -47,7 +60,7 @@ impl Shard {
         }
         if msg.payload.len() > self.cfg.limits.retained_max_payload {
             if st.retained.remove(&topic).is_some() {
-                if let Some(d) = self.durable() {
+                if let Some(d) = durable {
                     d.append(&cleared());
                 }
             }
@@ -55,14 +68,16 @@ impl Shard {
             tracing::warn!(topic = %msg.topic, size = msg.payload.len(), "retained payload over retained_max_payload: not stored");
             return;
         }
-        if st.retained.len() >= self.max_retained && st.retained.get(&topic).is_none() {
+        if st.retained.len() - self.sys_retained.get() >= self.max_retained
+            && st.retained.get(&topic).is_none()
+        {
             self.count(|m| m.retained_dropped += 1);
             tracing::warn!(topic = %msg.topic, "retained store full: message not stored");
             return;
         }
         let mut msg = msg;
         msg.retain = true;
-        if let Some(d) = self.durable() {
+        if let Some(d) = durable {
             let id = d.message(&msg);
             if id != 0 {
                 d.append(&crate::persist::record::Record::RetainSet {

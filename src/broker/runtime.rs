@@ -224,6 +224,19 @@ pub(crate) async fn shard_main(
         })
         .detach();
     }
+    // `$SYS`: shard 0 gathers every shard's report each `sys_interval` (the first at
+    // once, as mosquitto publishes its tree at start).
+    if shard.sys.is_some() {
+        let s = shard.clone();
+        let every = Duration::from_secs(u64::from(cfg.sys_interval));
+        glommio::spawn_local(async move {
+            while !s.stopping.get() {
+                crate::broker::guarded("$SYS update", || s.sys_tick());
+                glommio::timer::sleep(every).await;
+            }
+        })
+        .detach();
+    }
     let _ = ready.send(Ok(()));
     drop(ready);
     // The stop signal comes from a non-glommio thread: poll it (never block a shard).

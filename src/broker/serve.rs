@@ -200,6 +200,7 @@ pub(crate) async fn flush<S: Transport>(
             return Ok(());
         }
         let mut data = data;
+        shard.count_sent(&data, conn.version.get().is_v5());
         conn.writing.set(data.len());
         let r = write_out(shard, stream, &data, conn).await;
         // Interrupted (the connection is closing), `writing` keeps what was left: when a
@@ -294,6 +295,7 @@ pub(crate) async fn serve<S: Transport>(
                 super::connect::client_max(&connect),
             );
             // A client that does not read cannot hold the connection open.
+            shard.count_sent(&out, version.is_v5());
             write_within(stream, &out, std::time::Duration::from_secs(1)).await;
             tracing::info!(client_id = %connect.client_id, code = %code, "CONNECT refused");
             shard.connection_closed(key, conn, CloseReason::Refused);
@@ -374,6 +376,7 @@ pub(crate) async fn serve<S: Transport>(
                     continue;
                 }
                 ReadEv::Data(_) => {
+                    shard.count_read(1);
                     buf.reserve(chunk);
                     buf.extend_from_slice(&one);
                     conn.last_read.set(Instant::now());
@@ -396,6 +399,7 @@ pub(crate) async fn serve<S: Transport>(
         };
         match ev {
             ReadEv::Data(n) => {
+                shard.count_read(n);
                 conn.last_read.set(Instant::now());
                 if n == chunk {
                     chunk = (chunk * 2).min(MAX_CHUNK);
@@ -468,6 +472,7 @@ pub(crate) async fn serve<S: Transport>(
             // Marked as writing, so a takeover meanwhile does not slip its DISCONNECT
             // into these bytes.
             conn.writing.set(data.len());
+            shard.count_sent(&data, version.is_v5());
             write_within(stream, &data, std::time::Duration::from_millis(100)).await;
         }
     }

@@ -288,6 +288,16 @@ pub(crate) struct Shard {
     pub(crate) limits: SessionLimits,
     /// The log, when `persistence.mode` is not off (see [`super::durable`]).
     pub(crate) persist: Option<Box<super::durable::Durable>>,
+    /// Bytes and packets through this shard's connections (see [`super::stats`]).
+    pub(crate) traffic: RefCell<crate::observe::Traffic>,
+    /// Times a local subscriber fell far enough behind that this shard held its
+    /// publishers back.
+    pub(crate) congestion_episodes: Cell<u64>,
+    /// `$SYS` topics in this shard's retained store (not counted against its share of
+    /// `retained_max_messages`).
+    pub(crate) sys_retained: Cell<usize>,
+    /// Shard 0 with `sys_interval` set: the `$SYS` tree and its gathering round.
+    pub(crate) sys: Option<RefCell<super::stats::SysState>>,
 }
 
 /// At most one log line a second for one kind of event (floods are counted, not logged
@@ -334,6 +344,8 @@ impl Shard {
         let shards = mesh.shards();
         let l = &cfg.limits;
         let rights_generation = Cell::new(domains.rights_generation());
+        let sys =
+            (id == 0 && cfg.sys_interval > 0).then(|| RefCell::new(super::stats::SysState::new()));
         Shard {
             rights_generation,
             id,
@@ -384,6 +396,10 @@ impl Shard {
             share_turn: Cell::new(0),
             busy_refusals: Cell::new(0),
             persist: None,
+            traffic: RefCell::default(),
+            congestion_episodes: Cell::new(0),
+            sys_retained: Cell::new(0),
+            sys,
         }
     }
 
@@ -524,12 +540,17 @@ impl Shard {
             ShardMsg::InterestRemove { from, filter } => {
                 self.state.borrow_mut().interest.remove(&filter, from);
             }
+            ShardMsg::StatsRequest { from, round } => self.on_stats_request(from, round),
+            ShardMsg::StatsReport { round, stats } => self.on_stats_report(round, stats),
         }
     }
 
-    /// Whether the authorization hook lets the client of session `id` publish to
-    /// `topic` (its rights, then `authorize_publish`).
+    /// Whether the client of session `id` may publish to `topic`: never to `$SYS`, which
+    /// only the broker writes; otherwise as its rights, then `authorize_publish`, say.
     pub(crate) fn may_publish(&self, id: SessionId, topic: &str) -> bool {
+        if super::stats::is_sys(topic) {
+            return false;
+        }
         let mut st = self.state.borrow_mut();
         self.refresh_rights(&mut st.sessions);
         let s = st.sessions.get(id);

@@ -820,6 +820,23 @@ impl Session {
         self.queue.len()
     }
 
+    /// Payload bytes of the messages in flight and queued (for statistics: a walk over
+    /// both).
+    pub fn held_payload_bytes(&self) -> usize {
+        let inflight: usize = self
+            .inflight
+            .iter()
+            .filter_map(|f| f.message.as_ref())
+            .map(|m| m.payload.len())
+            .sum();
+        inflight
+            + self
+                .queue
+                .iter()
+                .map(|q| q.message.payload.len())
+                .sum::<usize>()
+    }
+
     /// The limits of the connection that resumes the session (a 5.0 client's Receive
     /// Maximum may differ from its previous connection's). Call before [`Session::resume`]:
     /// flows in flight beyond a smaller window keep their packet ids and are resent as the
