@@ -183,9 +183,9 @@ config_section! {
         /// sys_interval and names: clients, messages, bytes, publish counts, store,
         /// subscriptions, retained, load averages; SurgeMQ's own per shard under
         /// `$SYS/broker/shards/N/...`). Shard 0 gathers every shard's counters over the mesh
-        /// and publishes the values that changed, retained, at QoS 0; clients may read them
-        /// (subject to the ACL) but never publish to `$SYS`. 0: no `$SYS` topics.
-        /// Default: `10`.
+        /// and publishes the values that changed, retained, at QoS 0 (with retain_available
+        /// false, every value every time); clients may read them (subject to the ACL) but
+        /// never publish to `$SYS`. 0: no `$SYS` topics. Default: `10`.
         sys_interval: u32 = 10,
 
         /// Whether retained messages are supported. When false, 5.0 clients are told so in
@@ -248,7 +248,7 @@ config_section! {
     /// One `[[listener]]` table: an address with its own transport and settings, with
     /// mosquitto's names for them. Keys it leaves unset are the top level's.
     pub struct Listener {
-        /// "IP:PORT" to accept on (IPv6 as "[::]:8883"); port 0 picks a free one at start.
+        /// "IP:PORT" to accept on (IPv6 as `"[::]:8883"`); port 0 picks a free one at start.
         /// Required: Default: unset, which is refused.
         address: Option<SocketAddr> = None,
 

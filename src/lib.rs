@@ -57,6 +57,7 @@
 //! | [`mesh`] | the grid of channels between shards, batching, overflow | MQTT |
 //! | [`persist`] | the on-disk format of a shard's durable state: frames, records, images | files, runtimes |
 //! | [`security`] | password and ACL files in mosquitto's formats, per-client rights, TLS settings as rustls configs | files, sockets |
+//! | [`observe`] | a shard's report (traffic, gauges, counters), their sum, the `$SYS` tree and its load averages | sockets, shards, routing |
 //! | `broker` | shards, connection tasks, routing, retained, wills, keep alive | another shard's state |
 //! | [`server`], [`config`] | start-up, shutdown, embedding; documented configuration | connection state |
 //! | [`client`] | the client library: sans-I/O [`client::state`] plus an async driver over any transport | the broker (speaks MQTT only) |

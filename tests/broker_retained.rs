@@ -550,7 +550,8 @@ fn resubscribe_resends_retained_messages() {
 #[test]
 fn retained_dollar_topic_is_not_sent_to_leading_wildcards() {
     // [MQTT-4.7.2-1] also for retained messages: "#" and "+/..." do not get a retained
-    // "$..." message; "$SYS/#" does.
+    // "$..." message; "$dev/#" does. (Not `$SYS`: the broker's own, which clients may
+    // not publish to.)
     for v in V3 {
         for (ss, ps) in PLACEMENTS {
             let b = Broker::start(2);
@@ -558,7 +559,7 @@ fn retained_dollar_topic_is_not_sent_to_leading_wildcards() {
             let mut publ = b.client(v, &b.id_on(ps, &format!("{pre}-pub")), true);
             let mut topics = Vec::new();
             for owner in 0..2 {
-                let t = topic_on(&b, owner, "$SYS/x");
+                let t = topic_on(&b, owner, "$dev/x");
                 publ.publish_acked(&t, b"sys", QoS::AtLeastOnce, true, 1);
                 topics.push(t);
             }
@@ -572,7 +573,7 @@ fn retained_dollar_topic_is_not_sent_to_leading_wildcards() {
             }
             let mut sub = b.client(v, &b.id_on(ss, &format!("{pre}-sys")), true);
             assert_eq!(
-                sub.subscribe(1, &[("$SYS/#", QoS::AtLeastOnce)]),
+                sub.subscribe(1, &[("$dev/#", QoS::AtLeastOnce)]),
                 vec![ReasonCode(1)]
             );
             let got = collect(&mut sub, 2);

@@ -265,6 +265,32 @@ fn clients_never_publish_to_sys_and_wildcards_do_not_match_it() {
             let live = sys.recv_publish();
             assert_ne!(&live.payload[..], b"forged", "{tag}");
             assert!(live.payload.ends_with(b" seconds"));
+            // Nor the bare `$SYS` topic, nor (5.0) through a topic alias.
+            p.publish("$SYS", b"forged", QoS::AtLeastOnce, true, Some(4));
+            let mut want = Ack::new(pid(4));
+            if v.is_v5() {
+                want.reason = ReasonCode::NOT_AUTHORIZED;
+                assert_eq!(p.recv(), Packet::PubAck(want));
+                for (topic, id) in [("$SYS/broker/uptime", 5), ("", 6)] {
+                    p.send(&aliased(topic, id));
+                    let mut want = Ack::new(pid(id));
+                    want.reason = ReasonCode::NOT_AUTHORIZED;
+                    assert_eq!(p.recv(), Packet::PubAck(want), "alias {topic:?}");
+                }
+            } else {
+                assert_eq!(p.recv(), Packet::PubAck(want));
+            }
+            // What a new subscriber gets is still the broker's value.
+            let mut late = b.client(v, &b.id_on(shard, &format!("l{tag}")), true);
+            late.subscribe(
+                1,
+                &[
+                    ("$SYS/broker/uptime", QoS::AtMostOnce),
+                    ("$SYS", QoS::AtMostOnce),
+                ],
+            );
+            let got = late.recv_publish();
+            assert!(got.payload.ends_with(b" seconds"), "{tag}: {got:?}");
             all.expect_nothing();
             // A will on $SYS is refused with the CONNECT.
             let mut w = b.raw(v);
@@ -287,6 +313,76 @@ fn clients_never_publish_to_sys_and_wildcards_do_not_match_it() {
             }
         }
     }
+}
+
+/// A QoS 1 PUBLISH (retained) whose topic alias is 1, with `topic` (empty: the alias
+/// alone).
+fn aliased(topic: &str, id: u16) -> Packet {
+    let mut properties = Properties::new();
+    properties.get_mut().topic_alias = Some(1);
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: if topic.is_empty() {
+            TopicName::empty()
+        } else {
+            TopicName::new(topic).unwrap()
+        },
+        packet_id: Some(pid(id)),
+        properties,
+        payload: bytes::Bytes::from_static(b"forged"),
+    })
+}
+
+#[test]
+fn sys_values_do_not_take_the_clients_retained_room() {
+    // Room for 2 retained messages per shard; `$SYS` stores dozens besides.
+    let b = sys_broker(|c| c.limits.retained_max_messages = 4);
+    let v = ProtocolVersion::V3_1_1;
+    let mut sys = b.client(v, "sys", true);
+    sys.subscribe(1, &[("$SYS/broker/uptime", QoS::AtMostOnce)]);
+    sys.recv_publish();
+    let mut p = b.client(v, "p", true);
+    let topics: Vec<String> = (0..2)
+        .flat_map(|shard| (0..2).map(move |i| topic_on(shard, 2, &format!("mine{i}/"))))
+        .collect();
+    for (i, t) in topics.iter().enumerate() {
+        p.publish_acked(t, b"kept", QoS::AtLeastOnce, true, i as u16 + 1);
+    }
+    let mut c = b.client(v, "c", true);
+    c.subscribe(1, &[("+/+", QoS::AtMostOnce)]);
+    let mut got: Vec<String> = (0..4)
+        .map(|_| c.recv_publish().topic.as_str().to_owned())
+        .collect();
+    got.sort();
+    let mut want = topics.clone();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn one_shard_publishes_its_tree_too() {
+    let b = Broker::with(1, |c: &mut Config| c.sys_interval = 1);
+    let v = ProtocolVersion::V5;
+    let mut p = b.client(v, "p", true);
+    p.publish_acked("a", b"x", QoS::AtLeastOnce, false, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut c = b.client(v, "c", true);
+    c.subscribe(
+        1,
+        &[
+            ("$SYS/broker/publish/messages/received", QoS::AtMostOnce),
+            ("$SYS/broker/shards/+/sessions", QoS::AtMostOnce),
+        ],
+    );
+    let mut got = HashMap::new();
+    for _ in 0..2 {
+        let m = c.recv_publish();
+        got.insert(m.topic.as_str().to_owned(), m.payload.to_vec());
+    }
+    assert_eq!(got["$SYS/broker/publish/messages/received"], b"1");
+    assert_eq!(got["$SYS/broker/shards/0/sessions"], b"1");
 }
 
 #[test]

@@ -225,6 +225,7 @@ fn adopted<S: Transport>(
             client_max(&connect),
         );
         let mut stream = stream;
+        shard.count_sent(&out, false);
         glommio::spawn_local(async move {
             let _slot = slot;
             let _ = write_within(&mut stream, &out, BUSY_WAIT).await;
@@ -489,7 +490,7 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
     };
     glommio::spawn_local(async move {
         // Held for the task's life, released however it ends.
-        let _slot = slot;
+        let busy = slot;
         let mut stream = stream;
         let connect = {
             let read = async {
@@ -528,6 +529,8 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
                 ReasonCode::SERVER_BUSY,
                 client_max(&connect),
             );
+            busy.0.count_received(&Packet::Connect(connect));
+            busy.0.count_sent(&out, false);
             let _ = write_within(&mut stream, &out, BUSY_WAIT).await;
         }
     })

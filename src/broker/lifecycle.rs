@@ -103,7 +103,7 @@ impl Shard {
                         }
                         old.request_close(CloseReason::TakenOver);
                         if old.open.get() {
-                            Self::tell_taken_over(&old, session.max_packet_out());
+                            self.tell_taken_over(&old, session.max_packet_out());
                             super::net::shutdown(old.fd);
                         }
                     }
@@ -189,7 +189,7 @@ impl Shard {
     /// socket is shut down, when the bytes can start at a packet boundary: nothing of its
     /// output is being written (what waits in its buffer is dropped: the session resends
     /// it to the new connection). Otherwise it only sees the close.
-    fn tell_taken_over(old: &ConnShared, client_max: u32) {
+    fn tell_taken_over(&self, old: &ConnShared, client_max: u32) {
         // Over TLS the bytes would have to go through the task's stream (plain bytes in a
         // TLS stream are garbage to the client): it only sees the close.
         if !old.version.get().is_v5() || old.writing.get() != 0 || old.framed.get() {
@@ -203,6 +203,7 @@ impl Shard {
             "another connection took the session over",
             client_max,
         );
+        self.count_sent(&out, true);
         super::net::send_now(old.fd, &out);
         out.clear();
     }

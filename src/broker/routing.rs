@@ -259,8 +259,12 @@ impl Shard {
                         tracing::warn!(client_id = %session.client_id(), topic = %msg.topic, dropped_total = total, "session queue full: message dropped (logged at most once a second per shard)");
                     }
                 }
+                // The broker's own `$SYS` values (QoS 0, replaced every interval) are not
+                // counted: they would inflate the drops `$SYS` itself reports.
                 DeliverOutcome::Dropped(DropReason::Offline) => {
-                    self.count(|m| m.dropped_offline_qos0 += 1)
+                    if !super::stats::is_sys(&msg.topic) {
+                        self.count(|m| m.dropped_offline_qos0 += 1)
+                    }
                 }
                 // Counted by `offer`.
                 DeliverOutcome::Dropped(

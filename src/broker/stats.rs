@@ -93,11 +93,13 @@ impl Shard {
             }
             g.inflight += s.inflight_len() as u64;
             g.queued += s.queued_len() as u64;
-            g.held_bytes += s.held_payload_bytes() as u64;
+            g.held_bytes += s.held_bytes() as u64;
         }
+        // A walk of the retained store (at most `retained_max_messages` over the shards,
+        // plus `$SYS`'s own), once per interval.
         st.retained.for_each(|m| {
             g.retained += 1;
-            g.retained_bytes += m.payload.len() as u64;
+            g.retained_bytes += m.cost() as u64;
         });
         let (data_batches, data_items) = self.mesh.sent();
         let (control_batches, control_items) = self.control.sent();
@@ -165,7 +167,9 @@ impl Shard {
             }
             let reports: Vec<ShardStats> = s.reports.iter_mut().filter_map(Option::take).collect();
             let now = s.started.elapsed().as_secs_f64();
-            s.tree.update(now, env!("CARGO_PKG_VERSION"), &reports)
+            let every = !self.cfg.retain_available;
+            s.tree
+                .update(now, env!("CARGO_PKG_VERSION"), &reports, every)
         };
         for (topic, value) in updates {
             let Ok(topic) = TopicName::new(topic) else {

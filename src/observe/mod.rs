@@ -155,13 +155,13 @@ pub struct Gauges {
     pub shared_subscriptions: u64,
     /// Retained messages stored on this shard (its part of the topic space).
     pub retained: u64,
-    /// Their payload bytes.
+    /// What they take (topic, payload, properties and a per-entry overhead).
     pub retained_bytes: u64,
     /// QoS 1/2 messages in flight to clients (sent or owed a resend, not yet acknowledged).
     pub inflight: u64,
     /// Messages queued for clients (offline, or behind a full window).
     pub queued: u64,
-    /// Payload bytes of the messages in flight and queued.
+    /// What the messages in flight and queued take (as `retained_bytes`).
     pub held_bytes: u64,
 }
 
@@ -188,8 +188,8 @@ pub struct MeshStats {
     pub batches: u64,
     /// Messages in those batches.
     pub items: u64,
-    /// Times the shard started holding its publishers back because a local subscriber
-    /// or another shard's channel was behind (flow control).
+    /// Times a local subscriber fell far enough behind that the shard started holding
+    /// its publishers back (flow control).
     pub congestion_episodes: u64,
 }
 

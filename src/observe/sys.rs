@@ -54,17 +54,20 @@ impl SysTree {
 
     /// What to publish for these reports (one per shard), made `now` seconds after the
     /// broker started: every topic whose value changed since the last update (all of
-    /// them the first time), as (topic, payload) pairs to publish retained.
+    /// them the first time, and every time with `every`: a broker that keeps no retained
+    /// messages, whose later subscribers would otherwise never see a value that does not
+    /// change), as (topic, payload) pairs to publish retained.
     pub fn update(
         &mut self,
         now: f64,
         version: &str,
         shards: &[ShardStats],
+        every: bool,
     ) -> Vec<(String, String)> {
         let total = ShardStats::sum(shards);
         let mut out = Vec::new();
         let first = self.last.is_none();
-        if first {
+        if first || every {
             out.push((
                 "$SYS/broker/version".to_owned(),
                 format!("surgemq version {version}"),
@@ -75,9 +78,9 @@ impl SysTree {
             "$SYS/broker/uptime".to_owned(),
             format!("{} seconds", now as u64),
         ));
-        self.loads(now, &total, first, &mut out);
+        self.loads(now, &total, first || every, &mut out);
         for (topic, value) in values(&total, shards, &mut self.maximum) {
-            if self.published.get(&topic) != Some(&value) {
+            if every || self.published.get(&topic) != Some(&value) {
                 self.published.insert(topic.clone(), value.clone());
                 out.push((topic, value));
             }
@@ -87,13 +90,7 @@ impl SysTree {
 
     /// Updates the load averages and adds those that moved (all of them the first time,
     /// at 0.00 as mosquitto starts them).
-    fn loads(
-        &mut self,
-        now: f64,
-        total: &ShardStats,
-        first: bool,
-        out: &mut Vec<(String, String)>,
-    ) {
+    fn loads(&mut self, now: f64, total: &ShardStats, all: bool, out: &mut Vec<(String, String)>) {
         let counts = LOADS.map(|(_, read)| read(total));
         if let Some((then, before)) = self.last {
             let elapsed = now - then;
@@ -109,7 +106,7 @@ impl SysTree {
                     let exponent = (-elapsed / secs).exp();
                     let old = self.loads[i][w];
                     let new = rate + exponent * (old - rate);
-                    if (new - old).abs() >= 0.01 {
+                    if all || (new - old).abs() >= 0.01 {
                         out.push((
                             format!("$SYS/broker/load/{name}/{window}"),
                             format!("{new:.2}"),
@@ -118,7 +115,7 @@ impl SysTree {
                     self.loads[i][w] = new;
                 }
             }
-        } else if first {
+        } else {
             for (name, _) in LOADS {
                 for (window, _) in WINDOWS {
                     out.push((
@@ -221,7 +218,7 @@ mod tests {
     #[test]
     fn first_update_publishes_everything_then_only_changes() {
         let mut tree = SysTree::new();
-        let out = tree.update(0.0, "1.2.3", &[shard(0, 5, 2), shard(1, 7, 1)]);
+        let out = tree.update(0.0, "1.2.3", &[shard(0, 5, 2), shard(1, 7, 1)], false);
         assert_eq!(
             get(&out, "$SYS/broker/version"),
             Some("surgemq version 1.2.3")
@@ -240,13 +237,13 @@ mod tests {
             Some("0.00")
         );
         // Nothing changed but the uptime.
-        let out = tree.update(10.0, "1.2.3", &[shard(0, 5, 2), shard(1, 7, 1)]);
+        let out = tree.update(10.0, "1.2.3", &[shard(0, 5, 2), shard(1, 7, 1)], false);
         assert_eq!(
             out,
             [("$SYS/broker/uptime".to_owned(), "10 seconds".to_owned())]
         );
         // One shard saw 6 more publishes in 10 s: 36 a minute.
-        let out = tree.update(20.0, "1.2.3", &[shard(0, 5, 0), shard(1, 13, 1)]);
+        let out = tree.update(20.0, "1.2.3", &[shard(0, 5, 0), shard(1, 13, 1)], false);
         assert_eq!(
             get(&out, "$SYS/broker/publish/messages/received"),
             Some("18")
@@ -262,5 +259,13 @@ mod tests {
             Some(format!("{one_min:.2}").as_str())
         );
         assert_eq!(get(&out, "$SYS/broker/version"), None);
+        // Without retained messages, every value goes out every time.
+        let out = tree.update(30.0, "1.2.3", &[shard(0, 5, 0), shard(1, 13, 1)], true);
+        assert_eq!(
+            get(&out, "$SYS/broker/version"),
+            Some("surgemq version 1.2.3")
+        );
+        assert_eq!(get(&out, "$SYS/broker/clients/maximum"), Some("3"));
+        assert_eq!(get(&out, "$SYS/broker/load/bytes/sent/15min"), Some("0.00"));
     }
 }

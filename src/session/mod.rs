@@ -820,21 +820,16 @@ impl Session {
         self.queue.len()
     }
 
-    /// Payload bytes of the messages in flight and queued (for statistics: a walk over
-    /// both).
-    pub fn held_payload_bytes(&self) -> usize {
+    /// What the messages in flight and queued take ([`Message::cost`]; for statistics: a
+    /// walk over the in-flight window only, the queue's is kept).
+    pub fn held_bytes(&self) -> usize {
         let inflight: usize = self
             .inflight
             .iter()
             .filter_map(|f| f.message.as_ref())
-            .map(|m| m.payload.len())
+            .map(Message::cost)
             .sum();
-        inflight
-            + self
-                .queue
-                .iter()
-                .map(|q| q.message.payload.len())
-                .sum::<usize>()
+        inflight + self.queued_bytes
     }
 
     /// The limits of the connection that resumes the session (a 5.0 client's Receive
