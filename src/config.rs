@@ -218,6 +218,9 @@ config_section! {
         /// Durable sessions and retained messages: whether and how the broker keeps them
         /// on disk so that they survive a restart, a crash and a power loss.
         persistence: Persistence = Persistence::default(),
+
+        /// The Prometheus endpoint: off unless `listen` is set.
+        metrics: Metrics = Metrics::default(),
     }
 }
 
@@ -610,6 +613,20 @@ config_section! {
     }
 }
 
+config_section! {
+    /// The `[metrics]` section: an HTTP endpoint for Prometheus, served by shard 0.
+    pub struct Metrics {
+        /// "IP:PORT" of the HTTP listener serving `GET /metrics` (every counter and gauge
+        /// of every shard, in the OpenMetrics text format, with a `shard` label) and
+        /// `GET /health` (200 when every shard answers, 503 otherwise). Unset: no
+        /// endpoint. Off by default, as mosquitto has none and a fixed port would collide
+        /// when several brokers run on one host; when set, prefer a loopback address
+        /// ("127.0.0.1:9883"): the numbers tell who connects how often. A scrape costs each
+        /// shard one walk of its sessions. Default: unset.
+        listen: Option<SocketAddr> = None,
+    }
+}
+
 /// Why a configuration could not be read or is not valid. Every variant names the file or
 /// the field.
 #[derive(Debug, thiserror::Error)]
@@ -717,6 +734,7 @@ fn section_docs(key: &str) -> Option<FieldDocs> {
         "limits" => Some(Limits::FIELD_DOCS),
         "mesh" => Some(Mesh::FIELD_DOCS),
         "persistence" => Some(Persistence::FIELD_DOCS),
+        "metrics" => Some(Metrics::FIELD_DOCS),
         _ => None,
     }
 }
@@ -1151,6 +1169,9 @@ mod tests {
                 compact_bytes: 1 << 30,
                 max_disk_bytes: 1 << 40,
             },
+            metrics: Metrics {
+                listen: Some(addr("127.0.0.1:9883")),
+            },
         }
     }
 
@@ -1321,7 +1342,8 @@ mod tests {
             + 8
             + Limits::FIELD_DOCS.len()
             + Mesh::FIELD_DOCS.len()
-            + Persistence::FIELD_DOCS.len();
+            + Persistence::FIELD_DOCS.len()
+            + Metrics::FIELD_DOCS.len();
         assert_eq!(keys, expected, "{text}");
         // The doc text is the field's doc comment, verbatim.
         assert!(text.contains("# Most QoS 1 and 2 messages sent to one client and not yet"));

@@ -17,7 +17,6 @@ use glommio::net::TcpStream;
 use super::admission::Admitted;
 use super::auth::{ConnectAuth, ConnectStep};
 use super::connection::{CloseReason, ConnId, ConnShared};
-use super::negotiated::write_refusal;
 use super::serve::{read_some, serve, write_within, ReadEv, CONNECT_CHUNK, MAX_CHUNK};
 use super::shard::Shard;
 use super::tls::TlsStream;
@@ -218,7 +217,7 @@ fn adopted<S: Transport>(
             return;
         };
         let mut out = BytesMut::new();
-        write_refusal(
+        shard.refusal(
             &mut out,
             connect.version,
             ReasonCode::SERVER_BUSY,
@@ -318,7 +317,10 @@ async fn accept_phase<S: Transport>(
         }
     };
     let connect = match first {
-        Ok(Packet::Connect(c)) => c,
+        Ok(Packet::Connect(c)) => {
+            shard.count_connect(listening.index, c.version);
+            c
+        }
         Ok(other) => {
             shard.count(|m| m.protocol_errors += 1);
             tracing::info!(packet = ?other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1]: closed");
@@ -335,9 +337,9 @@ async fn accept_phase<S: Transport>(
             match (e, connect_level(&buf)) {
                 (DecodeError::UnsupportedProtocolLevel(_), Some(5)) | (_, Some(5)) => {
                     // The client's Maximum Packet Size is unknown: no Reason String.
-                    write_refusal(&mut out, ProtocolVersion::V5, e.reason_code(), 0)
+                    shard.refusal(&mut out, ProtocolVersion::V5, e.reason_code(), 0)
                 }
-                (DecodeError::UnsupportedProtocolLevel(_), _) => write_refusal(
+                (DecodeError::UnsupportedProtocolLevel(_), _) => shard.refusal(
                     &mut out,
                     ProtocolVersion::V3_1_1,
                     ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
@@ -366,7 +368,7 @@ async fn accept_phase<S: Transport>(
                 shard.count(|m| m.auth_refused += 1);
                 tracing::info!("client certificate without a Common Name: refused");
                 let mut out = BytesMut::new();
-                write_refusal(
+                shard.refusal(
                     &mut out,
                     connect.version,
                     ReasonCode::NOT_AUTHORIZED,
@@ -382,7 +384,7 @@ async fn accept_phase<S: Transport>(
         Ok(assigned) => assigned,
         Err(code) => {
             let mut out = BytesMut::new();
-            write_refusal(&mut out, connect.version, code, client_max(&connect));
+            shard.refusal(&mut out, connect.version, code, client_max(&connect));
             let _ = write_bounded(&mut stream, &out, shard).await;
             shard.count(|m| m.connects_refused += 1);
             shard.log_refused_connect(&connect.client_id, code);
@@ -423,7 +425,7 @@ async fn accept_phase<S: Transport>(
                 }
             };
             let mut out = BytesMut::new();
-            write_refusal(&mut out, connect.version, refused, client_max(&connect));
+            shard.refusal(&mut out, connect.version, refused, client_max(&connect));
             let _ = write_bounded(&mut stream, &out, shard).await;
             shard.count(|m| m.auth_refused += 1);
             tracing::info!(client_id = %connect.client_id, code = %refused, "enhanced authentication refused");
@@ -523,7 +525,7 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
         };
         if let Some(connect) = connect {
             let mut out = BytesMut::new();
-            write_refusal(
+            busy.0.refusal(
                 &mut out,
                 connect.version,
                 ReasonCode::SERVER_BUSY,

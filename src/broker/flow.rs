@@ -37,6 +37,7 @@ impl Shard {
             if self.output_congested.get() == 0 {
                 self.congestion_episodes
                     .set(self.congestion_episodes.get() + 1);
+                self.holdback_since.set(Some(Instant::now()));
             }
             self.output_congested.set(self.output_congested.get() + 1);
         }
@@ -58,6 +59,11 @@ impl Shard {
             let n = self.output_congested.get().saturating_sub(1);
             self.output_congested.set(n);
             if n == 0 {
+                if let Some(since) = self.holdback_since.take() {
+                    let held = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.holdback_micros
+                        .set(self.holdback_micros.get().saturating_add(held));
+                }
                 self.output_drained.wake_all();
             }
         }

@@ -255,6 +255,7 @@ impl Shard {
         if !conn.open.replace(false) {
             return;
         }
+        self.count_close(reason);
         // The session, if it outlives this connection (a delayed will waits for it).
         let mut kept = None;
         {

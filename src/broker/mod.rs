@@ -35,7 +35,8 @@
 //! | [`durable`] | what a shard logs, group commit, acks waiting for the disk |
 //! | [`recovery`] | reading logs back at start, re-homing, restoring, compaction |
 //! | [`hooks`] | authentication and authorization extension points, one stack per listener's files |
-//! | [`stats`] | a shard's traffic counters and report; gathering them for `$SYS` (shard 0) |
+//! | [`stats`] | a shard's traffic counters and report; gathering them for `$SYS` and `/metrics` (shard 0) |
+//! | [`metrics_http`] | the `[metrics]` HTTP endpoint on shard 0: `/metrics`, `/health` |
 //! | [`transport`] | the transport seam: what a connection needs from its byte stream |
 //! | [`net`] | listeners, socket options, moving a socket to another shard |
 //! | `harness` | (tests) shards on one thread with a hand-driven mesh, no sockets |
@@ -54,6 +55,7 @@ pub(crate) mod harness;
 pub mod hooks;
 pub(crate) mod journal;
 pub(crate) mod lifecycle;
+pub(crate) mod metrics_http;
 pub(crate) mod negotiated;
 pub(crate) mod net;
 pub(crate) mod process;

@@ -44,6 +44,7 @@ pub(crate) async fn shard_main(
     data_ends: mesh::MeshEnds<ShardMsg>,
     control_ends: mesh::MeshEnds<ShardMsg>,
     listeners: Vec<(std::net::TcpListener, Arc<super::transport::Listening>)>,
+    metrics: Option<std::net::TcpListener>,
     persist: Option<PersistStart>,
     ready: Sender<Result<(), StartError>>,
     stop: Receiver<()>,
@@ -226,7 +227,7 @@ pub(crate) async fn shard_main(
     }
     // `$SYS`: shard 0 gathers every shard's report each `sys_interval` (the first at
     // once, as mosquitto publishes its tree at start).
-    if shard.sys.is_some() {
+    if shard.gather.is_some() && cfg.sys_interval > 0 {
         let s = shard.clone();
         let every = Duration::from_secs(u64::from(cfg.sys_interval));
         glommio::spawn_local(async move {
@@ -235,6 +236,14 @@ pub(crate) async fn shard_main(
                 glommio::timer::sleep(every).await;
             }
         })
+        .detach();
+    }
+    // The Prometheus endpoint (shard 0, with `[metrics] listen`).
+    if let Some(l) = metrics {
+        glommio::spawn_local(super::metrics_http::serve_metrics(
+            shard.clone(),
+            net::listener(l),
+        ))
         .detach();
     }
     let _ = ready.send(Ok(()));

@@ -18,7 +18,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 
 use super::connection::ConnId;
 use super::connection::{CloseReason, ConnShared};
-use super::negotiated::{write_refusal, Negotiated};
+use super::negotiated::Negotiated;
 use super::process::{held_full, is_behind, process, process_with};
 use super::shard::Shard;
 use super::transport::Transport;
@@ -125,6 +125,7 @@ pub(crate) async fn write_out<S: Transport>(
         match ev? {
             Some(n) => {
                 pos += n;
+                shard.traffic.borrow_mut().write_calls += 1;
                 conn.writing.set(data.len() - pos);
                 shard.note_drained(conn);
             }
@@ -288,7 +289,7 @@ pub(crate) async fn serve<S: Transport>(
         Ok(a) => a,
         Err(code) => {
             let mut out = BytesMut::new();
-            write_refusal(
+            shard.refusal(
                 &mut out,
                 version,
                 code,

@@ -293,11 +293,20 @@ pub(crate) struct Shard {
     /// Times a local subscriber fell far enough behind that this shard held its
     /// publishers back.
     pub(crate) congestion_episodes: Cell<u64>,
+    /// Since when the publishers are held back (an episode under way), and how long they
+    /// were in all the episodes before, in microseconds.
+    pub(crate) holdback_since: Cell<Option<Instant>>,
+    pub(crate) holdback_micros: Cell<u64>,
+    /// How connections ended, and CONNACK refusals.
+    pub(crate) closes: RefCell<crate::observe::Closes>,
+    /// CONNECTs received per listener and protocol version.
+    pub(crate) connects: RefCell<Vec<[u64; 3]>>,
     /// `$SYS` topics in this shard's retained store (not counted against its share of
     /// `retained_max_messages`).
     pub(crate) sys_retained: Cell<usize>,
-    /// Shard 0 with `sys_interval` set: the `$SYS` tree and its gathering round.
-    pub(crate) sys: Option<RefCell<super::stats::SysState>>,
+    /// Shard 0 with `sys_interval` or `[metrics]` set: gathering every shard's report,
+    /// and the `$SYS` tree.
+    pub(crate) gather: Option<super::stats::Gather>,
 }
 
 /// At most one log line a second for one kind of event (floods are counted, not logged
@@ -344,8 +353,8 @@ impl Shard {
         let shards = mesh.shards();
         let l = &cfg.limits;
         let rights_generation = Cell::new(domains.rights_generation());
-        let sys =
-            (id == 0 && cfg.sys_interval > 0).then(|| RefCell::new(super::stats::SysState::new()));
+        let gather = (id == 0 && (cfg.sys_interval > 0 || cfg.metrics.listen.is_some()))
+            .then(|| super::stats::Gather::new(cfg.sys_interval > 0));
         Shard {
             rights_generation,
             id,
@@ -398,8 +407,12 @@ impl Shard {
             persist: None,
             traffic: RefCell::default(),
             congestion_episodes: Cell::new(0),
+            holdback_since: Cell::new(None),
+            holdback_micros: Cell::new(0),
+            closes: RefCell::default(),
+            connects: RefCell::default(),
             sys_retained: Cell::new(0),
-            sys,
+            gather,
         }
     }
 

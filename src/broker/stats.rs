@@ -10,15 +10,20 @@
 //! **Must not touch:** other shards' state (reports travel as messages), the disk (`$SYS`
 //! retained messages are not persisted: they describe this run).
 
-use std::time::Instant;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use super::connection::CloseReason;
+use crate::notify::WaitList;
 
 use super::shard::Shard;
 use super::ShardMsg;
 use crate::observe::sys::SysTree;
 use crate::observe::{Gauges, MeshStats, ShardStats};
-use crate::protocol::{Properties, QoS, TopicName};
+use crate::protocol::{Properties, ProtocolVersion, QoS, TopicName};
 use crate::session::Message;
 
 /// Whether `topic` is in the `$SYS` tree, which only the broker publishes to.
@@ -26,26 +31,52 @@ pub(crate) fn is_sys(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
-/// Shard 0's `$SYS` state.
+/// Shard 0's gathering of every shard's report, for the `$SYS` tree and `/metrics`.
 #[derive(Debug)]
-pub(crate) struct SysState {
-    tree: SysTree,
+pub(crate) struct Gather {
+    /// The round under way (a generation: a report of an earlier round, from a shard that
+    /// answered late, is ignored, so a round's sum never mixes two moments).
+    round: Cell<u64>,
+    /// Per shard, its report for `round` once it came (empty: no round under way).
+    reports: RefCell<Vec<Option<ShardStats>>>,
+    /// Whether the round under way ends with a `$SYS` update.
+    publish_sys: Cell<bool>,
+    /// The `$SYS` tree (None when `sys_interval` is 0).
+    tree: Option<RefCell<SysTree>>,
     started: Instant,
-    /// The gathering round under way: a report of an earlier round (a shard that answered
-    /// late) is ignored, so a round's sum never mixes two moments.
-    round: u64,
-    /// Per shard, its report for `round` once it came.
-    reports: Vec<Option<ShardStats>>,
+    /// The last round that completed and its reports, for scrapes.
+    last: RefCell<Option<(u64, Rc<Vec<ShardStats>>)>>,
+    /// Woken when a round completes.
+    done: WaitList,
 }
 
-impl SysState {
-    pub(crate) fn new() -> SysState {
-        SysState {
-            tree: SysTree::new(),
+impl Gather {
+    /// `sys`: the `$SYS` tree is kept too.
+    pub(crate) fn new(sys: bool) -> Gather {
+        Gather {
+            round: Cell::new(0),
+            reports: RefCell::new(Vec::new()),
+            publish_sys: Cell::new(false),
+            tree: sys.then(|| RefCell::new(SysTree::new())),
             started: Instant::now(),
-            round: 0,
-            reports: Vec::new(),
+            last: RefCell::new(None),
+            done: WaitList::default(),
         }
+    }
+}
+
+/// Index of `reason` in [`crate::observe::CLOSE_REASONS`].
+fn close_index(reason: CloseReason) -> usize {
+    match reason {
+        CloseReason::ClientDisconnect { .. } => 0,
+        CloseReason::SocketClosed => 1,
+        CloseReason::KeepAliveTimeout => 2,
+        CloseReason::ConnectTimeout => 3,
+        CloseReason::TakenOver => 4,
+        CloseReason::ProtocolError => 5,
+        CloseReason::Refused => 6,
+        CloseReason::Migrated => 7,
+        CloseReason::ServerShutdown => 8,
     }
 }
 
@@ -53,7 +84,50 @@ impl Shard {
     /// `n` bytes were read from a client.
     #[inline]
     pub(crate) fn count_read(&self, n: usize) {
-        self.traffic.borrow_mut().bytes_in += n as u64;
+        let mut t = self.traffic.borrow_mut();
+        t.bytes_in += n as u64;
+        t.read_calls += 1;
+    }
+
+    /// A connection ended.
+    pub(crate) fn count_close(&self, reason: CloseReason) {
+        if let Some(n) = self
+            .closes
+            .borrow_mut()
+            .by_reason
+            .get_mut(close_index(reason))
+        {
+            *n += 1;
+        }
+    }
+
+    /// A CONNECT of protocol `version` came on listener `listener`.
+    pub(crate) fn count_connect(&self, listener: usize, version: ProtocolVersion) {
+        let mut c = self.connects.borrow_mut();
+        if c.len() <= listener {
+            c.resize(listener + 1, [0; 3]);
+        }
+        let v = match version {
+            ProtocolVersion::V3_1 => 0,
+            ProtocolVersion::V3_1_1 => 1,
+            ProtocolVersion::V5 => 2,
+        };
+        if let Some(n) = c.get_mut(listener).and_then(|l| l.get_mut(v)) {
+            *n += 1;
+        }
+    }
+
+    /// Writes a CONNACK refusing the connection with `code` (see
+    /// [`super::negotiated::write_refusal`]) and counts it.
+    pub(crate) fn refusal(
+        &self,
+        out: &mut bytes::BytesMut,
+        version: ProtocolVersion,
+        code: crate::protocol::ReasonCode,
+        client_max: u32,
+    ) {
+        self.closes.borrow_mut().refused(code.0);
+        super::negotiated::write_refusal(out, version, code, client_max);
     }
 
     /// A packet came from a client (decoded whole).
@@ -112,22 +186,39 @@ impl Shard {
                 batches: data_batches + control_batches,
                 items: data_items + control_items,
                 congestion_episodes: self.congestion_episodes.get(),
+                holdback_micros: self.holdback_micros.get().saturating_add(
+                    self.holdback_since.get().map_or(0, |since| {
+                        u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+                    }),
+                ),
             },
+            closes: *self.closes.borrow(),
+            connects: self.connects.borrow().clone(),
         }
     }
 
-    /// Shard 0, every `sys_interval` seconds: a new gathering round. A round whose
-    /// reports did not all come (a shard that stopped) is dropped.
+    /// Shard 0, every `sys_interval` seconds: a round that ends with a `$SYS` update.
     pub(crate) fn sys_tick(&self) {
-        let Some(sys) = &self.sys else {
-            return;
+        self.gather_start(true);
+    }
+
+    /// Shard 0: the round whose reports a caller may use, started now unless one is
+    /// under way that does what is asked (`sys`: it ends with a `$SYS` update). A round
+    /// that never completes (a shard that stopped) is replaced by the next one; whoever
+    /// waited for it gets that one.
+    fn gather_start(&self, sys: bool) -> Option<u64> {
+        let g = self.gather.as_ref()?;
+        let under_way = {
+            let r = g.reports.borrow();
+            !r.is_empty() && r.iter().any(Option::is_none)
         };
-        let round = {
-            let mut s = sys.borrow_mut();
-            s.round += 1;
-            s.reports = vec![None; self.shards];
-            s.round
-        };
+        if under_way && (!sys || g.publish_sys.get()) {
+            return Some(g.round.get());
+        }
+        let round = g.round.get() + 1;
+        g.round.set(round);
+        g.publish_sys.set(sys);
+        *g.reports.borrow_mut() = vec![None; self.shards];
         for dest in (0..self.shards).filter(|d| *d != self.id) {
             self.send_control(
                 dest,
@@ -139,6 +230,31 @@ impl Shard {
         }
         self.control.flush();
         self.on_stats_report(round, Box::new(self.stats()));
+        Some(round)
+    }
+
+    /// Shard 0: every shard's report, from a round completed after this call began;
+    /// None without gathering, or when the round did not complete within `limit` (a
+    /// shard is not running).
+    pub(crate) async fn gathered(&self, limit: Duration) -> Option<Rc<Vec<ShardStats>>> {
+        let want = self.gather_start(false)?;
+        let g = self.gather.as_ref()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some((round, reports)) = &*g.last.borrow() {
+                if *round >= want {
+                    return Some(reports.clone());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let done = g.done.wait();
+            let timer = glommio::timer::sleep(left);
+            futures::pin_mut!(done, timer);
+            let _ = futures::future::select(done, timer).await;
+        }
     }
 
     /// Shard `from` gathers reports: this shard's goes back to it.
@@ -147,30 +263,41 @@ impl Shard {
         self.send_control(from, ShardMsg::StatsReport { round, stats });
     }
 
-    /// A shard's report for `round`: once every shard's is in, what changed in the `$SYS`
-    /// tree is published.
+    /// A shard's report for `round`: once every shard's is in, the round is complete:
+    /// waiting scrapes get it and, for a `$SYS` round, what changed in the tree is
+    /// published.
     pub(crate) fn on_stats_report(&self, round: u64, stats: Box<ShardStats>) {
-        let Some(sys) = &self.sys else {
+        let Some(g) = &self.gather else {
             return;
         };
-        let updates = {
-            let mut s = sys.borrow_mut();
-            if s.round != round {
+        if g.round.get() != round {
+            return;
+        }
+        let reports = {
+            let mut r = g.reports.borrow_mut();
+            if r.is_empty() {
+                // This round is complete already.
                 return;
             }
             let shard = stats.shard;
-            if let Some(slot) = s.reports.get_mut(shard) {
+            if let Some(slot) = r.get_mut(shard) {
                 *slot = Some(*stats);
             }
-            if s.reports.iter().any(Option::is_none) {
+            if r.iter().any(Option::is_none) {
                 return;
             }
-            let reports: Vec<ShardStats> = s.reports.iter_mut().filter_map(Option::take).collect();
-            let now = s.started.elapsed().as_secs_f64();
-            let every = !self.cfg.retain_available;
-            s.tree
-                .update(now, env!("CARGO_PKG_VERSION"), &reports, every)
+            Rc::new(r.drain(..).flatten().collect::<Vec<ShardStats>>())
         };
+        *g.last.borrow_mut() = Some((round, reports.clone()));
+        g.done.wake_all();
+        let Some(tree) = g.tree.as_ref().filter(|_| g.publish_sys.get()) else {
+            return;
+        };
+        let now = g.started.elapsed().as_secs_f64();
+        let every = !self.cfg.retain_available;
+        let updates = tree
+            .borrow_mut()
+            .update(now, env!("CARGO_PKG_VERSION"), &reports, every);
         for (topic, value) in updates {
             let Ok(topic) = TopicName::new(topic) else {
                 continue;

@@ -37,6 +37,9 @@ pub(crate) struct Listening {
     /// Its hook stack (its own security files, or the top level's): see
     /// [`super::hooks::Domains`].
     pub domain: u16,
+    /// Its place in the configuration (`listeners` first, then `[[listener]]` tables),
+    /// for statistics.
+    pub index: usize,
     /// Connection caps (per listener, per IP).
     pub caps: super::admission::Caps,
     /// New connections per second this listener accepts (over all shards); 0: no pace.

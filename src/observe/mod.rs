@@ -8,6 +8,7 @@
 //! (each shard counts into cells of its own, with no atomics or locks on the data path)
 //! and publishes what [`sys::SysTree`] returns.
 
+pub mod prometheus;
 pub mod sys;
 
 pub use crate::broker::shard::ShardSummary;
@@ -32,6 +33,63 @@ pub const PACKET_TYPES: [&str; 16] = [
     "auth",
 ];
 
+/// Protocol versions by their place in [`ShardStats::connects`].
+pub const VERSIONS: [&str; 3] = ["3.1", "3.1.1", "5.0"];
+
+/// Why connections ended, by their place in [`Closes::by_reason`].
+pub const CLOSE_REASONS: [&str; 9] = [
+    "client_disconnect",
+    "socket_closed",
+    "keep_alive_timeout",
+    "connect_timeout",
+    "taken_over",
+    "protocol_error",
+    "refused",
+    "migrated",
+    "server_shutdown",
+];
+
+/// How connections ended on one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closes {
+    /// Connections ended, by [`CLOSE_REASONS`].
+    pub by_reason: [u64; 9],
+    /// CONNACK refusals by reason code: index `code - 0x80` (5.0 codes; a 3.x client got
+    /// the nearest 3.x code).
+    pub connack_refused: [u64; 48],
+}
+
+impl Default for Closes {
+    fn default() -> Self {
+        Closes {
+            by_reason: [0; 9],
+            connack_refused: [0; 48],
+        }
+    }
+}
+
+impl Closes {
+    /// Adds another shard's.
+    pub fn add(&mut self, o: &Closes) {
+        for (a, b) in self.by_reason.iter_mut().zip(o.by_reason) {
+            *a += b;
+        }
+        for (a, b) in self.connack_refused.iter_mut().zip(o.connack_refused) {
+            *a += b;
+        }
+    }
+
+    /// A CONNACK refused with `code` (0x80 or above).
+    pub fn refused(&mut self, code: u8) {
+        if let Some(n) = self
+            .connack_refused
+            .get_mut(usize::from(code.wrapping_sub(0x80)))
+        {
+            *n += 1;
+        }
+    }
+}
+
 /// Bytes and MQTT packets through one shard's sockets (MQTT bytes: TLS records and
 /// WebSocket frames are not counted in).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +106,10 @@ pub struct Traffic {
     pub publish_payload_in: u64,
     /// Payload bytes of the PUBLISH packets sent.
     pub publish_payload_out: u64,
+    /// Reads from clients that returned data.
+    pub read_calls: u64,
+    /// Writes to clients that wrote something.
+    pub write_calls: u64,
 }
 
 impl Traffic {
@@ -63,6 +125,8 @@ impl Traffic {
         }
         self.publish_payload_in += o.publish_payload_in;
         self.publish_payload_out += o.publish_payload_out;
+        self.read_calls += o.read_calls;
+        self.write_calls += o.write_calls;
     }
 
     /// Packets received, all types.
@@ -191,6 +255,8 @@ pub struct MeshStats {
     /// Times a local subscriber fell far enough behind that the shard started holding
     /// its publishers back (flow control).
     pub congestion_episodes: u64,
+    /// How long, in all, it held them back (microseconds).
+    pub holdback_micros: u64,
 }
 
 impl MeshStats {
@@ -199,6 +265,7 @@ impl MeshStats {
         self.batches += o.batches;
         self.items += o.items;
         self.congestion_episodes += o.congestion_episodes;
+        self.holdback_micros += o.holdback_micros;
     }
 }
 
@@ -216,6 +283,11 @@ pub struct ShardStats {
     pub gauges: Gauges,
     /// Its sends to other shards and its flow control.
     pub mesh: MeshStats,
+    /// How its connections ended, and CONNACK refusals.
+    pub closes: Closes,
+    /// CONNECT packets received, per listener (its place in the configuration:
+    /// `listeners` first, then `[[listener]]` tables) and protocol version ([`VERSIONS`]).
+    pub connects: Vec<[u64; 3]>,
 }
 
 impl ShardStats {
@@ -227,6 +299,15 @@ impl ShardStats {
             total.traffic.add(&s.traffic);
             total.gauges.add(&s.gauges);
             total.mesh.add(&s.mesh);
+            total.closes.add(&s.closes);
+            if total.connects.len() < s.connects.len() {
+                total.connects.resize(s.connects.len(), [0; 3]);
+            }
+            for (a, b) in total.connects.iter_mut().zip(&s.connects) {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+            }
         }
         total
     }

@@ -145,8 +145,10 @@ impl Server {
         let mut specs: Vec<(SocketAddr, Arc<Listening>)> = cfg
             .listeners
             .iter()
-            .map(|addr| {
+            .enumerate()
+            .map(|(index, addr)| {
                 let plain = Listening {
+                    index,
                     tls: None,
                     allow_anonymous: cfg.allow_anonymous,
                     identity_as_username: false,
@@ -182,6 +184,7 @@ impl Server {
                 _ => None,
             };
             let listening = Listening {
+                index: specs.len(),
                 tls,
                 allow_anonymous: l.allow_anonymous.unwrap_or(cfg.allow_anonymous),
                 identity_as_username: l.use_identity_as_username,
@@ -225,6 +228,21 @@ impl Server {
                 }
             }
         }
+
+        // The Prometheus endpoint, served by shard 0.
+        let mut metrics = match cfg.metrics.listen {
+            Some(addr) => {
+                let l =
+                    net::bind(addr, false).map_err(|source| StartError::Bind { addr, source })?;
+                let actual = l
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                tracing::info!(address = %actual, "metrics endpoint listening");
+                Some((l, actual))
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().map(|(_, a)| *a);
 
         // Durable state: read back, re-homed onto this run's shards and written as a new
         // epoch before any shard starts (blocking I/O is fine here).
@@ -278,6 +296,11 @@ impl Server {
             };
             let cfg = cfg.clone();
             let domains = domains.clone();
+            let metrics = if id == 0 {
+                metrics.take().map(|(l, _)| l)
+            } else {
+                None
+            };
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("surgemq-shard-{id}"))
@@ -309,6 +332,7 @@ impl Server {
                         data_ends,
                         control_ends,
                         listeners,
+                        metrics,
                         persist,
                         ready,
                         stop_rx,
@@ -326,6 +350,7 @@ impl Server {
             stops,
             threads,
             security,
+            metrics_addr,
         };
         for _ in 0..shards {
             match ready_rx.recv() {
@@ -356,12 +381,20 @@ pub struct ServerHandle {
     threads: Vec<std::thread::JoinHandle<ShardSummary>>,
     /// The security files in force (for a reload).
     security: security::SecurityFiles,
+    /// Where the `[metrics]` endpoint listens, if it does.
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl ServerHandle {
     /// The addresses the listeners are bound to (with the real port when 0 was asked).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The address of the `[metrics]` HTTP endpoint (with the real port when 0 was
+    /// asked), if it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Reads the security files again (what `SIGHUP` does to the binary): every password

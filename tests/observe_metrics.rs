@@ -1,0 +1,181 @@
+//! The `[metrics]` endpoint read with curl: `/metrics` in the OpenMetrics text format with
+//! one series per shard whose numbers follow known traffic exactly (two shards, clients
+//! on both, 3.1, 3.1.1 and 5.0), `/health`, and the HTTP answers to anything else.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use surgemq::config::Config;
+use surgemq::protocol::*;
+
+fn metrics_broker(sys_interval: u32) -> Broker {
+    Broker::with(2, move |c: &mut Config| {
+        c.sys_interval = sys_interval;
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+}
+
+/// curl's output for `path`: the status line, the headers and the body (`-i`), or what
+/// `args` ask for.
+fn curl(b: &Broker, path: &str, args: &[&str]) -> String {
+    let addr = b
+        .handle
+        .as_ref()
+        .unwrap()
+        .metrics_addr()
+        .expect("metrics on");
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10"])
+        .args(args)
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl is required: apt-get install curl");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The sum over every series of `name` whose labels contain all of `with`.
+fn sum(text: &str, name: &str, with: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && with.iter().all(|w| labels.contains(w)))
+                .then(|| value.parse::<u64>().unwrap())
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_follow_known_traffic_exactly() {
+    for sys_interval in [0, 1] {
+        let b = metrics_broker(sys_interval);
+        let v5 = ProtocolVersion::V5;
+        let v4 = ProtocolVersion::V3_1_1;
+        let mut sub = b.client(v4, &b.id_on(0, "sub"), true);
+        sub.subscribe(1, &[("t/#", QoS::AtLeastOnce)]);
+        let mut publisher = b.client(v5, &b.id_on(1, "pub"), true);
+        for i in 1..=4 {
+            publisher.publish_acked("t/x", b"12345", QoS::AtLeastOnce, false, i);
+            // (Acknowledged by `recv_publish`.)
+            sub.recv_publish();
+        }
+        // A 3.1 client id over 23 characters: CONNACK 0x02 (0x85 Client Identifier not
+        // valid, as counted).
+        let mut refused = b.raw(ProtocolVersion::V3_1);
+        let ack = refused.connect_raw_ack(connect_packet(
+            ProtocolVersion::V3_1,
+            "a-client-id-longer-than-23",
+            true,
+            0,
+            None,
+        ));
+        assert_eq!(ack[3], 0x02);
+        let leaving = b.client(v4, &b.id_on(1, "leaving"), true);
+        leaving.disconnect_and_wait();
+        sub.ping();
+
+        let text = curl(&b, "/metrics", &[]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("application/openmetrics-text"), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"));
+        // One series per shard.
+        for shard in ["shard=\"0\"", "shard=\"1\""] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("surgemq_sessions{") && l.contains(shard)),
+                "{shard}"
+            );
+        }
+        let n = |name: &str, with: &[&str]| sum(&text, name, with);
+        assert_eq!(
+            n("surgemq_packets_received_total", &["type=\"publish\""]),
+            4
+        );
+        assert_eq!(n("surgemq_packets_sent_total", &["type=\"publish\""]), 4);
+        assert_eq!(n("surgemq_packets_received_total", &["type=\"puback\""]), 4);
+        assert_eq!(n("surgemq_packets_sent_total", &["type=\"puback\""]), 4);
+        assert_eq!(
+            n("surgemq_packets_received_total", &["type=\"subscribe\""]),
+            1
+        );
+        assert_eq!(
+            n("surgemq_packets_received_total", &["type=\"pingreq\""]),
+            1
+        );
+        assert_eq!(
+            n("surgemq_packets_received_total", &["type=\"connect\""]),
+            4
+        );
+        assert_eq!(n("surgemq_messages_routed_total", &[]), 4);
+        assert_eq!(n("surgemq_messages_delivered_total", &[]), 4);
+        assert_eq!(n("surgemq_publish_payload_bytes_received_total", &[]), 20);
+        assert_eq!(n("surgemq_publish_payload_bytes_sent_total", &[]), 20);
+        assert_eq!(n("surgemq_connack_refusals_total", &["reason=\"0x85\""]), 1);
+        assert_eq!(n("surgemq_connack_refusals_total", &[]), 1);
+        let connects = |version: &str| {
+            n(
+                "surgemq_connects_total",
+                &["listener=\"0\"", &format!("version=\"{version}\"")],
+            )
+        };
+        assert_eq!(
+            (connects("3.1"), connects("3.1.1"), connects("5.0")),
+            (1, 2, 1)
+        );
+        assert_eq!(
+            n(
+                "surgemq_disconnects_total",
+                &["reason=\"client_disconnect\""]
+            ),
+            1
+        );
+        assert_eq!(n("surgemq_disconnects_total", &["reason=\"refused\""]), 1);
+        assert_eq!(n("surgemq_sessions", &[]), 2);
+        assert_eq!(n("surgemq_sessions_online", &[]), 2);
+        assert_eq!(n("surgemq_subscriptions", &[]), 1);
+        assert_eq!(n("surgemq_inflight_messages", &[]), 0);
+        assert_eq!(n("surgemq_messages_dropped_total", &[]), 0);
+        // Reads and writes happened; bytes each way are at least the packets' sizes.
+        assert!(n("surgemq_read_calls_total", &[]) >= 4);
+        assert!(n("surgemq_write_calls_total", &[]) >= 4);
+        assert!(n("surgemq_bytes_received_total", &[]) > 4 * (2 + 5 + 3 + 5));
+        // The numbers move with the traffic.
+        publisher.publish_acked("t/y", b"6789", QoS::AtLeastOnce, false, 9);
+        sub.recv_publish();
+        sub.ping();
+        let text = curl(&b, "/metrics", &[]);
+        assert_eq!(sum(&text, "surgemq_messages_routed_total", &[]), 5);
+        assert_eq!(
+            sum(&text, "surgemq_publish_payload_bytes_received_total", &[]),
+            24
+        );
+    }
+}
+
+#[test]
+fn health_and_other_requests() {
+    let b = metrics_broker(0);
+    let text = curl(&b, "/health", &[]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("ok\n"));
+    assert!(curl(&b, "/nothing", &[]).starts_with("HTTP/1.1 404"));
+    assert!(curl(&b, "/metrics", &["-X", "POST"]).starts_with("HTTP/1.1 405"));
+    // A query string is ignored.
+    assert!(curl(&b, "/metrics?x=1", &[]).starts_with("HTTP/1.1 200"));
+    // Garbage and an oversized request are answered or closed; the endpoint goes on.
+    let addr = b.handle.as_ref().unwrap().metrics_addr().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut s, b"\x00\x01garbage\r\n\r\n").unwrap();
+    let mut got = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut got);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let _ = std::io::Write::write_all(&mut s, &vec![b'a'; 20_000]);
+    let mut got = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut got);
+    assert!(got.is_empty(), "{got}");
+    assert!(curl(&b, "/health", &[]).starts_with("HTTP/1.1 200"));
+}
