@@ -208,6 +208,13 @@ config_section! {
         /// Default: `"info"`.
         log_level: String = "info".to_owned(),
 
+        /// How log lines are written: "text" (one human-readable line per event) or
+        /// "json" (one JSON object per line, the event's fields as keys, for log
+        /// collectors). At `info`, clients connecting (address, client id, protocol
+        /// version, clean start, keep alive, user name) and disconnecting (why) are
+        /// logged, as mosquitto does. Default: `"text"`.
+        log_format: LogFormat = LogFormat::Text,
+
         /// Limits on connections, packets, sessions, subscriptions and retained messages.
         /// Each key states what happens when its limit is reached.
         limits: Limits = Limits::default(),
@@ -222,6 +229,17 @@ config_section! {
         /// The Prometheus endpoint: off unless `listen` is set.
         metrics: Metrics = Metrics::default(),
     }
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// What a `[[listener]]` speaks.
@@ -1135,6 +1153,7 @@ mod tests {
             sys_interval: 3,
             response_information: "response/%c".to_owned(),
             log_level: "warn,surgemq=debug".to_owned(),
+            log_format: LogFormat::Json,
             limits: Limits {
                 max_connections: 7,
                 max_sessions: 11,

@@ -125,10 +125,15 @@ fn main() -> ExitCode {
         print!("{}", cfg.print_documented());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(&cfg.log_level))
         .with_target(false)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match cfg.log_format {
+        surgemq::config::LogFormat::Text => logs.init(),
+        surgemq::config::LogFormat::Json => logs.json().init(),
+    }
     // Signals are received on this thread before any shard starts, so no shard thread
     // inherits their delivery.
     let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {

@@ -269,6 +269,9 @@ impl Shard {
                 st.conns.remove(key.slot());
             }
             if let Some(id) = conn.session.get() {
+                if let Some(s) = st.sessions.get(id) {
+                    super::conn_log::disconnected(s.client_id(), reason);
+                }
                 let mut remove = false;
                 // Only the connection that currently serves the session may end it: a
                 // taken-over connection closes after its successor attached.

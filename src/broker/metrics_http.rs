@@ -13,19 +13,21 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::shard::Shard;
 
 /// The longest request head read.
 const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client has to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to send its request (and to read the answer).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests served at once; more are closed at once (a scraper needs one).
 const MAX_OPEN: usize = 16;
 /// How long a scrape waits for every shard's report.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reports younger than this answer a request without asking the shards again.
+const FRESH: Duration = Duration::from_secs(1);
 
 /// Accepts and answers until the shard stops.
 pub(crate) async fn serve_metrics(shard: Rc<Shard>, listener: TcpListener) {
@@ -45,7 +47,14 @@ pub(crate) async fn serve_metrics(shard: Rc<Shard>, listener: TcpListener) {
         open.set(open.get() + 1);
         let (shard, open) = (shard.clone(), open.clone());
         glommio::spawn_local(async move {
-            answer(&shard, stream).await;
+            // A panic (a bug) ends this request only, never shard 0.
+            let r = std::panic::AssertUnwindSafe(answer(&shard, stream))
+                .catch_unwind()
+                .await;
+            if let Err(panic) = r {
+                let why = super::panic_message(&*panic);
+                tracing::error!(panic = %why, "metrics endpoint: request panicked");
+            }
             open.set(open.get() - 1);
         })
         .detach();
@@ -71,7 +80,7 @@ async fn answer(shard: &Shard, mut stream: TcpStream) {
             route(shard, path).await
         }
         Ok(httparse::Status::Complete(_)) => (
-            "405 Method Not Allowed",
+            "405 Method Not Allowed\r\nAllow: GET",
             "text/plain",
             "GET only\n".to_owned(),
         ),
@@ -92,7 +101,7 @@ async fn answer(shard: &Shard, mut stream: TcpStream) {
 /// The answer to `GET path`: status, content type, body.
 async fn route(shard: &Shard, path: &str) -> (&'static str, &'static str, String) {
     match path {
-        "/metrics" => match shard.gathered(GATHER_TIMEOUT).await {
+        "/metrics" => match shard.gathered(FRESH, GATHER_TIMEOUT).await {
             Some(reports) => (
                 "200 OK",
                 crate::observe::prometheus::CONTENT_TYPE,
@@ -104,7 +113,7 @@ async fn route(shard: &Shard, path: &str) -> (&'static str, &'static str, String
                 "a shard did not report\n".to_owned(),
             ),
         },
-        "/health" => match shard.gathered(Duration::from_secs(1)).await {
+        "/health" => match shard.gathered(FRESH, Duration::from_secs(1)).await {
             Some(_) => ("200 OK", "text/plain", "ok\n".to_owned()),
             None => (
                 "503 Service Unavailable",
@@ -127,7 +136,7 @@ async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
             return None;
         }
         head.extend_from_slice(chunk.get(..n)?);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
             return Some(head);
         }
         if head.len() > MAX_REQUEST {

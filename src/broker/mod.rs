@@ -15,6 +15,7 @@
 //! |---|---|
 //! | [`shard`] | a shard's state and counters; dispatch of mesh messages |
 //! | [`runtime`] | a shard's main loop: accept, mesh receivers, sweeps, shutdown |
+//! | [`conn_log`] | connection lifecycle log lines (connected, disconnected) |
 //! | [`connection`] | what the shard knows of one connection (output, close, congestion) |
 //! | [`connect`] | the CONNECT phase: checks, authentication hook, moving home |
 //! | [`auth`] | 5.0 enhanced authentication: AUTH at CONNECT and re-authentication |
@@ -43,6 +44,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod auth;
+pub(crate) mod conn_log;
 pub(crate) mod connect;
 pub(crate) mod connection;
 #[cfg(test)]

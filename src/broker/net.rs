@@ -96,6 +96,15 @@ pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> bool {
     usize::try_from(n).is_ok_and(|n| n == bytes.len())
 }
 
+/// The peer address of a connection's socket (for its log line); None if the call
+/// fails. The caller's connection owns `fd` and keeps it open for the call.
+pub(crate) fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: the fd is the caller's open socket for the duration of this call, and the
+    // borrow does not outlive it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket()
+}
+
 /// Bytes received on a connection's socket and not read yet (`SIOCINQ`); 0 when the fd is
 /// not a socket any more or the call fails. Used for keep alive: a client whose packets
 /// wait unread is alive. Callers check `ConnShared::open` first so the number still names

@@ -285,7 +285,7 @@ pub(crate) async fn serve<S: Transport>(
             terms.max_packet_in,
         )
     };
-    let (slot, _present) = match attached {
+    let (slot, present) = match attached {
         Ok(a) => a,
         Err(code) => {
             let mut out = BytesMut::new();
@@ -303,6 +303,7 @@ pub(crate) async fn serve<S: Transport>(
             return;
         }
     };
+    super::conn_log::connected(stream.socket(), &connect, present);
     // Nothing of the CONNECT is needed any more; it must not stay in this task's state
     // for the life of the connection (its fields are slices of the first read buffer).
     drop(connect);

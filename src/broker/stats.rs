@@ -31,6 +31,9 @@ pub(crate) fn is_sys(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
+/// A completed round: its number, when it completed, every shard's report.
+type Completed = (u64, Instant, Rc<Vec<ShardStats>>);
+
 /// Shard 0's gathering of every shard's report, for the `$SYS` tree and `/metrics`.
 #[derive(Debug)]
 pub(crate) struct Gather {
@@ -41,11 +44,14 @@ pub(crate) struct Gather {
     reports: RefCell<Vec<Option<ShardStats>>>,
     /// Whether the round under way ends with a `$SYS` update.
     publish_sys: Cell<bool>,
+    /// When the round under way started: one older than [`ROUND_TIMEOUT`] is given up
+    /// (a report was lost: a shard stopped, or a panic), never waited for forever.
+    round_started: Cell<Instant>,
     /// The `$SYS` tree (None when `sys_interval` is 0).
     tree: Option<RefCell<SysTree>>,
     started: Instant,
-    /// The last round that completed and its reports, for scrapes.
-    last: RefCell<Option<(u64, Rc<Vec<ShardStats>>)>>,
+    /// The last round that completed, for scrapes.
+    last: RefCell<Option<Completed>>,
     /// Woken when a round completes.
     done: WaitList,
 }
@@ -57,6 +63,7 @@ impl Gather {
             round: Cell::new(0),
             reports: RefCell::new(Vec::new()),
             publish_sys: Cell::new(false),
+            round_started: Cell::new(Instant::now()),
             tree: sys.then(|| RefCell::new(SysTree::new())),
             started: Instant::now(),
             last: RefCell::new(None),
@@ -65,9 +72,14 @@ impl Gather {
     }
 }
 
-/// Index of `reason` in [`crate::observe::CLOSE_REASONS`].
-fn close_index(reason: CloseReason) -> usize {
-    match reason {
+/// How long a gathering round may wait for its reports before the next request starts
+/// a new one.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Index of `reason` in [`crate::observe::CLOSE_REASONS`]; None for a connection that
+/// moved to its home shard (not an end: counted where it ends).
+fn close_index(reason: CloseReason) -> Option<usize> {
+    Some(match reason {
         CloseReason::ClientDisconnect { .. } => 0,
         CloseReason::SocketClosed => 1,
         CloseReason::KeepAliveTimeout => 2,
@@ -75,9 +87,9 @@ fn close_index(reason: CloseReason) -> usize {
         CloseReason::TakenOver => 4,
         CloseReason::ProtocolError => 5,
         CloseReason::Refused => 6,
-        CloseReason::Migrated => 7,
-        CloseReason::ServerShutdown => 8,
-    }
+        CloseReason::ServerShutdown => 7,
+        CloseReason::Migrated => return None,
+    })
 }
 
 impl Shard {
@@ -91,12 +103,10 @@ impl Shard {
 
     /// A connection ended.
     pub(crate) fn count_close(&self, reason: CloseReason) {
-        if let Some(n) = self
-            .closes
-            .borrow_mut()
-            .by_reason
-            .get_mut(close_index(reason))
-        {
+        let Some(i) = close_index(reason) else {
+            return;
+        };
+        if let Some(n) = self.closes.borrow_mut().by_reason.get_mut(i) {
             *n += 1;
         }
     }
@@ -151,7 +161,8 @@ impl Shard {
     }
 
     /// This shard's report: its counters, and what it holds now (a walk over its
-    /// sessions and retained messages: once per `sys_interval`, never per message).
+    /// sessions and retained messages: once per `sys_interval` and per scrape, at most
+    /// one scrape's a second; never per message).
     pub(crate) fn stats(&self) -> ShardStats {
         let st = self.state.borrow();
         let mut g = Gauges {
@@ -203,20 +214,24 @@ impl Shard {
     }
 
     /// Shard 0: the round whose reports a caller may use, started now unless one is
-    /// under way that does what is asked (`sys`: it ends with a `$SYS` update). A round
-    /// that never completes (a shard that stopped) is replaced by the next one; whoever
-    /// waited for it gets that one.
+    /// under way that does what is asked (`sys`: it ends with a `$SYS` update) and is
+    /// younger than [`ROUND_TIMEOUT`]. A round that never completes (a report lost: a
+    /// shard stopped) is replaced by the next request's; whoever waited for it gets that
+    /// one.
     fn gather_start(&self, sys: bool) -> Option<u64> {
         let g = self.gather.as_ref()?;
         let under_way = {
             let r = g.reports.borrow();
-            !r.is_empty() && r.iter().any(Option::is_none)
+            !r.is_empty()
+                && r.iter().any(Option::is_none)
+                && g.round_started.get().elapsed() < ROUND_TIMEOUT
         };
         if under_way && (!sys || g.publish_sys.get()) {
             return Some(g.round.get());
         }
         let round = g.round.get() + 1;
         g.round.set(round);
+        g.round_started.set(Instant::now());
         g.publish_sys.set(sys);
         *g.reports.borrow_mut() = vec![None; self.shards];
         for dest in (0..self.shards).filter(|d| *d != self.id) {
@@ -233,15 +248,25 @@ impl Shard {
         Some(round)
     }
 
-    /// Shard 0: every shard's report, from a round completed after this call began;
-    /// None without gathering, or when the round did not complete within `limit` (a
-    /// shard is not running).
-    pub(crate) async fn gathered(&self, limit: Duration) -> Option<Rc<Vec<ShardStats>>> {
-        let want = self.gather_start(false)?;
+    /// Shard 0: every shard's report, from a round completed less than `fresh` ago or
+    /// else from one started now (so requests in a tight loop cost the shards one walk
+    /// per `fresh`, not one each); None without gathering, or when the round did not
+    /// complete within `limit` (a shard is not running).
+    pub(crate) async fn gathered(
+        &self,
+        fresh: Duration,
+        limit: Duration,
+    ) -> Option<Rc<Vec<ShardStats>>> {
         let g = self.gather.as_ref()?;
+        if let Some((_, at, reports)) = &*g.last.borrow() {
+            if at.elapsed() < fresh {
+                return Some(reports.clone());
+            }
+        }
+        let want = self.gather_start(false)?;
         let deadline = Instant::now() + limit;
         loop {
-            if let Some((round, reports)) = &*g.last.borrow() {
+            if let Some((round, _, reports)) = &*g.last.borrow() {
                 if *round >= want {
                     return Some(reports.clone());
                 }
@@ -288,7 +313,7 @@ impl Shard {
             }
             Rc::new(r.drain(..).flatten().collect::<Vec<ShardStats>>())
         };
-        *g.last.borrow_mut() = Some((round, reports.clone()));
+        *g.last.borrow_mut() = Some((round, Instant::now(), reports.clone()));
         g.done.wake_all();
         let Some(tree) = g.tree.as_ref().filter(|_| g.publish_sys.get()) else {
             return;

@@ -36,8 +36,9 @@ pub const PACKET_TYPES: [&str; 16] = [
 /// Protocol versions by their place in [`ShardStats::connects`].
 pub const VERSIONS: [&str; 3] = ["3.1", "3.1.1", "5.0"];
 
-/// Why connections ended, by their place in [`Closes::by_reason`].
-pub const CLOSE_REASONS: [&str; 9] = [
+/// Why connections ended, by their place in [`Closes::by_reason`]. (A connection that
+/// moves to its home shard after CONNECT has not ended: it is counted where it ends.)
+pub const CLOSE_REASONS: [&str; 8] = [
     "client_disconnect",
     "socket_closed",
     "keep_alive_timeout",
@@ -45,7 +46,6 @@ pub const CLOSE_REASONS: [&str; 9] = [
     "taken_over",
     "protocol_error",
     "refused",
-    "migrated",
     "server_shutdown",
 ];
 
@@ -53,7 +53,7 @@ pub const CLOSE_REASONS: [&str; 9] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closes {
     /// Connections ended, by [`CLOSE_REASONS`].
-    pub by_reason: [u64; 9],
+    pub by_reason: [u64; 8],
     /// CONNACK refusals by reason code: index `code - 0x80` (5.0 codes; a 3.x client got
     /// the nearest 3.x code).
     pub connack_refused: [u64; 48],
@@ -62,7 +62,7 @@ pub struct Closes {
 impl Default for Closes {
     fn default() -> Self {
         Closes {
-            by_reason: [0; 9],
+            by_reason: [0; 8],
             connack_refused: [0; 48],
         }
     }

@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use super::{ShardStats, CLOSE_REASONS, PACKET_TYPES, VERSIONS};
 use crate::protocol::ReasonCode;
@@ -32,7 +33,16 @@ impl Scrape {
         for (labels, value) in series {
             family.get_or_create(&labels).inc_by(value);
         }
-        self.registry.register(name, help, family);
+        self.registry.register(name, help_text(help), family);
+    }
+
+    /// A counter family of seconds.
+    fn seconds(&mut self, name: &str, help: &str, series: impl IntoIterator<Item = (Labels, f64)>) {
+        let family = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        for (labels, value) in series {
+            family.get_or_create(&labels).inc_by(value);
+        }
+        self.registry.register(name, help_text(help), family);
     }
 
     /// A gauge family.
@@ -43,8 +53,13 @@ impl Scrape {
                 .get_or_create(&labels)
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
-        self.registry.register(name, help, family);
+        self.registry.register(name, help_text(help), family);
     }
+}
+
+/// `help` without its closing period: the encoder adds one.
+fn help_text(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
 }
 
 fn shard(s: &ShardStats) -> Labels {
@@ -301,10 +316,12 @@ pub fn render(shards: &[ShardStats]) -> String {
         "Times a local subscriber fell far enough behind that the shard held its publishers back.",
         per(|s| s.mesh.congestion_episodes),
     );
-    m.counter(
-        "holdback_microseconds",
-        "Time the shard held its publishers back (flow control), in microseconds.",
-        per(|s| s.mesh.holdback_micros),
+    m.seconds(
+        "holdback_seconds",
+        "Time the shard held its publishers back because a local subscriber was behind (flow control).",
+        shards
+            .iter()
+            .map(|s| (shard(s), s.mesh.holdback_micros as f64 / 1e6)),
     );
 
     // Persistence.
