@@ -209,8 +209,8 @@ config_section! {
         log_level: String = "info".to_owned(),
 
         /// How log lines are written: "text" (one human-readable line per event) or
-        /// "json" (one JSON object per line, the event's fields as keys, for log
-        /// collectors). At `info`, clients connecting (address, client id, protocol
+        /// "json" (one JSON object per line: `timestamp`, `level`, `message` and the
+        /// event's fields as top-level keys, for log collectors). At `info`, clients connecting (address, client id, protocol
         /// version, clean start, keep alive, user name) and disconnecting (why) are
         /// logged, as mosquitto does. Default: `"text"`.
         log_format: LogFormat = LogFormat::Text,

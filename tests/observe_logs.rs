@@ -49,6 +49,12 @@ fn traffic(addr: std::net::SocketAddr) {
     let mut c = Raw::open(addr, ProtocolVersion::V5);
     c.connect("dropper", true, 0, None);
     drop(c);
+    // A clean start takes over a connected client's id (its session goes with it).
+    let mut first = Raw::open(addr, ProtocolVersion::V3_1_1);
+    first.connect("taken", true, 0, None);
+    let mut second = Raw::open(addr, ProtocolVersion::V3_1_1);
+    second.connect("taken", true, 0, None);
+    first.expect_closed();
     std::thread::sleep(Duration::from_millis(300));
 }
 
@@ -80,11 +86,11 @@ fn json_lines_say_who_connected_and_why_they_left() {
     let find = |message: &str, client: &str| {
         lines
             .iter()
-            .find(|l| l["fields"]["message"] == message && l["fields"]["client_id"] == client)
+            .find(|l| l["message"] == message && l["client_id"] == client)
             .unwrap_or_else(|| panic!("no {message} for {client} in:\n{text}"))
             .clone()
     };
-    let c = &find("client connected", "logtest")["fields"];
+    let c = &find("client connected", "logtest");
     assert!(
         c["address"].as_str().unwrap().starts_with("127.0.0.1:"),
         "{c}"
@@ -94,13 +100,22 @@ fn json_lines_say_who_connected_and_why_they_left() {
     assert_eq!(c["keep_alive"], 30);
     assert_eq!(c["username"], "alice");
     assert_eq!(c["session_present"], false);
-    let d = &find("client disconnected", "logtest")["fields"];
+    assert_eq!(c["level"], "INFO");
+    assert!(c["timestamp"].is_string());
+    let d = &find("client disconnected", "logtest");
     assert_eq!(d["reason"], "client sent DISCONNECT");
+    assert_eq!(find("client connected", "dropper")["protocol"], "5.0");
+    let d = &find("client disconnected", "taken");
+    assert_eq!(d["reason"], "session taken over by a new connection");
+    let ends = lines
+        .iter()
+        .filter(|l| l["message"] == "client disconnected" && l["client_id"] == "taken")
+        .count();
     assert_eq!(
-        find("client connected", "dropper")["fields"]["protocol"],
-        "5.0"
+        ends, 2,
+        "the taken-over one, then the second at shutdown:\n{text}"
     );
-    let d = &find("client disconnected", "dropper")["fields"];
+    let d = &find("client disconnected", "dropper");
     assert_eq!(d["reason"], "connection closed by the client or lost");
 }
 

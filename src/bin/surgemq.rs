@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match cfg.log_format {
         surgemq::config::LogFormat::Text => logs.init(),
-        surgemq::config::LogFormat::Json => logs.json().init(),
+        surgemq::config::LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     // Signals are received on this thread before any shard starts, so no shard thread
     // inherits their delivery.

@@ -103,6 +103,9 @@ impl Shard {
                         }
                         old.request_close(CloseReason::TakenOver);
                         if old.open.get() {
+                            // Logged here: the old connection's own end may come after
+                            // its session is gone (a clean start replaces it).
+                            super::conn_log::disconnected(client_id, CloseReason::TakenOver);
                             self.tell_taken_over(&old, session.max_packet_out());
                             super::net::shutdown(old.fd);
                         }
@@ -269,8 +272,11 @@ impl Shard {
                 st.conns.remove(key.slot());
             }
             if let Some(id) = conn.session.get() {
-                if let Some(s) = st.sessions.get(id) {
-                    super::conn_log::disconnected(s.client_id(), reason);
+                // A taken-over connection was logged when it was taken over.
+                if conn.close.get() != Some(CloseReason::TakenOver) {
+                    if let Some(s) = st.sessions.get(id) {
+                        super::conn_log::disconnected(s.client_id(), reason);
+                    }
                 }
                 let mut remove = false;
                 // Only the connection that currently serves the session may end it: a

@@ -372,7 +372,7 @@ pub(crate) async fn serve<S: Transport>(
             // memory. (glommio's `peek` would allocate a page-aligned buffer per call.)
             let mut one = [0u8; 1];
             match read_or_wake(stream, &mut one, conn).await {
-                ReadEv::Eof => break CloseReason::SocketClosed,
+                ReadEv::Eof => break conn.close.get().unwrap_or(CloseReason::SocketClosed),
                 ReadEv::Woken => {
                     result = Ok(false);
                     continue;
@@ -415,7 +415,7 @@ pub(crate) async fn serve<S: Transport>(
                     buf = BytesMut::new();
                 }
             }
-            ReadEv::Eof => break CloseReason::SocketClosed,
+            ReadEv::Eof => break conn.close.get().unwrap_or(CloseReason::SocketClosed),
             ReadEv::Woken => result = Ok(false),
         }
     };
