@@ -136,6 +136,7 @@ impl<T: Send + 'static> MeshEnds<T> {
             dropped: Cell::new(0),
             sent_batches: Cell::new(0),
             sent_items: Cell::new(0),
+            overflowed: Cell::new(0),
             drained: WaitList::default(),
             #[cfg(test)]
             captured: None,
@@ -176,6 +177,8 @@ pub struct MeshTx<T: Send + 'static> {
     /// Batches flushed to peers, and the items in them (for the broker's statistics).
     sent_batches: Cell<u64>,
     sent_items: Cell<u64>,
+    /// Batches that found their channel full and waited in the overflow queue.
+    overflowed: Cell<u64>,
     drained: WaitList,
     /// Test builds: batches kept here instead of sent, for a harness to deliver by hand.
     #[cfg(test)]
@@ -246,6 +249,11 @@ impl<T: Send + 'static> MeshTx<T> {
         (self.sent_batches.get(), self.sent_items.get())
     }
 
+    /// Batches so far that found their channel full and waited in the overflow queue.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.get()
+    }
+
     /// A grid end without channels whose flushed batches are kept for
     /// [`MeshTx::take_captured`] (the deterministic broker harness delivers them by hand).
     #[cfg(test)]
@@ -264,6 +272,7 @@ impl<T: Send + 'static> MeshTx<T> {
             dropped: Cell::new(0),
             sent_batches: Cell::new(0),
             sent_items: Cell::new(0),
+            overflowed: Cell::new(0),
             drained: WaitList::default(),
             captured: Some(RefCell::new(VecDeque::new())),
         })
@@ -321,6 +330,7 @@ impl<T: Send + 'static> MeshTx<T> {
         };
         q.push_back(batch);
         self.overflow_batches.set(self.overflow_batches.get() + 1);
+        self.overflowed.set(self.overflowed.get() + 1);
         if let Some(n) = self.flusher_wake.get(dest) {
             n.notify();
         }
@@ -433,6 +443,11 @@ mod tests {
                 while mesh.overflow_batches.get() > 0 {
                     glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
                 }
+                // Every item was counted in a batch; some batches waited.
+                let (batches, items) = mesh.sent();
+                assert_eq!(items, N);
+                assert!((N / 4..=N).contains(&batches));
+                assert!(mesh.overflowed() > 0 && mesh.overflowed() <= batches);
             })
             .unwrap();
         let receiver = LocalExecutorBuilder::new(Placement::Unbound)

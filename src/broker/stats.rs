@@ -196,6 +196,7 @@ impl Shard {
             mesh: MeshStats {
                 batches: data_batches + control_batches,
                 items: data_items + control_items,
+                overflowed: self.mesh.overflowed() + self.control.overflowed(),
                 congestion_episodes: self.congestion_episodes.get(),
                 holdback_micros: self.holdback_micros.get().saturating_add(
                     self.holdback_since.get().map_or(0, |since| {

@@ -252,6 +252,9 @@ pub struct MeshStats {
     pub batches: u64,
     /// Messages in those batches.
     pub items: u64,
+    /// Batches that found their channel full and waited in the sender's overflow queue
+    /// (the receiving shard was behind).
+    pub overflowed: u64,
     /// Times a local subscriber fell far enough behind that the shard started holding
     /// its publishers back (flow control).
     pub congestion_episodes: u64,
@@ -264,6 +267,7 @@ impl MeshStats {
     pub fn add(&mut self, o: &MeshStats) {
         self.batches += o.batches;
         self.items += o.items;
+        self.overflowed += o.overflowed;
         self.congestion_episodes += o.congestion_episodes;
         self.holdback_micros += o.holdback_micros;
     }

@@ -312,6 +312,11 @@ pub fn render(shards: &[ShardStats]) -> String {
         per(|s| s.mesh.items),
     );
     m.counter(
+        "mesh_overflow_batches",
+        "Batches to other shards that found the channel full and waited in the sender's overflow queue.",
+        per(|s| s.mesh.overflowed),
+    );
+    m.counter(
         "congestion_episodes",
         "Times a local subscriber fell far enough behind that the shard held its publishers back.",
         per(|s| s.mesh.congestion_episodes),

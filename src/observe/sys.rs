@@ -183,6 +183,7 @@ fn values(total: &ShardStats, shards: &[ShardStats], maximum: &mut u64) -> Vec<(
         put(sh("messages/queued"), g.queued);
         put(sh("mesh/batches"), m.batches);
         put(sh("mesh/messages"), m.items);
+        put(sh("mesh/overflow"), m.overflowed);
         put(sh("congestion/episodes"), m.congestion_episodes);
         put(sh("dropped/queue_full"), c.dropped_queue_full);
         put(sh("dropped/write_buffer"), c.dropped_qos0_write_buffer);
