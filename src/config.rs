@@ -298,8 +298,8 @@ config_section! {
 
         /// PEM file with the certificate authorities that client certificates must chain
         /// to: a client that presents one is checked against it; with require_certificate
-        /// every client must present one. Read at start (not reloaded by SIGHUP).
-        /// Default: unset.
+        /// every client must present one. Read at start and again on SIGHUP (new
+        /// connections are checked against the new file). Default: unset.
         cafile: Option<PathBuf> = None,
 
         /// Whether a client must present a certificate that chains to cafile (mutual

@@ -463,17 +463,52 @@ fn a_cafile_alone_checks_certificates_that_are_presented() {
     connect_tls(tls, ProtocolVersion::V5, &pki.client(true), "cert").ping();
     // A certificate from another CA is refused.
     let other = Pki::new("tlsother");
+    assert!(refused(tls, client_from(&pki, &other), "foreign"));
+}
+
+/// A client that trusts `server`'s CA and presents `client`'s certificate.
+fn client_from(server: &Pki, client: &Pki) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca.der().clone()).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(other.client_key.serialize_der()).unwrap();
-    let foreign = rustls::ClientConfig::builder()
+    roots.add(server.ca.der().clone()).unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(client.client_key.serialize_der()).unwrap();
+    let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
-        .with_client_auth_cert(vec![other.client_cert.der().clone()], key)
+        .with_client_auth_cert(vec![client.client_cert.der().clone()], key)
         .unwrap();
-    let mut c = Raw::open_tls(tls, ProtocolVersion::V5, Arc::new(foreign));
-    let connect = connect_packet(ProtocolVersion::V5, "foreign", true, 0, None);
+    Arc::new(config)
+}
+
+/// Whether a client with `config` is refused (its handshake fails and it is closed).
+fn refused(tls: std::net::SocketAddr, config: Arc<rustls::ClientConfig>, id: &str) -> bool {
+    let mut c = Raw::open_tls(tls, ProtocolVersion::V5, config);
+    let connect = connect_packet(ProtocolVersion::V5, id, true, 0, None);
     let _ = c.try_send(&Packet::Connect(Box::new(connect)));
-    assert!(c.closed_within(WAIT).is_some());
+    c.closed_within(WAIT).is_some()
+}
+
+#[test]
+fn a_reload_reads_the_cafile_again() {
+    let pki = Pki::new("tlsca");
+    let listener = Listener {
+        cafile: Some(pki.path("ca.pem")),
+        require_certificate: true,
+        ..pki.listener()
+    };
+    let (b, tls) = start(listener, |_| {});
+    let other = Pki::new("tlsca2");
+    let v = ProtocolVersion::V5;
+    connect_tls(tls, v, &pki.client(true), "first").ping();
+    assert!(refused(tls, client_from(&pki, &other), "foreign"));
+    // The CA file now names the other CA: its clients are served, the first CA's are not.
+    std::fs::copy(other.path("ca.pem"), pki.path("ca.pem")).unwrap();
+    b.handle.as_ref().unwrap().reload_security().unwrap();
+    connect_tls(tls, v, &client_from(&pki, &other), "welcome").ping();
+    assert!(refused(tls, pki.client(true), "revoked"));
+    // A CA file that does not parse is refused; the one in force stays.
+    std::fs::write(pki.path("ca.pem"), "not a certificate").unwrap();
+    assert!(b.handle.as_ref().unwrap().reload_security().is_err());
+    connect_tls(tls, v, &client_from(&pki, &other), "still").ping();
 }
 
 #[test]

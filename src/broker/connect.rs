@@ -64,7 +64,7 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream, listening: Arc
         return;
     };
     shard.count(|m| m.connections_accepted += 1);
-    match listening.tls.clone() {
+    match listening.tls.as_ref().map(|c| c.get()) {
         None => accepted(shard, stream, key, conn, listening, admitted),
         Some(config) => match rustls::ServerConnection::new(config) {
             Ok(tls) => accepted(

@@ -28,8 +28,9 @@ use super::net;
 /// level for `listeners`).
 #[derive(Debug)]
 pub(crate) struct Listening {
-    /// TLS: connections are wrapped in a [`super::tls::TlsStream`] with this config.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// TLS: connections are wrapped in a [`super::tls::TlsStream`] with the config in
+    /// force (a reload of the CA file replaces it for new connections).
+    pub tls: Option<std::sync::Arc<crate::security::InForce<rustls::ServerConfig>>>,
     /// Whether a CONNECT without a user name is admitted.
     pub allow_anonymous: bool,
     /// The client certificate's Common Name is the user name.

@@ -163,24 +163,7 @@ impl Server {
         for (l, domain) in cfg.listener.iter().zip(listener_domains) {
             let Some(addr) = l.address else { continue };
             let tls = match (&l.certfile, &l.keyfile) {
-                (Some(cert), Some(key)) => {
-                    let served = security.server_cert(cert, key)?;
-                    let ca = match &l.cafile {
-                        Some(ca) => Some(security::read_file(ca)?),
-                        None => None,
-                    };
-                    let config = crate::security::tls::server_config(
-                        served.clone(),
-                        ca.as_deref(),
-                        l.require_certificate,
-                        l.tls_version,
-                    )
-                    .map_err(|e| StartError::Security {
-                        path: cert.clone(),
-                        message: e.to_string(),
-                    })?;
-                    Some(Arc::new(config))
-                }
+                (Some(cert), Some(key)) => Some(security.listener_tls(l, cert, key)?),
                 _ => None,
             };
             let listening = Listening {

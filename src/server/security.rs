@@ -31,6 +31,42 @@ pub(super) struct SecurityFiles {
     acls: Vec<(PathBuf, AclLayer)>,
     /// Each TLS listener's certificate and key files and what it serves.
     certs: Vec<(PathBuf, PathBuf, Arc<ServerCert>)>,
+    /// Each TLS listener with a `cafile`: its TLS settings, rebuilt when the CA file is
+    /// read again.
+    client_cas: Vec<ClientCa>,
+}
+
+/// A TLS listener that checks client certificates against a CA file.
+#[derive(Debug)]
+struct ClientCa {
+    cafile: PathBuf,
+    require: bool,
+    version: crate::config::TlsVersion,
+    served: Arc<ServerCert>,
+    config: TlsInForce,
+}
+
+/// A listener's TLS settings, replaced as a whole by a reload (new connections get them).
+pub(crate) type TlsInForce = Arc<crate::security::InForce<rustls::ServerConfig>>;
+
+/// The TLS settings of a listener: its certificate (through `served`, which a reload
+/// updates in place) and, with `cafile`, the CA its clients' certificates must chain to.
+fn tls_config(
+    served: &Arc<ServerCert>,
+    cafile: Option<&Path>,
+    require: bool,
+    version: crate::config::TlsVersion,
+) -> Result<rustls::ServerConfig, StartError> {
+    let ca = match cafile {
+        Some(ca) => Some(read_file(ca)?),
+        None => None,
+    };
+    crate::security::tls::server_config(served.clone(), ca.as_deref(), require, version).map_err(
+        |e| StartError::Security {
+            path: cafile.map_or_else(PathBuf::new, Path::to_owned),
+            message: e.to_string(),
+        },
+    )
 }
 
 /// The hook stacks of a configuration, and which one each `[[listener]]` uses.
@@ -122,16 +158,34 @@ pub(super) fn stacks(cfg: &Config, embedder: Arc<dyn Authenticator>) -> Result<S
 }
 
 impl SecurityFiles {
-    /// Reads a TLS listener's certificate and key, kept for a reload.
-    pub(super) fn server_cert(
+    /// Reads a TLS listener's files (certificate, key and, if set, CA) and makes its
+    /// TLS settings, kept for a reload.
+    pub(super) fn listener_tls(
         &mut self,
+        l: &crate::config::Listener,
         cert: &Path,
         key: &Path,
-    ) -> Result<Arc<ServerCert>, StartError> {
+    ) -> Result<TlsInForce, StartError> {
         let served = Arc::new(read_server_cert(cert, key)?);
         self.certs
             .push((cert.to_owned(), key.to_owned(), served.clone()));
-        Ok(served)
+        let config = tls_config(
+            &served,
+            l.cafile.as_deref(),
+            l.require_certificate,
+            l.tls_version,
+        )?;
+        let config = Arc::new(crate::security::InForce::new(config));
+        if let Some(cafile) = &l.cafile {
+            self.client_cas.push(ClientCa {
+                cafile: cafile.clone(),
+                require: l.require_certificate,
+                version: l.tls_version,
+                served,
+                config: config.clone(),
+            });
+        }
+        Ok(config)
     }
 
     /// Reads every file again and, when all of them read and parse, puts them in force;
@@ -154,6 +208,11 @@ impl SecurityFiles {
             .iter()
             .map(|(cert, key, _)| read_server_cert(cert, key))
             .collect::<Result<Vec<_>, _>>()?;
+        let cas = self
+            .client_cas
+            .iter()
+            .map(|c| tls_config(&c.served, Some(&c.cafile), c.require, c.version))
+            .collect::<Result<Vec<_>, _>>()?;
         // Everything was read and parsed: now it is replaced.
         for (path, file) in &passwords {
             tracing::info!(path = %path.display(), users = file.len(), "password file reloaded");
@@ -170,6 +229,10 @@ impl SecurityFiles {
         for ((path, _, served), new) in self.certs.iter().zip(certs) {
             served.replace(new);
             tracing::info!(path = %path.display(), "TLS certificate reloaded (new connections)");
+        }
+        for (ca, config) in self.client_cas.iter().zip(cas) {
+            ca.config.replace(config);
+            tracing::info!(path = %ca.cafile.display(), "TLS client CA reloaded (new connections)");
         }
         Ok(())
     }
