@@ -381,7 +381,8 @@ impl ServerHandle {
     }
 
     /// Reads the security files again (what `SIGHUP` does to the binary): every password
-    /// and ACL file, the top level's and the listeners' own, and the TLS certificates.
+    /// and ACL file, the top level's and the listeners' own, and the TLS certificates and
+    /// client CAs (for new connections).
     /// Password files apply to every CONNECT from now on; connections already admitted
     /// stay. ACL files apply to every client, connected ones included, from each shard's
     /// next check or delivery; subscriptions made before stay, but what they deliver is

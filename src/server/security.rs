@@ -1,6 +1,6 @@
 //! The security files a broker runs with: each listener's hook stack (its password and
 //! ACL files, its own or the top level's, in front of the embedder's hooks) and its TLS
-//! certificate, read at start and again by a reload.
+//! certificate and client CA, read at start and again by a reload.
 //!
 //! **Owns:** reading and parsing the files, building the stacks ([`Domains`]) and
 //! swapping what a reload read. **Must not touch:** sockets, shards: the stacks are
@@ -52,6 +52,7 @@ pub(crate) type TlsInForce = Arc<crate::security::InForce<rustls::ServerConfig>>
 /// The TLS settings of a listener: its certificate (through `served`, which a reload
 /// updates in place) and, with `cafile`, the CA its clients' certificates must chain to.
 fn tls_config(
+    cert: &Path,
     served: &Arc<ServerCert>,
     cafile: Option<&Path>,
     require: bool,
@@ -63,7 +64,7 @@ fn tls_config(
     };
     crate::security::tls::server_config(served.clone(), ca.as_deref(), require, version).map_err(
         |e| StartError::Security {
-            path: cafile.map_or_else(PathBuf::new, Path::to_owned),
+            path: cafile.unwrap_or(cert).to_owned(),
             message: e.to_string(),
         },
     )
@@ -170,6 +171,7 @@ impl SecurityFiles {
         self.certs
             .push((cert.to_owned(), key.to_owned(), served.clone()));
         let config = tls_config(
+            cert,
             &served,
             l.cafile.as_deref(),
             l.require_certificate,
@@ -211,7 +213,7 @@ impl SecurityFiles {
         let cas = self
             .client_cas
             .iter()
-            .map(|c| tls_config(&c.served, Some(&c.cafile), c.require, c.version))
+            .map(|c| tls_config(&c.cafile, &c.served, Some(&c.cafile), c.require, c.version))
             .collect::<Result<Vec<_>, _>>()?;
         // Everything was read and parsed: now it is replaced.
         for (path, file) in &passwords {
