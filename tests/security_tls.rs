@@ -85,19 +85,16 @@ impl Pki {
 
     /// A client configuration trusting this CA, with alice's certificate when `cert`.
     fn client(&self, cert: bool) -> Arc<rustls::ClientConfig> {
+        if cert {
+            return client_from(self, self);
+        }
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
-        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-        let config = if cert {
-            let key = rustls::pki_types::PrivateKeyDer::try_from(self.client_key.serialize_der())
-                .unwrap();
-            builder
-                .with_client_auth_cert(vec![self.client_cert.der().clone()], key)
-                .unwrap()
-        } else {
-            builder.with_no_client_auth()
-        };
-        Arc::new(config)
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
     }
 }
 

@@ -10,7 +10,7 @@
 use std::os::fd::RawFd;
 
 use super::connection::CloseReason;
-use crate::protocol::{Connect, ProtocolVersion};
+use crate::protocol::Connect;
 
 /// A client was admitted on the socket `fd` (still open: its task calls this).
 pub(crate) fn connected(fd: RawFd, connect: &Connect, session_present: bool) {
@@ -20,7 +20,7 @@ pub(crate) fn connected(fd: RawFd, connect: &Connect, session_present: bool) {
     tracing::info!(
         address = %peer(fd),
         client_id = %connect.client_id,
-        protocol = version_name(connect.version),
+        protocol = crate::observe::VERSIONS[crate::observe::version_index(connect.version)],
         clean = connect.clean_start,
         keep_alive = connect.keep_alive,
         username = connect.username.as_deref().unwrap_or(""),
@@ -44,14 +44,6 @@ pub(crate) fn disconnected(client_id: &str, reason: CloseReason) {
         CloseReason::ServerShutdown => "server shutting down",
     };
     tracing::info!(client_id = %client_id, reason = why, "client disconnected");
-}
-
-fn version_name(v: ProtocolVersion) -> &'static str {
-    match v {
-        ProtocolVersion::V3_1 => "3.1",
-        ProtocolVersion::V3_1_1 => "3.1.1",
-        ProtocolVersion::V5 => "5.0",
-    }
 }
 
 /// The peer address of socket `fd`, or "unknown".

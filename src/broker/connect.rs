@@ -34,8 +34,14 @@ use std::sync::Arc;
 /// other, at no memory cost per connection beyond the references the task already holds.
 pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream, listening: Arc<Listening>) {
     let _ = stream.set_nodelay(true);
-    // An IPv4 client is one address however it arrives (an IPv4-mapped IPv6 one included).
-    let peer = stream.peer_addr().ok().map(|a| a.ip().to_canonical());
+    // Only a per-IP cap needs the address. An IPv4 client is one address however it
+    // arrives (an IPv4-mapped IPv6 one included).
+    let peer = listening
+        .caps
+        .per_ip
+        .as_ref()
+        .and_then(|_| stream.peer_addr().ok())
+        .map(|a| a.ip().to_canonical());
     let admitted = match listening.caps.admit(peer) {
         Ok(a) => a,
         Err(refused) => {
@@ -119,14 +125,9 @@ fn accepted<S: Transport>(
                 }
                 Err(e) => {
                     if stream.handshake_incomplete() {
-                        shard.count(|m| m.tls_handshake_failed += 1);
-                        shard.log_transport_failure("TLS handshake did not complete");
+                        shard.tls_failed();
                     } else {
-                        shard.count(|m| m.websocket_errors += 1);
-                        shard.log_transport_failure(match e {
-                            super::ws::WsError::NotUpgrade(why)
-                            | super::ws::WsError::Frame(why) => why,
-                        });
+                        shard.ws_failed(e.why());
                     }
                     shard.connection_closed(key, &conn, CloseReason::ProtocolError);
                 }
@@ -305,12 +306,10 @@ async fn accept_phase<S: Transport>(
             if stream.handshake_incomplete() {
                 // Not TLS, a certificate refused, garbage, or too slow: the connection
                 // never reached MQTT.
-                shard.count(|m| m.tls_handshake_failed += 1);
-                shard.log_transport_failure("TLS handshake did not complete");
+                shard.tls_failed();
             }
             if let Some(why) = stream.failure() {
-                shard.count(|m| m.websocket_errors += 1);
-                shard.log_transport_failure(why);
+                shard.ws_failed(why);
             }
             shard.connection_closed(key, conn, r);
             return None;

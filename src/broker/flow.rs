@@ -32,12 +32,13 @@ impl Shard {
         let over = conn.pending_output() >= l.max_write_buffer / 2
             || conn.queued.get() >= l.max_queued_messages.div_ceil(2);
         if over && !conn.congested.get() && !conn.slow.get() {
+            let now = Instant::now();
             conn.congested.set(true);
-            conn.congested_since.set(Instant::now());
+            conn.congested_since.set(now);
             if self.output_congested.get() == 0 {
                 self.congestion_episodes
                     .set(self.congestion_episodes.get() + 1);
-                self.holdback_since.set(Some(Instant::now()));
+                self.holdback_since.set(Some(now));
             }
             self.output_congested.set(self.output_congested.get() + 1);
         }
@@ -60,7 +61,7 @@ impl Shard {
             self.output_congested.set(n);
             if n == 0 {
                 if let Some(since) = self.holdback_since.take() {
-                    let held = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let held = super::stats::micros_since(since);
                     self.holdback_micros
                         .set(self.holdback_micros.get().saturating_add(held));
                 }

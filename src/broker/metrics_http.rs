@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures::{AsyncReadExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::shard::Shard;
@@ -90,12 +90,7 @@ async fn answer(shard: &Shard, mut stream: TcpStream) {
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let write = Box::pin(async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.flush().await
-    });
-    let timer = Box::pin(glommio::timer::sleep(REQUEST_TIMEOUT));
-    let _ = futures::future::select(write, timer).await;
+    super::serve::write_within(&mut stream, response.as_bytes(), REQUEST_TIMEOUT).await;
 }
 
 /// The answer to `GET path`: status, content type, body.

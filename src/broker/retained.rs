@@ -22,12 +22,16 @@ impl Shard {
             // The broker's own `$SYS` values: a fixed set of topics that describes this
             // run, so kept in memory only and outside `retained_max_messages` (they must
             // not take the clients' room).
-            let mut st = self.state.borrow_mut();
-            if st.retained.get(&msg.topic).is_none() {
+            let topic = msg.topic.clone();
+            if self
+                .state
+                .borrow_mut()
+                .retained
+                .insert(&topic, msg)
+                .is_none()
+            {
                 self.sys_retained.set(self.sys_retained.get() + 1);
             }
-            let topic = msg.topic.clone();
-            st.retained.insert(&topic, msg);
             return;
         }
         let durable = self.durable();

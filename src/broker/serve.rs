@@ -491,8 +491,7 @@ pub(crate) async fn serve<S: Transport>(
         .await;
     }
     if let Some(why) = stream.failure() {
-        shard.count(|m| m.websocket_errors += 1);
-        shard.log_transport_failure(why);
+        shard.ws_failed(why);
     }
     shard.connection_closed(key, conn, reason);
 }

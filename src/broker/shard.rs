@@ -623,6 +623,18 @@ impl Shard {
         );
     }
 
+    /// A TLS handshake did not complete: counted and logged.
+    pub(crate) fn tls_failed(&self) {
+        self.count(|m| m.tls_handshake_failed += 1);
+        self.log_transport_failure("TLS handshake did not complete");
+    }
+
+    /// A WebSocket upgrade or frame broke the rules (`why`): counted and logged.
+    pub(crate) fn ws_failed(&self, why: &'static str) {
+        self.count(|m| m.websocket_errors += 1);
+        self.log_transport_failure(why);
+    }
+
     /// Logs a connection that failed below MQTT (its TLS handshake), at most once a second
     /// per shard with the total: a scanner or a flood of plain clients on a TLS port must
     /// not flood the log.

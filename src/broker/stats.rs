@@ -26,6 +26,11 @@ use crate::observe::{Gauges, MeshStats, ShardStats};
 use crate::protocol::{Properties, ProtocolVersion, QoS, TopicName};
 use crate::session::Message;
 
+/// Microseconds from `since` to now.
+pub(crate) fn micros_since(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Whether `topic` is in the `$SYS` tree, which only the broker publishes to.
 pub(crate) fn is_sys(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
@@ -117,11 +122,7 @@ impl Shard {
         if c.len() <= listener {
             c.resize(listener + 1, [0; 3]);
         }
-        let v = match version {
-            ProtocolVersion::V3_1 => 0,
-            ProtocolVersion::V3_1_1 => 1,
-            ProtocolVersion::V5 => 2,
-        };
+        let v = crate::observe::version_index(version);
         if let Some(n) = c.get_mut(listener).and_then(|l| l.get_mut(v)) {
             *n += 1;
         }
@@ -198,11 +199,10 @@ impl Shard {
                 items: data_items + control_items,
                 overflowed: self.mesh.overflowed() + self.control.overflowed(),
                 congestion_episodes: self.congestion_episodes.get(),
-                holdback_micros: self.holdback_micros.get().saturating_add(
-                    self.holdback_since.get().map_or(0, |since| {
-                        u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
-                    }),
-                ),
+                holdback_micros: self
+                    .holdback_micros
+                    .get()
+                    .saturating_add(self.holdback_since.get().map_or(0, micros_since)),
             },
             closes: *self.closes.borrow(),
             connects: self.connects.borrow().clone(),

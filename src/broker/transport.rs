@@ -24,13 +24,16 @@ use glommio::net::TcpStream;
 
 use super::net;
 
+/// A listener's TLS settings, replaced as a whole by a reload (new connections get them).
+pub(crate) type TlsInForce = std::sync::Arc<crate::security::InForce<rustls::ServerConfig>>;
+
 /// What the connections of one listener get (from its `[[listener]]` settings, or the top
 /// level for `listeners`).
 #[derive(Debug)]
 pub(crate) struct Listening {
     /// TLS: connections are wrapped in a [`super::tls::TlsStream`] with the config in
     /// force (a reload of the CA file replaces it for new connections).
-    pub tls: Option<std::sync::Arc<crate::security::InForce<rustls::ServerConfig>>>,
+    pub tls: Option<TlsInForce>,
     /// Whether a CONNECT without a user name is admitted.
     pub allow_anonymous: bool,
     /// The client certificate's Common Name is the user name.

@@ -27,7 +27,7 @@ use std::io::{self, Cursor};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
@@ -51,6 +51,15 @@ pub(crate) enum WsError {
     /// A frame broke RFC 6455 or MQTT §6.
     #[error("{0}")]
     Frame(&'static str),
+}
+
+impl WsError {
+    /// What was wrong, for the log.
+    pub(crate) fn why(&self) -> &'static str {
+        match self {
+            WsError::NotUpgrade(why) | WsError::Frame(why) => why,
+        }
+    }
 }
 
 /// The framing state of one connection (plain data: it moves with the connection).
@@ -261,10 +270,8 @@ fn push_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
         opcode,
         mask: None,
     };
-    let mut head = Vec::with_capacity(10);
-    // Formatting into a Vec cannot fail.
-    let _ = header.format(payload.len() as u64, &mut head);
-    out.extend_from_slice(&head);
+    // Straight into the output buffer (writing into memory cannot fail).
+    let _ = header.format(payload.len() as u64, &mut (&mut *out).writer());
     out.extend_from_slice(payload);
 }
 
@@ -298,7 +305,7 @@ impl<S: Transport> AsyncRead for WsStream<S> {
             }
             match this.next_frame() {
                 Err(e) => {
-                    let (WsError::Frame(why) | WsError::NotUpgrade(why)) = e;
+                    let why = e.why();
                     this.st.failed = Some(why);
                     let _ = this.poll_send(cx);
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));

@@ -33,8 +33,17 @@ pub const PACKET_TYPES: [&str; 16] = [
     "auth",
 ];
 
-/// Protocol versions by their place in [`ShardStats::connects`].
+/// Protocol versions by their place in [`ShardStats::connects`] ([`version_index`]).
 pub const VERSIONS: [&str; 3] = ["3.1", "3.1.1", "5.0"];
+
+/// The place of `v` in [`VERSIONS`].
+pub fn version_index(v: crate::protocol::ProtocolVersion) -> usize {
+    match v {
+        crate::protocol::ProtocolVersion::V3_1 => 0,
+        crate::protocol::ProtocolVersion::V3_1_1 => 1,
+        crate::protocol::ProtocolVersion::V5 => 2,
+    }
+}
 
 /// Why connections ended, by their place in [`Closes::by_reason`]. (A connection that
 /// moves to its home shard after CONNECT has not ended: it is counted where it ends.)

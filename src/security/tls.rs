@@ -46,7 +46,7 @@ impl ServerCert {
 
     /// New connections get `new`'s certificate from now on.
     pub fn replace(&self, new: ServerCert) {
-        self.0.replace(CertifiedKey::clone(&new.0.get()));
+        self.0.replace(new.0.get());
     }
 }
 
@@ -60,7 +60,7 @@ impl ResolvesServerCert for ServerCert {
 /// no post-quantum key exchange; aws-lc-rs has one but needs cmake and a C toolchain to
 /// build, which a fresh machine may not have. Swapping is this one function.
 #[allow(deprecated)]
-pub fn provider() -> rustls::crypto::CryptoProvider {
+fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 

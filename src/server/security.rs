@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::StartError;
 use crate::broker::hooks::{Authenticator, Domains};
+use crate::broker::transport::TlsInForce;
 use crate::config::Config;
 use crate::security::acl::Acl;
 use crate::security::acl_auth::AclAuth;
@@ -45,9 +46,6 @@ struct ClientCa {
     served: Arc<ServerCert>,
     config: TlsInForce,
 }
-
-/// A listener's TLS settings, replaced as a whole by a reload (new connections get them).
-pub(crate) type TlsInForce = Arc<crate::security::InForce<rustls::ServerConfig>>;
 
 /// The TLS settings of a listener: its certificate (through `served`, which a reload
 /// updates in place) and, with `cafile`, the CA its clients' certificates must chain to.
@@ -264,7 +262,7 @@ fn read_acl_file(path: &Path) -> Result<Acl, StartError> {
 }
 
 /// Reads a whole security file (a certificate, a key, a CA).
-pub(super) fn read_file(path: &Path) -> Result<Vec<u8>, StartError> {
+fn read_file(path: &Path) -> Result<Vec<u8>, StartError> {
     std::fs::read(path).map_err(|e| StartError::Security {
         path: path.to_owned(),
         message: e.to_string(),
