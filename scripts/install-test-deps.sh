@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: rustfmt and clippy, the
 # mosquitto command-line clients (interop tests), the mosquitto broker (benchmark peer),
-# curl (the metrics endpoint's tests) and Python's paho-mqtt (interop tests). Safe to run
-# again.
+# curl (the metrics endpoint's tests), Python's paho-mqtt and MQTT.js from npm (interop
+# tests: node and npm from Debian when missing, then `npm ci` in tests/mqttjs at the versions
+# its package-lock.json pins). Safe to run again.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 if command -v rustup >/dev/null; then
@@ -19,4 +21,13 @@ fi
 
 if ! python3 -c 'import paho.mqtt' 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3'
+fi
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d tests/mqttjs/node_modules/mqtt ]; then
+  (cd tests/mqttjs && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -119,16 +119,12 @@ fn metrics_follow_known_traffic_exactly() {
         assert_eq!(n("surgemq_publish_payload_bytes_sent_total", &[]), 20);
         assert_eq!(n("surgemq_connack_refusals_total", &["reason=\"0x85\""]), 1);
         assert_eq!(n("surgemq_connack_refusals_total", &[]), 1);
-        let connects = |version: &str| {
-            n(
-                "surgemq_connects_total",
-                &["listener=\"0\"", &format!("version=\"{version}\"")],
-            )
+        // On listener 0, by protocol version: 3.1, 3.1.1, 5.0.
+        let by_version = |name: &str| {
+            let one = |v: &str| n(name, &["listener=\"0\"", &format!("version=\"{v}\"")]);
+            (one("3.1"), one("3.1.1"), one("5.0"))
         };
-        assert_eq!(
-            (connects("3.1"), connects("3.1.1"), connects("5.0")),
-            (1, 2, 1)
-        );
+        assert_eq!(by_version("surgemq_connects_total"), (1, 2, 1));
         assert_eq!(
             n(
                 "surgemq_disconnects_total",
@@ -137,6 +133,9 @@ fn metrics_follow_known_traffic_exactly() {
             1
         );
         assert_eq!(n("surgemq_disconnects_total", &["reason=\"refused\""]), 1);
+        // Connected now: the subscriber (3.1.1) and the publisher (5.0); not the refused
+        // 3.1 client nor the one that left.
+        assert_eq!(by_version("surgemq_clients_connected"), (0, 1, 1));
         assert_eq!(n("surgemq_sessions", &[]), 2);
         assert_eq!(n("surgemq_sessions_online", &[]), 2);
         assert_eq!(n("surgemq_subscriptions", &[]), 1);
@@ -146,6 +145,32 @@ fn metrics_follow_known_traffic_exactly() {
         assert!(n("surgemq_read_calls_total", &[]) >= 4);
         assert!(n("surgemq_write_calls_total", &[]) >= 4);
         assert!(n("surgemq_bytes_received_total", &[]) > 4 * (2 + 5 + 3 + 5));
+        // Bytes by packet type: a 5.0 PUBLISH of "t/x" at QoS 1 with 5 bytes and no
+        // properties is 2 + 5 + 2 + 1 + 5 bytes; the 3.1.1 one sent is 14; acks and pings
+        // are 4 and 2. Every byte read or written was in a whole packet, so the types add
+        // up to the totals.
+        let bytes = |dir: &str, t: &str| {
+            n(
+                &format!("surgemq_packet_bytes_{dir}_total"),
+                &[&format!("type=\"{t}\"")],
+            )
+        };
+        assert_eq!(bytes("received", "publish"), 4 * 15);
+        assert_eq!(bytes("sent", "publish"), 4 * 14);
+        assert_eq!(bytes("received", "puback"), 4 * 4);
+        assert_eq!(bytes("sent", "puback"), 4 * 4);
+        assert_eq!(
+            (bytes("received", "pingreq"), bytes("sent", "pingresp")),
+            (2, 2)
+        );
+        assert_eq!(
+            n("surgemq_packet_bytes_received_total", &[]),
+            n("surgemq_bytes_received_total", &[])
+        );
+        assert_eq!(
+            n("surgemq_packet_bytes_sent_total", &[]),
+            n("surgemq_bytes_sent_total", &[])
+        );
         // The numbers move with the traffic, once the last reports are a second old
         // (requests within a second share one gathering).
         publisher.publish_acked("t/y", b"6789", QoS::AtLeastOnce, false, 9);

@@ -284,6 +284,71 @@ fn a_reload_applies_to_connected_clients() {
     assert_eq!(&alice.recv_publish().payload[..], b"kept");
 }
 
+/// A will is authorized at CONNECT and again when it is due: after a reload that took
+/// the right away, it is not published (counted as a denied PUBLISH).
+#[test]
+fn a_will_is_checked_again_when_it_is_due() {
+    let (b, dir) = start(ACL, |_| {});
+    let mut watcher = user(
+        &b,
+        ProtocolVersion::V5,
+        &b.id_on(0, "ww"),
+        Some("admin"),
+        true,
+    );
+    watcher.subscribe(1, &[("sensors/#", QoS::AtLeastOnce)]);
+    let with_will = |v: ProtocolVersion, id: String, topic: String| {
+        let mut c = b.raw(v);
+        let mut p = connect_packet(
+            v,
+            &id,
+            true,
+            0,
+            Some(will_msg(&topic, b"gone", QoS::AtLeastOnce, false)),
+        );
+        p.username = Some("alice".into());
+        assert_eq!(c.connect_with(p).reason, ReasonCode::SUCCESS, "{id}");
+        c
+    };
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for v in VERSIONS {
+        for shard in 0..2 {
+            let tag = format!("{}{shard}", v.level());
+            before.push(with_will(
+                v,
+                b.id_on(shard, &format!("wb{tag}")),
+                format!("sensors/b{tag}"),
+            ));
+            after.push(with_will(
+                v,
+                b.id_on(shard, &format!("wa{tag}")),
+                format!("sensors/a{tag}"),
+            ));
+        }
+    }
+    // Closed without DISCONNECT while alice may write: every will is published.
+    let n = before.len();
+    drop(before);
+    let mut got: Vec<String> = (0..n)
+        .map(|_| watcher.recv_publish().topic.to_string())
+        .collect();
+    got.sort();
+    assert!(got.iter().all(|t| t.starts_with("sensors/b")), "{got:?}");
+    assert_eq!(got.len(), n);
+    std::fs::write(
+        dir.path.join("acl"),
+        "user admin\ntopic readwrite #\nuser alice\ntopic read sensors/#\n",
+    )
+    .unwrap();
+    b.handle.as_ref().unwrap().reload_security().unwrap();
+    drop(after);
+    watcher.expect_nothing();
+    let mut b = b;
+    let summary = b.handle.take().unwrap().shutdown();
+    assert!(summary.publish_denied >= n as u64, "{summary:?}");
+}
+
 #[test]
 fn a_restored_session_keeps_its_users_rules() {
     let data = client_env::TempDir::new("acl-data");

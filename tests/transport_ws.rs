@@ -11,6 +11,8 @@ mod client_env;
 mod common;
 #[path = "common/paho_round_trip.rs"]
 mod paho_rt;
+#[path = "common/test_ca.rs"]
+mod test_ca;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -300,23 +302,7 @@ fn paho_works_over_websockets_and_wss() {
     }
     // WSS: a CA and a server certificate for localhost.
     let dir = client_env::TempDir::new("wss");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // Distinct names: a leaf whose subject equals its issuer looks self-signed to OpenSSL.
-    ca.distinguished_name = rcgen::DistinguishedName::new();
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "WSS test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
-    leaf.distinguished_name = rcgen::DistinguishedName::new();
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "localhost");
-    let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.path.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.path.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.path.join("server.key"), key.serialize_pem()).unwrap();
+    test_ca::write_localhost_ca(&dir.path, "WSS");
     let (_b, addr) = start(Listener {
         certfile: Some(dir.path.join("server.pem")),
         keyfile: Some(dir.path.join("server.key")),

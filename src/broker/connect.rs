@@ -157,6 +157,7 @@ async fn connect_phase<S: Transport>(
         let terms = Admit {
             assigned_id,
             domain: listening.domain,
+            listener: listener_index(listening),
         };
         spawn_serving(
             shard.clone(),
@@ -179,12 +180,14 @@ pub(crate) fn spawn_adopted(shard: Rc<Shard>, a: Adopt) {
         rest,
         admitted,
         domain,
+        listener,
     } = a;
     // A moved connection's id was the client's own: assigned ids hash to the shard that
     // accepted the connection, so they never move.
     let terms = Admit {
         assigned_id: false,
         domain,
+        listener,
     };
     use super::transport::Arrived;
     match transport.arrive() {
@@ -202,6 +205,14 @@ pub(crate) struct Admit {
     pub assigned_id: bool,
     /// The hook stack of the listener that admitted the client.
     pub domain: u16,
+    /// That listener's place in the configuration.
+    pub listener: u16,
+}
+
+/// A listener's place as connections carry it (the configuration has far fewer than
+/// 65,535 listeners; a larger index would only merge gauges).
+fn listener_index(listening: &Listening) -> u16 {
+    u16::try_from(listening.index).unwrap_or(u16::MAX)
 }
 
 fn adopted<S: Transport>(
@@ -249,6 +260,7 @@ fn spawn_serving<S: Transport>(
     admitted: Admitted,
 ) {
     conn.framed.set(stream.framed());
+    conn.listener.set(terms.listener);
     glommio::spawn_local(async move {
         // Its places under the listener's caps, given back when the task ends.
         let _admitted = admitted;
@@ -449,6 +461,7 @@ async fn accept_phase<S: Transport>(
                         rest: buf,
                         admitted: std::mem::take(admitted),
                         domain: listening.domain,
+                        listener: listener_index(listening),
                     })),
                 );
                 shard.control.flush();
@@ -501,8 +514,9 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
                     max_packet_size: CONNECT_CHUNK as u32 * 4,
                 };
                 loop {
+                    let before = buf.len();
                     match decode(&mut buf, &opts) {
-                        Ok(Some(Packet::Connect(c))) => return Some(c),
+                        Ok(Some(Packet::Connect(c))) => return Some((c, before - buf.len())),
                         // The buffer bound applies to an incomplete CONNECT only: bytes
                         // pipelined after a whole one do not matter.
                         Ok(None) if buf.len() < CONNECT_CHUNK * 4 => {}
@@ -510,7 +524,10 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
                     }
                     let mut chunk = [0u8; 512];
                     match futures::AsyncReadExt::read(&mut stream, &mut chunk).await {
-                        Ok(n) if n > 0 => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                        Ok(n) if n > 0 => {
+                            busy.0.count_read(n);
+                            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                        }
                         _ => return None,
                     }
                 }
@@ -522,7 +539,7 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
                 futures::future::Either::Right(_) => None,
             }
         };
-        if let Some(connect) = connect {
+        if let Some((connect, len)) = connect {
             let mut out = BytesMut::new();
             busy.0.refusal(
                 &mut out,
@@ -530,7 +547,7 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
                 ReasonCode::SERVER_BUSY,
                 client_max(&connect),
             );
-            busy.0.count_received(&Packet::Connect(connect));
+            busy.0.count_received(&Packet::Connect(connect), len);
             busy.0.count_sent(&out, false);
             let _ = write_within(&mut stream, &out, BUSY_WAIT).await;
         }
@@ -586,9 +603,10 @@ async fn next_packet<S: Transport>(
     chunk: &mut usize,
 ) -> Result<Result<Packet, DecodeError>, CloseReason> {
     loop {
+        let before = buf.len();
         match decode(buf, opts) {
             Ok(Some(p)) => {
-                shard.count_received(&p);
+                shard.count_received(&p, before - buf.len());
                 return Ok(Ok(p));
             }
             Ok(None) => {}

@@ -131,6 +131,10 @@ pub(crate) struct ConnShared {
     /// nothing may be written to `fd` directly, only through the task's stream (a
     /// takeover's DISCONNECT is not sent then). Set when the serving task starts.
     pub framed: Cell<bool>,
+    /// The listener the client came through (its place in the configuration, as in
+    /// [`crate::observe::ShardStats::connects`]), for the connected-clients gauge. Set
+    /// when the serving task starts; two bytes of the struct's padding.
+    pub listener: Cell<u16>,
     /// What few connections need: held packets and 5.0 topic aliases ([`Rare`]). Boxed
     /// and absent while empty: almost every connection never holds anything, 3.x ones
     /// never have aliases, and this struct exists per connection.
@@ -312,6 +316,7 @@ impl ConnShared {
             slow: Cell::new(false),
             durable_wait: Cell::new(0),
             framed: Cell::new(false),
+            listener: Cell::new(0),
         }
     }
 

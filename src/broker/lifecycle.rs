@@ -259,6 +259,10 @@ impl Shard {
             return;
         }
         self.count_close(reason);
+        // A will due now is checked against the rights in force now, while its session
+        // still exists: a reload may have taken away the right it had at CONNECT
+        // (mosquitto checks again when it sends the will too).
+        let will_allowed = self.will_allowed(conn, reason);
         // The session, if it outlives this connection (a delayed will waits for it).
         let mut kept = None;
         {
@@ -309,12 +313,35 @@ impl Shard {
         conn.clear_held();
         conn.deferred.borrow_mut().clear();
         let will = conn.will.borrow_mut().take();
-        if let (Some(w), true) = (will, reason.publishes_will()) {
+        if let (Some(w), true) = (will, will_allowed) {
             self.will_due(w, kept);
         }
         // Wills of sessions that ended here; their share groups' messages.
         self.publish_due_wills(Instant::now());
         self.redeliver_shared();
+    }
+
+    /// Whether the will of `conn`, ending for `reason`, is to be published: the reason
+    /// calls for it and its client may still publish to the will's topic (counted and
+    /// logged like any denied PUBLISH when not).
+    fn will_allowed(&self, conn: &ConnShared, reason: CloseReason) -> bool {
+        if !reason.publishes_will() {
+            return false;
+        }
+        let (Some(id), Some(topic)) = (
+            conn.session.get(),
+            conn.will.borrow().as_ref().map(|w| w.topic.clone()),
+        ) else {
+            return true;
+        };
+        if self.may_publish(id, &topic) {
+            return true;
+        }
+        self.count(|m| m.publish_denied += 1);
+        let st = self.state.borrow();
+        let client_id = st.sessions.get(id).map_or("", |s| s.client_id());
+        self.log_denied("will", client_id, &topic);
+        false
     }
 
     /// Closes connections silent for 1.5 times their keep alive [MQTT-3.1.2-24] (and those

@@ -226,6 +226,8 @@ pub(crate) struct Adopt {
     pub admitted: admission::Admitted,
     /// The hook stack of the listener that admitted it.
     pub domain: u16,
+    /// That listener's place in the configuration.
+    pub listener: u16,
 }
 
 #[cfg(test)]

@@ -108,9 +108,10 @@ pub(crate) fn process_with(
                 if holding_back && held_full(shard, conn) {
                     return Ok(!buf.is_empty());
                 }
+                let before = buf.len();
                 let packet = match decode(buf, opts) {
                     Ok(Some(p)) => {
-                        shard.count_received(&p);
+                        shard.count_received(&p, before - buf.len());
                         p
                     }
                     Ok(None) => return Ok(false),

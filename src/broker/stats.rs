@@ -97,6 +97,28 @@ fn close_index(reason: CloseReason) -> Option<usize> {
     })
 }
 
+/// Clients connected on this shard by listener and protocol version: connections whose
+/// CONNECT was accepted (they have a session) and that are still open.
+fn connected(
+    conns: &slab::Slab<(u32, std::rc::Rc<super::connection::ConnShared>)>,
+) -> Vec<[u64; 3]> {
+    let mut by = Vec::new();
+    for (_, (_, c)) in conns.iter() {
+        if c.session.get().is_none() || !c.open.get() {
+            continue;
+        }
+        let l = usize::from(c.listener.get());
+        if by.len() <= l {
+            by.resize(l + 1, [0u64; 3]);
+        }
+        let v = crate::observe::version_index(c.version.get());
+        if let Some(n) = by.get_mut(l).and_then(|l: &mut [u64; 3]| l.get_mut(v)) {
+            *n += 1;
+        }
+    }
+    by
+}
+
 impl Shard {
     /// `n` bytes were read from a client.
     #[inline]
@@ -141,16 +163,16 @@ impl Shard {
         super::negotiated::write_refusal(out, version, code, client_max);
     }
 
-    /// A packet came from a client (decoded whole).
+    /// A packet of `len` bytes came from a client (decoded whole).
     #[inline]
-    pub(crate) fn count_received(&self, packet: &crate::protocol::Packet) {
+    pub(crate) fn count_received(&self, packet: &crate::protocol::Packet, len: usize) {
         let payload = match packet {
             crate::protocol::Packet::Publish(p) => p.payload.len(),
             _ => 0,
         };
         self.traffic
             .borrow_mut()
-            .received(packet.packet_type() as u8, payload);
+            .received(packet.packet_type() as u8, len, payload);
     }
 
     /// `bytes`, whole packets, go to a client (of protocol 5.0 when `v5`). Counted when
@@ -206,6 +228,7 @@ impl Shard {
             },
             closes: *self.closes.borrow(),
             connects: self.connects.borrow().clone(),
+            connected: connected(&st.conns),
         }
     }
 

@@ -111,6 +111,10 @@ pub struct Traffic {
     pub packets_in: [u64; 16],
     /// Packets sent, by fixed-header type.
     pub packets_out: [u64; 16],
+    /// Bytes of the packets received (whole packets, fixed header included), by type.
+    pub packet_bytes_in: [u64; 16],
+    /// Bytes of the packets sent, by type.
+    pub packet_bytes_out: [u64; 16],
     /// Payload bytes of the PUBLISH packets received.
     pub publish_payload_in: u64,
     /// Payload bytes of the PUBLISH packets sent.
@@ -132,6 +136,12 @@ impl Traffic {
         for (a, b) in self.packets_out.iter_mut().zip(o.packets_out) {
             *a += b;
         }
+        for (a, b) in self.packet_bytes_in.iter_mut().zip(o.packet_bytes_in) {
+            *a += b;
+        }
+        for (a, b) in self.packet_bytes_out.iter_mut().zip(o.packet_bytes_out) {
+            *a += b;
+        }
         self.publish_payload_in += o.publish_payload_in;
         self.publish_payload_out += o.publish_payload_out;
         self.read_calls += o.read_calls;
@@ -148,12 +158,17 @@ impl Traffic {
         self.packets_out.iter().sum()
     }
 
-    /// A packet received, of fixed-header type `kind`, with a PUBLISH payload of
-    /// `payload` bytes (0 for other packets).
+    /// A packet of `len` bytes received, of fixed-header type `kind`, with a PUBLISH
+    /// payload of `payload` bytes (0 for other packets).
     #[inline]
-    pub fn received(&mut self, kind: u8, payload: usize) {
-        if let Some(n) = self.packets_in.get_mut(usize::from(kind)) {
+    pub fn received(&mut self, kind: u8, len: usize, payload: usize) {
+        let kind = usize::from(kind);
+        if let (Some(n), Some(b)) = (
+            self.packets_in.get_mut(kind),
+            self.packet_bytes_in.get_mut(kind),
+        ) {
             *n += 1;
+            *b += len as u64;
         }
         self.publish_payload_in += payload as u64;
     }
@@ -170,8 +185,14 @@ impl Traffic {
             };
             let body = at + 1 + len_bytes;
             let kind = first >> 4;
-            if let Some(n) = self.packets_out.get_mut(usize::from(kind)) {
+            // A packet cut at the end of `out` counts the bytes that are there.
+            let len = (body + remaining).min(out.len()) - at;
+            if let (Some(n), Some(b)) = (
+                self.packets_out.get_mut(usize::from(kind)),
+                self.packet_bytes_out.get_mut(usize::from(kind)),
+            ) {
                 *n += 1;
+                *b += len as u64;
             }
             if kind == 3 {
                 let body_bytes = out.get(body..body + remaining).unwrap_or_default();
@@ -301,6 +322,21 @@ pub struct ShardStats {
     /// CONNECT packets received, per listener (its place in the configuration:
     /// `listeners` first, then `[[listener]]` tables) and protocol version ([`VERSIONS`]).
     pub connects: Vec<[u64; 3]>,
+    /// Clients connected now (CONNECT accepted, connection open), per listener and
+    /// protocol version, as `connects`.
+    pub connected: Vec<[u64; 3]>,
+}
+
+/// Adds counts per listener and protocol version (the longer list sets the length).
+fn add_by_listener(total: &mut Vec<[u64; 3]>, more: &[[u64; 3]]) {
+    if total.len() < more.len() {
+        total.resize(more.len(), [0; 3]);
+    }
+    for (a, b) in total.iter_mut().zip(more) {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+    }
 }
 
 impl ShardStats {
@@ -313,14 +349,8 @@ impl ShardStats {
             total.gauges.add(&s.gauges);
             total.mesh.add(&s.mesh);
             total.closes.add(&s.closes);
-            if total.connects.len() < s.connects.len() {
-                total.connects.resize(s.connects.len(), [0; 3]);
-            }
-            for (a, b) in total.connects.iter_mut().zip(&s.connects) {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
-                }
-            }
+            add_by_listener(&mut total.connects, &s.connects);
+            add_by_listener(&mut total.connected, &s.connected);
         }
         total
     }
@@ -374,9 +404,22 @@ mod tests {
             assert_eq!(t.packets_out[13], 1);
             assert_eq!(t.packets_out_total(), 3);
             assert_eq!(t.publish_payload_out, 205, "{v:?}");
+            assert_eq!(t.packet_bytes_out.iter().sum::<u64>(), out.len() as u64);
+            assert_eq!(t.packet_bytes_out[13], 2);
+            assert_eq!(
+                t.packet_bytes_out[3],
+                out.len() as u64 - 2,
+                "{v:?}: both PUBLISHes"
+            );
             // A cut packet at the end is counted (its payload not); garbage ends the walk
             // without a panic.
+            let before = t.packet_bytes_out[3];
             t.sent(&out[..out.len() - 100], v.is_v5());
+            assert_eq!(
+                t.packet_bytes_out[3] - before,
+                out.len() as u64 - 2 - 100,
+                "the cut packet's bytes that were there"
+            );
             t.sent(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], v.is_v5());
             t.sent(&[0x30, 0x05, 0x00], v.is_v5());
         }

@@ -70,6 +70,27 @@ fn with(s: &ShardStats, key: &'static str, value: impl ToString) -> Labels {
     vec![("shard", s.shard.to_string()), (key, value.to_string())]
 }
 
+/// Series by shard, listener and protocol version of counts kept as `ShardStats::connects`.
+fn by_listener(
+    shards: &[ShardStats],
+    f: fn(&ShardStats) -> &Vec<[u64; 3]>,
+) -> impl Iterator<Item = (Labels, u64)> + '_ {
+    shards.iter().flat_map(move |s| {
+        f(s).iter().enumerate().flat_map(move |(l, by_version)| {
+            by_version.iter().zip(VERSIONS).map(move |(n, v)| {
+                (
+                    vec![
+                        ("shard", s.shard.to_string()),
+                        ("listener", l.to_string()),
+                        ("version", v.to_owned()),
+                    ],
+                    *n,
+                )
+            })
+        })
+    })
+}
+
 /// Every metric of these reports (one per shard), in the text format.
 pub fn render(shards: &[ShardStats]) -> String {
     let mut m = Scrape {
@@ -96,20 +117,12 @@ pub fn render(shards: &[ShardStats]) -> String {
     m.counter(
         "connects",
         "CONNECT packets received, by listener (its place in the configuration: `listeners` first, then `[[listener]]` tables) and protocol version.",
-        shards.iter().flat_map(|s| {
-            s.connects.iter().enumerate().flat_map(move |(l, by_version)| {
-                by_version.iter().zip(VERSIONS).map(move |(n, v)| {
-                    (
-                        vec![
-                            ("shard", s.shard.to_string()),
-                            ("listener", l.to_string()),
-                            ("version", v.to_owned()),
-                        ],
-                        *n,
-                    )
-                })
-            })
-        }),
+        by_listener(shards, |s| &s.connects),
+    );
+    m.gauge(
+        "clients_connected",
+        "Clients connected now (CONNECT accepted, connection open), by listener and protocol version.",
+        by_listener(shards, |s| &s.connected),
     );
     m.counter(
         "connections_refused",
@@ -179,6 +192,16 @@ pub fn render(shards: &[ShardStats]) -> String {
         "packets_sent",
         "MQTT packets sent, by type.",
         by_type(|s| s.traffic.packets_out),
+    );
+    m.counter(
+        "packet_bytes_received",
+        "Bytes of the MQTT packets received (whole packets, fixed header included), by type.",
+        by_type(|s| s.traffic.packet_bytes_in),
+    );
+    m.counter(
+        "packet_bytes_sent",
+        "Bytes of the MQTT packets sent, by type.",
+        by_type(|s| s.traffic.packet_bytes_out),
     );
     m.counter(
         "publish_payload_bytes_received",
@@ -387,6 +410,8 @@ mod tests {
         a.closes.by_reason[0] = 1;
         a.closes.connack_refused[0x06] = 3;
         a.connects = vec![[0, 4, 1]];
+        a.connected = vec![[0, 0, 0], [0, 0, 2]];
+        a.traffic.packet_bytes_out[13] = 6;
         let mut b = a.clone();
         b.shard = 1;
         b.traffic.packets_in[3] = 5;
@@ -398,6 +423,8 @@ mod tests {
             "surgemq_sessions{shard=\"0\"} 2",
             "surgemq_connack_refusals_total{shard=\"0\",reason=\"0x86\"} 3",
             "surgemq_connects_total{shard=\"0\",listener=\"0\",version=\"3.1.1\"} 4",
+            "surgemq_clients_connected{shard=\"1\",listener=\"1\",version=\"5.0\"} 2",
+            "surgemq_packet_bytes_sent_total{shard=\"0\",type=\"pingresp\"} 6",
             "# TYPE surgemq_sessions gauge",
             "# EOF",
         ] {
