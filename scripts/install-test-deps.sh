@@ -26,8 +26,15 @@ fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq nodejs npm >/dev/null
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-if [ ! -d tests/mqttjs/node_modules/mqtt ]; then
+# MQTT.js 5 and its dependencies need Node.js 18 or later.
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 18 ]; then
+  echo "Node.js $(node --version) is too old for MQTT.js 5: 18 or later is needed" >&2
+  exit 1
+fi
+# Installed again when the lock file is newer than the installed tree (a version bump).
+if [ ! tests/mqttjs/node_modules/.package-lock.json -nt tests/mqttjs/package-lock.json ]; then
   (cd tests/mqttjs && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -787,6 +787,13 @@ fn write_fields(out: &mut String, table: &toml::Table, docs: FieldDocs) {
 }
 
 impl Config {
+    /// How many listeners accept connections: `listeners`, then the `[[listener]]` tables
+    /// (each has an address once validated). A listener's index in the statistics is its
+    /// place in this order.
+    pub fn listener_count(&self) -> usize {
+        self.listeners.len() + self.listener.iter().filter(|l| l.address.is_some()).count()
+    }
+
     /// Parses a TOML document. A missing key takes its default; an unknown key, in any
     /// section, is an error that names it. Does not [`validate`](Config::validate): flags
     /// may still override values.

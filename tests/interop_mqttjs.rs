@@ -448,13 +448,13 @@ fn mqttjs_over_tls_and_wss() {
     let ca_file = dir.path.join("ca.pem");
     for version in [4, 5] {
         for (shard, url) in [
-            (0, format!("mqtts://localhost:{}", addrs[2].port())),
-            (1, format!("wss://localhost:{}/mqtt", addrs[3].port())),
+            (0, format!("mqtts://127.0.0.1:{}", addrs[2].port())),
+            (1, format!("wss://127.0.0.1:{}/mqtt", addrs[3].port())),
         ] {
             let topic = format!("tls{version}/{shard}");
             let mut c = Js::start(json!({
                 "url": url, "id": t.id_on(shard, &format!("js-tls{version}")),
-                "version": version, "ca": ca_file,
+                "version": version, "ca": ca_file, "servername": "localhost",
                 "subscribe": [{"filter": topic, "qos": 1}],
                 "publish": [{"topic": topic, "payload": "secret", "qos": 1}],
                 "expect": 1,

@@ -349,6 +349,102 @@ fn a_will_is_checked_again_when_it_is_due() {
     assert!(summary.publish_denied >= n as u64, "{summary:?}");
 }
 
+/// The other ways a will becomes due are checked too: a taken-over connection's will (3.1.1,
+/// clean session: published at the takeover), a 5.0 will whose Will Delay Interval ends,
+/// and a 5.0 delayed will whose session expires first. Each is published while alice may
+/// write, and not after a reload took the right away.
+#[test]
+fn wills_due_later_or_at_a_takeover_are_checked_when_due() {
+    let (b, dir) = start(ACL, |_| {});
+    let mut watcher = user(
+        &b,
+        ProtocolVersion::V5,
+        &b.id_on(0, "lw"),
+        Some("admin"),
+        true,
+    );
+    watcher.subscribe(1, &[("sensors/#", QoS::AtLeastOnce)]);
+    // (version, id, topic, will delay, session expiry)
+    let connect = |v: ProtocolVersion, id: &str, topic: &str, delay: u32, expiry: u32| {
+        let mut will = will_msg(topic, b"gone", QoS::AtLeastOnce, false);
+        let mut p = connect_packet(v, id, true, 0, None);
+        if v.is_v5() {
+            will.properties.get_mut().will_delay_interval = Some(delay);
+            p.properties.get_mut().session_expiry_interval = Some(expiry);
+        }
+        p.will = Some(will);
+        p.username = Some("alice".into());
+        let mut c = b.raw(v);
+        assert_eq!(c.connect_with(p).reason, ReasonCode::SUCCESS, "{id}");
+        c
+    };
+    let v4 = ProtocolVersion::V3_1_1;
+    let v5 = ProtocolVersion::V5;
+    let cases = |round: &str| {
+        let taken = b.id_on(1, &format!("lt{round}"));
+        let victim = connect(v4, &taken, &format!("sensors/{round}/taken"), 0, 0);
+        let delayed = connect(
+            v5,
+            &b.id_on(1, &format!("ld{round}")),
+            &format!("sensors/{round}/delayed"),
+            1,
+            60,
+        );
+        let expiring = connect(
+            v5,
+            &b.id_on(0, &format!("le{round}")),
+            &format!("sensors/{round}/expired"),
+            60,
+            1,
+        );
+        (taken, victim, delayed, expiring)
+    };
+    let run = |watcher: &mut Raw, cases: (String, Raw, Raw, Raw), reload: &dyn Fn()| {
+        let (taken, mut victim, delayed, expiring) = cases;
+        drop(delayed);
+        drop(expiring);
+        // The broker has seen both closes (and kept both wills) before any reload, so
+        // what stops them is the check when they are due.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        reload();
+        // The takeover: a new connection with the same client id closes the old one.
+        let _successor = user(&b, v4, &taken, Some("alice"), true);
+        victim.expect_closed();
+        // Both delays end within two seconds (the sweep runs twice a second).
+        let mut got = Vec::new();
+        while let Some(p) = watcher.recv_within(std::time::Duration::from_millis(2500)) {
+            if let Packet::Publish(p) = p {
+                got.push(p.topic.to_string());
+                if let Some(id) = p.packet_id {
+                    watcher.send(&Packet::PubAck(Ack::new(id)));
+                }
+            }
+            if got.len() == 3 {
+                break;
+            }
+        }
+        got.sort();
+        got
+    };
+    let allowed = run(&mut watcher, cases("a"), &|| {});
+    assert_eq!(
+        allowed,
+        ["sensors/a/delayed", "sensors/a/expired", "sensors/a/taken"]
+    );
+    let denied = run(&mut watcher, cases("b"), &|| {
+        std::fs::write(
+            dir.path.join("acl"),
+            "user admin\ntopic readwrite #\nuser alice\ntopic read sensors/#\n",
+        )
+        .unwrap();
+        b.handle.as_ref().unwrap().reload_security().unwrap();
+    });
+    assert!(denied.is_empty(), "{denied:?}");
+    let mut b = b;
+    let summary = b.handle.take().unwrap().shutdown();
+    assert!(summary.publish_denied >= 3, "{summary:?}");
+}
+
 #[test]
 fn a_restored_session_keeps_its_users_rules() {
     let data = client_env::TempDir::new("acl-data");

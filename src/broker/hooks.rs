@@ -48,7 +48,8 @@ pub trait Authenticator: Send + Sync + 'static {
 
     /// Authorization: whether `client` may publish to `topic`. Asked for every PUBLISH
     /// and, at CONNECT, for the will (a will it may not publish refuses the CONNECT with
-    /// Not authorized). A denied PUBLISH is not routed: 5.0 answers QoS 1/2 with PUBACK /
+    /// Not authorized), then again when the will is due (a will no longer allowed is not
+    /// published). A denied PUBLISH is not routed: 5.0 answers QoS 1/2 with PUBACK /
     /// PUBREC 0x87; 3.x has no way to say so and is acknowledged as usual (mosquitto does
     /// the same); QoS 0 is dropped. Counted in `publish_denied`. Default: allowed.
     fn authorize_publish(&self, client: &ClientInfo<'_>, topic: &str) -> bool {

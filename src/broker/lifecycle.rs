@@ -85,6 +85,7 @@ impl Shard {
                         tracing::info!(client_id = %client_id, "CONNECT with another user name: the session is not resumed");
                     }
                     let keep = !clean_start && session.is_persistent() && same_user;
+                    let max_packet_out = session.max_packet_out();
                     if let Some(old) = st.links.take(id) {
                         // [MQTT-3.1.4-2]: the existing connection is closed first. The old
                         // task still owns its socket; shutting it down now makes the close
@@ -101,12 +102,18 @@ impl Shard {
                             // resumed in time [MQTT-3.1.3-10], one without is).
                             old.will.borrow_mut().take();
                         }
+                        // A will that stays is due when the old connection ends, and its
+                        // session may be gone by then: checked now, with the session.
+                        let topic = old.will.borrow().as_ref().map(|w| w.topic.clone());
+                        if topic.is_some_and(|t| !self.will_permitted(&mut st.sessions, id, &t)) {
+                            old.will.borrow_mut().take();
+                        }
                         old.request_close(CloseReason::TakenOver);
                         if old.open.get() {
                             // Logged here: the old connection's own end may come after
                             // its session is gone (a clean start replaces it).
                             super::conn_log::disconnected(client_id, CloseReason::TakenOver);
-                            self.tell_taken_over(&old, session.max_packet_out());
+                            self.tell_taken_over(&old, max_packet_out);
                             super::net::shutdown(old.fd);
                         }
                     }
@@ -259,9 +266,7 @@ impl Shard {
             return;
         }
         self.count_close(reason);
-        // A will due now is checked against the rights in force now, while its session
-        // still exists: a reload may have taken away the right it had at CONNECT
-        // (mosquitto checks again when it sends the will too).
+        // Checked while its session still exists (see `Shard::will_permitted`).
         let will_allowed = self.will_allowed(conn, reason);
         // The session, if it outlives this connection (a delayed will waits for it).
         let mut kept = None;
@@ -321,9 +326,8 @@ impl Shard {
         self.redeliver_shared();
     }
 
-    /// Whether the will of `conn`, ending for `reason`, is to be published: the reason
-    /// calls for it and its client may still publish to the will's topic (counted and
-    /// logged like any denied PUBLISH when not).
+    /// Whether the will of `conn`, ending for `reason`, is due: the reason calls for it
+    /// and its client may still publish to the will's topic.
     fn will_allowed(&self, conn: &ConnShared, reason: CloseReason) -> bool {
         if !reason.publishes_will() {
             return false;
@@ -334,14 +338,8 @@ impl Shard {
         ) else {
             return true;
         };
-        if self.may_publish(id, &topic) {
-            return true;
-        }
-        self.count(|m| m.publish_denied += 1);
-        let st = self.state.borrow();
-        let client_id = st.sessions.get(id).map_or("", |s| s.client_id());
-        self.log_denied("will", client_id, &topic);
-        false
+        let mut st = self.state.borrow_mut();
+        self.will_permitted(&mut st.sessions, id, &topic)
     }
 
     /// Closes connections silent for 1.5 times their keep alive [MQTT-3.1.2-24] (and those
@@ -417,9 +415,10 @@ impl Shard {
     /// What it held through shared subscriptions and its client had not acknowledged goes
     /// to `State::shared_orphans`, for other members of the groups (`redeliver_shared`).
     fn remove_session(&self, st: &mut State, id: SessionId) -> Option<Box<Session>> {
+        // Its delayed will is checked with the session still there.
+        self.session_ended_will(st, id);
         let mut session = st.sessions.remove(id)?;
         st.links.take(id);
-        Self::session_ended_will(st, id);
         st.streams.remove(&id);
         for (f, _) in session.subscriptions() {
             self.unsubscribe_one(st, f, id);

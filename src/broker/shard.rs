@@ -355,6 +355,7 @@ impl Shard {
         let rights_generation = Cell::new(domains.rights_generation());
         let gather = (id == 0 && (cfg.sys_interval > 0 || cfg.metrics.listen.is_some()))
             .then(|| super::stats::Gather::new(cfg.sys_interval > 0));
+        let connects = vec![[0; 3]; cfg.listener_count()];
         Shard {
             rights_generation,
             id,
@@ -410,7 +411,8 @@ impl Shard {
             holdback_since: Cell::new(None),
             holdback_micros: Cell::new(0),
             closes: RefCell::default(),
-            connects: RefCell::default(),
+            // Every listener has its series from the start, zeros included.
+            connects: RefCell::new(connects),
             sys_retained: Cell::new(0),
             gather,
         }
@@ -561,12 +563,22 @@ impl Shard {
     /// Whether the client of session `id` may publish to `topic`: never to `$SYS`, which
     /// only the broker writes; otherwise as its rights, then `authorize_publish`, say.
     pub(crate) fn may_publish(&self, id: SessionId, topic: &str) -> bool {
+        let mut st = self.state.borrow_mut();
+        self.may_publish_in(&mut st.sessions, id, topic)
+    }
+
+    /// [`Shard::may_publish`] for a caller that holds the state.
+    pub(crate) fn may_publish_in(
+        &self,
+        sessions: &mut SessionStore,
+        id: SessionId,
+        topic: &str,
+    ) -> bool {
         if super::stats::is_sys(topic) {
             return false;
         }
-        let mut st = self.state.borrow_mut();
-        self.refresh_rights(&mut st.sessions);
-        let s = st.sessions.get(id);
+        self.refresh_rights(sessions);
+        let s = sessions.get(id);
         if s.and_then(|s| s.rights())
             .is_some_and(|r| !r.publish(topic))
         {

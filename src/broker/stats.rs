@@ -97,14 +97,18 @@ fn close_index(reason: CloseReason) -> Option<usize> {
     })
 }
 
-/// Clients connected on this shard by listener and protocol version: connections whose
-/// CONNECT was accepted (they have a session) and that are still open.
-fn connected(
-    conns: &slab::Slab<(u32, std::rc::Rc<super::connection::ConnShared>)>,
-) -> Vec<[u64; 3]> {
-    let mut by = Vec::new();
-    for (_, (_, c)) in conns.iter() {
-        if c.session.get().is_none() || !c.open.get() {
+/// Clients connected on this shard by listener (`listeners` of them at least: every
+/// listener has its series, zeros included) and protocol version: open connections that
+/// serve a session (a taken-over one that has not closed yet does not).
+fn connected(st: &super::shard::State, listeners: usize) -> Vec<[u64; 3]> {
+    let mut by = vec![[0u64; 3]; listeners];
+    for (_, (_, c)) in st.conns.iter() {
+        let serves = c
+            .session
+            .get()
+            .and_then(|id| st.links.get(id))
+            .is_some_and(|l| std::rc::Rc::ptr_eq(l, c));
+        if !serves || !c.open.get() {
             continue;
         }
         let l = usize::from(c.listener.get());
@@ -228,7 +232,7 @@ impl Shard {
             },
             closes: *self.closes.borrow(),
             connects: self.connects.borrow().clone(),
-            connected: connected(&st.conns),
+            connected: connected(&st, self.cfg.listener_count()),
         }
     }
 

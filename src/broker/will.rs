@@ -98,8 +98,12 @@ impl Shard {
         if self.durable().is_none() {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
-            let all: Vec<_> = st.delayed_wills.drain().map(|(_, (_, w))| *w).collect();
-            st.wills_due.extend(all);
+            let all: Vec<_> = st.delayed_wills.drain().collect();
+            for (id, (_, w)) in all {
+                if self.will_permitted(&mut st.sessions, id, &w.topic) {
+                    st.wills_due.push(*w);
+                }
+            }
             st.will_deadlines.clear();
         }
         self.publish_due_wills(Instant::now());
@@ -124,10 +128,40 @@ impl Shard {
     }
 
     /// Session `id` ends: its delayed will, if any, is due now (`State::wills_due`).
-    pub(crate) fn session_ended_will(st: &mut State, id: SessionId) {
+    /// Called while the session is still in the store.
+    pub(crate) fn session_ended_will(&self, st: &mut State, id: SessionId) {
         if let Some((_, w)) = st.delayed_wills.remove(&id) {
-            st.wills_due.push(*w);
+            if self.will_permitted(&mut st.sessions, id, &w.topic) {
+                st.wills_due.push(*w);
+            }
         }
+    }
+
+    /// Whether session `id`'s client may publish its will to `topic` now that the will is
+    /// due. A will is authorized at CONNECT and again here, with the rights in force at
+    /// the time (a reload may have taken the right away since; mosquitto checks again
+    /// when it sends a will too). Counted and logged like a denied PUBLISH when not.
+    ///
+    /// Every will is checked while its session is in the store: at the connection's end,
+    /// at a takeover (before a clean start removes the session), when a delay ends and
+    /// when a session with a delayed will ends. So a will whose session is already gone
+    /// was checked as the session went, and is let through.
+    pub(crate) fn will_permitted(
+        &self,
+        sessions: &mut super::store::SessionStore,
+        id: SessionId,
+        topic: &str,
+    ) -> bool {
+        if sessions.get(id).is_none() {
+            return true;
+        }
+        if self.may_publish_in(sessions, id, topic) {
+            return true;
+        }
+        self.count(|m| m.publish_denied += 1);
+        let client_id = sessions.get(id).map_or("", |s| s.client_id());
+        self.log_denied("will", client_id, topic);
+        false
     }
 
     /// Publishes the wills whose delay has passed by `now`, and those of sessions that
@@ -143,7 +177,9 @@ impl Shard {
                 st.will_deadlines.pop();
                 if st.delayed_wills.get(&id).is_some_and(|(a, _)| *a == at) {
                     if let Some((_, w)) = st.delayed_wills.remove(&id) {
-                        st.wills_due.push(*w);
+                        if self.will_permitted(&mut st.sessions, id, &w.topic) {
+                            st.wills_due.push(*w);
+                        }
                         self.will_cleared(st, id);
                     }
                 }

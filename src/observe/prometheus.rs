@@ -116,12 +116,12 @@ pub fn render(shards: &[ShardStats]) -> String {
     );
     m.counter(
         "connects",
-        "CONNECT packets received, by listener (its place in the configuration: `listeners` first, then `[[listener]]` tables) and protocol version.",
+        "CONNECT packets received, by listener (its place in the configuration: `listeners` first, then `[[listener]]` tables) and protocol version; counted on the shard that accepted the connection.",
         by_listener(shards, |s| &s.connects),
     );
     m.gauge(
         "clients_connected",
-        "Clients connected now (CONNECT accepted, connection open), by listener and protocol version.",
+        "Clients connected now (CONNECT accepted, connection open), by listener and protocol version; on the shard that holds the session.",
         by_listener(shards, |s| &s.connected),
     );
     m.counter(

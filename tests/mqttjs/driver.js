@@ -5,7 +5,8 @@
 //   id        client id ("" lets a 5.0 broker assign one)
 //   version   3 (MQTT 3.1), 4 (3.1.1) or 5
 //   clean     clean session / clean start (default true)
-//   ca        optional PEM file to trust (mqtts, wss)
+//   ca        optional PEM file to trust (mqtts, wss); servername: the name to verify
+//             (the URL names 127.0.0.1: "localhost" may resolve to ::1 first)
 //   connect_properties, will {topic, payload, qos, retain, properties}
 //   subscribe [{filter, qos, nl, rap, rh}], subscribe_properties
 //   publish   [{topic, payload, qos, retain, properties}], each awaited to completion
@@ -24,11 +25,14 @@ const fail = (what) => {
   out({ event: 'error', what: String(what) });
   process.exit(2);
 };
-// A deadline for the whole process, whatever it waits on.
+// A deadline for the whole process, whatever it waits on (shorter than the test's wait
+// for any one event, so that the test sees why).
 setTimeout(() => {
   out({ event: 'timeout' });
   process.exit(3);
-}, (cfg.timeout || 30) * 1000).unref();
+}, (cfg.timeout || 15) * 1000).unref();
+// Set once the driver leaves on purpose: a close before that is a failure.
+let leaving = false;
 
 const messages = [];
 const completed = [];
@@ -72,9 +76,16 @@ if (cfg.ca) {
   opts.ca = fs.readFileSync(cfg.ca);
   opts.rejectUnauthorized = true;
 }
+if (cfg.servername) {
+  opts.servername = cfg.servername;
+  opts.wsOptions = { servername: cfg.servername };
+}
 
 const client = mqtt.connect(cfg.url, opts);
 client.on('error', (e) => fail(e && e.message ? e.message : e));
+client.on('close', () => {
+  if (!leaving) fail('the connection closed');
+});
 client.on('disconnect', (p) =>
   out({ event: 'disconnect', rc: p.reasonCode, properties: plain(p.properties) }),
 );
@@ -132,6 +143,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   const done = () => out({ event: 'done', messages, completed });
   const end = cfg.end || 'disconnect';
+  leaving = true;
   if (end === 'close') {
     done();
     client.stream.destroy();
