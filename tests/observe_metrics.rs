@@ -216,3 +216,44 @@ fn health_and_other_requests() {
     assert!(got.is_empty(), "{got}");
     assert!(curl(&b, "/health", &[]).starts_with("HTTP/1.1 200"));
 }
+
+/// Connections refused "server busy" over `max_connections` count like any other: their
+/// CONNECT in `connects_total` and the packet counts, their reads in the bytes, their
+/// CONNACK 0x89 in the refusals.
+#[test]
+fn busy_refusals_count_their_connect_and_bytes() {
+    let b = Broker::with(2, |c: &mut Config| {
+        c.limits.max_connections = 2;
+        c.accept_mode = surgemq::config::AcceptMode::RoundRobin;
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let v = ProtocolVersion::V5;
+    let open: Vec<Raw> = (0..2)
+        .map(|k| b.client(v, &b.id_on(k % 2, &format!("busy-{k}")), true))
+        .collect();
+    for k in 2..4 {
+        let mut c = b.raw(v);
+        let ack = c.connect(&b.id_on(k % 2, &format!("busy-{k}")), true, 0, None);
+        assert_eq!(ack.reason, ReasonCode::SERVER_BUSY, "connection {k}");
+        c.expect_closed();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let text = curl(&b, "/metrics", &[]);
+    let n = |name: &str, with: &[&str]| sum(&text, name, with);
+    assert_eq!(n("surgemq_connects_total", &["version=\"5.0\""]), 4);
+    assert_eq!(
+        n("surgemq_packets_received_total", &["type=\"connect\""]),
+        4
+    );
+    assert_eq!(n("surgemq_connack_refusals_total", &["reason=\"0x89\""]), 2);
+    assert_eq!(n("surgemq_clients_connected", &[]), 2);
+    assert_eq!(
+        n("surgemq_packet_bytes_received_total", &[]),
+        n("surgemq_bytes_received_total", &[])
+    );
+    assert_eq!(
+        n("surgemq_packet_bytes_sent_total", &[]),
+        n("surgemq_bytes_sent_total", &[])
+    );
+    drop(open);
+}

@@ -65,7 +65,7 @@ pub(crate) fn spawn_accepted(shard: Rc<Shard>, stream: TcpStream, listening: Arc
         // "Server busy" is answered in MQTT, so only where MQTT is spoken from the first
         // byte; a TLS connection beyond the limit is closed.
         if listening.tls.is_none() && listening.websocket.is_none() {
-            refuse_busy(&shard, stream);
+            refuse_busy(&shard, stream, listening.index);
         }
         return;
     };
@@ -498,7 +498,8 @@ const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// A connection beyond `max_connections` (counted in `connections_refused_limit`): told
 /// "server busy" when its CONNECT arrives within [`BUSY_WAIT`], while at most
 /// [`MAX_BUSY_REFUSALS`] such answers are under way; otherwise closed at once.
-fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
+/// Its CONNECT is counted under `listener` like any other.
+fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream, listener: usize) {
     let Some(slot) = BusySlot::take(shard) else {
         return;
     };
@@ -547,6 +548,7 @@ fn refuse_busy(shard: &Rc<Shard>, stream: TcpStream) {
                 ReasonCode::SERVER_BUSY,
                 client_max(&connect),
             );
+            busy.0.count_connect(listener, connect.version);
             busy.0.count_received(&Packet::Connect(connect), len);
             busy.0.count_sent(&out, false);
             let _ = write_within(&mut stream, &out, BUSY_WAIT).await;
