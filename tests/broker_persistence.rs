@@ -377,8 +377,7 @@ fn a_log_past_its_bound_is_compacted_and_still_restores() {
     let start = |dir: &std::path::Path| {
         let dir = dir.to_owned();
         Broker::with(2, move |c: &mut Config| {
-            c.persistence.mode = PersistMode::Sync;
-            c.persistence.dir = dir;
+            persist_sync(c, &dir);
             c.persistence.compact_bytes = 1 << 20;
         })
     };
@@ -421,8 +420,7 @@ fn a_log_over_max_disk_bytes_refuses_new_messages_and_loses_none() {
             let start = |dir: &std::path::Path| {
                 let dir = dir.to_owned();
                 Broker::with(2, move |c: &mut Config| {
-                    c.persistence.mode = PersistMode::Sync;
-                    c.persistence.dir = dir;
+                    persist_sync(c, &dir);
                     // 1 MiB per shard (the least allowed): about 15 of these messages.
                     c.persistence.max_disk_bytes = 2 << 20;
                 })
@@ -569,8 +567,10 @@ fn a_directory_that_cannot_be_used_is_a_clear_start_error() {
         log_level: "warn".into(),
         ..Config::default()
     };
-    cfg.persistence.mode = PersistMode::Sync;
-    cfg.persistence.dir = "/proc/surgemq-cannot-be-here".into();
+    persist_sync(
+        &mut cfg,
+        std::path::Path::new("/proc/surgemq-cannot-be-here"),
+    );
     match surgemq::server::Server::new(cfg).start() {
         Ok(h) => {
             h.shutdown();
@@ -592,8 +592,7 @@ fn a_delayed_will_survives_a_compaction() {
     let start = |dir: &std::path::Path| {
         let dir = dir.to_owned();
         Broker::with(2, move |c: &mut Config| {
-            c.persistence.mode = PersistMode::Sync;
-            c.persistence.dir = dir;
+            persist_sync(c, &dir);
             c.persistence.compact_bytes = 1 << 20;
         })
     };

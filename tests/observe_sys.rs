@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
-use surgemq::config::{Config, PersistMode};
+use surgemq::config::Config;
 use surgemq::protocol::*;
 
 const VERSIONS: [ProtocolVersion; 3] = [
@@ -391,8 +391,7 @@ fn sys_values_are_not_persisted() {
     let dir = data.path.clone();
     {
         let b = sys_broker(|c| {
-            c.persistence.mode = PersistMode::Sync;
-            c.persistence.dir = dir.clone();
+            persist_sync(c, &dir);
         });
         let mut c = b.client(ProtocolVersion::V3_1_1, "keep", true);
         c.publish_acked("kept/r", b"mine", QoS::AtLeastOnce, true, 1);
@@ -403,8 +402,7 @@ fn sys_values_are_not_persisted() {
     // Restarted without $SYS: the client's retained message is back, no $SYS value is.
     let b = Broker::with(2, |c: &mut Config| {
         c.sys_interval = 0;
-        c.persistence.mode = PersistMode::Sync;
-        c.persistence.dir = dir.clone();
+        persist_sync(c, &dir);
     });
     let mut c = b.client(ProtocolVersion::V3_1_1, "look", true);
     c.subscribe(

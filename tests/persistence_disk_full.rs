@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use surgemq::config::{Config, PersistMode};
+use surgemq::config::Config;
 use surgemq::protocol::*;
 
 /// A small ext4 file system mounted on a loop device, unmounted and removed on drop.
@@ -57,8 +57,7 @@ impl Drop for SmallDisk {
 fn broker_on(dir: &Path) -> Broker {
     let dir = dir.to_owned();
     Broker::with(2, move |c: &mut Config| {
-        c.persistence.mode = PersistMode::Sync;
-        c.persistence.dir = dir;
+        persist_sync(c, &dir);
     })
 }
 

@@ -10,7 +10,7 @@ mod client_env;
 mod common;
 
 use common::*;
-use surgemq::config::{Config, PersistMode};
+use surgemq::config::Config;
 use surgemq::protocol::*;
 
 const VERSIONS: [ProtocolVersion; 3] = [
@@ -450,8 +450,7 @@ fn a_restored_session_keeps_its_users_rules() {
     let data = client_env::TempDir::new("acl-data");
     let dir = data.path.clone();
     let persist = move |c: &mut Config| {
-        c.persistence.mode = PersistMode::Sync;
-        c.persistence.dir = dir.clone();
+        persist_sync(c, &dir);
     };
     for v in VERSIONS {
         let id = format!("keep{}", v.level());

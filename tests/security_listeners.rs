@@ -12,7 +12,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use surgemq::config::{Config, Listener, PersistMode};
+use surgemq::config::{Config, Listener};
 use surgemq::protocol::*;
 
 const VERSIONS: [ProtocolVersion; 3] = [
@@ -283,8 +283,7 @@ fn a_restored_session_gets_its_listeners_rights_when_its_client_returns() {
     let data = client_env::TempDir::new("listeners-data");
     let dir = data.path.clone();
     let persist = move |c: &mut Config| {
-        c.persistence.mode = PersistMode::Sync;
-        c.persistence.dir = dir.clone();
+        persist_sync(c, &dir);
     };
     for v in VERSIONS {
         let back = format!("back{}", v.level());

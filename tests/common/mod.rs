@@ -94,6 +94,13 @@ impl Drop for Broker {
     }
 }
 
+/// Sets `c` to keep sessions and retained messages in `dir`, each change on disk before it
+/// is acknowledged (`persistence.mode = "sync"`).
+pub fn persist_sync(c: &mut Config, dir: &std::path::Path) {
+    c.persistence.mode = surgemq::config::PersistMode::Sync;
+    c.persistence.dir = dir.to_owned();
+}
+
 /// A client id starting with `prefix` that hashes to `shard` of `shards`.
 pub fn id_on(shard: usize, shards: usize, prefix: &str) -> String {
     (0..)
