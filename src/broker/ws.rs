@@ -41,6 +41,11 @@ const MAX_OUT_FRAME: usize = 64 * 1024;
 const MAX_CTRL: usize = 4096;
 /// The largest HTTP upgrade request read.
 const MAX_REQUEST: usize = 8 * 1024;
+/// The most one read from the transport takes in, and the least: a read starts at the
+/// least and doubles while reads fill it, as the plain path's buffer does. Held only
+/// while data is buffered or arriving: an idle connection holds none.
+const MAX_READ_CHUNK: usize = 16 * 1024;
+const MIN_READ_CHUNK: usize = 1024;
 
 /// Why an upgrade or a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +92,8 @@ pub(crate) struct WsState {
     max_frame: u64,
     /// Why reading failed, if a frame broke the rules.
     failed: Option<&'static str>,
+    /// How much the next read from the transport takes in (see [`MAX_READ_CHUNK`]).
+    chunk: usize,
 }
 
 impl WsState {
@@ -104,6 +111,7 @@ impl WsState {
             eof: false,
             max_frame,
             failed: None,
+            chunk: MIN_READ_CHUNK,
         }
     }
 }
@@ -146,15 +154,26 @@ impl<S: Transport> WsStream<S> {
     /// Reads more from the transport into `rbuf`; Ready(0) at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let len = self.st.rbuf.len();
-        self.st.rbuf.resize(len + 16 * 1024, 0);
+        let chunk = self.st.chunk;
+        self.st.rbuf.resize(len + chunk, 0);
         let r = Pin::new(&mut self.inner).poll_read(cx, &mut self.st.rbuf[len..]);
         match r {
             Poll::Ready(Ok(n)) => {
                 self.st.rbuf.truncate(len + n);
+                if n == chunk {
+                    self.st.chunk = (chunk * 2).min(MAX_READ_CHUNK);
+                }
                 Poll::Ready(Ok(n))
             }
             other => {
                 self.st.rbuf.truncate(len);
+                // Nothing buffered and nothing to read: an idle connection gives the
+                // buffer back (it is allocated again, small, when data comes) instead
+                // of keeping up to 16 KiB per idle WebSocket connection.
+                if len == 0 && other.is_pending() {
+                    self.st.rbuf = BytesMut::new();
+                    self.st.chunk = MIN_READ_CHUNK;
+                }
                 other
             }
         }
@@ -586,6 +605,78 @@ mod tests {
         assert!(s.next_byte().is_err());
     }
 
+    /// A read that finds nothing with nothing buffered gives the read buffer back (an idle
+    /// connection holds none); reads that fill their chunk double it, up to the most.
+    #[test]
+    fn an_idle_connection_holds_no_read_buffer() {
+        let script = [MIN_READ_CHUNK, 2 * MIN_READ_CHUNK, 10].map(|n| vec![7u8; n]);
+        let mut ws = WsStream {
+            inner: Scripted(script.into()),
+            st: Box::new(WsState::new(BytesMut::new(), 1 << 20)),
+        };
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for (read, next_chunk) in [
+            (MIN_READ_CHUNK, 2 * MIN_READ_CHUNK),
+            (2 * MIN_READ_CHUNK, 4 * MIN_READ_CHUNK),
+            (10, 4 * MIN_READ_CHUNK),
+        ] {
+            assert!(matches!(ws.poll_fill(&mut cx), Poll::Ready(Ok(n)) if n == read));
+            assert_eq!(ws.st.chunk, next_chunk);
+        }
+        // Bytes still buffered: the buffer stays while the read waits.
+        assert!(ws.poll_fill(&mut cx).is_pending());
+        assert!(ws.st.rbuf.capacity() > 0);
+        // All consumed, and nothing comes: it is given back, and the next read starts small.
+        ws.st.rbuf.clear();
+        assert!(ws.poll_fill(&mut cx).is_pending());
+        assert_eq!(ws.st.rbuf.capacity(), 0);
+        assert_eq!(ws.st.chunk, MIN_READ_CHUNK);
+    }
+
+    /// A transport that hands out its chunks, then has nothing more to read (Pending).
+    struct Scripted(std::collections::VecDeque<Vec<u8>>);
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let Some(mut next) = self.0.pop_front() else {
+                return Poll::Pending;
+            };
+            let n = next.len().min(buf.len());
+            buf[..n].copy_from_slice(&next[..n]);
+            if n < next.len() {
+                self.0.push_front(next.split_off(n));
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+    impl AsyncWrite for Scripted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+    impl Transport for Scripted {
+        fn socket(&self) -> std::os::fd::RawFd {
+            -1
+        }
+        fn into_moving(self) -> io::Result<Moving> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+    }
+
     /// The read half of the framing without a transport.
     struct Fake {
         st: Box<WsState>,
@@ -594,7 +685,7 @@ mod tests {
     impl Fake {
         fn next_byte(&mut self) -> Result<Option<u8>, WsError> {
             let mut ws = WsStream {
-                inner: NoIo,
+                inner: Scripted(Default::default()),
                 st: std::mem::replace(&mut self.st, Box::new(WsState::new(BytesMut::new(), 0))),
             };
             let r = ws.next_frame();
@@ -612,40 +703,6 @@ mod tests {
             };
             self.st = ws.st;
             out
-        }
-    }
-
-    struct NoIo;
-    impl AsyncRead for NoIo {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            _: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(0))
-        }
-    }
-    impl AsyncWrite for NoIo {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            b: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Ok(b.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-    impl Transport for NoIo {
-        fn socket(&self) -> std::os::fd::RawFd {
-            -1
-        }
-        fn into_moving(self) -> io::Result<Moving> {
-            Err(io::ErrorKind::Unsupported.into())
         }
     }
 }
