@@ -54,6 +54,11 @@ def frame(payload):
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return bytes([0x82, 0x80 | len(payload)]) + mask + masked
+def recv(s, i):
+    data = s.recv(4096)
+    if not data:
+        sys.exit(f"connection {i} was closed by the broker")
+    return data
 def connect(cid):
     cid = cid.encode()
     body = b"\x00\x04MQTT\x04\x02\x00\x00" + struct.pack(">H", len(cid)) + cid
@@ -61,18 +66,18 @@ def connect(cid):
 empty = rss()
 held = []
 for i in range(n):
-    s = socket.create_connection(("127.0.0.1", port))
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall((f"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                f"Sec-WebSocket-Protocol: mqtt\r\n\r\n").encode())
     resp = b""
     while b"\r\n\r\n" not in resp:
-        resp += s.recv(4096)
+        resp += recv(s, i)
     rest = resp.split(b"\r\n\r\n", 1)[1]
     s.sendall(frame(connect(f"ws-idle-{i}")))
     while len(rest) < 6:
-        rest += s.recv(4096)
+        rest += recv(s, i)
     assert rest[2] == 0x20, f"no CONNACK: {rest!r}"
     held.append(s)
 time.sleep(8)

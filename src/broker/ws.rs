@@ -46,6 +46,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// while data is buffered or arriving: an idle connection holds none.
 const MAX_READ_CHUNK: usize = 16 * 1024;
 const MIN_READ_CHUNK: usize = 1024;
+/// An emptied write buffer larger than this is given back rather than kept.
+const KEPT_WRITE_BUFFER: usize = 4 * 1024;
 
 /// Why an upgrade or a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,7 +144,16 @@ impl<S: Transport> WsStream<S> {
                 }
                 match Pin::new(&mut self.inner).poll_write(cx, buf) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => buf.advance(n),
+                    Poll::Ready(Ok(n)) => {
+                        buf.advance(n);
+                        // Sent whole: a buffer grown for a large frame is given back, so
+                        // a connection that was once sent 64 KiB does not keep it. (An
+                        // emptied buffer's `capacity()` is 0 whatever it holds; whether
+                        // its allocation could take more than the kept size says.)
+                        if buf.is_empty() && buf.try_reclaim(KEPT_WRITE_BUFFER + 1) {
+                            *buf = BytesMut::new();
+                        }
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,
                 }
@@ -609,7 +620,7 @@ mod tests {
     /// connection holds none); reads that fill their chunk double it, up to the most.
     #[test]
     fn an_idle_connection_holds_no_read_buffer() {
-        let script = [MIN_READ_CHUNK, 2 * MIN_READ_CHUNK, 10].map(|n| vec![7u8; n]);
+        let script = [MIN_READ_CHUNK, 2 * MIN_READ_CHUNK, 10].map(|n| Some(vec![7u8; n]));
         let mut ws = WsStream {
             inner: Scripted(script.into()),
             st: Box::new(WsState::new(BytesMut::new(), 1 << 20)),
@@ -634,21 +645,83 @@ mod tests {
         assert_eq!(ws.st.chunk, MIN_READ_CHUNK);
     }
 
-    /// A transport that hands out its chunks, then has nothing more to read (Pending).
-    struct Scripted(std::collections::VecDeque<Vec<u8>>);
+    /// A frame whose payload arrives in two reads with nothing to read between them: the
+    /// buffer is given back in the middle of the frame, and the rest is unmasked where
+    /// the first part left off.
+    #[test]
+    fn a_frame_split_around_an_idle_read_arrives_whole() {
+        let bytes = client_frame(OpCode::Data(Data::Binary), b"hello world", true);
+        let (first, rest) = bytes.split_at(bytes.len() - 8);
+        let mut ws = WsStream {
+            inner: Scripted([Some(first.to_vec()), None, Some(rest.to_vec())].into()),
+            st: Box::new(WsState::new(BytesMut::new(), 1 << 20)),
+        };
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut got = Vec::new();
+        let mut idle = 0;
+        for _ in 0..10 {
+            let mut buf = [0u8; 64];
+            match Pin::new(&mut ws).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Poll::Ready(Err(e)) => panic!("{e}"),
+                Poll::Pending => {
+                    idle += 1;
+                    // Nothing left to reclaim: the allocation was given back.
+                    assert!(!ws.st.rbuf.try_reclaim(1), "given back while idle");
+                }
+            }
+            if got.len() == 11 {
+                break;
+            }
+        }
+        assert_eq!(idle, 1);
+        assert_eq!(got, b"hello world");
+    }
+
+    /// A write buffer grown for a large frame is given back once the frame is sent; a small
+    /// one is kept for the next frame.
+    #[test]
+    fn a_large_frame_written_leaves_no_large_buffer() {
+        let mut ws = WsStream {
+            inner: Scripted(Default::default()),
+            st: Box::new(WsState::new(BytesMut::new(), 1 << 20)),
+        };
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let big = vec![1u8; 20_000];
+        assert!(matches!(
+            Pin::new(&mut ws).poll_write(&mut cx, &big),
+            Poll::Ready(Ok(20_000))
+        ));
+        assert!(ws.st.wbuf.is_empty());
+        // No allocation left to reclaim: it was given back.
+        assert!(!ws.st.wbuf.try_reclaim(1));
+        assert!(matches!(
+            Pin::new(&mut ws).poll_write(&mut cx, b"small"),
+            Poll::Ready(Ok(5))
+        ));
+        assert!(ws.st.wbuf.is_empty());
+        // The small one is kept for the next frame.
+        assert!(ws.st.wbuf.try_reclaim(1));
+    }
+
+    /// A transport that hands out its chunks (None: one read that finds nothing), then has
+    /// nothing more to read (Pending).
+    struct Scripted(std::collections::VecDeque<Option<Vec<u8>>>);
     impl AsyncRead for Scripted {
         fn poll_read(
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
             buf: &mut [u8],
         ) -> Poll<io::Result<usize>> {
-            let Some(mut next) = self.0.pop_front() else {
+            let Some(Some(mut next)) = self.0.pop_front() else {
                 return Poll::Pending;
             };
             let n = next.len().min(buf.len());
             buf[..n].copy_from_slice(&next[..n]);
             if n < next.len() {
-                self.0.push_front(next.split_off(n));
+                self.0.push_front(Some(next.split_off(n)));
             }
             Poll::Ready(Ok(n))
         }
