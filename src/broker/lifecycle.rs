@@ -103,9 +103,15 @@ impl Shard {
                             old.will.borrow_mut().take();
                         }
                         // A will that stays is due when the old connection ends, and its
-                        // session may be gone by then: checked now, with the session.
+                        // session may be gone by then (or serve another listener): checked
+                        // now, with the session as it was, and not again at that end. Not
+                        // when the old connection already ends without its will (its
+                        // DISCONNECT came first: that reason stands).
                         let topic = old.will.borrow().as_ref().map(|w| w.topic.clone());
-                        if topic.is_some_and(|t| !self.will_permitted(&mut st.sessions, id, &t)) {
+                        let will_due = old.close.get().map_or(true, |r| r.publishes_will());
+                        if topic.is_some_and(|t| {
+                            will_due && !self.will_permitted(&mut st.sessions, id, &t)
+                        }) {
                             old.will.borrow_mut().take();
                         }
                         old.request_close(CloseReason::TakenOver);
@@ -339,7 +345,9 @@ impl Shard {
             return true;
         };
         let mut st = self.state.borrow_mut();
-        self.will_permitted(&mut st.sessions, id, &topic)
+        // Taken over: its will was checked at the takeover, with the session as it was.
+        let serves = st.links.get(id).is_some_and(|c| std::ptr::eq(&**c, conn));
+        !serves || self.will_permitted(&mut st.sessions, id, &topic)
     }
 
     /// Closes connections silent for 1.5 times their keep alive [MQTT-3.1.2-24] (and those
@@ -415,6 +423,7 @@ impl Shard {
     /// What it held through shared subscriptions and its client had not acknowledged goes
     /// to `State::shared_orphans`, for other members of the groups (`redeliver_shared`).
     fn remove_session(&self, st: &mut State, id: SessionId) -> Option<Box<Session>> {
+        st.sessions.get(id)?;
         // Its delayed will is checked with the session still there.
         self.session_ended_will(st, id);
         let mut session = st.sessions.remove(id)?;
