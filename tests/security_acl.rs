@@ -284,32 +284,61 @@ fn a_reload_applies_to_connected_clients() {
     assert_eq!(&alice.recv_publish().payload[..], b"kept");
 }
 
-/// A will is authorized at CONNECT and again when it is due: after a reload that took
-/// the right away, it is not published (counted as a denied PUBLISH).
-#[test]
-fn a_will_is_checked_again_when_it_is_due() {
+/// A broker with [`ACL`] and admin's client `id` subscribed to `sensors/#`, watching for
+/// wills.
+fn will_watcher(id: &str) -> (Broker, client_env::TempDir, Raw) {
     let (b, dir) = start(ACL, |_| {});
     let mut watcher = user(
         &b,
         ProtocolVersion::V5,
-        &b.id_on(0, "ww"),
+        &b.id_on(0, id),
         Some("admin"),
         true,
     );
     watcher.subscribe(1, &[("sensors/#", QoS::AtLeastOnce)]);
-    let with_will = |v: ProtocolVersion, id: String, topic: String| {
-        let mut c = b.raw(v);
-        let mut p = connect_packet(
-            v,
-            &id,
-            true,
-            0,
-            Some(will_msg(&topic, b"gone", QoS::AtLeastOnce, false)),
-        );
-        p.username = Some("alice".into());
-        assert_eq!(c.connect_with(p).reason, ReasonCode::SUCCESS, "{id}");
-        c
-    };
+    (b, dir, watcher)
+}
+
+/// alice connected as `id` with a QoS 1 will on `topic`; for 5.0 with a Will Delay
+/// Interval of `delay` and a Session Expiry Interval of `expiry` seconds.
+fn alice_with_will(
+    b: &Broker,
+    v: ProtocolVersion,
+    id: &str,
+    topic: &str,
+    delay: u32,
+    expiry: u32,
+) -> Raw {
+    let mut will = will_msg(topic, b"gone", QoS::AtLeastOnce, false);
+    let mut p = connect_packet(v, id, true, 0, None);
+    if v.is_v5() {
+        will.properties.get_mut().will_delay_interval = Some(delay);
+        p.properties.get_mut().session_expiry_interval = Some(expiry);
+    }
+    p.will = Some(will);
+    p.username = Some("alice".into());
+    let mut c = b.raw(v);
+    assert_eq!(c.connect_with(p).reason, ReasonCode::SUCCESS, "{id}");
+    c
+}
+
+/// Reloads an ACL in which alice may only read `sensors/#`.
+fn take_alices_write_right(b: &Broker, dir: &client_env::TempDir) {
+    std::fs::write(
+        dir.path.join("acl"),
+        "user admin\ntopic readwrite #\nuser alice\ntopic read sensors/#\n",
+    )
+    .unwrap();
+    b.handle.as_ref().unwrap().reload_security().unwrap();
+}
+
+/// A will is authorized at CONNECT and again when it is due: after a reload that took
+/// the right away, it is not published (counted as a denied PUBLISH).
+#[test]
+fn a_will_is_checked_again_when_it_is_due() {
+    let (b, dir, mut watcher) = will_watcher("ww");
+    let with_will =
+        |v: ProtocolVersion, id: String, topic: String| alice_with_will(&b, v, &id, &topic, 0, 0);
     let mut before = Vec::new();
     let mut after = Vec::new();
     for v in VERSIONS {
@@ -336,12 +365,7 @@ fn a_will_is_checked_again_when_it_is_due() {
     got.sort();
     assert!(got.iter().all(|t| t.starts_with("sensors/b")), "{got:?}");
     assert_eq!(got.len(), n);
-    std::fs::write(
-        dir.path.join("acl"),
-        "user admin\ntopic readwrite #\nuser alice\ntopic read sensors/#\n",
-    )
-    .unwrap();
-    b.handle.as_ref().unwrap().reload_security().unwrap();
+    take_alices_write_right(&b, &dir);
     drop(after);
     watcher.expect_nothing();
     let mut b = b;
@@ -356,29 +380,9 @@ fn a_will_is_checked_again_when_it_is_due() {
 /// write, and not after a reload took the right away.
 #[test]
 fn wills_due_later_or_at_a_takeover_are_checked_when_due() {
-    let (b, dir) = start(ACL, |_| {});
-    let mut watcher = user(
-        &b,
-        ProtocolVersion::V5,
-        &b.id_on(0, "lw"),
-        Some("admin"),
-        true,
-    );
-    watcher.subscribe(1, &[("sensors/#", QoS::AtLeastOnce)]);
-    // (version, id, topic, will delay, session expiry)
-    let connect = |v: ProtocolVersion, id: &str, topic: &str, delay: u32, expiry: u32| {
-        let mut will = will_msg(topic, b"gone", QoS::AtLeastOnce, false);
-        let mut p = connect_packet(v, id, true, 0, None);
-        if v.is_v5() {
-            will.properties.get_mut().will_delay_interval = Some(delay);
-            p.properties.get_mut().session_expiry_interval = Some(expiry);
-        }
-        p.will = Some(will);
-        p.username = Some("alice".into());
-        let mut c = b.raw(v);
-        assert_eq!(c.connect_with(p).reason, ReasonCode::SUCCESS, "{id}");
-        c
-    };
+    let (b, dir, mut watcher) = will_watcher("lw");
+    let connect =
+        |v, id: &str, topic: &str, delay, expiry| alice_with_will(&b, v, id, topic, delay, expiry);
     let v4 = ProtocolVersion::V3_1_1;
     let v5 = ProtocolVersion::V5;
     let cases = |round: &str| {
@@ -435,12 +439,7 @@ fn wills_due_later_or_at_a_takeover_are_checked_when_due() {
         ["sensors/a/delayed", "sensors/a/expired", "sensors/a/taken"]
     );
     let denied = run(&mut watcher, cases("b"), &|| {
-        std::fs::write(
-            dir.path.join("acl"),
-            "user admin\ntopic readwrite #\nuser alice\ntopic read sensors/#\n",
-        )
-        .unwrap();
-        b.handle.as_ref().unwrap().reload_security().unwrap();
+        take_alices_write_right(&b, &dir)
     });
     assert!(denied.is_empty(), "{denied:?}");
     let mut b = b;

@@ -228,15 +228,24 @@ pub(crate) async fn flush<S: Transport>(
 async fn wait_durable(conn: &ConnShared, limit: std::time::Duration) -> bool {
     let until = Instant::now() + limit;
     while conn.durable_wait.get() != 0 {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if !woken_before(conn.wake.notified(), until).await {
             return false;
         }
-        let woken = conn.wake.notified();
-        let timer = glommio::timer::sleep(left);
-        futures::pin_mut!(woken, timer);
-        let _ = select(woken, timer).await;
     }
+    true
+}
+
+/// Waits until `woken` completes or `deadline` passes, whichever is first; false, without
+/// waiting, when the deadline has passed already. For loops that re-check a condition
+/// after each wake-up within one time limit.
+pub(crate) async fn woken_before(woken: impl std::future::Future, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return false;
+    }
+    let timer = glommio::timer::sleep(left);
+    futures::pin_mut!(woken, timer);
+    let _ = select(woken, timer).await;
     true
 }
 

@@ -299,14 +299,9 @@ impl Shard {
                     return Some(reports.clone());
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if !super::serve::woken_before(g.done.wait(), deadline).await {
                 return None;
             }
-            let done = g.done.wait();
-            let timer = glommio::timer::sleep(left);
-            futures::pin_mut!(done, timer);
-            let _ = futures::future::select(done, timer).await;
         }
     }
 
